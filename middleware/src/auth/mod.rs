@@ -1,0 +1,1 @@
+//! JWT authentication (being written).

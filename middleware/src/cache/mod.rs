@@ -1,0 +1,1 @@
+//! Two-tier object cache (being written).

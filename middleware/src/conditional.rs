@@ -1,0 +1,192 @@
+//! RFC 9110 preconditions (`If-Match`, `If-None-Match`, `If-Modified-Since`,
+//! `If-Unmodified-Since`) evaluated against an object's `ETag` and
+//! `Last-Modified`, in the order section 13.2.2 gives.
+//!
+//! Used on upstream answers (some S3-compatible servers ignore preconditions)
+//! and on cached objects.
+
+use std::time::SystemTime;
+
+use http::{header, HeaderMap};
+
+/// What the preconditions of a request say about an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Serve the object.
+    Pass,
+    /// Answer `304 Not Modified`.
+    NotModified,
+    /// Answer `412 Precondition Failed`.
+    Failed,
+}
+
+/// Evaluates the request's preconditions for a `GET`/`HEAD` of an object with
+/// these `ETag` and `Last-Modified` header values.
+pub fn evaluate(request: &HeaderMap, etag: Option<&str>, last_modified: Option<&str>) -> Precondition {
+    let modified = last_modified.and_then(|v| httpdate::parse_http_date(v).ok());
+
+    if let Some(if_match) = joined(request, &header::IF_MATCH) {
+        if !etag_list_matches(&if_match, etag, true) {
+            return Precondition::Failed;
+        }
+    } else if let (Some(since), Some(modified)) = (date(request, &header::IF_UNMODIFIED_SINCE), modified) {
+        if modified > since {
+            return Precondition::Failed;
+        }
+    }
+
+    if let Some(if_none_match) = joined(request, &header::IF_NONE_MATCH) {
+        if etag_list_matches(&if_none_match, etag, false) {
+            return Precondition::NotModified;
+        }
+    } else if let (Some(since), Some(modified)) = (date(request, &header::IF_MODIFIED_SINCE), modified) {
+        if modified <= since {
+            return Precondition::NotModified;
+        }
+    }
+    Precondition::Pass
+}
+
+/// Whether the request carries any precondition header.
+pub fn has_preconditions(request: &HeaderMap) -> bool {
+    [
+        &header::IF_MATCH,
+        &header::IF_NONE_MATCH,
+        &header::IF_MODIFIED_SINCE,
+        &header::IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|h| request.contains_key(*h))
+}
+
+fn joined(headers: &HeaderMap, name: &header::HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).peekable();
+    values.peek()?;
+    Some(values.collect::<Vec<_>>().join(","))
+}
+
+fn date(headers: &HeaderMap, name: &header::HeaderName) -> Option<SystemTime> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+}
+
+/// Whether a comma-separated list of entity tags (or `*`) matches `etag`;
+/// `strong` selects strong comparison (`If-Match`), otherwise weak.
+pub fn etag_list_matches(list: &str, etag: Option<&str>, strong: bool) -> bool {
+    let Some(etag) = etag else {
+        return false;
+    };
+    let list = list.trim();
+    if list == "*" {
+        return true;
+    }
+    let (current_weak, current) = split_weak(etag.trim());
+    if strong && current_weak {
+        return false;
+    }
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .any(|candidate| {
+            let (weak, tag) = split_weak(candidate);
+            if strong && weak {
+                return false;
+            }
+            unquote(tag) == unquote(current)
+        })
+}
+
+fn split_weak(tag: &str) -> (bool, &str) {
+    match tag.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, tag),
+    }
+}
+
+fn unquote(tag: &str) -> &str {
+    tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn req(pairs: &[(&header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append((*k).clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    const ETAG: Option<&str> = Some("\"abc\"");
+    const LM: Option<&str> = Some("Wed, 21 Oct 2015 07:28:00 GMT");
+
+    #[test]
+    fn if_none_match_quoted_weak_list_and_star() {
+        for v in ["\"abc\"", "W/\"abc\"", "\"x\", \"abc\"", "*", "abc"] {
+            let h = req(&[(&header::IF_NONE_MATCH, v)]);
+            assert_eq!(evaluate(&h, ETAG, LM), Precondition::NotModified, "{v}");
+        }
+        let h = req(&[(&header::IF_NONE_MATCH, "\"zzz\"")]);
+        assert_eq!(evaluate(&h, ETAG, LM), Precondition::Pass);
+    }
+
+    #[test]
+    fn if_match_is_strong() {
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_MATCH, "\"abc\"")]), ETAG, LM),
+            Precondition::Pass
+        );
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_MATCH, "W/\"abc\"")]), ETAG, LM),
+            Precondition::Failed
+        );
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_MATCH, "\"no\"")]), ETAG, LM),
+            Precondition::Failed
+        );
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_MATCH, "*")]), None, LM),
+            Precondition::Failed
+        );
+    }
+
+    #[test]
+    fn dates_compare_as_dates() {
+        let later = "Thu, 22 Oct 2015 07:28:00 GMT";
+        let earlier = "Tue, 20 Oct 2015 07:28:00 GMT";
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_MODIFIED_SINCE, later)]), ETAG, LM),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_MODIFIED_SINCE, LM.unwrap())]), ETAG, LM),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_MODIFIED_SINCE, earlier)]), ETAG, LM),
+            Precondition::Pass
+        );
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_UNMODIFIED_SINCE, earlier)]), ETAG, LM),
+            Precondition::Failed
+        );
+        assert_eq!(
+            evaluate(&req(&[(&header::IF_MODIFIED_SINCE, "garbage")]), ETAG, LM),
+            Precondition::Pass
+        );
+    }
+
+    #[test]
+    fn if_none_match_wins_over_if_modified_since() {
+        let h = req(&[
+            (&header::IF_NONE_MATCH, "\"zzz\""),
+            (&header::IF_MODIFIED_SINCE, "Thu, 22 Oct 2015 07:28:00 GMT"),
+        ]);
+        assert_eq!(evaluate(&h, ETAG, LM), Precondition::Pass);
+    }
+}

@@ -1,0 +1,12 @@
+//! The HTTP face of an object stack: `GET`/`HEAD /{key}` in, a streamed object
+//! or an S3-style error out.
+
+mod key;
+mod request;
+mod service;
+
+pub use key::{decode_key, KeyError};
+pub use request::{ObjectMethod, ObjectRequest, FORWARDED_REQUEST_HEADERS};
+#[allow(unused_imports)]
+pub(crate) use service::not_modified;
+pub use service::{ObjectService, REQUEST_ID};

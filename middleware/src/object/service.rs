@@ -1,0 +1,224 @@
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode};
+use tower::{Service, ServiceExt};
+
+use super::{decode_key, KeyError, ObjectMethod, ObjectRequest};
+use crate::conditional::{self, Precondition};
+use crate::error::{FetchError, S3Error};
+
+/// The request-id header read from requests to name them in error bodies and logs.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client-facing end of an object stack.
+///
+/// Takes `GET`/`HEAD` requests whose path is the object key (`/dir/file.txt`,
+/// percent-encoded), calls the inner object service (a replica, a failover, a
+/// cache...) with an [`ObjectRequest`], streams its answer back, and maps every
+/// failure to the S3-style response a client expects: 405 with `Allow` for
+/// other methods, 400 for paths that cannot be keys, 404/403/412/416 as the
+/// upstream said, 502/503/504 when the upstream failed. It never fails itself
+/// (`Error = Infallible`), so it can be mounted in any axum `Router`.
+///
+/// Preconditions are evaluated again on the upstream's `ETag`/`Last-Modified`,
+/// so `304`/`412` come out right even from S3-compatible servers that ignore them.
+#[derive(Debug, Clone)]
+pub struct ObjectService<S> {
+    inner: S,
+}
+
+impl<S> ObjectService<S> {
+    /// Wraps an object-level service.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for ObjectService<S>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness of the inner service is awaited per request (in `call`),
+        // so that its errors become responses rather than service errors.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let object = match to_object_request(&req) {
+            Ok(object) => object,
+            Err(err) => return Box::pin(std::future::ready(Ok(err.with_request_id(request_id).into_response()))),
+        };
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let result = inner.oneshot(object.clone()).await;
+            Ok(finish(result, &object, request_id))
+        })
+    }
+}
+
+fn to_object_request<B>(req: &Request<B>) -> Result<ObjectRequest, S3Error> {
+    let method = ObjectMethod::from_http(req.method()).ok_or_else(S3Error::method_not_allowed)?;
+    let key = decode_key(req.uri().path()).map_err(|e| match e {
+        KeyError::Empty => S3Error::no_such_key(),
+        other => S3Error::invalid_uri(other.to_string()),
+    })?;
+    Ok(ObjectRequest::new(method, key).with_forwarded_headers(req.headers()))
+}
+
+/// Turns the inner service's result into the client's response.
+fn finish(result: Result<Response<Body>, FetchError>, req: &ObjectRequest, request_id: String) -> Response<Body> {
+    let res = match result {
+        Ok(res) => res,
+        Err(err) => {
+            tracing::warn!(key = %req.key(), error = %err, "object request failed");
+            return S3Error::from_fetch_error(&err)
+                .with_request_id(request_id)
+                .into_response();
+        }
+    };
+    let status = res.status();
+    if status.is_success() && conditional::has_preconditions(req.headers()) {
+        let etag = res.headers().get(header::ETAG).and_then(|v| v.to_str().ok());
+        let modified = res.headers().get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok());
+        match conditional::evaluate(req.headers(), etag, modified) {
+            Precondition::Pass => {}
+            Precondition::NotModified => return not_modified(res.headers()),
+            Precondition::Failed => {
+                return S3Error::precondition_failed()
+                    .with_request_id(request_id)
+                    .into_response()
+            }
+        }
+    }
+    if status.is_client_error() || status.is_server_error() {
+        let mut err = S3Error::from_upstream_status(status)
+            .with_request_id(request_id)
+            .into_response();
+        if let Some(range) = res.headers().get(header::CONTENT_RANGE) {
+            err.headers_mut().insert(header::CONTENT_RANGE, range.clone());
+        }
+        return err;
+    }
+    if req.method() == ObjectMethod::Head {
+        let (parts, _body) = res.into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    res
+}
+
+/// A `304 Not Modified` carrying the validators and caching headers of `from`.
+pub(crate) fn not_modified(from: &HeaderMap) -> Response<Body> {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in [
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::CACHE_CONTROL,
+        header::EXPIRES,
+    ] {
+        if let Some(v) = from.get(&name) {
+            res.headers_mut().insert(name, v.clone());
+        }
+    }
+    if let Some(v) = from.get(crate::upstream::REPLICA_HEADER) {
+        res.headers_mut().insert(crate::upstream::REPLICA_HEADER, v.clone());
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn upstream_ok() -> tower::util::BoxCloneService<ObjectRequest, Response<Body>, FetchError> {
+        tower::util::BoxCloneService::new(tower::service_fn(|req: ObjectRequest| async move {
+            if req.key() == "missing" {
+                let mut res = Response::new(Body::empty());
+                *res.status_mut() = StatusCode::NOT_FOUND;
+                return Ok(res);
+            }
+            if req.key() == "down" {
+                return Err(FetchError::NoReplica);
+            }
+            let mut res = Response::new(Body::from(req.key().to_owned()));
+            res.headers_mut()
+                .insert(header::ETAG, HeaderValue::from_static("\"e1\""));
+            Ok(res)
+        }))
+    }
+
+    async fn send(method: &str, uri: &str, headers: &[(&str, &str)]) -> Response<Body> {
+        let mut b = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        ObjectService::new(upstream_ok())
+            .oneshot(b.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn maps_methods_keys_and_upstream_answers() {
+        assert_eq!(send("GET", "/a%20b", &[]).await.status(), StatusCode::OK);
+        let res = send("PUT", "/a", &[]).await;
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(res.headers()[header::ALLOW], "GET, HEAD");
+        assert_eq!(send("GET", "/%2e%2e/x", &[]).await.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(send("GET", "/missing", &[]).await.status(), StatusCode::NOT_FOUND);
+        let res = send("GET", "/down", &[("x-request-id", "rid-7")]).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("<RequestId>rid-7</RequestId>"));
+    }
+
+    #[tokio::test]
+    async fn evaluates_preconditions_on_upstream_answers() {
+        let res = send("GET", "/k", &[("if-none-match", "\"e1\"")]).await;
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(res.headers()[header::ETAG], "\"e1\"");
+        let res = send("GET", "/k", &[("if-match", "\"other\"")]).await;
+        assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    }
+
+    #[tokio::test]
+    async fn head_has_no_body() {
+        let res = send("HEAD", "/k", &[]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        assert!(body.is_empty());
+    }
+}

@@ -1,0 +1,206 @@
+//! Routing by path prefix: `/assets/logo.png` goes to the bucket mounted at
+//! `/assets`, as `/logo.png`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use futures_util::future::{BoxFuture, FutureExt};
+use http::{Request, Response, Uri};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::error::S3Error;
+use crate::object::REQUEST_ID;
+
+/// The name of the bucket a request was routed to, as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedBucket(pub Arc<str>);
+
+type Route = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// Why a prefix cannot be mounted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// Not `/` followed by path segments, or holding characters that need encoding.
+    #[error("must start with '/', not end with '/', and hold only unreserved path characters")]
+    Malformed,
+    /// Already mounted.
+    #[error("is mounted twice")]
+    Duplicate,
+}
+
+/// Routes each request to the service mounted at the longest prefix that
+/// matches on a `/` boundary (`/assets` matches `/assets/a`, never `/assetsX/a`),
+/// strips the prefix from the URI (the query is kept) and records
+/// [`MatchedBucket`]. Unmatched paths get a 404 `NoSuchBucket`.
+#[derive(Clone, Default)]
+pub struct PrefixRouter {
+    // Longest prefix first.
+    routes: Arc<Vec<(String, Arc<str>, Route)>>,
+}
+
+impl std::fmt::Debug for PrefixRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.routes.iter().map(|(p, n, _)| (p, n)))
+            .finish()
+    }
+}
+
+/// Checks that a prefix can be mounted: `/` alone, or `/seg[/seg...]` with
+/// unreserved characters, no empty, `.` or `..` segment and no trailing `/`.
+pub fn validate_prefix(prefix: &str) -> Result<(), PrefixError> {
+    if prefix == "/" {
+        return Ok(());
+    }
+    let rest = prefix.strip_prefix('/').ok_or(PrefixError::Malformed)?;
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@".contains(c);
+    for seg in rest.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." || !seg.chars().all(ok_char) {
+            return Err(PrefixError::Malformed);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` falls under `prefix` on a segment boundary.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+impl PrefixRouter {
+    /// An empty router (everything is `NoSuchBucket`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Mounts `service` for bucket `name` at `prefix`.
+    pub fn mount<S>(mut self, prefix: &str, name: impl Into<Arc<str>>, service: S) -> Result<Self, PrefixError>
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        validate_prefix(prefix)?;
+        let routes = Arc::make_mut(&mut self.routes);
+        if routes.iter().any(|(p, _, _)| p == prefix) {
+            return Err(PrefixError::Duplicate);
+        }
+        routes.push((prefix.to_owned(), name.into(), BoxCloneSyncService::new(service)));
+        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Ok(self)
+    }
+
+    /// The bucket name and remaining path for a request path, if any prefix matches.
+    pub fn route<'a>(&self, path: &'a str) -> Option<(&Arc<str>, &'a str)> {
+        self.routes
+            .iter()
+            .find(|(p, _, _)| prefix_matches(p, path))
+            .map(|(p, name, _)| {
+                let rest = if p == "/" { path } else { &path[p.len()..] };
+                (name, rest)
+            })
+    }
+}
+
+impl Service<Request<Body>> for PrefixRouter {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let path = req.uri().path();
+        let found = self.routes.iter().find(|(p, _, _)| prefix_matches(p, path));
+        let Some((prefix, name, route)) = found else {
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            return std::future::ready(Ok(S3Error::no_such_bucket().with_request_id(id).into_response())).boxed();
+        };
+        let rest = if prefix == "/" { path } else { &path[prefix.len()..] };
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let pq = match req.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_owned(),
+        };
+        if let Ok(uri) = pq.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        req.extensions_mut().insert(MatchedBucket(name.clone()));
+        route.clone().oneshot(req).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(
+        tag: &'static str,
+    ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + Sync
+    {
+        tower::service_fn(move |req: Request<Body>| async move {
+            let bucket = req.extensions().get::<MatchedBucket>().unwrap().0.clone();
+            Ok::<_, Infallible>(Response::new(Body::from(format!("{tag} {bucket} {}", req.uri()))))
+        })
+    }
+
+    async fn get(router: &PrefixRouter, uri: &str) -> (u16, String) {
+        let res = router
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn longest_prefix_on_segment_boundary() {
+        let router = PrefixRouter::new()
+            .mount("/assets", "assets", echo("A"))
+            .unwrap()
+            .mount("/assets/img", "img", echo("I"))
+            .unwrap();
+        assert_eq!(get(&router, "/assets/a.txt").await, (200, "A assets /a.txt".into()));
+        assert_eq!(
+            get(&router, "/assets/img/x.png?t=1").await,
+            (200, "I img /x.png?t=1".into())
+        );
+        assert_eq!(
+            get(&router, "/assets/imgX/x.png").await,
+            (200, "A assets /imgX/x.png".into())
+        );
+        assert_eq!(get(&router, "/assetsX/a").await.0, 404);
+        assert!(get(&router, "/other/a").await.1.contains("NoSuchBucket"));
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert!(validate_prefix("/data").is_ok());
+        assert!(validate_prefix("/").is_ok());
+        for bad in ["data", "/data/", "/a//b", "/a/../b", "/a b", "/a%20", "/a?x"] {
+            assert_eq!(validate_prefix(bad), Err(PrefixError::Malformed), "{bad}");
+        }
+        let dup = PrefixRouter::new()
+            .mount("/a", "a", echo("a"))
+            .unwrap()
+            .mount("/a", "b", echo("b"));
+        assert_eq!(dup.err(), Some(PrefixError::Duplicate));
+    }
+}

@@ -1,0 +1,282 @@
+//! Fetching from one S3 replica: a SigV4 presigned URL made by rusty-s3, sent
+//! by a shared reqwest client, the answer streamed back as it arrives.
+//!
+//! [`S3Upstream`] is an object-level service
+//! (`Service<ObjectRequest, Response = http::Response<Body>, Error = FetchError>`):
+//! the innermost layer of a replica's stack.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use rusty_s3::{Bucket, BucketError, Credentials, S3Action, UrlStyle};
+use tower::Service;
+use url::Url;
+
+use crate::error::FetchError;
+use crate::object::{ObjectMethod, ObjectRequest};
+
+/// The response header naming the replica that served a request.
+pub const REPLICA_HEADER: HeaderName = HeaderName::from_static("x-yatagarasu-replica");
+
+/// Response headers passed from S3 to the client (plus every `x-amz-meta-*`).
+pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 11] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::CONTENT_ENCODING,
+    header::CONTENT_DISPOSITION,
+    header::CONTENT_LANGUAGE,
+    header::ACCEPT_RANGES,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::CACHE_CONTROL,
+    header::EXPIRES,
+];
+
+/// How long presigned URLs stay valid. They are used at once; a short life
+/// limits what a leaked URL is worth.
+const PRESIGN_TTL: Duration = Duration::from_secs(60);
+
+/// Builds the rusty-s3 bucket for an endpoint: path-style for a custom
+/// endpoint (MinIO, R2, anything with a port), virtual-host style on AWS
+/// (`https://{bucket}.s3.{region}.amazonaws.com`) when no endpoint is given.
+pub fn s3_bucket(endpoint: Option<&Url>, bucket: &str, region: &str) -> Result<Bucket, BucketError> {
+    match endpoint {
+        Some(endpoint) => Bucket::new(endpoint.clone(), UrlStyle::Path, bucket.to_owned(), region.to_owned()),
+        None => {
+            let aws: Url = format!("https://s3.{region}.amazonaws.com")
+                .parse()
+                .map_err(|_| BucketError::MissingHost)?;
+            // Dotted names break TLS on virtual hosts: AWS documents path style for them.
+            let style = if bucket.contains('.') {
+                UrlStyle::Path
+            } else {
+                UrlStyle::VirtualHost
+            };
+            Bucket::new(aws, style, bucket.to_owned(), region.to_owned())
+        }
+    }
+}
+
+/// One S3 replica: where it is, how to sign for it, how long to wait for it.
+///
+/// Cloning is cheap (an `Arc`); every clone shares the reqwest client and so
+/// its connection pool.
+#[derive(Clone)]
+pub struct S3Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    bucket: Bucket,
+    credentials: Option<Credentials>,
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for S3Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials are left out on purpose.
+        f.debug_struct("S3Upstream")
+            .field("name", &self.inner.name)
+            .field("url", &self.inner.bucket.base_url().as_str())
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+impl S3Upstream {
+    /// A replica named `name` (for logs, metrics and `X-Yatagarasu-Replica`)
+    /// serving `bucket` through `client`, anonymous until
+    /// [`with_credentials`](Self::with_credentials), with a 30 s timeout.
+    pub fn new(name: impl Into<Arc<str>>, bucket: Bucket, client: reqwest::Client) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                bucket,
+                credentials: None,
+                client,
+                timeout: Duration::from_secs(30),
+            }),
+        }
+    }
+
+    fn update(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| Inner {
+            name: arc.name.clone(),
+            bucket: arc.bucket.clone(),
+            credentials: arc.credentials.clone(),
+            client: arc.client.clone(),
+            timeout: arc.timeout,
+        });
+        f(&mut inner);
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Signs requests with these credentials.
+    pub fn with_credentials(self, credentials: Credentials) -> Self {
+        self.update(|i| i.credentials = Some(credentials))
+    }
+
+    /// Bounds connect plus time to response headers (not the body).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.update(|i| i.timeout = timeout)
+    }
+
+    /// The replica's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The replica's name, shared.
+    pub fn name_arc(&self) -> Arc<str> {
+        self.inner.name.clone()
+    }
+
+    /// The header timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// The presigned URL for a request (the secret never appears in it).
+    pub fn presign(&self, req: &ObjectRequest) -> Url {
+        let creds = self.inner.credentials.as_ref();
+        match req.method() {
+            ObjectMethod::Get => self.inner.bucket.get_object(creds, req.key()).sign(PRESIGN_TTL),
+            ObjectMethod::Head => self.inner.bucket.head_object(creds, req.key()).sign(PRESIGN_TTL),
+        }
+    }
+
+    /// Sends a signed `HEAD` of the bucket, or of `key` when given, and
+    /// returns how long the answer took. Any answer below 500 counts as alive
+    /// (a 404 for a probe key still proves the replica serves).
+    pub async fn probe(&self, key: Option<&str>, timeout: Duration) -> Result<Duration, FetchError> {
+        let creds = self.inner.credentials.as_ref();
+        let url = match key {
+            Some(key) => self.inner.bucket.head_object(creds, key).sign(PRESIGN_TTL),
+            None => self.inner.bucket.head_bucket(creds).sign(PRESIGN_TTL),
+        };
+        let started = Instant::now();
+        let send = self.inner.client.head(url).send();
+        let res = tokio::time::timeout(timeout, send)
+            .await
+            .map_err(|_| FetchError::Timeout(timeout))?
+            .map_err(FetchError::from_reqwest)?;
+        if res.status().is_server_error() {
+            return Err(FetchError::Status(res.status()));
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Fetches an object: the response headers within the timeout, the body
+    /// streamed as it arrives. 5xx answers are errors (another replica may
+    /// serve); 2xx, 3xx and 4xx answers are responses.
+    pub fn fetch(&self, req: &ObjectRequest) -> BoxFuture<'static, Result<Response<Body>, FetchError>> {
+        let url = self.presign(req);
+        let method = match req.method() {
+            ObjectMethod::Get => reqwest::Method::GET,
+            ObjectMethod::Head => reqwest::Method::HEAD,
+        };
+        let send = self
+            .inner
+            .client
+            .request(method, url)
+            .headers(req.headers().clone())
+            .send();
+        let timeout = self.inner.timeout;
+        let name = self.inner.name.clone();
+        Box::pin(async move {
+            let res = tokio::time::timeout(timeout, send)
+                .await
+                .map_err(|_| FetchError::Timeout(timeout))?
+                .map_err(FetchError::from_reqwest)?;
+            if res.status().is_server_error() {
+                return Err(FetchError::Status(res.status()));
+            }
+            Ok(into_client_response(res, &name))
+        })
+    }
+}
+
+impl Service<ObjectRequest> for S3Upstream {
+    type Response = Response<Body>;
+    type Error = FetchError;
+    type Future = BoxFuture<'static, Result<Response<Body>, FetchError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FetchError>> {
+        // reqwest's pool queues internally; admission is the breaker's and
+        // bulkhead's job, in the layers around this one.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ObjectRequest) -> Self::Future {
+        self.fetch(&req)
+    }
+}
+
+fn into_client_response(res: reqwest::Response, replica: &str) -> Response<Body> {
+    let res: Response<reqwest::Body> = res.into();
+    let (parts, body) = res.into_parts();
+    let mut out = Response::new(Body::new(body.map_err(|e| e.without_url())));
+    *out.status_mut() = if parts.status == StatusCode::NOT_MODIFIED {
+        StatusCode::NOT_MODIFIED
+    } else {
+        parts.status
+    };
+    copy_forwarded(&parts.headers, out.headers_mut());
+    if let Ok(v) = HeaderValue::from_str(replica) {
+        out.headers_mut().insert(REPLICA_HEADER, v);
+    }
+    out
+}
+
+fn copy_forwarded(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in FORWARDED_RESPONSE_HEADERS.iter() {
+        if let Some(v) = from.get(name) {
+            to.insert(name.clone(), v.clone());
+        }
+    }
+    for (name, v) in from.iter() {
+        if name.as_str().starts_with("x-amz-meta-") {
+            to.append(name.clone(), v.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_style_for_endpoints_virtual_host_for_aws() {
+        let ep: Url = "http://127.0.0.1:9000".parse().unwrap();
+        let b = s3_bucket(Some(&ep), "data-bucket", "us-east-1").unwrap();
+        assert_eq!(b.base_url().as_str(), "http://127.0.0.1:9000/data-bucket/");
+        let b = s3_bucket(None, "assets", "us-west-2").unwrap();
+        assert_eq!(b.base_url().as_str(), "https://assets.s3.us-west-2.amazonaws.com/");
+    }
+
+    #[test]
+    fn presigned_urls_carry_no_secret_and_encode_keys() {
+        let ep: Url = "http://127.0.0.1:9000".parse().unwrap();
+        let up = S3Upstream::new(
+            "p",
+            s3_bucket(Some(&ep), "b", "us-east-1").unwrap(),
+            reqwest::Client::new(),
+        )
+        .with_credentials(Credentials::new("AKIDEXAMPLE", "s3cr3t-value"));
+        let url = up.presign(&ObjectRequest::get("dir/a b+c%.txt"));
+        assert!(
+            url.as_str().starts_with("http://127.0.0.1:9000/b/dir/a%20b+c%25.txt?"),
+            "{url}"
+        );
+        assert!(!url.as_str().contains("s3cr3t-value"));
+        assert!(!format!("{up:?}").contains("s3cr3t"));
+    }
+}
