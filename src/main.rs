@@ -1,1 +1,163 @@
-fn main() {}
+//! `yatagarasu`: the high-availability S3 proxy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use yatagarasu::config::{self, LoggingConfig};
+
+const DEFAULT_CONFIG: &str = "/etc/yatagarasu/config.yaml";
+
+/// High-availability S3 proxy: GET/HEAD objects by URL, failover across replicas.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (YAML). Default: /etc/yatagarasu/config.yaml
+    #[arg(short, long, env = "YATAGARASU_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Validate the config and exit: 0 when valid, 1 with every error otherwise.
+    Check,
+    /// Start two local S3 replicas with sample objects and the proxy in front of them.
+    Demo {
+        /// Proxy listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run a local S3-compatible server (s3s-fs) over a directory, for drills and tests.
+    ServeS3 {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Directory with one sub-directory per bucket.
+        #[arg(long)]
+        root: PathBuf,
+        /// Access key id required from clients.
+        #[arg(long, env = "S3_ACCESS_KEY")]
+        access_key: String,
+        /// Secret key required from clients.
+        #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
+        secret_key: String,
+    },
+}
+
+fn init_tracing(logging: &LoggingConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if logging.format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).init();
+    }
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Demo { listen }) => {
+            init_tracing(&LoggingConfig::default());
+            report(runtime.block_on(yatagarasu::demo::run(listen)))
+        }
+        Some(Command::ServeS3 {
+            listen,
+            ref root,
+            ref access_key,
+            ref secret_key,
+        }) => {
+            init_tracing(&LoggingConfig::default());
+            report(runtime.block_on(serve_s3(listen, root.clone(), access_key.clone(), secret_key.clone())))
+        }
+        Some(Command::Check) => {
+            let path = config_path(&cli);
+            match config::load_file(&path) {
+                Ok(c) => {
+                    println!("{}: valid ({} bucket(s))", path.display(), c.buckets.len());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprint!("{errors}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Serve) | None => {
+            let path = config_path(&cli);
+            if cli.config.is_none() && !path.exists() {
+                eprintln!(
+                    "error: no config: pass --config FILE (or set YATAGARASU_CONFIG), or try `yatagarasu demo`"
+                );
+                return ExitCode::from(2);
+            }
+            let config = match config::load_file(&path) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(&config.logging);
+            report(runtime.block_on(serve(config)))
+        }
+    }
+}
+
+fn report(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Error>> {
+    let app = yatagarasu::app::build(&config)?;
+    let addr = config.server.socket_addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    yatagarasu::server::serve(app, listener, grace, std::future::pending()).await?;
+    Ok(())
+}
+
+async fn serve_s3(
+    listen: SocketAddr,
+    root: PathBuf,
+    access_key: String,
+    secret_key: String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let server = yatagarasu::local_s3::LocalS3::start(&root, listen, &access_key, &secret_key).await?;
+    tracing::info!("local S3 server on {} serving {}", server.endpoint(), root.display());
+    println!("S3 listening on {}", server.endpoint());
+    tokio::signal::ctrl_c().await?;
+    #[cfg(unix)]
+    {
+        // SIGTERM also ends it (ctrl_c covers SIGINT only).
+    }
+    Ok(())
+}

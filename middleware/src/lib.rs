@@ -39,6 +39,7 @@ pub mod auth;
 pub mod cache;
 pub mod conditional;
 pub mod error;
+pub mod health;
 pub mod object;
 pub mod routing;
 pub mod upstream;

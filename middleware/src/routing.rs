@@ -140,8 +140,19 @@ impl Service<Request<Body>> for PrefixRouter {
         if let Ok(uri) = pq.parse::<Uri>() {
             *req.uri_mut() = uri;
         }
-        req.extensions_mut().insert(MatchedBucket(name.clone()));
-        route.clone().oneshot(req).boxed()
+        let matched = MatchedBucket(name.clone());
+        req.extensions_mut().insert(matched.clone());
+        // Also on the response, for the request log around the router.
+        route
+            .clone()
+            .oneshot(req)
+            .map(move |res| {
+                res.map(|mut res| {
+                    res.extensions_mut().insert(matched);
+                    res
+                })
+            })
+            .boxed()
     }
 }
 

@@ -1,0 +1,76 @@
+//! `${VAR}` and `${VAR:-default}` substitution in config values.
+//!
+//! Written here rather than taken from `shellexpand` because that crate also
+//! expands bare `$VAR` and `~`, which would silently change secrets holding a
+//! literal `$`. Only the two braced forms are expanded; `$${` stands for a
+//! literal `${`.
+
+/// Expands the variables in `input` with `lookup`; every unset variable
+/// without a default is reported by name.
+pub fn substitute(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(input.len());
+    let mut missing = Vec::new();
+    let mut rest = input;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(body) = tail.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                out.push_str(tail);
+                rest = "";
+                break;
+            };
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expr, None),
+            };
+            match (lookup(name).filter(|v| !(v.is_empty() && default.is_some())), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => missing.push(name.to_owned()),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "A" => Some("alpha".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_braced_forms_only() {
+        assert_eq!(substitute("x-${A}-y", &env).unwrap(), "x-alpha-y");
+        assert_eq!(substitute("${B:-def}", &env).unwrap(), "def");
+        assert_eq!(substitute("${EMPTY:-def}", &env).unwrap(), "def");
+        assert_eq!(substitute("${EMPTY}", &env).unwrap(), "");
+        assert_eq!(substitute("pa$$w$A$${A}", &env).unwrap(), "pa$$w$A${A}");
+        assert_eq!(substitute("${A", &env).unwrap(), "${A");
+    }
+
+    #[test]
+    fn names_every_missing_variable() {
+        assert_eq!(substitute("${X}/${A}/${Y}", &env).unwrap_err(), vec!["X", "Y"]);
+    }
+}

@@ -1,0 +1,378 @@
+//! The YAML configuration: plain serde structs with their defaults, loading
+//! with `${VAR}` substitution, and validation that reports every problem at
+//! once, each naming its key path (`buckets[1].path_prefix`).
+
+mod env;
+mod load;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+pub use load::{load_file, load_str, ConfigError, ConfigErrors};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    /// The proxy listener.
+    pub server: ServerConfig,
+    /// The buckets served, each under its own path prefix.
+    pub buckets: Vec<BucketConfig>,
+    /// Default active health checks for buckets that set none.
+    pub health_check: HealthCheckConfig,
+    /// The two-tier cache (not implemented yet: parsed and kept).
+    pub cache: Option<serde_yaml::Value>,
+    /// Default JWT settings for buckets that enable auth without their own (not implemented yet).
+    pub jwt: Option<serde_yaml::Value>,
+    /// The Prometheus metrics listener.
+    pub metrics: MetricsConfig,
+    /// Logging.
+    pub logging: LoggingConfig,
+}
+
+/// `server:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Listen address, `host:port`.
+    pub address: String,
+    /// How long in-flight requests may run after SIGTERM before exit.
+    pub shutdown_grace_seconds: u64,
+    /// Longest wait for the next chunk of an upstream body before the
+    /// transfer counts as failed.
+    pub upstream_read_timeout_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            address: "0.0.0.0:8080".into(),
+            shutdown_grace_seconds: 30,
+            upstream_read_timeout_seconds: 30,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The parsed listen address (validated at load).
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.address.parse().expect("validated at load")
+    }
+}
+
+/// One entry of `buckets:`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct BucketConfig {
+    /// The bucket's name in logs and metrics.
+    #[serde(deserialize_with = "de::string")]
+    pub name: String,
+    /// The URL path it is served under (`/assets`).
+    #[serde(deserialize_with = "de::string")]
+    pub path_prefix: String,
+    /// Where the objects live.
+    pub s3: S3Config,
+    /// Authentication (not implemented yet: `enabled: true` is refused).
+    pub auth: Option<AuthConfig>,
+    /// Per-bucket cache settings (not implemented yet).
+    pub cache: Option<serde_yaml::Value>,
+}
+
+/// `buckets[].auth`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Whether requests need a token.
+    pub enabled: bool,
+    /// The bucket's own JWT settings.
+    pub jwt: Option<serde_yaml::Value>,
+}
+
+/// `buckets[].s3`: the upstream S3 bucket, and its replicas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct S3Config {
+    /// The S3 bucket name.
+    #[serde(deserialize_with = "de::string")]
+    pub bucket: String,
+    /// The S3 region.
+    #[serde(deserialize_with = "de::string")]
+    pub region: String,
+    /// A custom endpoint (MinIO, R2...); AWS when unset.
+    #[serde(deserialize_with = "de::opt_string")]
+    pub endpoint: Option<String>,
+    /// Access key id; anonymous requests when both keys are unset.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub access_key: Option<Secret>,
+    /// Secret access key.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub secret_key: Option<Secret>,
+    /// Time to response headers for replicas that set none.
+    pub timeout_seconds: u64,
+    /// Replicas tried in priority order; when empty this block is the single upstream.
+    pub replicas: Vec<ReplicaConfig>,
+    /// Per-replica circuit breaker settings.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Active health checks for this bucket's replicas (top-level default when unset).
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            access_key: None,
+            secret_key: None,
+            timeout_seconds: 30,
+            replicas: Vec::new(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+            health_check: None,
+        }
+    }
+}
+
+/// One entry of `s3.replicas`; unset fields inherit from the `s3` block.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct ReplicaConfig {
+    /// Name in logs, metrics and `X-Yatagarasu-Replica`.
+    #[serde(deserialize_with = "de::string")]
+    pub name: String,
+    /// Endpoint URL.
+    #[serde(deserialize_with = "de::opt_string")]
+    pub endpoint: Option<String>,
+    /// Bucket name.
+    #[serde(deserialize_with = "de::opt_string")]
+    pub bucket: Option<String>,
+    /// Region.
+    #[serde(deserialize_with = "de::opt_string")]
+    pub region: Option<String>,
+    /// Access key id.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub access_key: Option<Secret>,
+    /// Secret access key.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub secret_key: Option<Secret>,
+    /// Lower is tried first; unique within a bucket.
+    pub priority: u32,
+    /// Connect plus time to response headers.
+    pub timeout_seconds: Option<u64>,
+    /// Share of load among replicas of equal priority.
+    pub weight: u32,
+}
+
+/// A replica with everything inherited from its `s3` block filled in.
+#[derive(Debug, Clone)]
+pub struct ResolvedReplica {
+    /// Name.
+    pub name: String,
+    /// Endpoint (AWS when `None`).
+    pub endpoint: Option<url::Url>,
+    /// Bucket name.
+    pub bucket: String,
+    /// Region.
+    pub region: String,
+    /// Credentials, when both keys are set.
+    pub credentials: Option<(Secret, Secret)>,
+    /// Priority.
+    pub priority: u32,
+    /// Header timeout.
+    pub timeout_seconds: u64,
+    /// Weight.
+    pub weight: u32,
+}
+
+impl S3Config {
+    /// The replicas in priority order, inheriting from this block; the block
+    /// itself (named `default`) when no replica is listed.
+    pub fn resolved_replicas(&self) -> Vec<ResolvedReplica> {
+        let parent = ReplicaConfig {
+            name: "default".into(),
+            weight: 100,
+            ..ReplicaConfig::default()
+        };
+        let list: Vec<&ReplicaConfig> = if self.replicas.is_empty() {
+            vec![&parent]
+        } else {
+            self.replicas.iter().collect()
+        };
+        let mut out: Vec<ResolvedReplica> = list
+            .into_iter()
+            .map(|r| {
+                let access = r.access_key.clone().or_else(|| self.access_key.clone());
+                let secret = r.secret_key.clone().or_else(|| self.secret_key.clone());
+                ResolvedReplica {
+                    name: r.name.clone(),
+                    endpoint: r
+                        .endpoint
+                        .as_ref()
+                        .or(self.endpoint.as_ref())
+                        .and_then(|e| e.parse().ok()),
+                    bucket: r.bucket.clone().unwrap_or_else(|| self.bucket.clone()),
+                    region: r.region.clone().unwrap_or_else(|| self.region.clone()),
+                    credentials: access.zip(secret),
+                    priority: r.priority,
+                    timeout_seconds: r.timeout_seconds.unwrap_or(self.timeout_seconds),
+                    weight: r.weight.max(1),
+                }
+            })
+            .collect();
+        out.sort_by_key(|r| r.priority);
+        out
+    }
+}
+
+/// `s3.circuit_breaker`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// Successes in half-open that close it.
+    pub success_threshold: u32,
+    /// Time open before half-open trials.
+    pub timeout_seconds: u64,
+    /// Concurrent trial requests allowed in half-open.
+    pub half_open_requests: u32,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            success_threshold: 2,
+            timeout_seconds: 60,
+            half_open_requests: 1,
+        }
+    }
+}
+
+/// `health_check` (top level, or per bucket under `s3`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HealthCheckConfig {
+    /// Whether replicas are probed in the background.
+    pub enabled: bool,
+    /// Time between probes.
+    pub interval_seconds: u64,
+    /// Time allowed for one probe.
+    pub timeout_seconds: u64,
+    /// What to `HEAD`: `/` for the bucket, or `/some/key`.
+    #[serde(deserialize_with = "de::string")]
+    pub path: String,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_seconds: 10,
+            timeout_seconds: 5,
+            path: "/".into(),
+        }
+    }
+}
+
+/// `metrics:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Whether the metrics listener runs.
+    pub enabled: bool,
+    /// Its port.
+    pub port: u16,
+    /// Its bind address (host part).
+    #[serde(deserialize_with = "de::string")]
+    pub address: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: 9090,
+            address: "0.0.0.0".into(),
+        }
+    }
+}
+
+/// `logging:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LoggingConfig {
+    /// `trace`, `debug`, `info`, `warn` or `error` (or any `RUST_LOG`-style filter).
+    #[serde(deserialize_with = "de::string")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(deserialize_with = "de::string")]
+    pub format: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// A credential: its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for signing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+mod de {
+    //! Strings that may arrive as YAML numbers or booleans after `${VAR}`
+    //! substitution (a secret of digits must stay a string).
+    use serde::{Deserialize, Deserializer};
+    use serde_yaml::Value;
+
+    use super::Secret;
+
+    fn scalar(v: Value) -> Result<Option<String>, String> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            Value::Number(n) => Ok(Some(n.to_string())),
+            Value::Bool(b) => Ok(Some(b.to_string())),
+            _ => Err("expected a string".into()),
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        scalar(Value::deserialize(d)?)
+            .map(Option::unwrap_or_default)
+            .map_err(serde::de::Error::custom)
+    }
+
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        scalar(Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        opt_string(d).map(|o| o.map(Secret))
+    }
+}

@@ -1,0 +1,201 @@
+//! Checks that need the whole config: every problem is collected, none stops
+//! the others from being found.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use yatagarasu_middleware::routing::{prefix_matches, validate_prefix};
+
+use super::{load::ConfigError, BucketConfig, Config, HealthCheckConfig, Secret};
+
+/// Paths the proxy answers itself.
+const RESERVED_PATHS: [&str; 2] = ["/health", "/ready"];
+
+pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut err = |path: String, msg: String| errors.push(ConfigError::new(path, msg));
+
+    let server_addr = config.server.address.parse::<SocketAddr>();
+    if server_addr.is_err() {
+        err(
+            "server.address".into(),
+            format!("'{}' is not an address like 0.0.0.0:8080", config.server.address),
+        );
+    }
+    if config.metrics.enabled {
+        let metrics = format!("{}:{}", config.metrics.address, config.metrics.port);
+        match metrics.parse::<SocketAddr>() {
+            Err(_) => err("metrics.address".into(), format!("'{}' is not an IP address", config.metrics.address)),
+            Ok(m) => {
+                if let Ok(s) = &server_addr {
+                    if s.port() == m.port() && s.port() != 0 {
+                        err("metrics.port".into(), format!("{} is also the proxy's port", m.port()));
+                    }
+                }
+            }
+        }
+    }
+    let level = config.logging.level.to_ascii_lowercase();
+    if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str())
+        && tracing_subscriber::EnvFilter::try_new(&config.logging.level).is_err()
+    {
+        err("logging.level".into(), format!("'{}' is not a log level", config.logging.level));
+    }
+    if !["text", "json"].contains(&config.logging.format.as_str()) {
+        err("logging.format".into(), format!("'{}' is not 'text' or 'json'", config.logging.format));
+    }
+    health_check(&mut err, "health_check", &config.health_check);
+
+    if config.buckets.is_empty() {
+        err("buckets".into(), "at least one bucket is required".into());
+    }
+    let mut names = HashSet::new();
+    for (i, bucket) in config.buckets.iter().enumerate() {
+        let at = format!("buckets[{i}]");
+        if bucket.name.trim().is_empty() {
+            err(format!("{at}.name"), "is required".into());
+        } else if !names.insert(bucket.name.as_str()) {
+            err(format!("{at}.name"), format!("'{}' is used by another bucket", bucket.name));
+        }
+        prefix(&mut err, &at, bucket, &config.buckets[..i]);
+        s3(&mut err, &at, bucket);
+        if let Some(auth) = &bucket.auth {
+            if auth.enabled {
+                err(
+                    format!("{at}.auth.enabled"),
+                    "JWT authentication is not implemented in this version; refusing to serve the bucket unprotected"
+                        .into(),
+                );
+            }
+        }
+    }
+    errors
+}
+
+fn prefix(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig, before: &[BucketConfig]) {
+    let p = &bucket.path_prefix;
+    let path = format!("{at}.path_prefix");
+    if p.is_empty() {
+        return err(path, "is required".into());
+    }
+    if validate_prefix(p).is_err() {
+        return err(
+            path,
+            format!("'{p}' must start with '/', not end with '/', and hold only unreserved characters"),
+        );
+    }
+    if RESERVED_PATHS.iter().any(|r| prefix_matches(p, r) || prefix_matches(r, p)) {
+        return err(path, format!("'{p}' collides with the proxy's own /health or /ready"));
+    }
+    for (j, other) in before.iter().enumerate() {
+        let q = &other.path_prefix;
+        if q == p {
+            err(path.clone(), format!("'{p}' is also the prefix of buckets[{j}]"));
+        } else if prefix_matches(q, p) || prefix_matches(p, q) {
+            err(path.clone(), format!("'{p}' overlaps '{q}' of buckets[{j}]"));
+        }
+    }
+}
+
+fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
+    let s3 = &bucket.s3;
+    let at = format!("{at}.s3");
+    if s3.replicas.is_empty() || s3.replicas.iter().any(|r| r.bucket.is_none()) {
+        if s3.bucket.trim().is_empty() {
+            err(format!("{at}.bucket"), "is required".into());
+        }
+    }
+    if s3.region.trim().is_empty() {
+        err(format!("{at}.region"), "must not be empty".into());
+    }
+    endpoint(err, &format!("{at}.endpoint"), s3.endpoint.as_deref());
+    credentials(err, &at, s3.access_key.as_ref(), s3.secret_key.as_ref());
+    if s3.timeout_seconds == 0 {
+        err(format!("{at}.timeout_seconds"), "must be at least 1".into());
+    }
+    let cb = &s3.circuit_breaker;
+    for (key, v) in [
+        ("failure_threshold", cb.failure_threshold as u64),
+        ("success_threshold", cb.success_threshold as u64),
+        ("timeout_seconds", cb.timeout_seconds),
+        ("half_open_requests", cb.half_open_requests as u64),
+    ] {
+        if v == 0 {
+            err(format!("{at}.circuit_breaker.{key}"), "must be at least 1".into());
+        }
+    }
+    if let Some(hc) = &s3.health_check {
+        health_check(err, &format!("{at}.health_check"), hc);
+    }
+    let mut names = HashSet::new();
+    let mut priorities = HashSet::new();
+    for (i, r) in s3.replicas.iter().enumerate() {
+        let rat = format!("{at}.replicas[{i}]");
+        if r.name.trim().is_empty() {
+            err(format!("{rat}.name"), "is required".into());
+        } else if !names.insert(r.name.as_str()) {
+            err(format!("{rat}.name"), format!("'{}' is used by another replica", r.name));
+        }
+        if !priorities.insert(r.priority) {
+            err(
+                format!("{rat}.priority"),
+                format!("{} is used by another replica of this bucket", r.priority),
+            );
+        }
+        endpoint(err, &format!("{rat}.endpoint"), r.endpoint.as_deref());
+        if matches!(&r.bucket, Some(b) if b.trim().is_empty()) {
+            err(format!("{rat}.bucket"), "must not be empty".into());
+        }
+        if matches!(&r.region, Some(b) if b.trim().is_empty()) {
+            err(format!("{rat}.region"), "must not be empty".into());
+        }
+        let access = r.access_key.as_ref().or(s3.access_key.as_ref());
+        let secret = r.secret_key.as_ref().or(s3.secret_key.as_ref());
+        if r.access_key.is_some() || r.secret_key.is_some() {
+            credentials(err, &rat, access, secret);
+        }
+        if r.timeout_seconds == Some(0) {
+            err(format!("{rat}.timeout_seconds"), "must be at least 1".into());
+        }
+    }
+}
+
+fn endpoint(err: &mut impl FnMut(String, String), path: &str, endpoint: Option<&str>) {
+    let Some(e) = endpoint else { return };
+    match e.parse::<url::Url>() {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            if u.query().is_some() || !u.username().is_empty() {
+                err(path.into(), "must not carry a query string or user info".into());
+            }
+        }
+        _ => err(path.into(), format!("'{e}' is not an http(s) URL with a host")),
+    }
+}
+
+fn credentials(err: &mut impl FnMut(String, String), at: &str, access: Option<&Secret>, secret: Option<&Secret>) {
+    match (access, secret) {
+        (None, None) => {}
+        (Some(a), Some(s)) => {
+            if a.expose().trim().is_empty() {
+                err(format!("{at}.access_key"), "is empty".into());
+            }
+            if s.expose().trim().is_empty() {
+                err(format!("{at}.secret_key"), "is empty".into());
+            }
+        }
+        (Some(_), None) => err(format!("{at}.secret_key"), "is required with access_key".into()),
+        (None, Some(_)) => err(format!("{at}.access_key"), "is required with secret_key".into()),
+    }
+}
+
+fn health_check(err: &mut impl FnMut(String, String), at: &str, hc: &HealthCheckConfig) {
+    if hc.interval_seconds == 0 {
+        err(format!("{at}.interval_seconds"), "must be at least 1".into());
+    }
+    if hc.timeout_seconds == 0 {
+        err(format!("{at}.timeout_seconds"), "must be at least 1".into());
+    }
+    if !hc.path.starts_with('/') {
+        err(format!("{at}.path"), "must start with '/'".into());
+    }
+}

@@ -1,0 +1,215 @@
+//! A local S3-compatible server (s3s + s3s-fs over a directory) that checks
+//! SigV4 signatures, for the demo, the `serve-s3` command and the tests.
+//!
+//! Faults can be injected for real: the server can be stopped (connections
+//! refused, open ones cut) and restarted on the same port, answer 500, stall
+//! (accept and never answer), or reset the connection part-way through a body.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// How the server misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Serves normally.
+    #[default]
+    None,
+    /// Answers every request with `500 InternalError`.
+    Error500,
+    /// Answers every request with `503 SlowDown`.
+    SlowDown,
+    /// Accepts requests and never answers.
+    Stall,
+    /// Sends the headers and this many body bytes, then resets the connection.
+    ResetAfter(u64),
+}
+
+type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A running local S3 server.
+pub struct LocalS3 {
+    root: PathBuf,
+    addr: SocketAddr,
+    service: S3Service,
+    shared: Arc<Shared>,
+    tasks: Option<JoinSet<()>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    fault: Mutex<Fault>,
+    requests: AtomicU64,
+}
+
+impl LocalS3 {
+    /// Serves the buckets under `root` (one directory per bucket, one file per
+    /// key) on `listen` (port 0 picks a free one), requiring SigV4 with this key
+    /// pair.
+    pub async fn start(root: &Path, listen: SocketAddr, access_key: &str, secret_key: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
+        let mut server = Self {
+            root: root.to_path_buf(),
+            addr: listen,
+            service: builder.build(),
+            shared: Arc::default(),
+            tasks: None,
+        };
+        server.start_listening().await?;
+        Ok(server)
+    }
+
+    async fn start_listening(&mut self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        self.addr = listener.local_addr()?;
+        let mut tasks = JoinSet::new();
+        let service = self.service.clone();
+        let shared = self.shared.clone();
+        tasks.spawn(accept_loop(listener, service, shared));
+        self.tasks = Some(tasks);
+        Ok(())
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The directory holding the buckets.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes an object (creating its bucket).
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) -> std::io::Result<()> {
+        let path = self.root.join(bucket).join(key);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        std::fs::write(path, body)
+    }
+
+    /// Creates an empty bucket.
+    pub fn create_bucket(&self, bucket: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.root.join(bucket))
+    }
+
+    /// Sets the fault mode (applies to new requests).
+    pub fn set_fault(&self, fault: Fault) {
+        *self.shared.fault.lock().expect("not poisoned") = fault;
+    }
+
+    /// Requests received since start (every fault mode counts).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server is listening.
+    pub fn is_running(&self) -> bool {
+        self.tasks.is_some()
+    }
+
+    /// Stops listening and cuts every open connection, like a killed process.
+    pub async fn stop(&mut self) {
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.shutdown().await;
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        if self.tasks.is_none() {
+            self.start_listening().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(listener: TcpListener, service: S3Service, shared: Arc<Shared>) {
+    // Connections live in this set: dropping it (on stop) aborts them all.
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((socket, _)) = accepted else { continue };
+                let _ = socket.set_nodelay(true);
+                let service = service.clone();
+                let shared = shared.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(req, service.clone(), shared.clone()));
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), svc)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn handle(req: Request<Incoming>, service: S3Service, shared: Arc<Shared>) -> Result<Response<BoxBody>, s3s::HttpError> {
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    let fault = *shared.fault.lock().expect("not poisoned");
+    match fault {
+        Fault::Error500 => return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError")),
+        Fault::SlowDown => return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
+        Fault::Stall => std::future::pending::<()>().await,
+        Fault::None | Fault::ResetAfter(_) => {}
+    }
+    let res = hyper::service::Service::call(&service, req).await?;
+    let (parts, body) = res.into_parts();
+    let body: BoxBody = match fault {
+        Fault::ResetAfter(limit) => {
+            let mut sent = 0u64;
+            let stream = http_body_util::BodyDataStream::new(body).map(move |chunk| {
+                let chunk = chunk.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
+                if sent + chunk.len() as u64 > limit {
+                    let keep = (limit - sent) as usize;
+                    sent = limit;
+                    if keep > 0 {
+                        return Ok(chunk.slice(..keep));
+                    }
+                    return Err("injected reset".into());
+                }
+                sent += chunk.len() as u64;
+                Ok(chunk)
+            });
+            // After the partial chunk, the next poll fails and hyper resets the connection.
+            let stream = stream.chain(futures_util::stream::once(async {
+                Err::<Bytes, Box<dyn std::error::Error + Send + Sync>>("injected reset".into())
+            }));
+            http_body_util::StreamBody::new(stream.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
+        }
+        _ => body.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync(),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+fn error_response(status: StatusCode, code: &str) -> Response<BoxBody> {
+    let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>");
+    let body = http_body_util::Full::new(Bytes::from(xml))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    res
+}
