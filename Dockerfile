@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: release binary, then a small runtime image running as a
+# non-root user.
+#   docker build -t yatagarasu .
+#   docker run -p 8080:8080 -p 9090:9090 \
+#     -v $PWD/compose/tutorial/config.yaml:/etc/yatagarasu/config.yaml:ro yatagarasu
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
+WORKDIR /src
+# Whole workspace (see .dockerignore); Cargo.lock pins every dependency.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin yatagarasu \
+ && install -D -m 0755 target/release/yatagarasu /out/yatagarasu \
+ && strip /out/yatagarasu
+
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# ca-certificates for HTTPS S3 endpoints; /bin/sh stays for the preStop sleep.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 yatagarasu \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin yatagarasu \
+ && mkdir -p /etc/yatagarasu
+
+COPY --from=build /out/yatagarasu /usr/local/bin/yatagarasu
+
+# Default config path; mount your config.yaml here (compose, ConfigMap).
+ENV YATAGARASU_CONFIG=/etc/yatagarasu/config.yaml
+# 8080: proxy, /health, /ready   9090: /metrics
+EXPOSE 8080 9090
+USER 10001:10001
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/yatagarasu"]
+CMD ["--config", "/etc/yatagarasu/config.yaml"]
