@@ -81,10 +81,7 @@ impl ReadyState {
     /// Whether every bucket has a usable replica and no drain is under way.
     pub fn is_ready(&self) -> bool {
         !self.draining.load(Ordering::SeqCst)
-            && self
-                .buckets
-                .iter()
-                .all(|b| b.replicas.iter().any(Self::replica_usable))
+            && self.buckets.iter().all(|b| b.replicas.iter().any(Self::replica_usable))
     }
 
     fn report(&self) -> serde_json::Value {
@@ -149,7 +146,8 @@ fn upstream(client: &reqwest::Client, bucket: usize, r: &ResolvedReplica) -> Res
         replica: r.name.clone(),
         message: e.to_string(),
     })?;
-    let mut up = S3Upstream::new(r.name.clone(), s3, client.clone()).with_timeout(Duration::from_secs(r.timeout_seconds));
+    let mut up =
+        S3Upstream::new(r.name.clone(), s3, client.clone()).with_timeout(Duration::from_secs(r.timeout_seconds));
     if let Some((access, secret)) = &r.credentials {
         up = up.with_credentials(Credentials::new(access.expose(), secret.expose()));
     }
@@ -230,8 +228,16 @@ async fn log_request(req: Request<Body>, next: Next) -> Response {
         .unwrap_or_default()
         .to_owned();
     let res = next.run(req).await;
-    let replica = res.headers().get(REPLICA_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let bucket = res.extensions().get::<MatchedBucket>().map(|b| b.0.as_ref()).unwrap_or("-");
+    let replica = res
+        .headers()
+        .get(REPLICA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let bucket = res
+        .extensions()
+        .get::<MatchedBucket>()
+        .map(|b| b.0.as_ref())
+        .unwrap_or("-");
     tracing::info!(
         target: "yatagarasu::access",
         request_id = %id,

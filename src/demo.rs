@@ -62,7 +62,11 @@ logging:
 fn seed(s3: &LocalS3, which: &str) -> std::io::Result<()> {
     let label = if which == "primary" { "Primary" } else { "Backup" };
     s3.put_object("data-bucket", "test.txt", format!("{label} data!\n").as_bytes())?;
-    s3.put_object("data-bucket", "hello.txt", b"Hello from Yatagarasu, the three-legged crow!\n")?;
+    s3.put_object(
+        "data-bucket",
+        "hello.txt",
+        b"Hello from Yatagarasu, the three-legged crow!\n",
+    )?;
     s3.put_object(
         "data-bucket",
         "docs/readme.md",

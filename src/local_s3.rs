@@ -166,7 +166,11 @@ async fn accept_loop(listener: TcpListener, service: S3Service, shared: Arc<Shar
     }
 }
 
-async fn handle(req: Request<Incoming>, service: S3Service, shared: Arc<Shared>) -> Result<Response<BoxBody>, s3s::HttpError> {
+async fn handle(
+    req: Request<Incoming>,
+    service: S3Service,
+    shared: Arc<Shared>,
+) -> Result<Response<BoxBody>, s3s::HttpError> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let fault = *shared.fault.lock().expect("not poisoned");
     match fault {
@@ -199,13 +203,17 @@ async fn handle(req: Request<Incoming>, service: S3Service, shared: Arc<Shared>)
             }));
             http_body_util::StreamBody::new(stream.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
-        _ => body.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync(),
+        _ => body
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
+            .boxed_unsync(),
     };
     Ok(Response::from_parts(parts, body))
 }
 
 fn error_response(status: StatusCode, code: &str) -> Response<BoxBody> {
-    let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>");
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+    );
     let body = http_body_util::Full::new(Bytes::from(xml))
         .map_err(|never| match never {})
         .boxed_unsync();

@@ -59,7 +59,9 @@ fn init_tracing(logging: &LoggingConfig) {
     if logging.format == "json" {
         builder.json().flatten_event(true).init();
     } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).init();
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
     }
 }
 
@@ -106,9 +108,7 @@ fn main() -> ExitCode {
         Some(Command::Serve) | None => {
             let path = config_path(&cli);
             if cli.config.is_none() && !path.exists() {
-                eprintln!(
-                    "error: no config: pass --config FILE (or set YATAGARASU_CONFIG), or try `yatagarasu demo`"
-                );
+                eprintln!("error: no config: pass --config FILE (or set YATAGARASU_CONFIG), or try `yatagarasu demo`");
                 return ExitCode::from(2);
             }
             let config = match config::load_file(&path) {

@@ -26,7 +26,10 @@ pub async fn serve(
             _ = shutdown_signal() => {}
             _ = shutdown => {}
         }
-        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining in-flight requests");
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
         ready.start_draining();
         let _ = drained_tx.send(());
     };

@@ -47,7 +47,12 @@ pub struct ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration {} ({} error(s)):", self.source_name, self.errors.len())?;
+        writeln!(
+            f,
+            "invalid configuration {} ({} error(s)):",
+            self.source_name,
+            self.errors.len()
+        )?;
         for e in &self.errors {
             writeln!(f, "  - {e}")?;
         }
@@ -66,13 +71,17 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Loads and validates config text, with variables from `lookup`.
-pub fn load_str(text: &str, source_name: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+pub fn load_str(
+    text: &str,
+    source_name: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let fail = |errors| ConfigErrors {
         source_name: source_name.to_owned(),
         errors,
     };
-    let mut value: Value = serde_yaml::from_str(text)
-        .map_err(|e| fail(vec![ConfigError::new("", format!("not valid YAML: {e}"))]))?;
+    let mut value: Value =
+        serde_yaml::from_str(text).map_err(|e| fail(vec![ConfigError::new("", format!("not valid YAML: {e}"))]))?;
     if value.is_null() {
         value = Value::Mapping(Default::default());
     }

@@ -25,7 +25,10 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
     if config.metrics.enabled {
         let metrics = format!("{}:{}", config.metrics.address, config.metrics.port);
         match metrics.parse::<SocketAddr>() {
-            Err(_) => err("metrics.address".into(), format!("'{}' is not an IP address", config.metrics.address)),
+            Err(_) => err(
+                "metrics.address".into(),
+                format!("'{}' is not an IP address", config.metrics.address),
+            ),
             Ok(m) => {
                 if let Ok(s) = &server_addr {
                     if s.port() == m.port() && s.port() != 0 {
@@ -39,10 +42,16 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
     if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str())
         && tracing_subscriber::EnvFilter::try_new(&config.logging.level).is_err()
     {
-        err("logging.level".into(), format!("'{}' is not a log level", config.logging.level));
+        err(
+            "logging.level".into(),
+            format!("'{}' is not a log level", config.logging.level),
+        );
     }
     if !["text", "json"].contains(&config.logging.format.as_str()) {
-        err("logging.format".into(), format!("'{}' is not 'text' or 'json'", config.logging.format));
+        err(
+            "logging.format".into(),
+            format!("'{}' is not 'text' or 'json'", config.logging.format),
+        );
     }
     health_check(&mut err, "health_check", &config.health_check);
 
@@ -55,7 +64,10 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
         if bucket.name.trim().is_empty() {
             err(format!("{at}.name"), "is required".into());
         } else if !names.insert(bucket.name.as_str()) {
-            err(format!("{at}.name"), format!("'{}' is used by another bucket", bucket.name));
+            err(
+                format!("{at}.name"),
+                format!("'{}' is used by another bucket", bucket.name),
+            );
         }
         prefix(&mut err, &at, bucket, &config.buckets[..i]);
         s3(&mut err, &at, bucket);
@@ -84,7 +96,10 @@ fn prefix(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig,
             format!("'{p}' must start with '/', not end with '/', and hold only unreserved characters"),
         );
     }
-    if RESERVED_PATHS.iter().any(|r| prefix_matches(p, r) || prefix_matches(r, p)) {
+    if RESERVED_PATHS
+        .iter()
+        .any(|r| prefix_matches(p, r) || prefix_matches(r, p))
+    {
         return err(path, format!("'{p}' collides with the proxy's own /health or /ready"));
     }
     for (j, other) in before.iter().enumerate() {
@@ -134,7 +149,10 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
         if r.name.trim().is_empty() {
             err(format!("{rat}.name"), "is required".into());
         } else if !names.insert(r.name.as_str()) {
-            err(format!("{rat}.name"), format!("'{}' is used by another replica", r.name));
+            err(
+                format!("{rat}.name"),
+                format!("'{}' is used by another replica", r.name),
+            );
         }
         if !priorities.insert(r.priority) {
             err(

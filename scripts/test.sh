@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, then runs every check.
+#   scripts/test.sh            # everything (what CI runs)
+#   SKIP_LINT=1 scripts/test.sh  # skip fmt/clippy for a quicker local run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- system packages (Debian) -------------------------------------------------
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# --- Rust tools ---------------------------------------------------------------
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+if [ -z "${SKIP_LINT:-}" ]; then
+  echo "==> cargo fmt --check"
+  cargo fmt --all -- --check
+  echo "==> cargo clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+echo "==> build (tests, examples, binary)"
+cargo build --workspace --all-targets --locked
+
+echo "==> tests"
+cargo nextest run --workspace --all-targets --locked --no-fail-fast
+
+echo "==> doc tests"
+cargo test --workspace --doc --locked
+
+if [ -x scripts/check-deploy.sh ]; then
+  echo "==> deployment checks"
+  YATAGARASU_BIN="$PWD/target/debug/yatagarasu" scripts/check-deploy.sh
+fi
+echo "==> all checks passed"

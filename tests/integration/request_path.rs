@@ -1,0 +1,302 @@
+//! The streaming request path: bodies, headers, ranges, preconditions, errors,
+//! odd keys and traversal, through the real binary against a real S3 server.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+async fn setup() -> (S3, Proxy) {
+    let s3 = s3().await;
+    s3.put_object("bucket-a", "small.txt", b"hello, yatagarasu\n").unwrap();
+    s3.put_object("bucket-a", "large.bin", &pattern(9 * 1024 * 1024 + 17, 1))
+        .unwrap();
+    s3.put_object("bucket-b", "secret.txt", b"top secret of bucket b")
+        .unwrap();
+    let proxy = Proxy::start(&two_buckets(&s3.endpoint()));
+    (s3, proxy)
+}
+
+fn two_buckets(endpoint: &str) -> String {
+    format!(
+        r#"
+server: {{ address: "127.0.0.1:0" }}
+buckets:
+  - name: a
+    path_prefix: /data
+    s3: {{ bucket: bucket-a, endpoint: "{endpoint}", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY}, timeout_seconds: 2 }}
+  - name: b
+    path_prefix: /private
+    s3: {{ bucket: bucket-b, endpoint: "{endpoint}", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY} }}
+  - name: a2
+    path_prefix: /data2
+    s3: {{ bucket: bucket-b, endpoint: "{endpoint}", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY} }}
+health_check: {{ interval_seconds: 1, timeout_seconds: 1 }}
+metrics: {{ enabled: false }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn bodies_are_byte_exact_and_headers_forwarded() {
+    let (s3, proxy) = setup().await;
+    let c = client();
+    let res = c.get(proxy.url("/data/small.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], "18");
+    assert!(res.headers().contains_key("etag"));
+    assert!(res.headers().contains_key("last-modified"));
+    assert_eq!(res.headers()["x-yatagarasu-replica"], "default");
+    assert!(!res.headers()["x-request-id"].is_empty());
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"hello, yatagarasu\n");
+
+    let expected = pattern(9 * 1024 * 1024 + 17, 1);
+    let res = c.get(proxy.url("/data/large.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.content_length(), Some(expected.len() as u64));
+    let body = res.bytes().await.unwrap();
+    assert_eq!(sha256(&body), sha256(&expected));
+
+    let res = c.head(proxy.url("/data/large.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], expected.len().to_string().as_str());
+    assert!(res.bytes().await.unwrap().is_empty());
+    drop(s3);
+}
+
+#[tokio::test]
+async fn ranges_and_preconditions() {
+    let (_s3, proxy) = setup().await;
+    let c = client();
+    let url = proxy.url("/data/small.txt");
+    let get = |range: &'static str| c.get(&url).header("range", range).send();
+
+    let res = get("bytes=0-4").await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.headers()["content-range"], "bytes 0-4/18");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"hello");
+
+    let res = get("bytes=-10").await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"yatagarasu\n".get(1..).unwrap());
+
+    let res = get("bytes=7-").await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"yatagarasu\n");
+
+    let res = get("bytes=1000-2000").await.unwrap();
+    assert_eq!(res.status(), 416);
+    assert!(res.text().await.unwrap().contains("<Code>InvalidRange</Code>"));
+
+    let etag = c.head(&url).send().await.unwrap().headers()["etag"].clone();
+    let res = c.get(&url).header("if-none-match", etag.clone()).send().await.unwrap();
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.headers()["etag"], etag);
+    assert!(res.bytes().await.unwrap().is_empty());
+
+    let res = c.get(&url).header("if-none-match", "\"other\"").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let res = c.get(&url).header("if-match", "\"other\"").send().await.unwrap();
+    assert_eq!(res.status(), 412);
+    assert!(res.text().await.unwrap().contains("PreconditionFailed"));
+
+    let res = c
+        .get(&url)
+        .header("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    let res = c
+        .get(&url)
+        .header("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn errors_are_s3_xml_with_the_right_status() {
+    let (_s3, proxy) = setup().await;
+    let c = client();
+
+    let res = c.get(proxy.url("/data/missing.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/xml");
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = res.text().await.unwrap();
+    assert!(body.contains("<Code>NoSuchKey</Code>"), "{body}");
+    assert!(body.contains(&format!("<RequestId>{id}</RequestId>")), "{body}");
+
+    for path in ["/nope/x", "/", "/dataX/small.txt", "/datasmall.txt"] {
+        let res = c.get(proxy.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        assert!(
+            res.text().await.unwrap().contains("<Code>NoSuchBucket</Code>"),
+            "{path}"
+        );
+    }
+
+    for method in ["PUT", "POST", "DELETE", "PATCH", "OPTIONS"] {
+        let res = c
+            .request(method.parse().unwrap(), proxy.url("/data/small.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method}");
+        assert_eq!(res.headers()["allow"], "GET, HEAD");
+    }
+
+    let res = c.get(proxy.url("/data/")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn longest_prefix_on_segment_boundaries() {
+    let (_s3, proxy) = setup().await;
+    let c = client();
+    // /data2 is its own bucket (bucket-b), not /data's key "2/secret.txt".
+    let res = c.get(proxy.url("/data2/secret.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "top secret of bucket b");
+    let res = c.get(proxy.url("/data/secret.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn odd_keys_round_trip() {
+    let (s3, proxy) = setup().await;
+    let c = client();
+    let keys = [
+        "with space.txt",
+        "plus+sign.txt",
+        "100%.txt",
+        "ünïcødé/日本語.txt",
+        "nested/deep/path/file.txt",
+        "semi;colon,comma=eq&amp.txt",
+        "tilde~(paren)!'star*.txt",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let body = format!("object {i}: {key}");
+        s3.put_object("bucket-a", key, body.as_bytes()).unwrap();
+        let encoded: String = key
+            .split('/')
+            .map(|seg| percent_encoding::utf8_percent_encode(seg, percent_encoding::NON_ALPHANUMERIC).to_string())
+            .collect::<Vec<_>>()
+            .join("/");
+        let res = c.get(proxy.url(&format!("/data/{encoded}"))).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{key}");
+        assert_eq!(res.text().await.unwrap(), body, "{key}");
+    }
+    // `+` in a path is a plus, never a space.
+    let res = c.get(proxy.url("/data/plus+sign.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn traversal_never_reaches_another_bucket() {
+    let (_s3, proxy) = setup().await;
+    for target in [
+        "/data/../private/secret.txt",
+        "/data/%2e%2e/private/secret.txt",
+        "/data/%2E%2E%2Fprivate%2Fsecret.txt",
+        "/data/..%2f..%2fbucket-b/secret.txt",
+        "/data/./../bucket-b/secret.txt",
+        "/data/sub/%2e%2e/%2e%2e/bucket-b/secret.txt",
+        "/data/..\\bucket-b\\secret.txt",
+    ] {
+        let (status, text) = raw_get(&proxy.addr(), target).await;
+        assert!(!text.contains("top secret"), "{target} leaked: {text}");
+        assert!(status == 400 || status == 404, "{target}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn client_credentials_and_query_never_go_upstream() {
+    let (_s3, proxy) = setup().await;
+    // Forwarded, either would break the presigned request's signature.
+    let res = client()
+        .get(proxy.url("/data/small.txt?X-Amz-Signature=forged&X-Amz-Credential=x&versionId=1"))
+        .header("authorization", "AWS4-HMAC-SHA256 Credential=forged")
+        .header("cookie", "session=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "hello, yatagarasu\n");
+}
+
+#[tokio::test]
+async fn upstream_down_or_stalled_gives_502_or_504() {
+    let mut s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let proxy = Proxy::start(&single_bucket_config("/d", &s3.endpoint(), "bkt"));
+    let c = client();
+    assert_eq!(c.get(proxy.url("/d/k.txt")).send().await.unwrap().status(), 200);
+
+    s3.set_fault(Fault::Stall);
+    let res = c.get(proxy.url("/d/k.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 504);
+    assert!(res.text().await.unwrap().contains("<Code>GatewayTimeout</Code>"));
+
+    s3.set_fault(Fault::Error500);
+    let res = c.get(proxy.url("/d/k.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+
+    s3.set_fault(Fault::None);
+    s3.stop().await;
+    let res = c.get(proxy.url("/d/k.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(res.text().await.unwrap().contains("<Code>BadGateway</Code>"));
+
+    // /ready follows the health checks; /health stays up.
+    let ready = eventually(Duration::from_secs(10), || async {
+        c.get(proxy.url("/ready")).send().await.unwrap().status() == 503
+    })
+    .await;
+    assert!(ready, "ready never turned 503");
+    assert_eq!(c.get(proxy.url("/health")).send().await.unwrap().status(), 200);
+
+    s3.restart().await.unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        c.get(proxy.url("/ready")).send().await.unwrap().status() == 200
+    })
+    .await;
+    assert!(back, "ready never came back");
+    let report: serde_json::Value =
+        serde_json::from_str(&c.get(proxy.url("/ready")).send().await.unwrap().text().await.unwrap()).unwrap();
+    assert_eq!(report["buckets"]["main"]["ready"], true);
+    assert_eq!(c.get(proxy.url("/d/k.txt")).send().await.unwrap().status(), 200);
+
+    let logs = proxy.logs();
+    assert!(!logs.contains(SECRET_KEY), "secret in logs");
+    assert!(!logs.contains(ACCESS_KEY), "access key in logs");
+    assert!(!logs.contains("X-Amz-Signature"), "presigned URL in logs");
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "big.bin", &pattern(32 * 1024 * 1024, 3)).unwrap();
+    let mut proxy = Proxy::start(&single_bucket_config("/d", &s3.endpoint(), "bkt"));
+    let c = client();
+    let res = c.get(proxy.url("/d/big.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut res = res;
+    let first = res.chunk().await.unwrap().unwrap();
+    // SIGTERM with the download in flight: it must still complete byte-exact.
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &proxy.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(proxy.wait_for_log("shutting down", Duration::from_secs(5)).await);
+    let mut body = first.to_vec();
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(sha256(&body), sha256(&pattern(32 * 1024 * 1024, 3)));
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
+}
