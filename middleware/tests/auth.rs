@@ -649,3 +649,48 @@ fn bearer_to(uri: &str, token: &str) -> Request<Body> {
         .body(Body::empty())
         .unwrap()
 }
+
+/// Waits (real time, generous deadline) until the server was hit `n` times.
+async fn wait_for_hits(server: &JwksServer, n: usize) {
+    for _ in 0..400 {
+        if server.hits() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the JWKS was fetched {} times, expected {n}", server.hits());
+}
+
+#[tokio::test]
+async fn jwks_background_refresh_rotates_and_keeps_keys_on_failure() {
+    let k1 = EncodingKey::from_rsa_pem(&pem("rsa-private.pem")).unwrap();
+    let k2 = EncodingKey::from_rsa_pem(&pem("rsa2-private.pem")).unwrap();
+    let server = JwksServer::start(jwks(&[("k1", &k1)])).await;
+    // Unknown kids never cause a fetch here: only the background refresh can load k2.
+    let cfg = config(json!({
+        "algorithm": "RS256", "jwks_url": server.url, "jwks_refresh_seconds": 1, "jwks_min_refetch_seconds": 3600,
+    }));
+    let layer = AuthLayer::from_config_async(&cfg).await.unwrap();
+    let t1 = sign(Algorithm::RS256, &k1, Some("k1"), claims(json!({})));
+    let t2 = sign(Algorithm::RS256, &k2, Some("k2"), claims(json!({})));
+
+    // A broken document is ignored: the cached k1 keeps working.
+    server.set("not json".into());
+    wait_for_hits(&server, 2).await;
+    assert_eq!(send(&layer, bearer(&t1)).await.status, StatusCode::OK);
+
+    server.set(jwks(&[("k1", &k1), ("k2", &k2)]));
+    let hits = server.hits();
+    wait_for_hits(&server, hits + 1).await;
+    // The fetch has been answered; give the cache swap a moment, then k2 is known.
+    let mut ok = false;
+    for _ in 0..100 {
+        if send(&layer, bearer(&t2)).await.status == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "k2 was never loaded by the background refresh");
+    assert_eq!(send(&layer, bearer(&t1)).await.status, StatusCode::OK);
+}
