@@ -1,1 +1,74 @@
-//! Two-tier object cache (being written).
+//! Two-tier object cache: an in-process memory tier per proxy instance, and a
+//! Redis/Valkey tier shared by all instances.
+//!
+//! [`CacheLayer`] wraps an object-level service (the replicas, a failover) in
+//! a [`Cache`], itself an object-level service. A request is answered from
+//! memory, else from Redis (whose copy then fills memory), else by the inner
+//! service, whose `200` answer is stored *while it streams* to the client.
+//!
+//! - **What is stored**: complete `200` answers to plain `GET`s, up to
+//!   `max_item_size`, not marked `Cache-Control: no-store`, `private` or
+//!   `no-cache`; the body and [`STORED_HEADERS`] (plus `x-amz-meta-*`).
+//!   Anything else streams through (`X-Cache: BYPASS`).
+//! - **From a cached object** the cache answers `HEAD`, single byte ranges
+//!   (`206`, or `416` with `Content-Range: bytes */len`), `If-Range` and the
+//!   RFC 9110 preconditions, as S3 would.
+//! - **On a miss**, `Range` and `HEAD` requests, and requests with
+//!   preconditions, go to the inner service unchanged; only a `200` answer
+//!   to a plain or conditional `GET` is stored (a `304`/`206` never is).
+//! - **`X-Cache`** on every answer: `HIT-MEMORY`, `HIT-REDIS`, `MISS`,
+//!   `STALE` (inner service failed, copy past its TTL but within
+//!   `stale_seconds`), `BYPASS`.
+//! - **Coalescing**: concurrent plain `GET` misses of one object make one
+//!   upstream request; the others wait (up to `coalesce_timeout_ms`) and are
+//!   served from the stored copy, or fetch for themselves if the fill failed.
+//! - **Redis never fails a request**: each operation has a short timeout and
+//!   a small breaker; errors, timeouts and foreign values are misses. The
+//!   pool reconnects by itself.
+//! - **Keys**: `key_prefix` + bucket length + `:` + bucket + `/` + key.
+//! - **Purge** with [`CacheStore::purge_object`], [`CacheStore::purge_bucket`],
+//!   [`CacheStore::purge_all`]; counters in [`CacheStats`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use tower::ServiceBuilder;
+//! use yatagarasu_middleware::cache::{CacheConfig, CacheLayer, CacheStore};
+//! use yatagarasu_middleware::object::ObjectService;
+//! # use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # let endpoint = "http://127.0.0.1:9000".parse()?;
+//! # let replica = S3Upstream::new("minio", s3_bucket(Some(&endpoint), "data", "us-east-1")?, reqwest::Client::new());
+//! let mut config = CacheConfig::default();
+//! config.redis.enabled = true;
+//! config.redis.url = "redis://127.0.0.1:6379".into();
+//! let store = CacheStore::new(&config)?; // one per process, shared by buckets
+//!
+//! let objects = ServiceBuilder::new()
+//!     .layer(CacheLayer::new(store.clone(), "data"))
+//!     .service(replica);
+//! let app = axum::Router::new().nest_service("/data", ObjectService::new(objects));
+//! # Ok(()) }
+//! ```
+
+mod body;
+pub mod config;
+mod entry;
+mod future;
+mod layer;
+mod redis;
+mod serve;
+mod service;
+mod stats;
+mod store;
+
+pub use body::TeeBody;
+pub use config::{BucketCacheConfig, CacheConfig, CacheConfigError, MemoryCacheConfig, RedisCacheConfig};
+pub use entry::{CachedObject, STORED_HEADERS};
+pub use future::ResponseFuture;
+pub use layer::CacheLayer;
+pub use serve::X_CACHE;
+pub use service::Cache;
+pub use stats::{CacheStats, CacheStatsSnapshot};
+pub use store::{CacheStore, PurgeError};

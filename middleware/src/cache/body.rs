@@ -1,0 +1,147 @@
+//! The body of a cacheable miss: every chunk goes on to the client as it
+//! arrives and is kept on the side; at a clean end of the stream the object
+//! is stored. No second fetch, nothing held back from the client.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::stats::CacheStats;
+use super::store::{CacheStore, FillGuard};
+
+/// What a fill needs to store the object once the body has been read.
+pub(crate) struct Fill {
+    pub(crate) store: CacheStore,
+    pub(crate) key: Arc<str>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) limit: u64,
+    pub(crate) expected_len: Option<u64>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) epoch: u64,
+    pub(crate) guard: Option<FillGuard>,
+    pub(crate) parts: Vec<Bytes>,
+    pub(crate) len: u64,
+    pub(crate) stored: bool,
+}
+
+impl Fill {
+    fn push(&mut self, data: &Bytes) -> bool {
+        self.len += data.len() as u64;
+        if self.len > self.limit || self.expected_len.is_some_and(|n| self.len > n) {
+            return false;
+        }
+        if !data.is_empty() {
+            self.parts.push(data.clone());
+        }
+        true
+    }
+
+    fn complete(mut self) {
+        if self.expected_len.is_some_and(|n| n != self.len) {
+            return;
+        }
+        self.stored = true;
+        let body = match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts[0].clone(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(self.len as usize);
+                for p in &self.parts {
+                    buf.extend_from_slice(p);
+                }
+                buf.freeze()
+            }
+        };
+        self.store.insert(&self.key, &self.headers, body, self.ttl, self.epoch);
+        // `guard` drops after the memory insert: waiting requests find the copy.
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        // Over the limit, a body error, a short body or the client gone
+        // before the end: nothing complete to store.
+        if !self.stored {
+            CacheStats::inc(&self.store.stats().fills_abandoned);
+        }
+        // Dropping `guard` wakes requests waiting for this fill.
+        let _ = self.guard.take();
+    }
+}
+
+pin_project! {
+    /// A response body that stores what it streams. See the module docs.
+    pub struct TeeBody {
+        #[pin]
+        inner: Body,
+        fill: Option<Fill>,
+    }
+}
+
+impl TeeBody {
+    pub(crate) fn new(inner: Body, fill: Fill) -> Self {
+        use http_body::Body as _;
+        if inner.is_end_stream() {
+            // An empty body is never polled: store it now.
+            fill.complete();
+            return Self { inner, fill: None };
+        }
+        Self {
+            inner,
+            fill: Some(fill),
+        }
+    }
+}
+
+fn abandon(fill: &mut Option<Fill>) {
+    fill.take();
+}
+
+impl http_body::Body for TeeBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Some(fill) = this.fill.as_mut() {
+                        if !fill.push(data) {
+                            abandon(this.fill);
+                        }
+                    }
+                }
+                // hyper stops polling once the body says it has ended.
+                if this.inner.is_end_stream() {
+                    if let Some(fill) = this.fill.take() {
+                        fill.complete();
+                    }
+                }
+            }
+            Some(Err(_)) => abandon(this.fill),
+            None => {
+                if let Some(fill) = this.fill.take() {
+                    fill.complete();
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

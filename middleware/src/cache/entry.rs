@@ -1,0 +1,228 @@
+//! What the cache keeps of an object, and its Redis encoding.
+//!
+//! A Redis value is `YTGC` + format version + times + headers + body, every
+//! length checked on decode: a value another program wrote under our prefix,
+//! or one cut short, decodes to `None` and is treated as a miss.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+
+const MAGIC: &[u8; 4] = b"YTGC";
+const VERSION: u8 = 1;
+const FIXED_LEN: usize = 4 + 1 + 8 + 8 + 2;
+const MAX_HEADERS: usize = 256;
+
+/// Response headers kept with a cached object (plus every `x-amz-meta-*`).
+/// `Content-Length`, `Content-Range` and `Accept-Ranges` are derived on each answer.
+pub const STORED_HEADERS: [HeaderName; 8] = [
+    header::CONTENT_TYPE,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::CACHE_CONTROL,
+    header::EXPIRES,
+    header::CONTENT_ENCODING,
+    header::CONTENT_DISPOSITION,
+    header::CONTENT_LANGUAGE,
+];
+
+/// A complete `200 OK` object: the headers a client needs and the body.
+#[derive(Debug, Clone)]
+pub struct CachedObject {
+    headers: HeaderMap,
+    body: Bytes,
+    stored_at_ms: u64,
+    fresh_until_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch (wall clock: entries are shared between hosts).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl CachedObject {
+    /// An object stored now, fresh for `ttl`, keeping the [`STORED_HEADERS`]
+    /// of `upstream`.
+    pub fn new(upstream: &HeaderMap, body: Bytes, ttl: Duration) -> Self {
+        let mut headers = HeaderMap::new();
+        for name in STORED_HEADERS.iter() {
+            if let Some(v) = upstream.get(name) {
+                headers.insert(name.clone(), v.clone());
+            }
+        }
+        for (name, v) in upstream.iter() {
+            if name.as_str().starts_with("x-amz-meta-") {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+        let now = now_ms();
+        Self {
+            headers,
+            body,
+            stored_at_ms: now,
+            fresh_until_ms: now.saturating_add(ttl.as_millis() as u64),
+        }
+    }
+
+    /// The stored headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// When it was fetched, in ms since the epoch.
+    pub fn stored_at_ms(&self) -> u64 {
+        self.stored_at_ms
+    }
+
+    /// Until when it is fresh, in ms since the epoch.
+    pub fn fresh_until_ms(&self) -> u64 {
+        self.fresh_until_ms
+    }
+
+    /// Whether it is fresh at `now_ms`.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.fresh_until_ms
+    }
+
+    /// The same object with freshness capped at `until_ms` (a Redis copy
+    /// filling memory keeps the shorter of both lifetimes).
+    pub(crate) fn capped(&self, until_ms: u64) -> Self {
+        let mut copy = self.clone();
+        copy.fresh_until_ms = copy.fresh_until_ms.min(until_ms);
+        copy
+    }
+
+    /// Makes it fresh for `ttl` from when it was stored.
+    pub(crate) fn set_ttl(&mut self, ttl: Duration) {
+        self.fresh_until_ms = self.stored_at_ms.saturating_add(ttl.as_millis() as u64);
+    }
+
+    /// Approximate bytes held (body plus headers), for the memory weigher.
+    pub(crate) fn weight(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        (self.body.len() + headers + 64) as u64
+    }
+
+    /// The Redis value.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = BytesMut::with_capacity(FIXED_LEN + 256 + 8 + self.body.len());
+        out.put_slice(MAGIC);
+        out.put_u8(VERSION);
+        out.put_u64(self.stored_at_ms);
+        out.put_u64(self.fresh_until_ms);
+        let fits = |(n, v): &(&HeaderName, &HeaderValue)| n.as_str().len() <= 0xffff && v.len() <= 0xffff;
+        let count = self.headers.iter().filter(fits).take(MAX_HEADERS).count();
+        out.put_u16(count as u16);
+        for (name, value) in self.headers.iter().filter(fits).take(count) {
+            out.put_u16(name.as_str().len() as u16);
+            out.put_slice(name.as_str().as_bytes());
+            out.put_u16(value.len() as u16);
+            out.put_slice(value.as_bytes());
+        }
+        out.put_u64(self.body.len() as u64);
+        out.put_slice(&self.body);
+        out.to_vec()
+    }
+
+    /// Decodes a Redis value; `None` for anything this version did not write.
+    pub fn decode(value: Bytes) -> Option<Self> {
+        let mut buf = value.clone();
+        if buf.len() < FIXED_LEN || &buf[..4] != MAGIC {
+            return None;
+        }
+        buf.advance(4);
+        if buf.get_u8() != VERSION {
+            return None;
+        }
+        let stored_at_ms = buf.get_u64();
+        let fresh_until_ms = buf.get_u64();
+        let count = buf.get_u16() as usize;
+        if count > MAX_HEADERS {
+            return None;
+        }
+        let mut headers = HeaderMap::with_capacity(count);
+        for _ in 0..count {
+            let name = take_prefixed(&mut buf)?;
+            let value = take_prefixed(&mut buf)?;
+            let name = HeaderName::from_bytes(&name).ok()?;
+            let value = HeaderValue::from_maybe_shared(value).ok()?;
+            headers.append(name, value);
+        }
+        if buf.remaining() < 8 {
+            return None;
+        }
+        let body_len = buf.get_u64();
+        if body_len != buf.remaining() as u64 {
+            return None;
+        }
+        Some(Self {
+            headers,
+            body: buf,
+            stored_at_ms,
+            fresh_until_ms,
+        })
+    }
+}
+
+fn take_prefixed(buf: &mut Bytes) -> Option<Bytes> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    let len = buf.get_u16() as usize;
+    if buf.remaining() < len {
+        return None;
+    }
+    Some(buf.split_to(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CachedObject {
+        let mut h = HeaderMap::new();
+        h.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert("x-amz-meta-owner", HeaderValue::from_static("me"));
+        h.insert("x-yatagarasu-replica", HeaderValue::from_static("p"));
+        CachedObject::new(&h, Bytes::from_static(b"hello"), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn round_trips_and_keeps_only_stored_headers() {
+        let obj = sample();
+        assert!(obj.headers().get("x-yatagarasu-replica").is_none());
+        let back = CachedObject::decode(Bytes::from(obj.encode())).unwrap();
+        assert_eq!(back.body(), &Bytes::from_static(b"hello"));
+        assert_eq!(back.headers(), obj.headers());
+        assert_eq!(back.fresh_until_ms(), obj.fresh_until_ms());
+    }
+
+    #[test]
+    fn foreign_and_truncated_values_are_refused() {
+        assert!(CachedObject::decode(Bytes::from_static(b"hello world, not ours")).is_none());
+        assert!(CachedObject::decode(Bytes::new()).is_none());
+        let enc = sample().encode();
+        for cut in [5, FIXED_LEN, enc.len() - 1] {
+            assert!(
+                CachedObject::decode(Bytes::copy_from_slice(&enc[..cut])).is_none(),
+                "{cut}"
+            );
+        }
+        let mut longer = enc.clone();
+        longer.push(0);
+        assert!(CachedObject::decode(Bytes::from(longer)).is_none());
+        let mut other_version = enc;
+        other_version[4] = 99;
+        assert!(CachedObject::decode(Bytes::from(other_version)).is_none());
+    }
+}

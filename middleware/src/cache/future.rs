@@ -1,0 +1,318 @@
+//! The response future of [`Cache`](super::Cache): a cache lookup, then, on a
+//! miss, the inner service, then a stale copy if the inner service failed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderValue, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::body::{Fill, TeeBody};
+use super::entry::CachedObject;
+use super::serve::{respond, X_CACHE};
+use super::stats::CacheStats;
+use super::store::{CacheStore, FillGuard, Found, Join, Tier};
+use crate::error::FetchError;
+use crate::object::{ObjectMethod, ObjectRequest};
+
+/// What one bucket's layer does with the shared store.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) store: CacheStore,
+    pub(crate) bucket: Arc<str>,
+    pub(crate) enabled: bool,
+    pub(crate) ttl: Option<Duration>,
+}
+
+/// The outcome of a lookup.
+pub(crate) enum Lookup {
+    /// Answered from the cache.
+    Hit(Response<Body>),
+    /// Go to the inner service.
+    Miss(Miss),
+}
+
+/// What a miss carries to the inner service's answer.
+pub(crate) struct Miss {
+    key: Arc<str>,
+    /// A plain `GET`: a `200` answer may be stored.
+    fill: bool,
+    guard: Option<FillGuard>,
+    stale: Option<Arc<CachedObject>>,
+    epoch: u64,
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // Boxed: the lookup awaits Redis and other requests' fills.
+        Lookup { fut: BoxFuture<'static, Lookup> },
+        Inner { #[pin] fut: F, miss: Option<Miss> },
+        Done,
+    }
+}
+
+pin_project! {
+    /// Response future of [`Cache`](super::Cache).
+    pub struct ResponseFuture<S>
+    where
+        S: Service<ObjectRequest>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: Option<S>,
+        request: Option<ObjectRequest>,
+        policy: Arc<Policy>,
+    }
+}
+
+impl<S> ResponseFuture<S>
+where
+    S: Service<ObjectRequest>,
+{
+    /// The inner service was already called; the cache is not used.
+    pub(crate) fn bypass(fut: S::Future, policy: Arc<Policy>) -> Self {
+        Self {
+            state: State::Inner { fut, miss: None },
+            service: None,
+            request: None,
+            policy,
+        }
+    }
+
+    /// Looks up `request`, then calls `service` (ready) on a miss.
+    pub(crate) fn lookup(service: S, request: ObjectRequest, policy: Arc<Policy>) -> Self {
+        let fut = Box::pin(lookup(policy.clone(), request.clone()));
+        Self {
+            state: State::Lookup { fut },
+            service: Some(service),
+            request: Some(request),
+            policy,
+        }
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError>,
+{
+    type Output = Result<Response<Body>, FetchError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Lookup { fut } => match ready!(fut.as_mut().poll(cx)) {
+                    Lookup::Hit(res) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(res));
+                    }
+                    Lookup::Miss(miss) => {
+                        let mut service = this.service.take().expect("polled after completion");
+                        let request = this.request.as_ref().expect("polled after completion").clone();
+                        CacheStats::inc(&this.policy.store.stats().upstream_fetches);
+                        let fut = service.call(request);
+                        this.state.set(State::Inner { fut, miss: Some(miss) });
+                    }
+                },
+                StateProj::Inner { fut, miss } => {
+                    let result = ready!(fut.poll(cx));
+                    let miss = miss.take();
+                    this.state.set(State::Done);
+                    let stats = this.policy.store.stats();
+                    return Poll::Ready(match (result, miss) {
+                        (Ok(res), Some(miss)) => Ok(after_miss(res, miss, this.policy)),
+                        (Ok(res), None) => {
+                            CacheStats::inc(&stats.bypasses);
+                            Ok(mark(res, "BYPASS"))
+                        }
+                        (Err(err), Some(Miss { stale: Some(obj), .. })) => {
+                            tracing::warn!(
+                                bucket = %this.policy.bucket,
+                                error = %err,
+                                "no replica could serve, answering with a stale cached copy"
+                            );
+                            CacheStats::inc(&stats.stale_hits);
+                            let req = this.request.as_ref().expect("polled after completion");
+                            Ok(respond(&obj, req, "STALE"))
+                        }
+                        (Err(err), _) => Err(err),
+                    });
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+fn mark(mut res: Response<Body>, x_cache: &'static str) -> Response<Body> {
+    res.headers_mut().insert(X_CACHE, HeaderValue::from_static(x_cache));
+    res
+}
+
+/// Whether S3's answer may be stored: a full `200` the origin does not mark
+/// `no-store`, `private` or `no-cache` (the last would need revalidation on
+/// every use, which this cache does not do).
+fn cacheable(res: &Response<Body>) -> bool {
+    if res.status() != StatusCode::OK {
+        return false;
+    }
+    for value in res.headers().get_all(header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        for directive in value.split(',') {
+            let name = directive.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+            if matches!(name.as_str(), "no-store" | "private" | "no-cache") {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn content_length(res: &Response<Body>) -> Option<u64> {
+    res.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn after_miss(res: Response<Body>, miss: Miss, policy: &Policy) -> Response<Body> {
+    let store = &policy.store;
+    if !miss.fill {
+        return mark(res, "MISS");
+    }
+    let limit = store.fill_limit();
+    let expected_len = content_length(&res);
+    if !cacheable(&res) || expected_len.is_some_and(|n| n > limit) {
+        // `miss.guard` drops here: waiting requests fetch for themselves.
+        CacheStats::inc(&store.stats().bypasses);
+        return mark(res, "BYPASS");
+    }
+    let (parts, body) = res.into_parts();
+    let fill = Fill {
+        store: store.clone(),
+        key: miss.key,
+        headers: parts.headers.clone(),
+        limit,
+        expected_len,
+        ttl: policy.ttl,
+        epoch: miss.epoch,
+        guard: miss.guard,
+        parts: Vec::new(),
+        len: 0,
+        stored: false,
+    };
+    let res = Response::from_parts(parts, Body::new(TeeBody::new(body, fill)));
+    mark(res, "MISS")
+}
+
+fn hit(obj: &CachedObject, tier: Tier, req: &ObjectRequest, store: &CacheStore) -> Lookup {
+    let stats = store.stats();
+    let res = respond(
+        obj,
+        req,
+        match tier {
+            Tier::Memory => "HIT-MEMORY",
+            Tier::Redis => "HIT-REDIS",
+        },
+    );
+    let sent = match (req.method(), res.status()) {
+        (ObjectMethod::Get, StatusCode::OK | StatusCode::PARTIAL_CONTENT) => content_length_of(&res),
+        _ => 0,
+    };
+    match tier {
+        Tier::Memory => {
+            CacheStats::inc(&stats.memory_hits);
+            CacheStats::add(&stats.memory_bytes_served, sent);
+        }
+        Tier::Redis => {
+            CacheStats::inc(&stats.redis_hits);
+            CacheStats::add(&stats.redis_bytes_served, sent);
+        }
+    }
+    Lookup::Hit(res)
+}
+
+fn content_length_of(res: &Response<Body>) -> u64 {
+    res.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Memory, then (once per object across concurrent misses) Redis; a plain
+/// `GET` that misses both becomes the fill leader, or waits for the leader
+/// already fetching the object.
+async fn lookup(policy: Arc<Policy>, req: ObjectRequest) -> Lookup {
+    let store = &policy.store;
+    let stats = store.stats();
+    let key: Arc<str> = Arc::from(store.cache_key(&policy.bucket, req.key()));
+    let epoch = store.epoch();
+    let mut stale = None;
+
+    match store.memory_get(&key) {
+        Found::Fresh(obj, tier) => return hit(&obj, tier, &req, store),
+        Found::Stale(obj) => stale = Some(obj),
+        Found::None => {}
+    }
+    CacheStats::inc(&stats.memory_misses);
+
+    // Ranges and HEADs are answered from a cached object but never fill one.
+    let fill = req.method() == ObjectMethod::Get && !req.headers().contains_key(header::RANGE);
+    let mut guard = None;
+    if fill {
+        for attempt in 0..2 {
+            match store.join(&key) {
+                Join::Leader(g) => {
+                    guard = Some(g);
+                    break;
+                }
+                Join::Follower(mut rx) => {
+                    let _ = tokio::time::timeout(store.coalesce_timeout(), rx.changed()).await;
+                    if let Found::Fresh(obj, _) = store.memory_get(&key) {
+                        CacheStats::inc(&stats.coalesced_hits);
+                        return hit(&obj, Tier::Memory, &req, store);
+                    }
+                    if attempt == 1 {
+                        // The leader gave up twice: fetch without coalescing.
+                        break;
+                    }
+                }
+            }
+        }
+        // A fill may have finished between the first look and the join.
+        if let Found::Fresh(obj, tier) = store.memory_get(&key) {
+            return hit(&obj, tier, &req, store);
+        }
+    }
+
+    if store.has_redis() {
+        match store.redis_get(&key).await {
+            Found::Fresh(obj, tier) => return hit(&obj, tier, &req, store),
+            Found::Stale(obj) => {
+                CacheStats::inc(&stats.redis_misses);
+                if stale.as_ref().is_none_or(|s| s.stored_at_ms() < obj.stored_at_ms()) {
+                    stale = Some(obj);
+                }
+            }
+            Found::None => CacheStats::inc(&stats.redis_misses),
+        }
+    }
+
+    Lookup::Miss(Miss {
+        key,
+        fill,
+        guard,
+        stale,
+        epoch,
+    })
+}

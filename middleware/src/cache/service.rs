@@ -1,0 +1,76 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::Response;
+use tower::Service;
+
+use super::future::{Policy, ResponseFuture};
+use super::layer::CacheLayer;
+use super::store::CacheStore;
+use crate::error::FetchError;
+use crate::object::ObjectRequest;
+
+/// An object-level service answering from the two-tier cache, and from the
+/// inner service (the replicas) on a miss. See the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct Cache<S> {
+    inner: S,
+    policy: Arc<Policy>,
+}
+
+impl<S> Cache<S> {
+    /// Caches `inner`'s objects of `bucket` in `store`.
+    pub fn new(inner: S, store: CacheStore, bucket: impl Into<Arc<str>>) -> Self {
+        tower::Layer::layer(&CacheLayer::new(store, bucket), inner)
+    }
+
+    /// A [`CacheLayer`] for `bucket` (shortcut for [`CacheLayer::new`]).
+    pub fn layer(store: CacheStore, bucket: impl Into<Arc<str>>) -> CacheLayer {
+        CacheLayer::new(store, bucket)
+    }
+
+    pub(crate) fn from_policy(inner: S, policy: Arc<Policy>) -> Self {
+        Self { inner, policy }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<ObjectRequest> for Cache<S>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone,
+{
+    type Response = Response<Body>;
+    type Error = FetchError;
+    type Future = ResponseFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FetchError>> {
+        // Readiness is reserved for a possible miss; a hit releases it when
+        // the future (holding the ready service) is dropped.
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ObjectRequest) -> Self::Future {
+        if !self.policy.enabled {
+            return ResponseFuture::bypass(self.inner.call(req), self.policy.clone());
+        }
+        // The ready service goes into the future; this one gets a fresh clone.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::lookup(ready, req, self.policy.clone())
+    }
+}
