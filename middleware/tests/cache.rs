@@ -511,3 +511,71 @@ async fn redis_capacity_refuses_writes() {
     assert_eq!(x_cache(&get(&svc, ObjectRequest::get("k")).await), "HIT-MEMORY");
     let _ = svc.clone().ready().await;
 }
+
+#[tokio::test]
+async fn abandoned_fills_store_nothing() {
+    use http_body_util::BodyExt;
+    let store = store(&config(None));
+    let up = FakeUpstream::new();
+    up.put(
+        "k",
+        FakeObject {
+            chunked: true,
+            ..FakeObject::new(vec![b'a'; 8192])
+        },
+    );
+    let svc = cache(&store, "b", &up);
+    let res = get(&svc, ObjectRequest::get("k")).await;
+    assert_eq!(x_cache(&res), "MISS");
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap().len(), 1024);
+    drop(body); // the client went away mid-stream
+    assert_eq!(store.stats().fills_abandoned.load(Ordering::Relaxed), 1);
+    assert_eq!(store.stats().memory_inserts.load(Ordering::Relaxed), 0);
+
+    let res = get(&svc, ObjectRequest::get("k")).await;
+    assert_eq!(x_cache(&res), "MISS");
+    assert_eq!(body_of(res).await.len(), 8192);
+    let res = get(&svc, ObjectRequest::get("k")).await;
+    assert_eq!(x_cache(&res), "HIT-MEMORY");
+    assert_eq!(body_of(res).await.len(), 8192);
+    assert_eq!(up.calls(), 2);
+}
+
+#[tokio::test]
+async fn slow_redis_costs_no_request() {
+    let redis = RedisServer::start().await;
+    let up = FakeUpstream::new();
+    up.put("k", FakeObject::new("v"));
+    let a = self::store(&config(Some(&redis)));
+    body_of(get(&cache(&a, "b", &up), ObjectRequest::get("k")).await).await;
+    wait_redis_writes(&a, 1).await;
+
+    // Redis stops answering for a while (the whole server sleeps).
+    let url = redis.url();
+    let sleeper = tokio::spawn(async move {
+        let client = deadpool_redis::redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = deadpool_redis::redis::cmd("DEBUG");
+        cmd.arg("SLEEP").arg("1.5");
+        // The client may give up waiting first; the server sleeps on.
+        let _: Result<String, _> = cmd.query_async(&mut conn).await;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = self::store(&config(Some(&redis)));
+    let svc = cache(&b, "b", &up);
+    for _ in 0..3 {
+        let res = get(&svc, ObjectRequest::get("k")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body_of(res).await, "v");
+    }
+    assert!(b.stats().redis_timeouts.load(Ordering::Relaxed) >= 1);
+    sleeper.await.unwrap();
+    redis.wait_ready().await;
+
+    // Once Redis answers again, it is used again.
+    let c = self::store(&config(Some(&redis)));
+    let res = get(&cache(&c, "b", &FakeUpstream::new()), ObjectRequest::get("k")).await;
+    assert_eq!(x_cache(&res), "HIT-REDIS");
+}

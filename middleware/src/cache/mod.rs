@@ -48,7 +48,15 @@
 //! let objects = ServiceBuilder::new()
 //!     .layer(CacheLayer::new(store.clone(), "data"))
 //!     .service(replica);
-//! let app = axum::Router::new().nest_service("/data", ObjectService::new(objects));
+//! let app: axum::Router = axum::Router::new().nest_service("/data", ObjectService::new(objects));
+//!
+//! // Admin: purge one object, a bucket, or everything (both tiers).
+//! # async fn purge(store: CacheStore) -> Result<(), Box<dyn std::error::Error>> {
+//! store.purge_object("data", "reports/2024.pdf").await?;
+//! store.purge_bucket("data").await?;
+//! store.purge_all().await?;
+//! println!("{:?}", store.snapshot());
+//! # Ok(()) }
 //! # Ok(()) }
 //! ```
 

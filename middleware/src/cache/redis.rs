@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deadpool_redis::redis::{self, RedisError};
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Pool, PoolConfig, PoolError, Runtime, Timeouts};
 
 use super::config::{redact_url, CacheConfigError, RedisCacheConfig};
 use super::stats::CacheStats;
@@ -128,19 +128,21 @@ impl RedisTier {
             return Err(RedisFailure::BreakerOpen);
         }
         let op = async {
-            let mut conn = self.pool.get().await.map_err(|e| RedisFailure::Pool(e.to_string()))?;
+            let mut conn = self.pool.get().await.map_err(|e| match e {
+                PoolError::Timeout(_) => RedisFailure::Timeout,
+                other => RedisFailure::Pool(other.to_string()),
+            })?;
             Ok::<T, RedisFailure>(cmd.query_async::<T>(&mut conn).await?)
         };
-        let result = match tokio::time::timeout(timeout, op).await {
-            Ok(r) => r,
-            Err(_) => {
-                CacheStats::inc(&self.stats.redis_timeouts);
-                Err(RedisFailure::Timeout)
-            }
-        };
+        let result = tokio::time::timeout(timeout, op)
+            .await
+            .unwrap_or(Err(RedisFailure::Timeout));
         match &result {
             Ok(_) => self.breaker.success(),
             Err(err) => {
+                if matches!(err, RedisFailure::Timeout) {
+                    CacheStats::inc(&self.stats.redis_timeouts);
+                }
                 CacheStats::inc(&self.stats.redis_errors);
                 if self.breaker.failure() {
                     CacheStats::inc(&self.stats.redis_breaker_opened);

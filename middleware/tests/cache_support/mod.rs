@@ -51,19 +51,26 @@ impl RedisServer {
                 "no",
                 "--protected-mode",
                 "no",
+                "--enable-debug-command",
+                "yes",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install -y redis-server)");
         self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    /// Waits (bounded) until the server answers `PING`.
+    pub async fn wait_ready(&self) {
         for _ in 0..200 {
             if self.ping().await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("redis-server did not start on port {}", self.port);
+        panic!("redis-server on port {} does not answer", self.port);
     }
 
     async fn ping(&self) -> bool {
@@ -120,6 +127,8 @@ pub struct FakeObject {
     pub etag: &'static str,
     pub cache_control: Option<&'static str>,
     pub status: StatusCode,
+    /// Stream the body in 1 KiB frames.
+    pub chunked: bool,
 }
 
 impl FakeObject {
@@ -129,6 +138,7 @@ impl FakeObject {
             etag: "\"etag-1\"",
             cache_control: None,
             status: StatusCode::OK,
+            chunked: false,
         }
     }
 }
@@ -184,7 +194,14 @@ impl FakeUpstream {
                     *res.status_mut() = StatusCode::NOT_FOUND;
                     return Ok(res);
                 };
-                let mut res = Response::new(Body::from(obj.body.clone()));
+                let body = if obj.chunked {
+                    let chunks: Vec<Result<Bytes, std::io::Error>> =
+                        obj.body.chunks(1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+                    Body::from_stream(futures_util::stream::iter(chunks))
+                } else {
+                    Body::from(obj.body.clone())
+                };
+                let mut res = Response::new(body);
                 *res.status_mut() = obj.status;
                 let h = res.headers_mut();
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
