@@ -20,12 +20,21 @@ use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
     let endpoint = var("S3_ENDPOINT", "http://127.0.0.1:9000").parse()?;
-    let bucket = s3_bucket(Some(&endpoint), &var("S3_BUCKET", "data-bucket"), &var("S3_REGION", "us-east-1"))?;
+    let bucket = s3_bucket(
+        Some(&endpoint),
+        &var("S3_BUCKET", "data-bucket"),
+        &var("S3_REGION", "us-east-1"),
+    )?;
 
     // One shared client: one connection pool for every request.
-    let client = reqwest::Client::builder().read_timeout(Duration::from_secs(30)).build()?;
+    let client = reqwest::Client::builder()
+        .read_timeout(Duration::from_secs(30))
+        .build()?;
     let replica = S3Upstream::new("minio", bucket, client)
-        .with_credentials(Credentials::new(var("S3_ACCESS_KEY", "minioadmin"), var("S3_SECRET_KEY", "minioadmin")))
+        .with_credentials(Credentials::new(
+            var("S3_ACCESS_KEY", "minioadmin"),
+            var("S3_SECRET_KEY", "minioadmin"),
+        ))
         .with_timeout(Duration::from_secs(5));
 
     let app = Router::new()

@@ -36,9 +36,12 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod breaker;
+pub mod bulkhead;
 pub mod cache;
 pub mod conditional;
 pub mod error;
+pub mod failover;
 pub mod health;
 pub mod object;
 pub mod routing;

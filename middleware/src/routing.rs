@@ -94,7 +94,7 @@ impl PrefixRouter {
             return Err(PrefixError::Duplicate);
         }
         routes.push((prefix.to_owned(), name.into(), BoxCloneSyncService::new(service)));
-        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Ok(self)
     }
 

@@ -5,8 +5,9 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 /// The request headers passed upstream: ranges and preconditions, nothing else.
 ///
 /// The client's `Authorization`, cookies and query string never leave the proxy.
-pub const FORWARDED_REQUEST_HEADERS: [HeaderName; 5] = [
+pub const FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
     header::RANGE,
+    header::IF_RANGE,
     header::IF_MATCH,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,

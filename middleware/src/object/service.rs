@@ -7,6 +7,7 @@ use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode};
 use tower::{Service, ServiceExt};
 
 use super::{decode_key, KeyError, ObjectMethod, ObjectRequest};
+use crate::cache::X_CACHE;
 use crate::conditional::{self, Precondition};
 use crate::error::{FetchError, S3Error};
 
@@ -88,6 +89,7 @@ where
     }
 }
 
+#[allow(clippy::result_large_err)] // built once per request, mapped to a response at once
 fn to_object_request<B>(req: &Request<B>) -> Result<ObjectRequest, S3Error> {
     let method = ObjectMethod::from_http(req.method()).ok_or_else(S3Error::method_not_allowed)?;
     let key = decode_key(req.uri().path()).map_err(|e| match e {
@@ -126,8 +128,10 @@ fn finish(result: Result<Response<Body>, FetchError>, req: &ObjectRequest, reque
         let mut err = S3Error::from_upstream_status(status)
             .with_request_id(request_id)
             .into_response();
-        if let Some(range) = res.headers().get(header::CONTENT_RANGE) {
-            err.headers_mut().insert(header::CONTENT_RANGE, range.clone());
+        for name in [header::CONTENT_RANGE, X_CACHE, crate::upstream::REPLICA_HEADER] {
+            if let Some(v) = res.headers().get(&name) {
+                err.headers_mut().insert(name, v.clone());
+            }
         }
         return err;
     }

@@ -273,7 +273,8 @@ mod tests {
         .with_credentials(Credentials::new("AKIDEXAMPLE", "s3cr3t-value"));
         let url = up.presign(&ObjectRequest::get("dir/a b+c%.txt"));
         assert!(
-            url.as_str().starts_with("http://127.0.0.1:9000/b/dir/a%20b+c%25.txt?"),
+            url.as_str()
+                .starts_with("http://127.0.0.1:9000/b/dir/a%20b%2Bc%25.txt?"),
             "{url}"
         );
         assert!(!url.as_str().contains("s3cr3t-value"));

@@ -1,0 +1,28 @@
+//! Per-replica circuit breakers.
+//!
+//! [`CircuitBreaker`] is the state machine (closed / open / half-open);
+//! [`CircuitBreakerLayer`] gates a replica's service with one; [`classify`]
+//! decides which outcomes count as failures. They are separate so each can
+//! be tested alone: the state machine with a [`ManualClock`], no sleeps.
+//!
+//! ```
+//! use std::time::Duration;
+//! use yatagarasu_middleware::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+//!
+//! let breaker = CircuitBreaker::new(BreakerConfig {
+//!     failure_threshold: 3,
+//!     success_threshold: 2,
+//!     open_timeout: Duration::from_secs(30),
+//!     half_open_requests: 1,
+//! });
+//! let layer = CircuitBreakerLayer::new(breaker.clone());
+//! # let _ = layer;
+//! ```
+
+mod classify;
+mod service;
+mod state;
+
+pub use classify::{classify, Classify, FailureClass};
+pub use service::{CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};
+pub use state::{BreakerConfig, BreakerState, CircuitBreaker, Clock, ManualClock, Permit, SystemClock, TransitionHook};

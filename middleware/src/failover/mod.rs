@@ -1,0 +1,41 @@
+//! Failover across a bucket's replicas: a selector over per-replica stacks,
+//! each gated by its own circuit breaker.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//! use yatagarasu_middleware::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+//! use yatagarasu_middleware::bulkhead::BulkheadLayer;
+//! use yatagarasu_middleware::failover::{Failover, Replica};
+//! use yatagarasu_middleware::health::ReplicaHealth;
+//! use yatagarasu_middleware::object::ObjectService;
+//! use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = reqwest::Client::new();
+//! let mut replicas = Vec::new();
+//! for (priority, (name, endpoint)) in [("primary", "http://10.0.0.1:9000"), ("backup", "http://10.0.0.2:9000")]
+//!     .into_iter()
+//!     .enumerate()
+//! {
+//!     let bucket = s3_bucket(Some(&endpoint.parse()?), "data-bucket", "us-east-1")?;
+//!     let fetch = S3Upstream::new(name, bucket, client.clone()).with_timeout(Duration::from_secs(5));
+//!     let breaker = CircuitBreaker::new(BreakerConfig::default());
+//!     let stack = ServiceBuilder::new()
+//!         .layer(CircuitBreakerLayer::new(breaker.clone()))
+//!         .layer(BulkheadLayer::new(256))
+//!         .service(fetch);
+//!     replicas.push(Replica::new(name, stack, breaker, ReplicaHealth::new()).with_priority(priority as u32));
+//! }
+//! let service = ObjectService::new(Failover::new("data", replicas));
+//! # let _ = service; Ok(()) }
+//! ```
+
+mod events;
+mod replica;
+mod resume;
+mod service;
+
+pub use events::{FailoverEvents, NoEvents};
+pub use replica::Replica;
+pub use service::Failover;

@@ -1,0 +1,219 @@
+//! Mid-body failover: when the serving replica's body breaks after the
+//! headers went out, the response continues from another replica with a
+//! `Range` request from the byte already sent, guarded by the `ETag`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use tower::{BoxError, Service};
+
+use super::service::Shared;
+use crate::error::FetchError;
+use crate::object::{ObjectMethod, ObjectRequest};
+
+/// The absolute byte range `first..=last` a response body carries.
+fn body_range(res: &Response<Body>) -> Option<(u64, u64)> {
+    match res.status() {
+        StatusCode::OK => {
+            let len: u64 = res.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+            (len > 0).then(|| (0, len - 1))
+        }
+        StatusCode::PARTIAL_CONTENT => {
+            let v = res.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+            let (first, last) = v.strip_prefix("bytes ")?.split_once('/')?.0.split_once('-')?;
+            Some((first.parse().ok()?, last.parse().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// Wraps a served response's body so that it can resume elsewhere, when it
+/// can be resumed at all (a `GET` with an `ETag` and a known length).
+pub(crate) fn wrap<S>(shared: Arc<Shared<S>>, req: &ObjectRequest, index: usize, res: Response<Body>) -> Response<Body>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    if !shared.resume || req.method() != ObjectMethod::Get || shared.replicas.is_empty() {
+        return res;
+    }
+    let (Some(etag), Some((first, last))) = (res.headers().get(header::ETAG).cloned(), body_range(&res)) else {
+        return res;
+    };
+    let (parts, body) = res.into_parts();
+    let body = ResumeBody {
+        shared,
+        key: req.key().into(),
+        etag,
+        first,
+        last,
+        sent: 0,
+        serving: index,
+        resumes_left: 3,
+        state: State::Streaming(body),
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+enum State {
+    Streaming(Body),
+    Resuming(BoxFuture<'static, Result<(usize, Body), FetchError>>),
+    Failed,
+}
+
+struct ResumeBody<S> {
+    shared: Arc<Shared<S>>,
+    key: Arc<str>,
+    etag: HeaderValue,
+    first: u64,
+    last: u64,
+    sent: u64,
+    serving: usize,
+    resumes_left: u32,
+    state: State,
+}
+
+impl<S> ResumeBody<S>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn total(&self) -> u64 {
+        self.last - self.first + 1
+    }
+
+    fn start_resume(&mut self, cause: &dyn std::fmt::Display) -> Result<(), BoxError> {
+        let failed = &self.shared.replicas[self.serving];
+        failed.breaker().record_failure();
+        self.shared
+            .events
+            .failure(&self.shared.bucket, failed.name(), &FetchError::NoReplica);
+        if self.resumes_left == 0 {
+            tracing::warn!(bucket = %self.shared.bucket, replica = %failed.name(), error = %cause,
+                "Replica '{}' failed mid-body, no resume left: aborting the response", failed.name());
+            return Err(format!("upstream body failed: {cause}").into());
+        }
+        self.resumes_left -= 1;
+        let from = self.first + self.sent;
+        tracing::warn!(bucket = %self.shared.bucket, error = %cause, offset = from,
+            "Replica '{}' failed mid-body, resuming from byte {}", failed.name(), from);
+        let range = HeaderValue::from_str(&format!("bytes={from}-{}", self.last)).expect("ascii");
+        let req = ObjectRequest::get(self.key.clone())
+            .with_header(header::RANGE, range)
+            .with_header(header::IF_MATCH, self.etag.clone());
+        let shared = self.shared.clone();
+        let etag = self.etag.clone();
+        let last = self.serving;
+        self.state = State::Resuming(Box::pin(async move {
+            let accept = move |res: &Response<Body>| {
+                res.status() == StatusCode::PARTIAL_CONTENT
+                    && res.headers().get(header::ETAG) == Some(&etag)
+                    && body_range(res).map(|(f, _)| f) == Some(from)
+            };
+            let (index, res) = shared
+                .pass(&req, Some(last), Some(&accept))
+                .await
+                .map_err(|failed| failed.error)?;
+            tracing::info!(bucket = %shared.bucket, replica = %shared.replicas[index].name(), offset = from, "response resumed");
+            Ok((index, res.into_body()))
+        }));
+        Ok(())
+    }
+}
+
+impl<S> http_body::Body for ResumeBody<S>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Streaming(body) => match ready!(Pin::new(body).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            let room = this.total() - this.sent;
+                            if data.len() as u64 > room {
+                                // More than the range: never send bytes past it.
+                                let data = data.slice(..room as usize);
+                                this.sent += room;
+                                return Poll::Ready(Some(Ok(Frame::data(data))));
+                            }
+                            this.sent += data.len() as u64;
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    None if this.sent >= this.total() => return Poll::Ready(None),
+                    None => {
+                        let cause = format!("body ended after {} of {} bytes", this.sent, this.total());
+                        if let Err(e) = this.start_resume(&cause) {
+                            this.state = State::Failed;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if let Err(e) = this.start_resume(&e) {
+                            this.state = State::Failed;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                },
+                State::Resuming(fut) => match ready!(fut.as_mut().poll(cx)) {
+                    Ok((index, body)) => {
+                        this.serving = index;
+                        this.state = State::Streaming(body);
+                    }
+                    Err(e) => {
+                        tracing::warn!(bucket = %this.shared.bucket, error = %e, "no replica could resume the response: aborting it");
+                        this.state = State::Failed;
+                        return Poll::Ready(Some(Err(format!("resume failed: {e}").into())));
+                    }
+                },
+                State::Failed => return Poll::Ready(None),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Failed) || (self.sent > self.last - self.first)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact((self.last - self.first + 1).saturating_sub(self.sent))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_of_full_and_partial_answers() {
+        let full = Response::builder()
+            .header("content-length", "10")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(body_range(&full), Some((0, 9)));
+        let part = Response::builder()
+            .status(206)
+            .header("content-range", "bytes 5-9/10")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(body_range(&part), Some((5, 9)));
+        let empty = Response::builder()
+            .header("content-length", "0")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(body_range(&empty), None);
+    }
+}

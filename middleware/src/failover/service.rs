@@ -1,0 +1,240 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use futures_util::future::BoxFuture;
+use http::Response;
+use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::util::rng::HasherRng;
+use tower::{Service, ServiceExt};
+
+use super::events::{FailoverEvents, NoEvents};
+use super::replica::{try_order, Replica};
+use super::resume;
+use crate::error::FetchError;
+use crate::object::ObjectRequest;
+
+/// Serves each request from the first replica, in priority order, whose
+/// breaker admits it; moves on at once when a replica fails (connection
+/// error, timeout, 5xx); returns 4xx answers as they are.
+///
+/// - Readiness is per replica and immediate (an open breaker or a full
+///   bulkhead refuses at once), so the failover never waits on a replica it
+///   will not use.
+/// - When every replica failed, the whole pass is retried after an
+///   exponential backoff with jitter, at most `max_retries` times and only
+///   while the retry budget allows (so a full outage does not multiply load).
+/// - A `GET` whose body breaks after the headers were sent is resumed from
+///   the next replica with a `Range` request from the byte already sent,
+///   guarded by the `ETag`; when nothing can continue, the body ends with an
+///   error (the connection is cut: never a silently truncated 200).
+///
+/// Logs `Replica 'primary' failed, trying 'backup'` at WARN with the cause.
+pub struct Failover<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Failover<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Failover<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failover")
+            .field("bucket", &self.shared.bucket)
+            .field(
+                "replicas",
+                &self.shared.replicas.iter().map(|r| r.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+pub(crate) struct Shared<S> {
+    pub(crate) bucket: Arc<str>,
+    pub(crate) replicas: Vec<Replica<S>>,
+    pub(crate) events: Arc<dyn FailoverEvents>,
+    budget: Arc<TpsBudget>,
+    backoff: ExponentialBackoffMaker<HasherRng>,
+    max_retries: u32,
+    pub(crate) resume: bool,
+}
+
+impl<S> Failover<S> {
+    /// A failover over `replicas` of `bucket` (the name in logs and events),
+    /// with one retry round after 50–500 ms, a budget of 20% retries over
+    /// 10 s (at least 5 per second), and mid-body resume on.
+    pub fn new(bucket: impl Into<Arc<str>>, replicas: Vec<Replica<S>>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                bucket: bucket.into(),
+                replicas,
+                events: Arc::new(NoEvents),
+                budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2)),
+                backoff: backoff(Duration::from_millis(50), Duration::from_millis(500)),
+                max_retries: 1,
+                resume: true,
+            }),
+        }
+    }
+
+    fn update(self, f: impl FnOnce(&mut Shared<S>)) -> Self {
+        let mut shared =
+            Arc::try_unwrap(self.shared).unwrap_or_else(|_| panic!("configure a Failover before cloning it"));
+        f(&mut shared);
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Reports requests, failures and failovers to `events`.
+    pub fn with_events(self, events: Arc<dyn FailoverEvents>) -> Self {
+        self.update(|s| s.events = events)
+    }
+
+    /// Retry rounds after every replica failed (0 disables), and their backoff bounds.
+    pub fn with_retries(self, max_retries: u32, min_backoff: Duration, max_backoff: Duration) -> Self {
+        self.update(|s| {
+            s.max_retries = max_retries;
+            s.backoff = backoff(min_backoff, max_backoff);
+        })
+    }
+
+    /// Shares a retry budget (e.g. between the buckets of one process).
+    pub fn with_budget(self, budget: Arc<TpsBudget>) -> Self {
+        self.update(|s| s.budget = budget)
+    }
+
+    /// Turns mid-body resume on or off.
+    pub fn with_resume(self, resume: bool) -> Self {
+        self.update(|s| s.resume = resume)
+    }
+
+    /// The replicas, in configuration order.
+    pub fn replicas(&self) -> &[Replica<S>] {
+        &self.shared.replicas
+    }
+}
+
+fn backoff(min: Duration, max: Duration) -> ExponentialBackoffMaker<HasherRng> {
+    let min = min.max(Duration::from_millis(1));
+    let max = max.max(min);
+    ExponentialBackoffMaker::new(min, max, 1.0, HasherRng::default()).expect("valid backoff bounds")
+}
+
+impl<S> Service<ObjectRequest> for Failover<S>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = FetchError;
+    type Future = BoxFuture<'static, Result<Response<Body>, FetchError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FetchError>> {
+        // Admission is decided per replica, in `call`, in priority order.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ObjectRequest) -> Self::Future {
+        Box::pin(self.shared.clone().serve(req))
+    }
+}
+
+/// Which answers a pass accepts (a resume wants a matching 206).
+pub(crate) type Accept<'a> = &'a (dyn Fn(&Response<Body>) -> bool + Send + Sync);
+
+/// How one pass over the replicas ended without an answer.
+pub(crate) struct PassFailed {
+    pub(crate) error: FetchError,
+    pub(crate) tried: bool,
+}
+
+impl<S> Shared<S>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    async fn serve(self: Arc<Self>, req: ObjectRequest) -> Result<Response<Body>, FetchError> {
+        self.budget.deposit();
+        let mut backoff = self.backoff.clone().make_backoff();
+        let mut round = 0;
+        loop {
+            match self.pass(&req, None, None).await {
+                Ok((index, res)) => return Ok(resume::wrap(self.clone(), &req, index, res)),
+                Err(failed) => {
+                    if !failed.tried || round >= self.max_retries || !self.budget.withdraw() {
+                        return Err(failed.error);
+                    }
+                    round += 1;
+                    backoff.next_backoff().await;
+                }
+            }
+        }
+    }
+
+    /// Tries the replicas in order (`last` goes last, `accept` filters
+    /// answers) and returns the first acceptable answer.
+    pub(crate) async fn pass(
+        &self,
+        req: &ObjectRequest,
+        last: Option<usize>,
+        accept: Option<Accept<'_>>,
+    ) -> Result<(usize, Response<Body>), PassFailed> {
+        let mut order = try_order(&self.replicas);
+        if let Some(last) = last {
+            order.retain(|&i| i != last);
+            order.push(last);
+        }
+        let mut failed: Option<(usize, FetchError)> = None;
+        let mut skipped: Option<(usize, FetchError)> = None;
+        let mut tried = false;
+        for i in order {
+            let replica = &self.replicas[i];
+            let mut svc = replica.service().clone();
+            if let Err(e) = svc.ready().await {
+                tracing::debug!(bucket = %self.bucket, replica = %replica.name(), reason = %e, "replica skipped");
+                skipped = Some((i, e));
+                continue;
+            }
+            if let Some((from, e)) = &failed {
+                let from = self.replicas[*from].name();
+                tracing::warn!(bucket = %self.bucket, error = %e, "Replica '{}' failed, trying '{}'", from, replica.name());
+                self.events.failover(&self.bucket, from, replica.name());
+            } else if let Some((from, _)) = &skipped {
+                self.events
+                    .failover(&self.bucket, self.replicas[*from].name(), replica.name());
+            }
+            self.events.request(&self.bucket, replica.name());
+            match svc.call(req.clone()).await {
+                Ok(res) if accept.is_none_or(|ok| ok(&res)) => return Ok((i, res)),
+                Ok(res) => {
+                    tracing::debug!(replica = %replica.name(), status = %res.status(), "answer not usable here");
+                    skipped = Some((i, FetchError::Status(res.status())));
+                }
+                Err(FetchError::Overloaded) => skipped = Some((i, FetchError::Overloaded)),
+                Err(e) => {
+                    self.events.failure(&self.bucket, replica.name(), &e);
+                    tried = true;
+                    failed = Some((i, e));
+                }
+            }
+        }
+        if let Some((from, e)) = &failed {
+            tracing::warn!(
+                bucket = %self.bucket,
+                error = %e,
+                "Replica '{}' failed, no replica left to try",
+                self.replicas[*from].name()
+            );
+        }
+        let error = failed.or(skipped).map(|(_, e)| e).unwrap_or(FetchError::NoReplica);
+        Err(PassFailed { error, tried })
+    }
+}
