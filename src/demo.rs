@@ -88,7 +88,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
 
     let text = demo_config(listen, &primary.endpoint(), &backup.endpoint());
     let config: Config = config::load_str(&text, "<demo>", &|v| std::env::var(v).ok())?;
-    let app = crate::app::build(&config)?;
+    let app = crate::app::build(&config, crate::metrics::Metrics::new()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e} (try `yatagarasu demo --listen 127.0.0.1:8081`)"))?;

@@ -5,4 +5,5 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod local_s3;
+pub mod metrics;
 pub mod server;

@@ -135,7 +135,7 @@ fn report(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
 }
 
 async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Error>> {
-    let app = yatagarasu::app::build(&config)?;
+    let app = yatagarasu::app::build(&config, yatagarasu::metrics::Metrics::new()).await?;
     let addr = config.server.socket_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await

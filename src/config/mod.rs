@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
+pub use yatagarasu_middleware::auth::{AuthConfig, JwtConfig};
+pub use yatagarasu_middleware::cache::{BucketCacheConfig, CacheConfig};
 
 pub use load::{load_file, load_str, ConfigError, ConfigErrors};
 
@@ -23,10 +25,10 @@ pub struct Config {
     pub buckets: Vec<BucketConfig>,
     /// Default active health checks for buckets that set none.
     pub health_check: HealthCheckConfig,
-    /// The two-tier cache (not implemented yet: parsed and kept).
-    pub cache: Option<serde_yaml::Value>,
-    /// Default JWT settings for buckets that enable auth without their own (not implemented yet).
-    pub jwt: Option<serde_yaml::Value>,
+    /// The two-tier cache (memory, then Redis/Valkey); off when absent.
+    pub cache: Option<CacheConfig>,
+    /// Default JWT settings for buckets that enable auth without their own.
+    pub jwt: Option<JwtConfig>,
     /// The Prometheus metrics listener.
     pub metrics: MetricsConfig,
     /// Logging.
@@ -75,20 +77,10 @@ pub struct BucketConfig {
     pub path_prefix: String,
     /// Where the objects live.
     pub s3: S3Config,
-    /// Authentication (not implemented yet: `enabled: true` is refused).
+    /// JWT authentication.
     pub auth: Option<AuthConfig>,
-    /// Per-bucket cache settings (not implemented yet).
-    pub cache: Option<serde_yaml::Value>,
-}
-
-/// `buckets[].auth`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub struct AuthConfig {
-    /// Whether requests need a token.
-    pub enabled: bool,
-    /// The bucket's own JWT settings.
-    pub jwt: Option<serde_yaml::Value>,
+    /// Per-bucket cache switch and TTL.
+    pub cache: Option<BucketCacheConfig>,
 }
 
 /// `buckets[].s3`: the upstream S3 bucket, and its replicas.
@@ -112,6 +104,10 @@ pub struct S3Config {
     pub secret_key: Option<Secret>,
     /// Time to response headers for replicas that set none.
     pub timeout_seconds: u64,
+    /// Requests in flight per replica before it is skipped (bulkhead).
+    pub max_concurrent_requests: usize,
+    /// Retry rounds when every replica failed.
+    pub retry: RetryConfig,
     /// Replicas tried in priority order; when empty this block is the single upstream.
     pub replicas: Vec<ReplicaConfig>,
     /// Per-replica circuit breaker settings.
@@ -129,6 +125,8 @@ impl Default for S3Config {
             access_key: None,
             secret_key: None,
             timeout_seconds: 30,
+            max_concurrent_requests: 512,
+            retry: RetryConfig::default(),
             replicas: Vec::new(),
             circuit_breaker: CircuitBreakerConfig::default(),
             health_check: None,
@@ -164,6 +162,8 @@ pub struct ReplicaConfig {
     pub timeout_seconds: Option<u64>,
     /// Share of load among replicas of equal priority.
     pub weight: u32,
+    /// Requests in flight before this replica is skipped (default: the `s3` block's).
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// A replica with everything inherited from its `s3` block filled in.
@@ -185,6 +185,8 @@ pub struct ResolvedReplica {
     pub timeout_seconds: u64,
     /// Weight.
     pub weight: u32,
+    /// Bulkhead size.
+    pub max_concurrent_requests: usize,
 }
 
 impl S3Config {
@@ -219,11 +221,36 @@ impl S3Config {
                     priority: r.priority,
                     timeout_seconds: r.timeout_seconds.unwrap_or(self.timeout_seconds),
                     weight: r.weight.max(1),
+                    max_concurrent_requests: r.max_concurrent_requests.unwrap_or(self.max_concurrent_requests),
                 }
             })
             .collect();
         out.sort_by_key(|r| r.priority);
         out
+    }
+}
+
+/// `s3.retry`: when every replica failed, the whole pass is tried again after
+/// an exponential backoff with full jitter, within a process-wide retry budget
+/// (20% of requests over 10 s, at least 5 per second).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetryConfig {
+    /// Passes over the replicas in all (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff, in milliseconds.
+    pub initial_interval: u64,
+    /// Longest backoff, in milliseconds.
+    pub max_interval: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 2,
+            initial_interval: 50,
+            max_interval: 500,
+        }
     }
 }
 
@@ -239,6 +266,18 @@ pub struct CircuitBreakerConfig {
     pub timeout_seconds: u64,
     /// Concurrent trial requests allowed in half-open.
     pub half_open_requests: u32,
+}
+
+impl CircuitBreakerConfig {
+    /// The middleware's breaker thresholds.
+    pub fn to_breaker(&self) -> yatagarasu_middleware::breaker::BreakerConfig {
+        yatagarasu_middleware::breaker::BreakerConfig {
+            failure_threshold: self.failure_threshold,
+            success_threshold: self.success_threshold,
+            open_timeout: std::time::Duration::from_secs(self.timeout_seconds),
+            half_open_requests: self.half_open_requests,
+        }
+    }
 }
 
 impl Default for CircuitBreakerConfig {

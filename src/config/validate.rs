@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use yatagarasu_middleware::routing::{prefix_matches, validate_prefix};
 
+use yatagarasu_middleware::auth::AuthLayer;
+
 use super::{load::ConfigError, BucketConfig, Config, HealthCheckConfig, Secret};
 
 /// Paths the proxy answers itself.
@@ -54,6 +56,11 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
         );
     }
     health_check(&mut err, "health_check", &config.health_check);
+    if let Some(cache) = &config.cache {
+        if let Err(e) = cache.validate() {
+            err(format!("cache.{}", e.key), e.message.clone());
+        }
+    }
 
     if config.buckets.is_empty() {
         err("buckets".into(), "at least one bucket is required".into());
@@ -72,12 +79,20 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
         prefix(&mut err, &at, bucket, &config.buckets[..i]);
         s3(&mut err, &at, bucket);
         if let Some(auth) = &bucket.auth {
-            if auth.enabled {
-                err(
-                    format!("{at}.auth.enabled"),
-                    "JWT authentication is not implemented in this version; refusing to serve the bucket unprotected"
-                        .into(),
-                );
+            // Fail closed: a bucket that enables auth must have a usable key now.
+            // The layer's messages start with the key (`jwt.algorithm: ...`).
+            match auth.effective(config.jwt.as_ref()) {
+                Err(e) => err(String::new(), format!("{at}.{e}")),
+                Ok(Some(jwt)) => {
+                    if let Err(e) = AuthLayer::from_config(jwt) {
+                        if auth.jwt.is_some() {
+                            err(String::new(), format!("{at}.auth.{e}"));
+                        } else {
+                            err(String::new(), format!("{e} (top-level jwt, used by {at})"));
+                        }
+                    }
+                }
+                Ok(None) => {}
             }
         }
     }
@@ -125,6 +140,18 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
     }
     endpoint(err, &format!("{at}.endpoint"), s3.endpoint.as_deref());
     credentials(err, &at, s3.access_key.as_ref(), s3.secret_key.as_ref());
+    if s3.max_concurrent_requests == 0 {
+        err(format!("{at}.max_concurrent_requests"), "must be at least 1".into());
+    }
+    if s3.retry.max_attempts == 0 {
+        err(format!("{at}.retry.max_attempts"), "must be at least 1".into());
+    }
+    if s3.retry.initial_interval == 0 || s3.retry.max_interval < s3.retry.initial_interval {
+        err(
+            format!("{at}.retry"),
+            "initial_interval must be at least 1 ms and max_interval at least initial_interval".into(),
+        );
+    }
     if s3.timeout_seconds == 0 {
         err(format!("{at}.timeout_seconds"), "must be at least 1".into());
     }
