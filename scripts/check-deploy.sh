@@ -67,17 +67,35 @@ apt_pkgs=()
 command -v docker-compose >/dev/null 2>&1 || apt_pkgs+=(docker-compose)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || apt_pkgs+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || apt_pkgs+=(redis-server)
-command -v promtool >/dev/null 2>&1 || apt_pkgs+=(prometheus)
 command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
+APT_UPDATED=0
+apt_update_once() {
+    ((APT_UPDATED)) && return 0
+    APT_UPDATED=1
+    $SUDO apt-get update -qq
+}
 if ((${#apt_pkgs[@]})); then
     log "installing Debian packages: ${apt_pkgs[*]}"
-    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"; } >"$WORK/apt.log" 2>&1; then
+    if ! { apt_update_once && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"; } >"$WORK/apt.log" 2>&1; then
         log "apt-get install failed:"; tail -n 20 "$WORK/apt.log"
     fi
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/yatagarasu-ci"
+# promtool: from Debian's prometheus package, unpacked into the cache (no
+# Prometheus server installed or started); a full install as the fallback.
+export PATH="$CACHE_DIR/bin:$PATH"
+if ! command -v promtool >/dev/null 2>&1; then
+    log "fetching promtool (Debian package prometheus)"
+    mkdir -p "$CACHE_DIR/bin" "$WORK/deb"
+    if ! { (cd "$WORK/deb" && { apt-get download prometheus 2>/dev/null || { apt_update_once && apt-get download prometheus; }; }) &&
+        dpkg-deb -x "$WORK"/deb/prometheus_*.deb "$WORK/deb/x" &&
+        install -m 0755 "$WORK/deb/x/usr/bin/promtool" "$CACHE_DIR/bin/promtool"; } >"$WORK/promtool.log" 2>&1; then
+        { apt_update_once && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus; } >>"$WORK/promtool.log" 2>&1 ||
+            { log "promtool install failed:"; tail -n 20 "$WORK/promtool.log"; }
+    fi
+fi
 VENV="$CACHE_DIR/venv"
 PIP_PKGS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.3 dockerfile-parse==2.0.1)
 STAMP="$VENV/.yatagarasu-requirements"
@@ -492,7 +510,7 @@ nginx_shape() {
     grep -qE '^\s*keepalive [0-9]+;' $f || { echo "keepalive missing"; return 1; }
     grep -qE '^\s*proxy_next_upstream error timeout http_502 http_503;' $f || { echo "proxy_next_upstream missing"; return 1; }
     grep -qE '^\s*proxy_next_upstream_tries 3;' $f || { echo "proxy_next_upstream_tries missing"; return 1; }
-    [[ $(grep -cE '^\s*server yatagarasu-[123]:8080' $f) -eq 3 ]] || { echo "3 upstream servers expected"; return 1; }
+    [[ $(grep -E '^\s*server yatagarasu-[123]:8080' $f | grep -vc ' backup') -eq 3 ]] || { echo "3 upstream servers expected"; return 1; }
     grep -qE 'proxy_set_header Connection "";' $f || { echo "upstream keepalive needs Connection \"\""; return 1; }
     echo "least_conn, keepalive, proxy_next_upstream, 3 upstreams"
 }

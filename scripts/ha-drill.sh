@@ -126,15 +126,22 @@ SECRET=minioadmin
 mkdir -p "$WORK/s3-primary/data-bucket" "$WORK/s3-backup/data-bucket" "$WORK/redis" "$WORK/nginx/logs" "$WORK/nginx/tmp" "$WORK/logs"
 echo 'Primary data!' >"$WORK/s3-primary/data-bucket/test.txt"
 echo 'Backup data!' >"$WORK/s3-backup/data-bucket/test.txt"
-# Replicated objects (same content on both servers), 1 KiB .. 64 KiB.
-python3 - "$WORK" <<'PY'
+# Hot objects (same content on both servers, 1-64 KiB): served from the caches
+# after the first reads. Fresh objects (one read each, so every step sends
+# reads to S3 whatever the caches hold): the body ends with the server that
+# holds it, to show which replica answered.
+FRESH=$((STEP * 7 * CONCURRENCY * 20 * 6 / 10 + 1000))
+python3 - "$WORK" "$FRESH" <<'PY'
 import os, sys
-work = sys.argv[1]
-for i in range(16):
-    data = (f"object {i:02d} ".encode() * 8192)[: 1024 * (1 + (i * 4) % 64)]
-    for side in ("s3-primary", "s3-backup"):
-        with open(os.path.join(work, side, "data-bucket", f"obj-{i:02d}.bin"), "wb") as f:
-            f.write(data)
+work, fresh = sys.argv[1], int(sys.argv[2])
+for side in ("s3-primary", "s3-backup"):
+    d = os.path.join(work, side, "data-bucket")
+    for i in range(16):
+        with open(os.path.join(d, f"obj-{i:02d}.bin"), "wb") as f:
+            f.write((f"object {i:02d} ".encode() * 8192)[: 1024 * (1 + (i * 4) % 64)])
+    for i in range(fresh):
+        with open(os.path.join(d, f"fresh-{i:06d}.txt"), "wb") as f:
+            f.write(f"fresh object {i:06d}\n".encode() * (1 + i % 50) + f"served-by: {side[3:]}\n".encode())
 PY
 
 wait_tcp() { # port seconds
@@ -237,12 +244,23 @@ import http.client, os, random, sys, threading, time
 
 port, concurrency, out, stop = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 work = os.path.dirname(out)
+bucket = os.path.join(work, "s3-backup", "data-bucket")
+hot = sorted(n for n in os.listdir(bucket) if not n.startswith("fresh-"))
 expected = {}
-for name in sorted(os.listdir(os.path.join(work, "s3-backup", "data-bucket"))):
-    with open(os.path.join(work, "s3-backup", "data-bucket", name), "rb") as f:
+for name in hot:
+    with open(os.path.join(bucket, name), "rb") as f:
         expected[name] = f.read()
-keys = sorted(expected)
+fresh = sorted(n for n in os.listdir(bucket) if n.startswith("fresh-"))
+fresh_next = 0
 lock = threading.Lock()
+
+def next_fresh():
+    global fresh_next
+    with lock:
+        name = fresh[fresh_next % len(fresh)]
+        fresh_next += 1
+    return name
+
 fh = open(out, "w", buffering=1)
 PER_WORKER_RPS = 20
 
@@ -250,7 +268,7 @@ def worker(seed):
     rnd = random.Random(seed)
     conn = None
     while not os.path.exists(stop):
-        key = rnd.choice(keys)
+        key = next_fresh() if rnd.random() < 0.5 else rnd.choice(hot)
         t0 = time.time()
         ok, what = False, ""
         try:
@@ -261,6 +279,10 @@ def worker(seed):
             body = resp.read()
             if resp.status != 200:
                 what = f"http_{resp.status}"
+            elif key.startswith("fresh-"):
+                tail = body.rsplit(b"served-by: ", 1)[-1]
+                ok = tail in (b"primary\n", b"backup\n")
+                what = ("fresh-" + tail.decode().strip()) if ok else "bad_body"
             elif key == "test.txt":
                 ok = body in (b"Primary data!\n", b"Backup data!\n")
                 what = "primary" if body.startswith(b"Primary") else ("backup" if ok else "bad_body")
@@ -371,9 +393,10 @@ def line(label, rs):
     sent = len(rs)
     failed = sum(1 for r in rs if not r[1])
     mx = max((r[2] for r in rs), default=0.0)
-    served = collections.Counter(r[3] for r in rs if r[1] and r[3] in ("primary", "backup"))
+    served = collections.Counter(r[3] for r in rs if r[1])
     errs = collections.Counter(r[3] for r in rs if not r[1])
-    extra = f"  test.txt from primary={served['primary']} backup={served['backup']}"
+    extra = (f"  uncached reads from primary={served['fresh-primary']} backup={served['fresh-backup']}"
+             f"; test.txt primary={served['primary']} backup={served['backup']}")
     if errs:
         extra += "  errors=" + ",".join(f"{k}:{v}" for k, v in errs.most_common(4))
     print(f"{label:<22} sent={sent} failed={failed} max_latency_ms={mx:.0f}{extra}")
