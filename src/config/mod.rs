@@ -135,7 +135,7 @@ impl Default for S3Config {
 }
 
 /// One entry of `s3.replicas`; unset fields inherit from the `s3` block.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ReplicaConfig {
     /// Name in logs, metrics and `X-Yatagarasu-Replica`.
@@ -164,6 +164,23 @@ pub struct ReplicaConfig {
     pub weight: u32,
     /// Requests in flight before this replica is skipped (default: the `s3` block's).
     pub max_concurrent_requests: Option<usize>,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            endpoint: None,
+            bucket: None,
+            region: None,
+            access_key: None,
+            secret_key: None,
+            priority: 0,
+            timeout_seconds: None,
+            weight: 100,
+            max_concurrent_requests: None,
+        }
+    }
 }
 
 /// A replica with everything inherited from its `s3` block filled in.
@@ -195,7 +212,6 @@ impl S3Config {
     pub fn resolved_replicas(&self) -> Vec<ResolvedReplica> {
         let parent = ReplicaConfig {
             name: "default".into(),
-            weight: 100,
             ..ReplicaConfig::default()
         };
         let list: Vec<&ReplicaConfig> = if self.replicas.is_empty() {

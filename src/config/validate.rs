@@ -170,7 +170,6 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
         health_check(err, &format!("{at}.health_check"), hc);
     }
     let mut names = HashSet::new();
-    let mut priorities = HashSet::new();
     for (i, r) in s3.replicas.iter().enumerate() {
         let rat = format!("{at}.replicas[{i}]");
         if r.name.trim().is_empty() {
@@ -179,12 +178,6 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
             err(
                 format!("{rat}.name"),
                 format!("'{}' is used by another replica", r.name),
-            );
-        }
-        if !priorities.insert(r.priority) {
-            err(
-                format!("{rat}.priority"),
-                format!("{} is used by another replica of this bucket", r.priority),
             );
         }
         endpoint(err, &format!("{rat}.endpoint"), r.endpoint.as_deref());

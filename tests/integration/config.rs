@@ -107,7 +107,6 @@ metrics: { enabled: false }
         "buckets[1].s3.bucket: is required",
         "buckets[2].path_prefix: '/assets/img' overlaps '/assets'",
         "buckets[2].s3.replicas[1].name",
-        "buckets[2].s3.replicas[1].priority",
         "buckets[2].s3.replicas[1].endpoint",
         "buckets[3].path_prefix",
     ] {

@@ -2,4 +2,5 @@
 
 mod common;
 mod config;
+mod failover;
 mod request_path;

@@ -242,7 +242,8 @@ async fn upstream_down_or_stalled_gives_502_or_504() {
 
     s3.set_fault(Fault::Error500);
     let res = c.get(proxy.url("/d/k.txt")).send().await.unwrap();
-    assert_eq!(res.status(), 502);
+    // 502, or 503 once the failures (and failed probes) opened the breaker.
+    assert!(matches!(res.status().as_u16(), 502 | 503), "{}", res.status());
 
     s3.set_fault(Fault::None);
     s3.stop().await;
@@ -251,7 +252,10 @@ async fn upstream_down_or_stalled_gives_502_or_504() {
     assert!(matches!(res.status().as_u16(), 502 | 503), "{}", res.status());
     assert!(res.headers().contains_key("retry-after"));
     let body = res.text().await.unwrap();
-    assert!(body.contains("<Code>BadGateway</Code>") || body.contains("<Code>ServiceUnavailable</Code>"), "{body}");
+    assert!(
+        body.contains("<Code>BadGateway</Code>") || body.contains("<Code>ServiceUnavailable</Code>"),
+        "{body}"
+    );
 
     // /ready follows the health checks; /health stays up.
     let ready = eventually(Duration::from_secs(10), || async {
