@@ -1,50 +1,477 @@
-//! Prometheus metrics (`yatagarasu_*`).
+//! Prometheus metrics (`yatagarasu_*`): OpenTelemetry instruments exported in
+//! the Prometheus text format by `opentelemetry-prometheus`.
 //!
-//! STUB: the interface the app reports through; the exporter is being
-//! implemented (issue 6). Every method is a no-op for now.
+//! The exporter is configured so that the names are exactly the ones of the
+//! deployment guide (no unit or `_total` suffix added, no `otel_scope_*`
+//! labels, no `target_info`): every counter is created with its full name.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `yatagarasu_requests_total` | counter | `bucket`, `method`, `status_class` |
+//! | `yatagarasu_request_duration_seconds` | histogram | `bucket`, `status_class`, `cache` |
+//! | `yatagarasu_response_bytes_total` | counter | `bucket` |
+//! | `yatagarasu_requests_in_flight` | gauge | |
+//! | `yatagarasu_replica_health` | gauge (1 healthy, 0 not) | `bucket`, `replica` |
+//! | `yatagarasu_circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `bucket`, `replica` |
+//! | `yatagarasu_replica_requests_total` | counter | `bucket`, `replica` |
+//! | `yatagarasu_replica_failures_total` | counter | `bucket`, `replica` |
+//! | `yatagarasu_replica_failover_total` | counter | `bucket`, `from`, `to` |
+//! | `yatagarasu_cache_*_total`, `yatagarasu_cache_memory_{entries,bytes}` | counters, gauges | |
+//! | `yatagarasu_auth_total` | counter | `reason` |
+//! | `yatagarasu_config_reloads_total` | counter | `result` (`success`, `failure`) |
+//!
+//! Label values come from the config (bucket and replica names) or from small
+//! fixed sets, so cardinality is bounded; the gauges of replicas removed by a
+//! reload are dropped ([`Metrics::retain_replicas`]).
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider, UpDownCounter};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use yatagarasu_middleware::auth::AuthStats;
 use yatagarasu_middleware::breaker::BreakerState;
-use yatagarasu_middleware::cache::CacheStore;
+use yatagarasu_middleware::cache::{CacheStatsSnapshot, CacheStore};
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::FailoverEvents;
 
+/// Histogram buckets of request durations, in seconds (long downloads included).
+const DURATION_BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Replica gauges: `(bucket, replica)` -> `(health, breaker state)`.
+type ReplicaGauges = BTreeMap<(String, String), (i64, i64)>;
+
 /// Every metric of the process.
-#[derive(Default)]
-pub struct Metrics {}
+pub struct Metrics {
+    registry: prometheus::Registry,
+    _provider: SdkMeterProvider,
+    requests: Counter<u64>,
+    duration: Histogram<f64>,
+    bytes: Counter<u64>,
+    in_flight: UpDownCounter<i64>,
+    replica_requests: Counter<u64>,
+    replica_failures: Counter<u64>,
+    failovers: Counter<u64>,
+    reloads: Counter<u64>,
+    replicas: Arc<Mutex<ReplicaGauges>>,
+    cache: Arc<Mutex<Option<CacheStore>>>,
+    auth: Arc<Mutex<Option<Arc<AuthStats>>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::build()
+    }
+}
+
+/// `2xx`, `4xx`...: the status label, bounded whatever the upstream answers.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
 
 impl Metrics {
     /// A fresh registry.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self::build())
+    }
+
+    fn build() -> Self {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_units()
+            .without_counter_suffixes()
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .expect("the Prometheus exporter registers into a fresh registry");
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter("yatagarasu");
+        let replicas: Arc<Mutex<ReplicaGauges>> = Arc::default();
+        let cache: Arc<Mutex<Option<CacheStore>>> = Arc::default();
+        let auth: Arc<Mutex<Option<Arc<AuthStats>>>> = Arc::default();
+        register_observers(&meter, &replicas, &cache, &auth);
+        Self {
+            requests: meter
+                .u64_counter("yatagarasu_requests_total")
+                .with_description("Requests answered by the proxy.")
+                .build(),
+            duration: meter
+                .f64_histogram("yatagarasu_request_duration_seconds")
+                .with_description("Time from request to the end of the response body.")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            bytes: meter
+                .u64_counter("yatagarasu_response_bytes_total")
+                .with_description("Response body bytes sent to clients.")
+                .build(),
+            in_flight: meter
+                .i64_up_down_counter("yatagarasu_requests_in_flight")
+                .with_description("Requests whose response has not ended yet.")
+                .build(),
+            replica_requests: meter
+                .u64_counter("yatagarasu_replica_requests_total")
+                .with_description("Requests sent to a replica.")
+                .build(),
+            replica_failures: meter
+                .u64_counter("yatagarasu_replica_failures_total")
+                .with_description("Requests a replica failed (before or after its headers).")
+                .build(),
+            failovers: meter
+                .u64_counter("yatagarasu_replica_failover_total")
+                .with_description("Requests moved from one replica to the next.")
+                .build(),
+            reloads: meter
+                .u64_counter("yatagarasu_config_reloads_total")
+                .with_description("Configuration reloads, by result.")
+                .build(),
+            registry,
+            _provider: provider,
+            replicas,
+            cache,
+            auth,
+        }
     }
 
     /// `yatagarasu_replica_health{bucket,replica}`: 1 healthy, 0 not.
-    pub fn replica_health(&self, _bucket: &str, _replica: &str, _healthy: bool) {}
+    pub fn replica_health(&self, bucket: &str, replica: &str, healthy: bool) {
+        let mut map = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((bucket.to_owned(), replica.to_owned())).or_insert((1, 0)).0 = healthy as i64;
+    }
 
     /// `yatagarasu_circuit_breaker_state{bucket,replica}`: 0 closed, 1 open, 2 half-open.
-    pub fn breaker_state(&self, _bucket: &str, _replica: &str, _state: BreakerState) {}
+    pub fn breaker_state(&self, bucket: &str, replica: &str, state: BreakerState) {
+        let mut map = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((bucket.to_owned(), replica.to_owned())).or_insert((1, 0)).1 = state.as_metric();
+    }
 
-    /// A finished request (response headers sent).
-    pub fn request_done(&self, _bucket: &str, _method: &str, _status: u16, _cache: &str, _duration: Duration) {}
+    /// Drops the gauges of every replica not in `live` (after a reload).
+    pub fn retain_replicas(&self, live: &HashSet<(String, String)>) {
+        let mut map = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|k, _| live.contains(k));
+    }
 
-    /// Exports the cache's counters at scrape time.
-    pub fn watch_cache(&self, _store: CacheStore) {}
+    /// A finished request (its response body ended or was dropped):
+    /// `yatagarasu_requests_total` and `yatagarasu_request_duration_seconds`.
+    pub fn request_done(&self, bucket: &str, method: &str, status: u16, cache: &str, duration: Duration) {
+        let class = status_class(status);
+        self.requests.add(
+            1,
+            &[
+                KeyValue::new("bucket", bucket.to_owned()),
+                KeyValue::new("method", method.to_owned()),
+                KeyValue::new("status_class", class),
+            ],
+        );
+        self.duration.record(
+            duration.as_secs_f64(),
+            &[
+                KeyValue::new("bucket", bucket.to_owned()),
+                KeyValue::new("status_class", class),
+                KeyValue::new("cache", cache.to_owned()),
+            ],
+        );
+    }
+
+    /// Body bytes sent for a request of `bucket`.
+    pub fn bytes_sent(&self, bucket: &str, bytes: u64) {
+        self.bytes.add(bytes, &[KeyValue::new("bucket", bucket.to_owned())]);
+    }
+
+    /// One more request in flight until the guard drops.
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.in_flight.add(1, &[]);
+        InFlight(self.clone())
+    }
+
+    /// A configuration reload, successful or not.
+    pub fn reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads.add(1, &[KeyValue::new("result", result)]);
+    }
+
+    /// Exports the cache's counters at scrape time (the latest store given).
+    pub fn watch_cache(&self, store: CacheStore) {
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(store);
+    }
 
     /// Exports the auth counters at scrape time.
-    pub fn watch_auth(&self, _stats: Arc<AuthStats>) {}
+    pub fn watch_auth(&self, stats: Arc<AuthStats>) {
+        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+    }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        String::new()
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
+/// Counts a request in `yatagarasu_requests_in_flight` while alive.
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.add(-1, &[]);
+    }
+}
+
+/// The cache counters, by field name of [`CacheStatsSnapshot`].
+fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 22] {
+    [
+        ("memory_hits", "Requests answered from the memory tier.", s.memory_hits),
+        (
+            "memory_misses",
+            "Memory lookups that found no fresh copy.",
+            s.memory_misses,
+        ),
+        ("redis_hits", "Requests answered from Redis.", s.redis_hits),
+        (
+            "redis_misses",
+            "Redis lookups that found no fresh, valid copy.",
+            s.redis_misses,
+        ),
+        (
+            "stale_hits",
+            "Requests answered with a stale copy because no replica could serve.",
+            s.stale_hits,
+        ),
+        (
+            "coalesced_hits",
+            "Requests answered from a concurrent request's fetch.",
+            s.coalesced_hits,
+        ),
+        (
+            "bypasses",
+            "Responses not cached (bucket off, not cacheable, too large).",
+            s.bypasses,
+        ),
+        (
+            "upstream_fetches",
+            "Requests that went to the replicas after a miss.",
+            s.upstream_fetches,
+        ),
+        (
+            "memory_inserts",
+            "Objects written to the memory tier.",
+            s.memory_inserts,
+        ),
+        (
+            "memory_evictions",
+            "Memory entries evicted or expired.",
+            s.memory_evictions,
+        ),
+        ("redis_writes", "Objects written to Redis.", s.redis_writes),
+        (
+            "redis_writes_refused",
+            "Redis writes refused at redis.max_capacity.",
+            s.redis_writes_refused,
+        ),
+        ("fills_abandoned", "Cache fills given up.", s.fills_abandoned),
+        (
+            "memory_bytes_served",
+            "Body bytes answered from the memory tier.",
+            s.memory_bytes_served,
+        ),
+        (
+            "redis_bytes_served",
+            "Body bytes answered from Redis.",
+            s.redis_bytes_served,
+        ),
+        ("bytes_stored", "Body bytes stored in the cache.", s.bytes_stored),
+        ("redis_errors", "Failed Redis operations.", s.redis_errors),
+        ("redis_timeouts", "Redis operations that timed out.", s.redis_timeouts),
+        (
+            "redis_corrupt",
+            "Redis values that were not a valid cache entry.",
+            s.redis_corrupt,
+        ),
+        (
+            "redis_skipped",
+            "Redis operations skipped while its breaker was open.",
+            s.redis_skipped,
+        ),
+        (
+            "redis_breaker_opened",
+            "Times the Redis breaker opened.",
+            s.redis_breaker_opened,
+        ),
+        ("purges", "Objects, buckets or whole caches purged.", s.purges),
+    ]
+}
+
+fn register_observers(
+    meter: &Meter,
+    replicas: &Arc<Mutex<ReplicaGauges>>,
+    cache: &Arc<Mutex<Option<CacheStore>>>,
+    auth: &Arc<Mutex<Option<Arc<AuthStats>>>>,
+) {
+    let gauge = |name: &'static str, help: &'static str, pick: fn(&(i64, i64)) -> i64| {
+        let replicas = replicas.clone();
+        meter
+            .i64_observable_gauge(name)
+            .with_description(help)
+            .with_callback(move |obs| {
+                let map = replicas.lock().unwrap_or_else(|e| e.into_inner());
+                for ((bucket, replica), v) in map.iter() {
+                    obs.observe(
+                        pick(v),
+                        &[
+                            KeyValue::new("bucket", bucket.clone()),
+                            KeyValue::new("replica", replica.clone()),
+                        ],
+                    );
+                }
+            })
+            .build();
+    };
+    gauge(
+        "yatagarasu_replica_health",
+        "Whether the replica passes its health checks (1) or not (0).",
+        |v| v.0,
+    );
+    gauge(
+        "yatagarasu_circuit_breaker_state",
+        "The replica's circuit breaker: 0 closed, 1 open, 2 half-open.",
+        |v| v.1,
+    );
+
+    for (i, (field, help, _)) in cache_fields(&CacheStatsSnapshot::default()).into_iter().enumerate() {
+        let cache = cache.clone();
+        let name = format!("yatagarasu_cache_{field}_total");
+        meter
+            .u64_observable_counter(name)
+            .with_description(help)
+            .with_callback(move |obs| {
+                if let Some(store) = cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    obs.observe(cache_fields(&store.snapshot())[i].2, &[]);
+                }
+            })
+            .build();
+    }
+    for (name, help, pick) in [
+        (
+            "yatagarasu_cache_memory_entries",
+            "Entries in the memory tier (approximate).",
+            (|s: &CacheStatsSnapshot| s.memory_entries) as fn(&CacheStatsSnapshot) -> u64,
+        ),
+        (
+            "yatagarasu_cache_memory_bytes",
+            "Bytes held by the memory tier (approximate).",
+            |s: &CacheStatsSnapshot| s.memory_bytes,
+        ),
+    ] {
+        let cache = cache.clone();
+        meter
+            .u64_observable_gauge(name)
+            .with_description(help)
+            .with_callback(move |obs| {
+                if let Some(store) = cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    obs.observe(pick(&store.snapshot()), &[]);
+                }
+            })
+            .build();
+    }
+
+    let auth = auth.clone();
+    meter
+        .u64_observable_counter("yatagarasu_auth_total")
+        .with_description("Authentication decisions, by outcome.")
+        .with_callback(move |obs| {
+            if let Some(stats) = auth.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                for (outcome, n) in stats.snapshot() {
+                    obs.observe(n, &[KeyValue::new("reason", outcome.as_str())]);
+                }
+            }
+        })
+        .build();
+}
+
 impl FailoverEvents for Metrics {
-    fn request(&self, _bucket: &str, _replica: &str) {}
-    fn failure(&self, _bucket: &str, _replica: &str, _error: &FetchError) {}
-    fn failover(&self, _bucket: &str, _from: &str, _to: &str) {}
+    fn request(&self, bucket: &str, replica: &str) {
+        self.replica_requests.add(
+            1,
+            &[
+                KeyValue::new("bucket", bucket.to_owned()),
+                KeyValue::new("replica", replica.to_owned()),
+            ],
+        );
+    }
+
+    fn failure(&self, bucket: &str, replica: &str, _error: &FetchError) {
+        self.replica_failures.add(
+            1,
+            &[
+                KeyValue::new("bucket", bucket.to_owned()),
+                KeyValue::new("replica", replica.to_owned()),
+            ],
+        );
+    }
+
+    fn failover(&self, bucket: &str, from: &str, to: &str) {
+        self.failovers.add(
+            1,
+            &[
+                KeyValue::new("bucket", bucket.to_owned()),
+                KeyValue::new("from", from.to_owned()),
+                KeyValue::new("to", to.to_owned()),
+            ],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_the_seed_ones() {
+        let m = Metrics::new();
+        m.replica_health("assets", "primary", true);
+        m.breaker_state("assets", "primary", BreakerState::Open);
+        m.request_done("assets", "GET", 200, "miss", Duration::from_millis(3));
+        m.request("assets", "primary");
+        m.failover("assets", "primary", "backup");
+        m.bytes_sent("assets", 10);
+        let text = m.render();
+        for line in [
+            r#"yatagarasu_replica_health{bucket="assets",replica="primary"} 1"#,
+            r#"yatagarasu_circuit_breaker_state{bucket="assets",replica="primary"} 1"#,
+            r#"yatagarasu_requests_total{bucket="assets",method="GET",status_class="2xx"} 1"#,
+            r#"yatagarasu_replica_requests_total{bucket="assets",replica="primary"} 1"#,
+            r#"yatagarasu_replica_failover_total{bucket="assets",from="primary",to="backup"} 1"#,
+            r#"yatagarasu_response_bytes_total{bucket="assets"} 10"#,
+            "# TYPE yatagarasu_request_duration_seconds histogram",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+        assert!(!text.contains("otel_scope"), "{text}");
+        assert!(!text.contains("target_info"), "{text}");
+        assert!(!text.contains("_total_total"), "{text}");
+
+        m.retain_replicas(&HashSet::new());
+        assert!(!m.render().contains("yatagarasu_replica_health{"));
+    }
 }

@@ -44,6 +44,7 @@ pub mod error;
 pub mod failover;
 pub mod health;
 pub mod object;
+pub mod protect;
 pub mod routing;
 pub mod upstream;
 

@@ -1,0 +1,192 @@
+//! Rate limiting: one token bucket for the process and/or one per client IP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use http::{Request, Response, StatusCode};
+use tower::{Layer, Service};
+
+use super::{retry_after_secs, ResponseFuture};
+use crate::error::S3Error;
+
+/// Requests between two sweeps of idle per-IP buckets.
+const SWEEP_EVERY: u64 = 4096;
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).expect("at least 1");
+    let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+/// Token buckets (GCRA, from `governor`): `requests_per_second` sustained,
+/// `burst` at once. The per-IP bucket keys on the peer address of axum's
+/// `ConnectInfo<SocketAddr>` (serve with
+/// `into_make_service_with_connect_info`); requests without one only count
+/// against the global bucket. Refusals are `429 SlowDown` with `Retry-After`.
+#[derive(Clone, Default)]
+pub struct RateLimitLayer {
+    global: Option<Arc<DefaultDirectRateLimiter>>,
+    per_ip: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    calls: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("global", &self.global.is_some())
+            .field("per_ip", &self.per_ip.is_some())
+            .finish()
+    }
+}
+
+impl RateLimitLayer {
+    /// No limit until [`with_global`](Self::with_global) or [`with_per_ip`](Self::with_per_ip).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One bucket for every request.
+    pub fn with_global(mut self, requests_per_second: u32, burst: u32) -> Self {
+        self.global = Some(Arc::new(DefaultDirectRateLimiter::direct(quota(requests_per_second, burst))));
+        self
+    }
+
+    /// One bucket per client IP.
+    pub fn with_per_ip(mut self, requests_per_second: u32, burst: u32) -> Self {
+        self.per_ip = Some(Arc::new(DefaultKeyedRateLimiter::keyed(quota(requests_per_second, burst))));
+        self
+    }
+
+    /// How long the caller must wait, when it is over a limit.
+    fn check(&self, ip: Option<IpAddr>) -> Option<Duration> {
+        let now = DefaultClock::default().now();
+        if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
+            if self.calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+            if let Err(not_until) = limiter.check_key(&ip) {
+                return Some(not_until.wait_time_from(now));
+            }
+        }
+        if let Some(limiter) = &self.global {
+            if let Err(not_until) = limiter.check() {
+                return Some(not_until.wait_time_from(now));
+            }
+        }
+        None
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`RateLimitLayer`]; clones share the buckets.
+#[derive(Debug, Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    layer: RateLimitLayer,
+}
+
+impl<S> RateLimit<S> {
+    /// A shortcut for [`RateLimitLayer::new`].
+    pub fn layer() -> RateLimitLayer {
+        RateLimitLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        match self.layer.check(ip) {
+            None => ResponseFuture::inner(self.inner.call(req), None),
+            Some(wait) => ResponseFuture::refused(
+                S3Error::new(StatusCode::TOO_MANY_REQUESTS, "SlowDown", "Please reduce your request rate.")
+                    .with_retry_after(retry_after_secs(wait))
+                    .into_response(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tower::{service_fn, ServiceExt};
+
+    fn from(ip: [u8; 4]) -> Request<Body> {
+        let mut req = Request::new(Body::empty());
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        req
+    }
+
+    #[tokio::test]
+    async fn per_ip_buckets_are_separate_and_refusals_say_when() {
+        let svc = RateLimitLayer::new()
+            .with_per_ip(1, 2)
+            .layer(service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) }));
+        for _ in 0..2 {
+            let res = svc.clone().oneshot(from([10, 0, 0, 1])).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+        let res = svc.clone().oneshot(from([10, 0, 0, 1])).await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        let res = svc.oneshot(from([10, 0, 0, 2])).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn global_bucket_counts_everyone() {
+        let svc = RateLimitLayer::new()
+            .with_global(1, 1)
+            .layer(service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) }));
+        assert_eq!(svc.clone().oneshot(from([10, 0, 0, 1])).await.unwrap().status(), StatusCode::OK);
+        let res = svc.oneshot(Request::new(Body::empty())).await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}
