@@ -1,6 +1,9 @@
 //! Integration tests: the real binary against real S3 servers.
 
+mod auth;
+mod cache;
 mod common;
 mod config;
 mod failover;
+mod redis;
 mod request_path;

@@ -1,0 +1,119 @@
+//! JWT auth through the real binary.
+
+use crate::common::*;
+
+const SECRET: &str = "auth-test-secret-0123456789abcdef";
+
+fn token(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn config(endpoint: &str) -> String {
+    format!(
+        r#"
+server: {{ address: "127.0.0.1:0" }}
+jwt:
+  algorithm: HS256
+  secret: "${{JWT_SECRET}}"
+  issuer: "https://issuer.test"
+  token_sources:
+    - {{ type: bearer }}
+    - {{ type: header, name: X-Api-Token }}
+    - {{ type: query, name: token }}
+  claims:
+    - {{ claim: role, in: [reader, admin] }}
+buckets:
+  - name: docs
+    path_prefix: /docs
+    s3: {{ bucket: docs-bkt, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
+    auth: {{ enabled: true }}
+  - name: public
+    path_prefix: /public
+    s3: {{ bucket: docs-bkt, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
+health_check: {{ enabled: false }}
+metrics: {{ enabled: false }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn every_outcome_through_the_binary() {
+    let s3 = s3().await;
+    s3.put_object("docs-bkt", "guide.txt", b"the guide").unwrap();
+    let proxy = Proxy::start_with_env(&config(&s3.endpoint()), &[("JWT_SECRET", SECRET)]);
+    let c = client();
+    let url = proxy.url("/docs/guide.txt");
+    let valid =
+        token(serde_json::json!({"sub": "bob", "iss": "https://issuer.test", "role": "reader", "exp": now() + 600}));
+
+    for req in [
+        c.get(&url).bearer_auth(&valid),
+        c.get(&url).header("x-api-token", &valid),
+        c.get(format!("{url}?token={valid}")),
+    ] {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.text().await.unwrap(), "the guide");
+    }
+    let res = c.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().contains_key("www-authenticate"));
+    assert!(res.text().await.unwrap().contains("<Error><Code>"));
+
+    let cases = [
+        token(serde_json::json!({"sub": "bob", "iss": "https://issuer.test", "role": "reader", "exp": now() - 600})),
+        token(serde_json::json!({"sub": "bob", "iss": "https://evil.test", "role": "reader", "exp": now() + 600})),
+        "not.a.token".to_owned(),
+        format!("{}x", &valid[..valid.len() - 1]),
+    ];
+    for bad in cases {
+        let res = c.get(&url).bearer_auth(&bad).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{bad}");
+        assert!(!res.text().await.unwrap().contains(&bad));
+    }
+    let wrong_role =
+        token(serde_json::json!({"sub": "eve", "iss": "https://issuer.test", "role": "guest", "exp": now() + 600}));
+    assert_eq!(c.get(&url).bearer_auth(&wrong_role).send().await.unwrap().status(), 403);
+
+    // The open bucket needs nothing.
+    assert_eq!(
+        c.get(proxy.url("/public/guide.txt")).send().await.unwrap().status(),
+        200
+    );
+    let logs = proxy.logs();
+    assert!(!logs.contains(&valid), "a token reached the logs");
+    assert!(logs.contains("identity=bob"), "the identity is not in the request log");
+}
+
+#[test]
+fn auth_without_a_usable_key_fails_closed_at_start() {
+    let config = r#"
+buckets:
+  - name: docs
+    path_prefix: /docs
+    s3: { bucket: docs-bkt, endpoint: "http://127.0.0.1:9" }
+    auth: { enabled: true }
+  - name: other
+    path_prefix: /other
+    s3: { bucket: docs-bkt, endpoint: "http://127.0.0.1:9" }
+    auth: { enabled: true, jwt: { algorithm: HS999, secret: x } }
+metrics: { enabled: false }
+"#;
+    let out = check(config, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("buckets[0].auth.jwt"), "{err}");
+    assert!(err.contains("buckets[1].auth.jwt.algorithm"), "{err}");
+}
