@@ -23,13 +23,13 @@ use http::{header, HeaderValue, Response, StatusCode};
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The TCP/TLS connection could not be made.
-    #[error("connection failed: {0}")]
+    #[error("connection failed: {}", chain(.0))]
     Connect(#[source] reqwest::Error),
     /// No response headers arrived within the replica's timeout.
     #[error("no response within {0:?}")]
     Timeout(std::time::Duration),
     /// The request failed for another transport reason.
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", chain(.0))]
     Transport(#[source] reqwest::Error),
     /// The replica answered with a server error (5xx, including 503 SlowDown).
     #[error("upstream answered {0}")]
@@ -43,6 +43,22 @@ pub enum FetchError {
     /// No replica is configured or admissible.
     #[error("no replica available")]
     NoReplica,
+}
+
+/// An error and its causes, `a: b: c` (reqwest's own message alone is vague:
+/// "error sending request").
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl FetchError {

@@ -3,11 +3,18 @@
 //! A request flows through small services, outermost first:
 //!
 //! - [`routing::PrefixRouter`]: picks the bucket by path prefix;
+//! - [`auth::AuthLayer`]: JWT authentication (401/403 as S3 XML), before anything else sees the request;
 //! - [`object::ObjectService`]: turns `GET`/`HEAD /{key}` into an
 //!   [`ObjectRequest`](object::ObjectRequest), and every failure into the
 //!   S3-style XML answer a client expects ([`error`]);
-//! - [`upstream::S3Upstream`]: presigns the request for one replica with
-//!   rusty-s3, sends it with reqwest, and streams the body back as it arrives.
+//! - [`cache::CacheLayer`]: the two-tier cache (memory, then Redis/Valkey);
+//! - [`failover::Failover`]: picks the first replica, in priority order,
+//!   whose breaker admits the request, moves on when one fails, resumes a
+//!   body cut mid-way from another replica;
+//! - per replica: [`breaker::CircuitBreakerLayer`] → [`bulkhead::BulkheadLayer`] →
+//!   [`upstream::S3Upstream`], which presigns with rusty-s3, sends with
+//!   reqwest and streams the body back as it arrives;
+//! - beside them, [`health::HealthCheck`] probes replicas in the background.
 //!
 //! # Mounting an S3 bucket in your own axum app
 //!
@@ -31,6 +38,45 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
+//! ```
+//!
+//! # The whole stack: auth, cache, failover over breaker-gated replicas
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::Router;
+//! use tower::{Layer, ServiceBuilder};
+//! use yatagarasu_middleware::auth::{AuthLayer, JwtConfig};
+//! use yatagarasu_middleware::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+//! use yatagarasu_middleware::bulkhead::BulkheadLayer;
+//! use yatagarasu_middleware::cache::{CacheConfig, CacheLayer, CacheStore};
+//! use yatagarasu_middleware::failover::{Failover, Replica};
+//! use yatagarasu_middleware::health::{HealthCheck, ReplicaHealth};
+//! use yatagarasu_middleware::object::ObjectService;
+//! use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = reqwest::Client::new();
+//! let mut replicas = Vec::new();
+//! for (priority, endpoint) in ["http://10.0.0.1:9000", "http://10.0.0.2:9000"].into_iter().enumerate() {
+//!     let name = format!("replica-{priority}");
+//!     let fetch = S3Upstream::new(name.clone(), s3_bucket(Some(&endpoint.parse()?), "data", "us-east-1")?, client.clone())
+//!         .with_timeout(Duration::from_secs(5));
+//!     let breaker = CircuitBreaker::new(BreakerConfig::default());
+//!     let health = ReplicaHealth::new();
+//!     HealthCheck::new(fetch.clone(), health.clone()).spawn();
+//!     let stack = ServiceBuilder::new()
+//!         .layer(CircuitBreakerLayer::new(breaker.clone()))
+//!         .layer(BulkheadLayer::new(256))
+//!         .service(fetch);
+//!     replicas.push(Replica::new(name, stack, breaker, health).with_priority(priority as u32));
+//! }
+//! let store = CacheStore::new(&CacheConfig::default())?;
+//! let objects = CacheLayer::new(store, "data").layer(Failover::new("data", replicas));
+//! let jwt: JwtConfig = serde_json::from_value(serde_json::json!({"algorithm": "HS256", "secret": "change-me"}))?;
+//! let files = AuthLayer::from_config(&jwt)?.layer(ObjectService::new(objects));
+//! let app: Router = Router::new().nest_service("/files", files);
+//! # let _ = app; Ok(()) }
 //! ```
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
