@@ -185,7 +185,7 @@ async fn handle(
         Fault::ResetAfter(limit) => {
             let mut sent = 0u64;
             let stream = http_body_util::BodyDataStream::new(body).map(move |chunk| {
-                let chunk = chunk.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
+                let chunk = chunk?;
                 if sent + chunk.len() as u64 > limit {
                     let keep = (limit - sent) as usize;
                     sent = limit;
@@ -203,9 +203,7 @@ async fn handle(
             }));
             http_body_util::StreamBody::new(stream.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
-        _ => body
-            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
-            .boxed_unsync(),
+        _ => body.boxed_unsync(),
     };
     Ok(Response::from_parts(parts, body))
 }

@@ -40,6 +40,37 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
             }
         }
     }
+    if matches!(&config.metrics.admin_token, Some(t) if t.expose().trim().is_empty()) {
+        err(
+            "metrics.admin_token".into(),
+            "is empty (remove the key to disable the admin endpoints)".into(),
+        );
+    }
+    let server = &config.server;
+    for (key, v, min) in [
+        ("max_concurrent_requests", server.max_concurrent_requests, 1),
+        ("max_header_bytes", server.max_header_bytes, 1024),
+        ("max_uri_length", server.max_uri_length, 256),
+    ] {
+        if v < min {
+            err(format!("server.{key}"), format!("must be at least {min}"));
+        }
+    }
+    let rl = &server.rate_limit;
+    for (key, on, v) in [
+        ("requests_per_second", rl.enabled, rl.requests_per_second),
+        ("burst", rl.enabled, rl.burst),
+        (
+            "per_ip.requests_per_second",
+            rl.per_ip.enabled,
+            rl.per_ip.requests_per_second,
+        ),
+        ("per_ip.burst", rl.per_ip.enabled, rl.per_ip.burst),
+    ] {
+        if on && v == 0 {
+            err(format!("server.rate_limit.{key}"), "must be at least 1".into());
+        }
+    }
     let level = config.logging.level.to_ascii_lowercase();
     if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str())
         && tracing_subscriber::EnvFilter::try_new(&config.logging.level).is_err()
@@ -130,10 +161,9 @@ fn prefix(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig,
 fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
     let s3 = &bucket.s3;
     let at = format!("{at}.s3");
-    if s3.replicas.is_empty() || s3.replicas.iter().any(|r| r.bucket.is_none()) {
-        if s3.bucket.trim().is_empty() {
-            err(format!("{at}.bucket"), "is required".into());
-        }
+    let bucket_needed = s3.replicas.is_empty() || s3.replicas.iter().any(|r| r.bucket.is_none());
+    if bucket_needed && s3.bucket.trim().is_empty() {
+        err(format!("{at}.bucket"), "is required".into());
     }
     if s3.region.trim().is_empty() {
         err(format!("{at}.region"), "must not be empty".into());

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::common::*;
 use crate::redis::Redis;
 
-fn cached_config(endpoint: &str, redis: &str, extra_bucket: &str) -> String {
+fn cached_config(endpoint: &str, extra_bucket: &str) -> String {
     format!(
         r#"
 server: {{ address: "127.0.0.1:0" }}
@@ -44,7 +44,7 @@ async fn instances_share_the_redis_tier_and_spare_the_origin() {
     let redis = Redis::start();
     let s3 = s3().await;
     s3.put_object("assets-bkt", "logo.png", &pattern(40_000, 1)).unwrap();
-    let config = cached_config(&s3.endpoint(), &redis.url(), "");
+    let config = cached_config(&s3.endpoint(), "");
     let env = [("REDIS_URL", redis.url())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let a = Proxy::start_with_env(&config, &env);
@@ -83,7 +83,7 @@ async fn cached_objects_survive_an_origin_outage_and_redis_crashes() {
     let mut s3 = s3().await;
     s3.put_object("assets-bkt", "a.css", b"body { color: black }").unwrap();
     s3.put_object("assets-bkt", "b.css", b"p { margin: 0 }").unwrap();
-    let config = cached_config(&s3.endpoint(), &redis.url(), "");
+    let config = cached_config(&s3.endpoint(), "");
     let url = redis.url();
     let proxy = Proxy::start_with_env(&config, &[("REDIS_URL", &url)]);
     assert_eq!(get(&proxy, "/assets/a.css", &[]).await.0, 200);
@@ -141,7 +141,7 @@ async fn the_cache_never_serves_what_auth_would_refuse() {
     auth: {{ enabled: true, jwt: {{ algorithm: HS256, secret: "{SECRET}" }} }}"#,
         s3.endpoint()
     );
-    let config = cached_config(&s3.endpoint(), &redis.url(), &private);
+    let config = cached_config(&s3.endpoint(), &private);
     let proxy = Proxy::start_with_env(&config, &[("REDIS_URL", &redis.url())]);
     let good = format!("Bearer {}", token("alice", 600));
 
