@@ -83,6 +83,7 @@
 
 pub mod auth;
 pub mod breaker;
+pub mod builder;
 pub mod bulkhead;
 pub mod cache;
 pub mod conditional;
