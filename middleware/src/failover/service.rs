@@ -238,3 +238,137 @@ where
         Err(PassFailed { error, tried })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use http::StatusCode;
+    use tower::util::BoxCloneSyncService;
+
+    use super::*;
+    use crate::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+    use crate::health::ReplicaHealth;
+
+    type Svc = BoxCloneSyncService<ObjectRequest, Response<Body>, FetchError>;
+
+    /// A replica answering from a script: each call pops the next outcome
+    /// (the last one repeats).
+    fn scripted(
+        name: &'static str,
+        script: Vec<Result<u16, ()>>,
+        calls: Arc<AtomicUsize>,
+    ) -> (Replica<Svc>, Arc<CircuitBreaker>) {
+        let script = Arc::new(Mutex::new(script));
+        let inner = tower::service_fn(move |_req: ObjectRequest| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let mut s = script.lock().unwrap();
+            let next = if s.len() > 1 { s.remove(0) } else { s[0] };
+            async move {
+                match next {
+                    Ok(status) => {
+                        let mut res = Response::new(Body::from(name));
+                        *res.status_mut() = StatusCode::from_u16(status).unwrap();
+                        Ok(res)
+                    }
+                    Err(()) => Err(FetchError::Timeout(Duration::from_secs(1))),
+                }
+            }
+        });
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 2,
+            ..BreakerConfig::default()
+        });
+        let svc = BoxCloneSyncService::new(CircuitBreakerLayer::new(breaker.clone()).layer(inner));
+        (Replica::new(name, svc, breaker.clone(), ReplicaHealth::new()), breaker)
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl FailoverEvents for Recorder {
+        fn failover(&self, _bucket: &str, from: &str, to: &str) {
+            self.0.lock().unwrap().push(format!("{from}->{to}"));
+        }
+    }
+
+    async fn body(res: Response<Body>) -> String {
+        String::from_utf8(axum::body::to_bytes(res.into_body(), 1024).await.unwrap().to_vec()).unwrap()
+    }
+
+    use tower::Layer;
+
+    #[tokio::test(start_paused = true)]
+    async fn fails_over_in_priority_order_and_reports_it() {
+        let (a_calls, b_calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, _) = scripted("a", vec![Err(())], a_calls.clone());
+        let (b, _) = scripted("b", vec![Ok(200)], b_calls.clone());
+        let events = Arc::new(Recorder::default());
+        let failover = Failover::new("bkt", vec![b.with_priority(2), a.with_priority(1)]).with_events(events.clone());
+        let res = failover.clone().oneshot(ObjectRequest::get("k")).await.unwrap();
+        assert_eq!(body(res).await, "b");
+        assert_eq!((a_calls.load(Ordering::SeqCst), b_calls.load(Ordering::SeqCst)), (1, 1));
+        assert_eq!(*events.0.lock().unwrap(), vec!["a->b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_is_skipped_without_a_call() {
+        let a_calls = Arc::new(AtomicUsize::new(0));
+        let (a, a_breaker) = scripted("a", vec![Ok(200)], a_calls.clone());
+        let (b, _) = scripted("b", vec![Ok(200)], Arc::new(AtomicUsize::new(0)));
+        a_breaker.record_failure();
+        a_breaker.record_failure();
+        let failover = Failover::new("bkt", vec![a.with_priority(1), b.with_priority(2)]);
+        let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+        assert_eq!(body(res).await, "b");
+        assert_eq!(a_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_errors_are_answers_not_failures() {
+        let b_calls = Arc::new(AtomicUsize::new(0));
+        let (a, _) = scripted("a", vec![Ok(404)], Arc::new(AtomicUsize::new(0)));
+        let (b, _) = scripted("b", vec![Ok(200)], b_calls.clone());
+        let failover = Failover::new("bkt", vec![a.with_priority(1), b.with_priority(2)]);
+        let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(b_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_a_failed_pass_after_backoff_within_the_budget() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (a, _) = scripted("a", vec![Err(()), Ok(200)], calls.clone());
+        let failover =
+            Failover::new("bkt", vec![a]).with_retries(2, Duration::from_millis(10), Duration::from_millis(20));
+        let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+        assert_eq!(body(res).await, "a");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_budget_stops_retries() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (a, _) = scripted("a", vec![Err(()), Ok(200)], calls.clone());
+        let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 0, 0.0));
+        let failover = Failover::new("bkt", vec![a])
+            .with_retries(3, Duration::from_millis(10), Duration::from_millis(20))
+            .with_budget(budget);
+        let err = failover.oneshot(ObjectRequest::get("k")).await.unwrap_err();
+        assert!(matches!(err, FetchError::Timeout(_)), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_admissible_is_a_fast_unavailable() {
+        let (a, a_breaker) = scripted("a", vec![Ok(200)], Arc::new(AtomicUsize::new(0)));
+        a_breaker.record_failure();
+        a_breaker.record_failure();
+        let err = Failover::new("bkt", vec![a])
+            .oneshot(ObjectRequest::get("k"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::BreakerOpen), "{err}");
+    }
+}
