@@ -1,8 +1,20 @@
 //! Composes the layers of `middleware/` from a [`Config`]: one object stack
-//! per bucket behind the prefix router, plus `/health` and `/ready`.
+//! per bucket behind the prefix router, plus `/health` and `/ready` ([`build`]);
+//! and the edge every request crosses first, whatever config is live
+//! ([`edge`]): request ids, the access log and metrics, and protection.
+//!
+//! A build may inherit from the running app ([`Inherited`]): the circuit
+//! breaker and health of every replica whose settings did not change, the
+//! cache store when `cache:` did not change, the drain flag and the auth
+//! counters. That is what lets a reload keep state.
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -14,12 +26,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use rusty_s3::Credentials;
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use std::convert::Infallible;
+use tokio::task::JoinHandle;
 use tower::retry::budget::TpsBudget;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use yatagarasu_middleware::auth::{AuthLayer, AuthStats, Identity};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
 use yatagarasu_middleware::bulkhead::BulkheadLayer;
@@ -28,11 +40,12 @@ use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
 use yatagarasu_middleware::object::{ObjectRequest, ObjectService, REQUEST_ID};
+use yatagarasu_middleware::protect::{LoadShedLayer, RateLimitLayer, RequestLimitsLayer};
 use yatagarasu_middleware::routing::{MatchedBucket, PrefixRouter};
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream, REPLICA_HEADER};
 
-use crate::config::{Config, ResolvedReplica};
-use crate::metrics::Metrics;
+use crate::config::{CacheConfig, Config, HealthCheckConfig, ResolvedReplica, ServerConfig};
+use crate::metrics::{InFlight, Metrics};
 
 /// Why the service could not be assembled from a (validated) config.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +75,9 @@ pub enum BuildError {
 #[derive(Debug, Default)]
 pub struct ReadyState {
     buckets: Vec<BucketReadiness>,
-    draining: AtomicBool,
+    /// Shared by every app built from one process: a drain started on one
+    /// config holds for the configs reloaded after it.
+    draining: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -131,23 +146,109 @@ impl ReadyState {
     }
 }
 
+/// A replica's identity across reloads: same bucket, same name, and the same
+/// settings that its breaker and health depend on (endpoint, bucket, region,
+/// credentials, timeouts, bulkhead, breaker and health-check settings).
+/// Priority and weight may change without losing state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReplicaKey {
+    /// The bucket's name.
+    pub bucket: String,
+    /// The replica's name.
+    pub replica: String,
+    fingerprint: u64,
+}
+
+impl ReplicaKey {
+    fn new(config: &Config, bucket: usize, r: &ResolvedReplica, hc: &HealthCheckConfig) -> Self {
+        let b = &config.buckets[bucket];
+        let mut h = DefaultHasher::new();
+        r.endpoint.as_ref().map(url::Url::as_str).hash(&mut h);
+        (&r.bucket, &r.region, r.timeout_seconds, r.max_concurrent_requests).hash(&mut h);
+        r.credentials
+            .as_ref()
+            .map(|(a, s)| (a.expose(), s.expose()))
+            .hash(&mut h);
+        let cb = &b.s3.circuit_breaker;
+        (
+            cb.failure_threshold,
+            cb.success_threshold,
+            cb.timeout_seconds,
+            cb.half_open_requests,
+        )
+            .hash(&mut h);
+        (hc.enabled, hc.interval_seconds, hc.timeout_seconds, &hc.path).hash(&mut h);
+        Self {
+            bucket: b.name.clone(),
+            replica: r.name.clone(),
+            fingerprint: h.finish(),
+        }
+    }
+}
+
+/// One replica of a built app: its shared state and its (not yet started) probe.
+#[derive(Debug, Clone)]
+pub struct ReplicaSlot {
+    /// Its identity across reloads.
+    pub key: ReplicaKey,
+    /// Its circuit breaker (inherited when the key did not change).
+    pub breaker: Arc<CircuitBreaker>,
+    /// Its health (inherited when the key did not change).
+    pub health: Arc<ReplicaHealth>,
+    /// Its background probe, when health checks are on.
+    pub check: Option<HealthCheck>,
+}
+
+/// What a new build takes over from the running app.
+#[derive(Debug, Clone, Default)]
+pub struct Inherited {
+    draining: Arc<AtomicBool>,
+    auth_stats: Arc<AuthStats>,
+    replicas: HashMap<ReplicaKey, (Arc<CircuitBreaker>, Arc<ReplicaHealth>)>,
+    cache: Option<(CacheConfig, CacheStore)>,
+}
+
 /// The assembled service.
 pub struct App {
-    /// The proxy's HTTP service.
+    /// The proxy's HTTP service for this config: `/health`, `/ready` and the
+    /// buckets (without the edge layers of [`edge`]).
     pub router: Router,
     /// What `/ready` reads; drained on shutdown.
     pub ready: Arc<ReadyState>,
-    health_checks: Vec<HealthCheck>,
     /// The shared cache, when configured (for purges).
     pub cache: Option<CacheStore>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// The config it was built from.
+    pub config: Arc<Config>,
+    /// Every replica, in config order.
+    pub replicas: Vec<ReplicaSlot>,
+    auth_stats: Arc<AuthStats>,
+    cache_config: Option<CacheConfig>,
 }
 
 impl App {
     /// Starts the background health checks; they stop when the handles are aborted.
     pub fn spawn_health_checks(&self) -> Vec<JoinHandle<()>> {
-        self.health_checks.iter().cloned().map(HealthCheck::spawn).collect()
+        self.replicas
+            .iter()
+            .filter_map(|r| r.check.clone())
+            .map(HealthCheck::spawn)
+            .collect()
+    }
+
+    /// What a build of the next config may take over from this one.
+    pub fn inherited(&self) -> Inherited {
+        Inherited {
+            draining: self.ready.draining.clone(),
+            auth_stats: self.auth_stats.clone(),
+            replicas: self
+                .replicas
+                .iter()
+                .map(|r| (r.key.clone(), (r.breaker.clone(), r.health.clone())))
+                .collect(),
+            cache: self.cache_config.clone().zip(self.cache.clone()),
+        }
     }
 }
 
@@ -183,22 +284,30 @@ fn upstream(client: &reqwest::Client, bucket: usize, r: &ResolvedReplica) -> Res
 /// Builds the proxy from a validated config: per bucket, auth -> cache ->
 /// failover over per-replica (breaker -> bulkhead -> presigned fetch) stacks.
 pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<App, BuildError> {
+    build_with(config, metrics, Inherited::default()).await
+}
+
+/// [`build`], taking over what `inherited` holds for unchanged replicas and
+/// an unchanged cache. Nothing is started and no gauge is set: the caller
+/// does that once it decides to use the app.
+pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inherited) -> Result<App, BuildError> {
     let client = http_client(config)?;
-    let cache_store = match &config.cache {
-        Some(cache) => {
-            let store = CacheStore::new(cache).map_err(|e| BuildError::Config(format!("cache.{}: {}", e.key, e.message)))?;
-            metrics.watch_cache(store.clone());
-            Some(store)
+    let cache_store = match (&config.cache, inherited.cache) {
+        (Some(cache), Some((old, store))) if *cache == old => Some(store),
+        (Some(cache), _) => {
+            Some(CacheStore::new(cache).map_err(|e| BuildError::Config(format!("cache.{}: {}", e.key, e.message)))?)
         }
-        None => None,
+        (None, _) => None,
     };
-    let auth_stats = Arc::new(AuthStats::new());
-    metrics.watch_auth(auth_stats.clone());
+    let auth_stats = inherited.auth_stats;
     // One retry budget for the process: a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
     let mut router = PrefixRouter::new();
-    let mut ready = ReadyState::default();
-    let mut health_checks = Vec::new();
+    let mut ready = ReadyState {
+        buckets: Vec::new(),
+        draining: inherited.draining,
+    };
+    let mut slots = Vec::new();
     for (i, bucket) in config.buckets.iter().enumerate() {
         let hc = bucket.s3.health_check.as_ref().unwrap_or(&config.health_check);
         let bucket_name: Arc<str> = bucket.name.clone().into();
@@ -206,40 +315,48 @@ pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<App, BuildE
         let mut readiness = Vec::new();
         for r in bucket.s3.resolved_replicas() {
             let up = upstream(&client, i, &r)?;
-            let health = ReplicaHealth::new();
+            let key = ReplicaKey::new(config, i, &r, hc);
+            let previous = inherited.replicas.get(&key).cloned();
+            let health = previous.as_ref().map_or_else(ReplicaHealth::new, |p| p.1.clone());
             let hook = {
                 let (metrics, b, name) = (metrics.clone(), bucket_name.clone(), r.name.clone());
                 Arc::new(move |state: BreakerState| {
                     metrics.breaker_state(&b, &name, state);
                     match state {
                         BreakerState::Open => tracing::warn!(bucket = %b, replica = %name, "circuit breaker opened"),
-                        BreakerState::HalfOpen => tracing::info!(bucket = %b, replica = %name, "circuit breaker half-open"),
+                        BreakerState::HalfOpen => {
+                            tracing::info!(bucket = %b, replica = %name, "circuit breaker half-open")
+                        }
                         BreakerState::Closed => tracing::info!(bucket = %b, replica = %name, "circuit breaker closed"),
                     }
                 }) as TransitionHook
             };
-            let breaker = CircuitBreaker::with_clock(
-                bucket.s3.circuit_breaker.to_breaker(),
-                Arc::new(SystemClock),
-                Some(hook),
-            );
-            metrics.breaker_state(&bucket_name, &r.name, BreakerState::Closed);
-            metrics.replica_health(&bucket_name, &r.name, true);
+            let breaker = match previous {
+                Some((breaker, _)) => breaker,
+                None => CircuitBreaker::with_clock(
+                    bucket.s3.circuit_breaker.to_breaker(),
+                    Arc::new(SystemClock),
+                    Some(hook),
+                ),
+            };
+            let mut check = None;
             if hc.enabled {
                 let (metrics, b, breaker) = (metrics.clone(), bucket_name.clone(), breaker.clone());
-                let observer: ProbeObserver = Arc::new(move |replica: &str, previous: Health, result: &Result<Duration, FetchError>| {
-                    // Probes feed the breaker: a dead replica is skipped before
-                    // a client hits it, a recovered one comes back.
-                    match result {
-                        Ok(_) => breaker.record_success(),
-                        Err(_) => breaker.record_failure(),
-                    }
-                    let healthy = result.is_ok();
-                    if previous == Health::Unknown || (previous == Health::Healthy) != healthy {
-                        metrics.replica_health(&b, replica, healthy);
-                    }
-                });
-                health_checks.push(
+                let observer: ProbeObserver = Arc::new(
+                    move |replica: &str, previous: Health, result: &Result<Duration, FetchError>| {
+                        // Probes feed the breaker: a dead replica is skipped before
+                        // a client hits it, a recovered one comes back.
+                        match result {
+                            Ok(_) => breaker.record_success(),
+                            Err(_) => breaker.record_failure(),
+                        }
+                        let healthy = result.is_ok();
+                        if previous == Health::Unknown || (previous == Health::Healthy) != healthy {
+                            metrics.replica_health(&b, replica, healthy);
+                        }
+                    },
+                );
+                check = Some(
                     HealthCheck::new(up.clone(), health.clone())
                         .with_interval(Duration::from_secs(hc.interval_seconds))
                         .with_timeout(Duration::from_secs(hc.timeout_seconds))
@@ -247,6 +364,12 @@ pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<App, BuildE
                         .with_observer(observer),
                 );
             }
+            slots.push(ReplicaSlot {
+                key,
+                breaker: breaker.clone(),
+                health: health.clone(),
+                check,
+            });
             readiness.push(ReplicaReadiness {
                 name: r.name.clone(),
                 health: health.clone(),
@@ -306,22 +429,56 @@ pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<App, BuildE
             replicas: readiness,
         });
     }
+    if let Some(store) = &cache_store {
+        metrics.watch_cache(store.clone());
+    }
+    metrics.watch_auth(auth_stats.clone());
     let ready = Arc::new(ready);
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/ready", get(ready_handler))
         .with_state(ready.clone())
-        .fallback_service(router)
-        .layer(middleware::from_fn_with_state(metrics.clone(), log_request))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+        .fallback_service(router);
     Ok(App {
         router: app,
         ready,
-        health_checks,
         cache: cache_store,
         metrics,
+        config: Arc::new(config.clone()),
+        replicas: slots,
+        auth_stats,
+        cache_config: config.cache.clone(),
     })
+}
+
+/// The edge in front of `inner` (the live app): request ids, the access log
+/// and metrics, request limits (414/431), then, except for `/health` and
+/// `/ready`, rate limiting (429) and load shedding (503).
+pub fn edge<S>(inner: S, metrics: Arc<Metrics>, server: &ServerConfig) -> Router
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let mut rate_limit = RateLimitLayer::new();
+    let rl = &server.rate_limit;
+    if rl.enabled {
+        rate_limit = rate_limit.with_global(rl.requests_per_second, rl.burst);
+    }
+    if rl.per_ip.enabled {
+        rate_limit = rate_limit.with_per_ip(rl.per_ip.requests_per_second, rl.per_ip.burst);
+    }
+    let protected = ServiceBuilder::new()
+        .layer(rate_limit)
+        .layer(LoadShedLayer::new(server.max_concurrent_requests))
+        .service(inner.clone());
+    Router::new()
+        .route_service("/health", inner.clone())
+        .route_service("/ready", inner)
+        .fallback_service(protected)
+        .layer(RequestLimitsLayer::new(server.max_uri_length, server.max_header_bytes))
+        .layer(middleware::from_fn_with_state(metrics, log_request))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 async fn ready_handler(State(ready): State<Arc<ReadyState>>) -> impl IntoResponse {
@@ -333,9 +490,12 @@ async fn ready_handler(State(ready): State<Arc<ReadyState>>) -> impl IntoRespons
     (status, Json(ready.report()))
 }
 
-/// One structured line per request, when its response headers are sent.
+/// One structured line per request, written when its response body ends (or
+/// is dropped: `complete=false` for a download the client abandoned), with
+/// the bytes sent; the request metrics are recorded at the same moment.
 async fn log_request(State(metrics): State<Arc<Metrics>>, req: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
+    let in_flight = metrics.in_flight();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let id = req
@@ -345,32 +505,121 @@ async fn log_request(State(metrics): State<Arc<Metrics>>, req: Request<Body>, ne
         .unwrap_or_default()
         .to_owned();
     let res = next.run(req).await;
-    let replica = res
-        .headers()
-        .get(REPLICA_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let bucket = res.extensions().get::<MatchedBucket>().map(|b| b.0.as_ref()).unwrap_or("-");
-    let cache = res.headers().get(X_CACHE).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let identity = res
-        .extensions()
-        .get::<Identity>()
-        .and_then(|i| i.subject.as_deref())
-        .unwrap_or("-");
-    let duration = started.elapsed();
-    metrics.request_done(bucket, method.as_str(), res.status().as_u16(), cache, duration);
-    tracing::info!(
-        target: "yatagarasu::access",
-        request_id = %id,
-        method = %method,
-        path = %path,
-        bucket = %bucket,
-        status = res.status().as_u16(),
-        replica = %replica,
-        cache = %cache,
-        identity = %identity,
-        duration_ms = duration.as_secs_f64() * 1000.0,
-        "request"
-    );
-    res
+    let header = |name: axum::http::HeaderName| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let record = AccessRecord {
+        replica: header(REPLICA_HEADER),
+        cache: header(X_CACHE),
+        bucket: res
+            .extensions()
+            .get::<MatchedBucket>()
+            .map_or_else(|| Arc::from("-"), |b| b.0.clone()),
+        identity: res
+            .extensions()
+            .get::<Identity>()
+            .and_then(|i| i.subject.clone())
+            .unwrap_or_else(|| "-".into()),
+        status: res.status().as_u16(),
+        complete: method == axum::http::Method::HEAD,
+        method,
+        path,
+        id,
+        started,
+        bytes: 0,
+        metrics,
+        _in_flight: in_flight,
+    };
+    res.map(|inner| {
+        let mut record = record;
+        record.complete |= http_body::Body::is_end_stream(&inner);
+        Body::new(LoggedBody { inner, record })
+    })
+}
+
+/// What the access line and the request metrics say, emitted on drop.
+struct AccessRecord {
+    metrics: Arc<Metrics>,
+    _in_flight: InFlight,
+    started: Instant,
+    method: axum::http::Method,
+    path: String,
+    id: String,
+    bucket: Arc<str>,
+    status: u16,
+    replica: String,
+    cache: String,
+    identity: String,
+    bytes: u64,
+    complete: bool,
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        self.metrics
+            .request_done(&self.bucket, self.method.as_str(), self.status, &self.cache, duration);
+        if self.bytes > 0 {
+            self.metrics.bytes_sent(&self.bucket, self.bytes);
+        }
+        tracing::info!(
+            target: "yatagarasu::access",
+            request_id = %self.id,
+            method = %self.method,
+            path = %self.path,
+            bucket = %self.bucket,
+            status = self.status,
+            bytes = self.bytes,
+            complete = self.complete,
+            replica = %self.replica,
+            cache = %self.cache,
+            identity = %self.identity,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its bytes into its [`AccessRecord`].
+    struct LoggedBody {
+        #[pin]
+        inner: Body,
+        record: AccessRecord,
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        match &frame {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(data) = f.data_ref() {
+                    this.record.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.record.complete = true,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

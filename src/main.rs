@@ -119,7 +119,7 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(&config.logging);
-            report(runtime.block_on(serve(config)))
+            report(runtime.block_on(serve(config, path)))
         }
     }
 }
@@ -134,14 +134,24 @@ fn report(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     }
 }
 
-async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(config: config::Config, path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let app = yatagarasu::app::build(&config, yatagarasu::metrics::Metrics::new()).await?;
     let addr = config.server.socket_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let metrics_listener = if config.metrics.enabled {
+        let maddr = format!("{}:{}", config.metrics.address, config.metrics.port);
+        let l = tokio::net::TcpListener::bind(&maddr)
+            .await
+            .map_err(|e| format!("cannot listen on {maddr} (metrics.port): {e}"))?;
+        Some(l)
+    } else {
+        None
+    };
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    yatagarasu::server::serve(app, listener, grace, std::future::pending()).await?;
+    let live = yatagarasu::reload::Live::new(app, Some(path));
+    yatagarasu::server::run(live, listener, metrics_listener, grace, std::future::pending()).await?;
     Ok(())
 }
 

@@ -161,6 +161,21 @@ impl Metrics {
         map.entry((bucket.to_owned(), replica.to_owned())).or_insert((1, 0)).1 = state.as_metric();
     }
 
+    /// Creates the per-replica counters of one bucket at zero, so that they
+    /// (and the alert rules reading them) exist before the first failure:
+    /// requests and failures per replica, and failovers per ordered pair.
+    pub fn init_replicas(&self, bucket: &str, replicas: &[&str]) {
+        for (i, from) in replicas.iter().enumerate() {
+            self.replica_requests.add(0, &replica_labels(bucket, from));
+            self.replica_failures.add(0, &replica_labels(bucket, from));
+            for (j, to) in replicas.iter().enumerate() {
+                if i != j {
+                    self.failovers.add(0, &failover_labels(bucket, from, to));
+                }
+            }
+        }
+    }
+
     /// Drops the gauges of every replica not in `live` (after a reload).
     pub fn retain_replicas(&self, live: &HashSet<(String, String)>) {
         let mut map = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
@@ -409,36 +424,32 @@ fn register_observers(
         .build();
 }
 
+fn replica_labels(bucket: &str, replica: &str) -> [KeyValue; 2] {
+    [
+        KeyValue::new("bucket", bucket.to_owned()),
+        KeyValue::new("replica", replica.to_owned()),
+    ]
+}
+
+fn failover_labels(bucket: &str, from: &str, to: &str) -> [KeyValue; 3] {
+    [
+        KeyValue::new("bucket", bucket.to_owned()),
+        KeyValue::new("from", from.to_owned()),
+        KeyValue::new("to", to.to_owned()),
+    ]
+}
+
 impl FailoverEvents for Metrics {
     fn request(&self, bucket: &str, replica: &str) {
-        self.replica_requests.add(
-            1,
-            &[
-                KeyValue::new("bucket", bucket.to_owned()),
-                KeyValue::new("replica", replica.to_owned()),
-            ],
-        );
+        self.replica_requests.add(1, &replica_labels(bucket, replica));
     }
 
     fn failure(&self, bucket: &str, replica: &str, _error: &FetchError) {
-        self.replica_failures.add(
-            1,
-            &[
-                KeyValue::new("bucket", bucket.to_owned()),
-                KeyValue::new("replica", replica.to_owned()),
-            ],
-        );
+        self.replica_failures.add(1, &replica_labels(bucket, replica));
     }
 
     fn failover(&self, bucket: &str, from: &str, to: &str) {
-        self.failovers.add(
-            1,
-            &[
-                KeyValue::new("bucket", bucket.to_owned()),
-                KeyValue::new("from", from.to_owned()),
-                KeyValue::new("to", to.to_owned()),
-            ],
-        );
+        self.failovers.add(1, &failover_labels(bucket, from, to));
     }
 }
 

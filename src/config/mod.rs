@@ -46,6 +46,62 @@ pub struct ServerConfig {
     /// Longest wait for the next chunk of an upstream body before the
     /// transfer counts as failed.
     pub upstream_read_timeout_seconds: u64,
+    /// Requests in flight (until their body ends) before new ones get
+    /// `503 SlowDown` with `Retry-After` (load shedding).
+    pub max_concurrent_requests: usize,
+    /// Largest request header block, in bytes (name + value + 4 per header); 431 past it.
+    pub max_header_bytes: usize,
+    /// Longest request target (path and query), in bytes; 414 past it.
+    pub max_uri_length: usize,
+    /// Rate limiting; off by default.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `server.rate_limit`: token buckets, refusals answered `429 SlowDown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Whether the global bucket applies.
+    pub enabled: bool,
+    /// Sustained requests per second for the whole process.
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+    /// One bucket per client IP (the TCP peer address).
+    pub per_ip: PerIpRateLimitConfig,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            requests_per_second: 1000,
+            burst: 2000,
+            per_ip: PerIpRateLimitConfig::default(),
+        }
+    }
+}
+
+/// `server.rate_limit.per_ip`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PerIpRateLimitConfig {
+    /// Whether each client IP has its own bucket.
+    pub enabled: bool,
+    /// Sustained requests per second per client IP.
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for PerIpRateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            requests_per_second: 100,
+            burst: 200,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -54,6 +110,10 @@ impl Default for ServerConfig {
             address: "0.0.0.0:8080".into(),
             shutdown_grace_seconds: 30,
             upstream_read_timeout_seconds: 30,
+            max_concurrent_requests: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_uri_length: 16 * 1024,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -344,6 +404,10 @@ pub struct MetricsConfig {
     /// Its bind address (host part).
     #[serde(deserialize_with = "de::string")]
     pub address: String,
+    /// Bearer token for the admin endpoints on this listener (`POST
+    /// /admin/reload`, `DELETE /admin/cache...`); they answer 404 without one.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for MetricsConfig {
@@ -352,6 +416,7 @@ impl Default for MetricsConfig {
             enabled: true,
             port: 9090,
             address: "0.0.0.0".into(),
+            admin_token: None,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Proxy {
     child: Child,
     pub base: String,
     logs: Arc<Mutex<String>>,
+    /// The metrics listener's address, once logged ("metrics listening on http://ADDR").
+    metrics_addr: Arc<Mutex<Option<String>>>,
     _config: tempfile::NamedTempFile,
 }
 
@@ -71,12 +73,14 @@ impl Proxy {
         }
         let mut child = cmd.spawn().expect("spawn yatagarasu");
         let logs = Arc::new(Mutex::new(String::new()));
+        let metrics_addr = Arc::new(Mutex::new(None));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let logs = logs.clone();
+            let metrics_addr = metrics_addr.clone();
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -87,7 +91,11 @@ impl Proxy {
                             .unwrap_or_default()
                             .trim_end_matches('"')
                             .to_owned();
-                        let _ = tx.send(addr);
+                        if line.contains("metrics listening on http://") {
+                            *metrics_addr.lock().unwrap() = Some(addr);
+                        } else {
+                            let _ = tx.send(addr);
+                        }
                     }
                     let mut l = logs.lock().unwrap();
                     l.push_str(&line);
@@ -106,8 +114,39 @@ impl Proxy {
             child,
             base: format!("http://{addr}"),
             logs,
+            metrics_addr,
             _config: file,
         }
+    }
+
+    /// A URL on the metrics listener (waits up to 10 s for its log line).
+    pub fn metrics_url(&self, path: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(addr) = self.metrics_addr.lock().unwrap().clone() {
+                return format!("http://{addr}{path}");
+            }
+            if Instant::now() > deadline {
+                panic!("no metrics listener; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the config file the proxy was started with (for reloads).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(self._config.path(), config).unwrap();
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) to the proxy.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
     }
 
     pub fn url(&self, path: &str) -> String {

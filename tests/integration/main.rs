@@ -5,5 +5,6 @@ mod cache;
 mod common;
 mod config;
 mod failover;
+mod ops;
 mod redis;
 mod request_path;

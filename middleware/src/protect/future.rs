@@ -12,21 +12,23 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::shed::PermitBody;
 
 pin_project! {
-    /// Either the inner service's response (holding a load-shed permit until
+    /// Either the inner service's response (holding a load-shed slot until
     /// the body ends, when there is one) or a refusal answered at once.
-    #[project = Proj]
-    pub enum ResponseFuture<F> {
-        /// The request went on.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
         Inner {
-            /// The inner service's future.
             #[pin]
             future: F,
-            /// The load-shed slot, moved into the body.
             permit: Option<OwnedSemaphorePermit>,
         },
-        /// The request was refused.
         Refused {
-            /// The refusal, taken when polled.
             response: Option<Response<Body>>,
         },
     }
@@ -34,12 +36,16 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn inner(future: F, permit: Option<OwnedSemaphorePermit>) -> Self {
-        Self::Inner { future, permit }
+        Self {
+            state: State::Inner { future, permit },
+        }
     }
 
     pub(crate) fn refused(response: Response<Body>) -> Self {
-        Self::Refused {
-            response: Some(response),
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
         }
     }
 }
@@ -51,15 +57,15 @@ where
     type Output = Result<Response<Body>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Proj::Inner { future, permit } => {
+        match self.project().state.project() {
+            StateProj::Inner { future, permit } => {
                 let res = ready!(future.poll(cx))?;
                 Poll::Ready(Ok(match permit.take() {
                     Some(permit) => res.map(|body| Body::new(PermitBody::new(body, permit))),
                     None => res,
                 }))
             }
-            Proj::Refused { response } => Poll::Ready(Ok(response.take().expect("polled after completion"))),
+            StateProj::Refused { response } => Poll::Ready(Ok(response.take().expect("polled after completion"))),
         }
     }
 }

@@ -96,7 +96,10 @@ where
                 S3Error::new(
                     StatusCode::URI_TOO_LONG,
                     "KeyTooLongError",
-                    format!("The request target is longer than {} bytes.", self.limits.max_uri_length),
+                    format!(
+                        "The request target is longer than {} bytes.",
+                        self.limits.max_uri_length
+                    ),
                 )
                 .into_response(),
             );
@@ -128,14 +131,25 @@ mod tests {
     #[tokio::test]
     async fn long_targets_and_large_headers_are_refused() {
         let svc = RequestLimits::new(ok(), 32, 200);
-        let res = svc.clone().oneshot(Request::get("/short").body(Body::empty()).unwrap()).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(Request::get("/short").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
 
         let long = format!("/{}", "k".repeat(40));
-        let res = svc.clone().oneshot(Request::get(long).body(Body::empty()).unwrap()).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(Request::get(long).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::URI_TOO_LONG);
 
-        let req = Request::get("/a").header("x-big", "v".repeat(300)).body(Body::empty()).unwrap();
+        let req = Request::get("/a")
+            .header("x-big", "v".repeat(300))
+            .body(Body::empty())
+            .unwrap();
         let res = svc.oneshot(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }

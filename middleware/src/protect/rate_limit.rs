@@ -55,13 +55,19 @@ impl RateLimitLayer {
 
     /// One bucket for every request.
     pub fn with_global(mut self, requests_per_second: u32, burst: u32) -> Self {
-        self.global = Some(Arc::new(DefaultDirectRateLimiter::direct(quota(requests_per_second, burst))));
+        self.global = Some(Arc::new(DefaultDirectRateLimiter::direct(quota(
+            requests_per_second,
+            burst,
+        ))));
         self
     }
 
     /// One bucket per client IP.
     pub fn with_per_ip(mut self, requests_per_second: u32, burst: u32) -> Self {
-        self.per_ip = Some(Arc::new(DefaultKeyedRateLimiter::keyed(quota(requests_per_second, burst))));
+        self.per_ip = Some(Arc::new(DefaultKeyedRateLimiter::keyed(quota(
+            requests_per_second,
+            burst,
+        ))));
         self
     }
 
@@ -143,9 +149,13 @@ where
         match self.layer.check(ip) {
             None => ResponseFuture::inner(self.inner.call(req), None),
             Some(wait) => ResponseFuture::refused(
-                S3Error::new(StatusCode::TOO_MANY_REQUESTS, "SlowDown", "Please reduce your request rate.")
-                    .with_retry_after(retry_after_secs(wait))
-                    .into_response(),
+                S3Error::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "SlowDown",
+                    "Please reduce your request rate.",
+                )
+                .with_retry_after(retry_after_secs(wait))
+                .into_response(),
             ),
         }
     }
@@ -159,8 +169,7 @@ mod tests {
 
     fn from(ip: [u8; 4]) -> Request<Body> {
         let mut req = Request::new(Body::empty());
-        req.extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        req.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 40000))));
         req
     }
 
@@ -168,7 +177,9 @@ mod tests {
     async fn per_ip_buckets_are_separate_and_refusals_say_when() {
         let svc = RateLimitLayer::new()
             .with_per_ip(1, 2)
-            .layer(service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) }));
+            .layer(service_fn(|_req: Request<Body>| async {
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            }));
         for _ in 0..2 {
             let res = svc.clone().oneshot(from([10, 0, 0, 1])).await.unwrap();
             assert_eq!(res.status(), StatusCode::OK);
@@ -184,8 +195,13 @@ mod tests {
     async fn global_bucket_counts_everyone() {
         let svc = RateLimitLayer::new()
             .with_global(1, 1)
-            .layer(service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) }));
-        assert_eq!(svc.clone().oneshot(from([10, 0, 0, 1])).await.unwrap().status(), StatusCode::OK);
+            .layer(service_fn(|_req: Request<Body>| async {
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            }));
+        assert_eq!(
+            svc.clone().oneshot(from([10, 0, 0, 1])).await.unwrap().status(),
+            StatusCode::OK
+        );
         let res = svc.oneshot(Request::new(Body::empty())).await.unwrap();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     }

@@ -175,9 +175,9 @@ mod tests {
     #[tokio::test]
     async fn sheds_beyond_the_limit_until_the_body_ends() {
         let layer = LoadShedLayer::new(1).with_retry_after(2);
-        let svc = layer
-            .clone()
-            .layer(service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::from("data"))) }));
+        let svc = layer.clone().layer(service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::from("data")))
+        }));
         let first = svc.clone().oneshot(Request::new(Body::empty())).await.unwrap();
         assert_eq!(first.status(), StatusCode::OK);
         assert_eq!(layer.in_flight(), 1);

@@ -1,0 +1,148 @@
+//! The metrics listener: `GET /metrics` (Prometheus text), and the admin
+//! endpoints, which need `Authorization: Bearer <metrics.admin_token>` and
+//! answer 404 when no token is configured:
+//!
+//! - `POST /admin/reload`: re-read the config file (as SIGHUP does);
+//! - `DELETE /admin/cache`, `DELETE /admin/cache/{bucket}`,
+//!   `DELETE /admin/cache/{bucket}/{*key}`: purge the cache.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::reload::{Live, ReloadError};
+
+/// The router of the metrics listener.
+pub fn router(live: Arc<Live>) -> Router {
+    let admin = Router::new()
+        .route("/admin/reload", post(reload))
+        .route("/admin/cache", delete(purge_all))
+        .route("/admin/cache/{bucket}", delete(purge_bucket))
+        .route("/admin/cache/{bucket}/{*key}", delete(purge_object))
+        .route_layer(middleware::from_fn_with_state(live.clone(), require_token));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .merge(admin)
+        .with_state(live)
+}
+
+async fn metrics(State(live): State<Arc<Live>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        live.app().metrics.render(),
+    )
+}
+
+/// Equal lengths and bytes, in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(live): State<Arc<Live>>, req: Request, next: Next) -> Response {
+    let app = live.app();
+    let Some(token) = app.config.metrics.admin_token.as_ref() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "admin endpoints are disabled: set metrics.admin_token" })),
+        )
+            .into_response();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same(given.trim().as_bytes(), token.expose().as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": "a valid bearer token is required" })),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+async fn reload(State(live): State<Arc<Live>>) -> Response {
+    match live.reload_from_file().await {
+        Ok(report) => (StatusCode::OK, Json(json!({ "status": "reloaded", "report": report }))).into_response(),
+        Err(e) => {
+            let status = match e {
+                ReloadError::NoFile => StatusCode::CONFLICT,
+                ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadError::Build(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let errors: Vec<String> = match &e {
+                ReloadError::Invalid(errors) => errors.errors.iter().map(ToString::to_string).collect(),
+                other => vec![other.to_string()],
+            };
+            (status, Json(json!({ "status": "failed", "errors": errors }))).into_response()
+        }
+    }
+}
+
+fn purged(what: String, result: Result<(), yatagarasu_middleware::cache::PurgeError>) -> Response {
+    match result {
+        Ok(()) => {
+            tracing::info!(what = %what, "cache purged");
+            (StatusCode::OK, Json(json!({ "status": "purged", "what": what }))).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({ "status": "failed", "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+fn no_cache() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": "no cache is configured" })),
+    )
+        .into_response()
+}
+
+async fn purge_all(State(live): State<Arc<Live>>) -> Response {
+    match live.app().cache.clone() {
+        Some(cache) => purged("all".into(), cache.purge_all().await),
+        None => no_cache(),
+    }
+}
+
+async fn purge_bucket(State(live): State<Arc<Live>>, Path(bucket): Path<String>) -> Response {
+    let app = live.app();
+    if !app.config.buckets.iter().any(|b| b.name == bucket) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no bucket named '{bucket}'") })),
+        )
+            .into_response();
+    }
+    match app.cache.clone() {
+        Some(cache) => purged(format!("bucket {bucket}"), cache.purge_bucket(&bucket).await),
+        None => no_cache(),
+    }
+}
+
+async fn purge_object(State(live): State<Arc<Live>>, Path((bucket, key)): Path<(String, String)>) -> Response {
+    let app = live.app();
+    if !app.config.buckets.iter().any(|b| b.name == bucket) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no bucket named '{bucket}'") })),
+        )
+            .into_response();
+    }
+    match app.cache.clone() {
+        Some(cache) => purged(format!("{bucket}/{key}"), cache.purge_object(&bucket, &key).await),
+        None => no_cache(),
+    }
+}

@@ -1,0 +1,236 @@
+//! The live app and hot reload.
+//!
+//! [`Live`] holds the app built from the current config in an [`ArcSwap`]:
+//! each request loads it once and keeps it (and every layer it holds) for its
+//! whole life, so a reload never touches requests in flight, and new requests
+//! get the new app at once. A reload re-reads and validates the config file,
+//! builds the new app inheriting the state of unchanged replicas (see
+//! [`crate::app::Inherited`]), then swaps. On any failure the current app
+//! stays and the reason is logged.
+//!
+//! Reloaded: buckets, replicas, credentials, auth, cache settings, health
+//! checks. Not reloaded (a restart applies them): `server.*` (listen address,
+//! limits, rate limits, timeouts), `metrics.*` except `admin_token`, `logging.*`.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use tokio::task::JoinHandle;
+use tower::Service;
+use yatagarasu_middleware::health::HealthCheck;
+
+use crate::app::{build_with, App, BuildError, ReplicaKey};
+use crate::config::{self, Config, ConfigErrors};
+
+/// Why a reload was refused (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The process was started without a config file (demo).
+    #[error("no config file to reload")]
+    NoFile,
+    /// The new config is invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    /// The new config is valid but could not be assembled.
+    #[error("{0}")]
+    Build(#[from] BuildError),
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// Buckets now served.
+    pub buckets: usize,
+    /// Replicas whose breaker and health were kept.
+    pub replicas_kept: usize,
+    /// Replicas started afresh (new or changed).
+    pub replicas_new: usize,
+    /// Replicas stopped (removed or changed).
+    pub replicas_removed: usize,
+}
+
+/// The app serving now, its health-check tasks, and how to reload it.
+pub struct Live {
+    current: ArcSwap<App>,
+    tasks: Mutex<HashMap<ReplicaKey, Option<JoinHandle<()>>>>,
+    reloading: tokio::sync::Mutex<()>,
+    config_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// Starts serving `app` (its health checks start now); reloads re-read
+    /// `config_path` when given.
+    pub fn new(app: App, config_path: Option<PathBuf>) -> Arc<Self> {
+        let live = Arc::new(Self {
+            current: ArcSwap::from_pointee(app),
+            tasks: Mutex::default(),
+            reloading: tokio::sync::Mutex::new(()),
+            config_path,
+        });
+        let app = live.current.load_full();
+        live.start(&app);
+        live
+    }
+
+    /// The app serving now.
+    pub fn app(&self) -> Arc<App> {
+        self.current.load_full()
+    }
+
+    /// A service that hands each request to the app serving when it arrives.
+    pub fn service(self: &Arc<Self>) -> LiveService {
+        LiveService(self.clone())
+    }
+
+    /// Starts the probes of replicas not running yet, sets their initial
+    /// gauges, and stops those no longer in `app`. Returns (kept, new, removed).
+    fn start(&self, app: &App) -> (usize, usize, usize) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::with_capacity(app.replicas.len());
+        let (mut kept, mut new) = (0, 0);
+        for slot in &app.replicas {
+            match tasks.remove(&slot.key) {
+                Some(task) => {
+                    kept += 1;
+                    next.insert(slot.key.clone(), task);
+                }
+                None => {
+                    new += 1;
+                    let (b, r) = (&slot.key.bucket, &slot.key.replica);
+                    app.metrics.breaker_state(b, r, slot.breaker.state());
+                    app.metrics.replica_health(b, r, true);
+                    next.insert(slot.key.clone(), slot.check.clone().map(HealthCheck::spawn));
+                }
+            }
+        }
+        for bucket in &app.config.buckets {
+            let names: Vec<&str> = app
+                .replicas
+                .iter()
+                .filter(|s| s.key.bucket == bucket.name)
+                .map(|s| s.key.replica.as_str())
+                .collect();
+            app.metrics.init_replicas(&bucket.name, &names);
+        }
+        let removed = tasks.len();
+        for (_, task) in tasks.drain() {
+            if let Some(task) = task {
+                task.abort();
+            }
+        }
+        *tasks = next;
+        let live: HashSet<(String, String)> = app
+            .replicas
+            .iter()
+            .map(|s| (s.key.bucket.clone(), s.key.replica.clone()))
+            .collect();
+        app.metrics.retain_replicas(&live);
+        (kept, new, removed)
+    }
+
+    /// Re-reads the config file and swaps it in; logs the outcome.
+    pub async fn reload_from_file(&self) -> Result<ReloadReport, ReloadError> {
+        let result = match &self.config_path {
+            None => Err(ReloadError::NoFile),
+            Some(path) => match config::load_file(path) {
+                Ok(config) => self.reload(config).await,
+                Err(errors) => Err(errors.into()),
+            },
+        };
+        self.app().metrics.reload(result.is_ok());
+        match &result {
+            Ok(report) => tracing::info!(
+                buckets = report.buckets,
+                replicas_kept = report.replicas_kept,
+                replicas_new = report.replicas_new,
+                replicas_removed = report.replicas_removed,
+                "config reloaded"
+            ),
+            Err(e) => tracing::error!(
+                error = %e.to_string().trim_end().replace('\n', "; "),
+                "config reload failed; keeping the current config"
+            ),
+        }
+        result
+    }
+
+    /// Builds `config` inheriting the current app's state and swaps it in.
+    pub async fn reload(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let current = self.app();
+        warn_restart_only(&current.config, &config);
+        let app = build_with(&config, current.metrics.clone(), current.inherited()).await?;
+        let (replicas_kept, replicas_new, replicas_removed) = self.start(&app);
+        self.current.store(Arc::new(app));
+        Ok(ReloadReport {
+            buckets: config.buckets.len(),
+            replicas_kept,
+            replicas_new,
+            replicas_removed,
+        })
+    }
+
+    /// Stops every health check (at exit).
+    pub fn stop(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, task) in tasks.drain() {
+            if let Some(task) = task {
+                task.abort();
+            }
+        }
+    }
+}
+
+fn warn_restart_only(old: &Config, new: &Config) {
+    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    for (key, changed) in [
+        ("server", differs(&old.server, &new.server)),
+        (
+            "metrics",
+            differs(
+                &(&old.metrics.enabled, &old.metrics.address, old.metrics.port),
+                &(&new.metrics.enabled, &new.metrics.address, new.metrics.port),
+            ),
+        ),
+        ("logging", differs(&old.logging, &new.logging)),
+    ] {
+        if changed {
+            tracing::warn!(key, "changes under this key take effect on restart only");
+        }
+    }
+}
+
+/// The service of [`Live::service`].
+#[derive(Debug, Clone)]
+pub struct LiveService(Arc<Live>);
+
+impl Service<Request<Body>> for LiveService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let mut router = self.0.current.load().router.clone();
+        router.call(req)
+    }
+}

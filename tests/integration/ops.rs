@@ -1,0 +1,463 @@
+//! Operations: the metrics listener and its seed names, the alert rules'
+//! metrics, hot reload (SIGHUP and the admin endpoint), protection (rate
+//! limit, load shedding, request limits) and the drain on SIGTERM.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+const TOKEN: &str = "admin-token-for-tests";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// One bucket `ha` at `/d`: `primary` is dead (nothing listens there),
+/// `backup` is the real S3 server; health checks off so the breaker moves
+/// only with requests. Extra YAML goes under `server:` and at the top level.
+fn ha_config(endpoint: &str, server_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+server:
+  address: "127.0.0.1:0"
+  shutdown_grace_seconds: 10
+{server_extra}
+buckets:
+  - name: ha
+    path_prefix: /d
+    s3:
+      bucket: bkt
+      access_key: {ACCESS_KEY}
+      secret_key: {SECRET_KEY}
+      timeout_seconds: 2
+      health_check: {{ enabled: false }}
+      circuit_breaker: {{ failure_threshold: 2, timeout_seconds: 600 }}
+      replicas:
+        - {{ name: primary, endpoint: "http://127.0.0.1:1", priority: 1 }}
+        - {{ name: backup, endpoint: "{endpoint}", priority: 2 }}
+metrics:
+  enabled: true
+  address: 127.0.0.1
+  port: 0
+{extra}
+"#
+    )
+}
+
+async fn scrape(proxy: &Proxy) -> String {
+    let res = client().get(proxy.metrics_url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    res.text().await.unwrap()
+}
+
+/// The value of the sample `name{labels}` (labels as rendered, in order).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn wait_for_sample(proxy: &Proxy, series: &str, ok: impl Fn(f64) -> bool) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = scrape(proxy).await;
+        if sample(&text, series).is_some_and(&ok) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {series} with the expected value in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_use_the_seed_names_and_move() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"hello metrics").unwrap();
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", ""));
+
+    // From startup: gauges for every replica, counters at zero.
+    let text = scrape(&proxy).await;
+    for series in [
+        r#"yatagarasu_replica_health{bucket="ha",replica="primary"}"#,
+        r#"yatagarasu_replica_health{bucket="ha",replica="backup"}"#,
+        r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#,
+        r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="backup"}"#,
+        r#"yatagarasu_replica_failover_total{bucket="ha",from="primary",to="backup"}"#,
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"}"#,
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"}"#,
+    ] {
+        assert!(sample(&text, series).is_some(), "missing {series} in:\n{text}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#
+        ),
+        Some(0.0)
+    );
+    assert!(!text.contains("otel_scope") && !text.contains("target_info"), "{text}");
+
+    // The proxy port does not serve them.
+    let res = client().get(proxy.url("/metrics")).send().await.unwrap();
+    assert_ne!(res.status(), 200);
+
+    let c = client();
+    for _ in 0..3 {
+        let res = c.get(proxy.url("/d/obj.txt")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-yatagarasu-replica"], "backup");
+        assert_eq!(res.bytes().await.unwrap().as_ref(), b"hello metrics");
+    }
+    let text = wait_for_sample(
+        &proxy,
+        r#"yatagarasu_requests_total{bucket="ha",method="GET",status_class="2xx"}"#,
+        |v| v >= 3.0,
+    )
+    .await;
+    let at_least = |series: &str, min: f64| {
+        let v = sample(&text, series);
+        assert!(
+            v.is_some_and(|v| v >= min),
+            "{series} = {v:?}, wanted >= {min}, in:\n{text}"
+        );
+    };
+    at_least(
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"}"#,
+        3.0,
+    );
+    at_least(
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"}"#,
+        2.0,
+    );
+    at_least(
+        r#"yatagarasu_replica_failover_total{bucket="ha",from="primary",to="backup"}"#,
+        3.0,
+    );
+    at_least(r#"yatagarasu_response_bytes_total{bucket="ha"}"#, 3.0 * 13.0);
+    at_least(
+        r#"yatagarasu_request_duration_seconds_count{bucket="ha",cache="-",status_class="2xx"}"#,
+        3.0,
+    );
+    // Two failures opened the primary's breaker.
+    assert_eq!(
+        sample(
+            &text,
+            r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(text.contains("# TYPE yatagarasu_requests_in_flight gauge"), "{text}");
+    assert!(text.contains("yatagarasu_auth_total{reason=\"success\"}"), "{text}");
+
+    // The access line counts the bytes.
+    assert!(proxy.logs().contains("bytes=13"), "{}", proxy.logs());
+}
+
+#[tokio::test]
+async fn every_metric_of_the_alert_rules_is_exported() {
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/k8s/prometheus/yatagarasu-alerts.yaml"
+    ))
+    .unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&rules).unwrap();
+    let mut names = Vec::new();
+    for group in doc["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let expr = rule["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("yatagarasu_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.push(tail[..end].to_owned());
+                rest = &tail[end..];
+            }
+        }
+    }
+    for alert in [
+        "YatagarasuReplicaDown",
+        "YatagarasuAllReplicasDown",
+        "YatagarasuHighFailoverRate",
+    ] {
+        assert!(rules.contains(alert), "{alert} is not in the rules file");
+    }
+    assert!(names.iter().any(|n| n == "yatagarasu_replica_health"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "yatagarasu_replica_failover_total"),
+        "{names:?}"
+    );
+
+    let s3 = s3().await;
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", ""));
+    // Before any traffic: every metric the alerts read is already there.
+    let text = scrape(&proxy).await;
+    for name in &names {
+        let exported = text
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+        assert!(exported, "{name} (used by the alert rules) is not exported:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn sighup_reload_adds_a_bucket_keeps_breakers_and_open_downloads() {
+    let s3 = s3().await;
+    let big = pattern(24 * 1024 * 1024, 7);
+    s3.put_object("bkt", "big.bin", &big).unwrap();
+    s3.put_object("bkt", "obj.txt", b"one").unwrap();
+    s3.put_object("other", "new.txt", b"from the new bucket").unwrap();
+    let config = ha_config(&s3.endpoint(), "", "");
+    let proxy = Proxy::start(&config);
+    let c = client();
+
+    // Open the primary's breaker (2 failures), and start a long download.
+    for _ in 0..2 {
+        assert_eq!(c.get(proxy.url("/d/obj.txt")).send().await.unwrap().status(), 200);
+    }
+    wait_for_sample(
+        &proxy,
+        r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#,
+        |v| v == 1.0,
+    )
+    .await;
+    let mut download = c.get(proxy.url("/d/big.bin")).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    let mut body = download.chunk().await.unwrap().unwrap().to_vec();
+
+    assert_eq!(c.get(proxy.url("/n/new.txt")).send().await.unwrap().status(), 404);
+    let endpoint = s3.endpoint();
+    let added = format!(
+        r#"
+  - name: added
+    path_prefix: /n
+    s3: {{ bucket: other, endpoint: "{endpoint}", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY}, health_check: {{ enabled: false }} }}
+"#
+    );
+    let new_config = config.replace("\nmetrics:", &format!("{added}metrics:"));
+    proxy.rewrite_config(&new_config);
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("config reloaded", WAIT).await, "{}", proxy.logs());
+
+    let res = c.get(proxy.url("/n/new.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"from the new bucket");
+    // The unchanged primary kept its open breaker: it is still skipped.
+    let res = c.get(proxy.url("/d/obj.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let text = scrape(&proxy).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(&text, r#"yatagarasu_replica_health{bucket="added",replica="default"}"#).is_some(),
+        "{text}"
+    );
+    assert!(proxy.logs().contains("replicas_kept=2"), "{}", proxy.logs());
+
+    // The download that began before the reload ends byte-exact.
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(sha256(&body), sha256(&big));
+}
+
+#[tokio::test]
+async fn failed_reload_keeps_the_running_config_and_says_why() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"still here").unwrap();
+    let config = ha_config(&s3.endpoint(), "", "");
+    let proxy = Proxy::start(&config);
+    proxy.rewrite_config(&config.replace("path_prefix: /d", "path_prefix: no-slash"));
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_for_log("config reload failed", WAIT).await,
+        "{}",
+        proxy.logs()
+    );
+    let logs = proxy.logs();
+    let line = logs.lines().find(|l| l.contains("config reload failed")).unwrap();
+    assert!(line.contains("buckets[0].path_prefix"), "{line}");
+
+    let res = client().get(proxy.url("/d/obj.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"still here");
+    let text = scrape(&proxy).await;
+    assert_eq!(
+        sample(&text, r#"yatagarasu_config_reloads_total{result="failure"}"#),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_token_and_are_off_without_one() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"x").unwrap();
+    let with_token = ha_config(&s3.endpoint(), "", "").replace(
+        "  port: 0\n",
+        "  port: 0\n  admin_token: \"${ADMIN_TOKEN}\"\n",
+    );
+    let proxy = Proxy::start_with_env(&with_token, &[("ADMIN_TOKEN", TOKEN)]);
+    let c = client();
+    let reload = proxy.metrics_url("/admin/reload");
+
+    let res = c.post(&reload).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = c.post(&reload).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = c.post(&reload).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    assert_eq!(body["status"], "reloaded");
+    assert_eq!(body["report"]["replicas_kept"], 2);
+    // No cache configured: the purge says so.
+    let res = c
+        .delete(proxy.metrics_url("/admin/cache/ha/obj.txt"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // Not on the proxy port.
+    let res = c
+        .post(proxy.url("/admin/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.status(), 200);
+
+    // An invalid config is refused, naming the key.
+    proxy.rewrite_config(&with_token.replace("timeout_seconds: 2", "timeout_seconds: 0"));
+    let res = c.post(&reload).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("buckets[0].s3.timeout_seconds"), "{text}");
+
+    // Reload to a config without a token: the admin endpoints are gone.
+    proxy.rewrite_config(&ha_config(&s3.endpoint(), "", ""));
+    let res = c.post(&reload).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = c.post(&reload).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let res = c.delete(proxy.metrics_url("/admin/cache")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_slowdown_with_retry_after() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"x").unwrap();
+    let server = "  rate_limit: { per_ip: { enabled: true, requests_per_second: 1, burst: 2 } }";
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), server, ""));
+    let c = client();
+    let mut limited = None;
+    for _ in 0..20 {
+        let res = c.get(proxy.url("/d/obj.txt")).send().await.unwrap();
+        if res.status() == 429 {
+            limited = Some(res);
+            break;
+        }
+        assert_eq!(res.status(), 200);
+    }
+    let res = limited.expect("20 requests at 1/s with a burst of 2 were never limited");
+    assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(res.text().await.unwrap().contains("<Code>SlowDown</Code>"));
+    // Probes are never limited.
+    assert_eq!(c.get(proxy.url("/health")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn concurrency_limit_sheds_with_503_and_retry_after() {
+    let s3 = s3().await;
+    let big = pattern(16 * 1024 * 1024, 9);
+    s3.put_object("bkt", "big.bin", &big).unwrap();
+    s3.put_object("bkt", "obj.txt", b"x").unwrap();
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "  max_concurrent_requests: 1", ""));
+    let c = client();
+    let mut download = c.get(proxy.url("/d/big.bin")).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    let mut body = download.chunk().await.unwrap().unwrap().to_vec();
+
+    // The download holds the only slot until its body ends.
+    let res = c.get(proxy.url("/d/obj.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert!(res.text().await.unwrap().contains("<Code>SlowDown</Code>"));
+    assert_eq!(c.get(proxy.url("/ready")).send().await.unwrap().status(), 200);
+
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(sha256(&body), sha256(&big));
+    let freed = eventually(WAIT, || async {
+        c.get(proxy.url("/d/obj.txt"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(freed, "the slot was not given back");
+}
+
+#[tokio::test]
+async fn long_targets_get_414_and_large_headers_431() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"x").unwrap();
+    let server = "  max_uri_length: 300\n  max_header_bytes: 2048";
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), server, ""));
+    let c = client();
+    assert_eq!(c.get(proxy.url("/d/obj.txt")).send().await.unwrap().status(), 200);
+    let res = c
+        .get(proxy.url(&format!("/d/{}", "k".repeat(400))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 414);
+    let res = c
+        .get(proxy.url("/d/obj.txt"))
+        .header("x-padding", "p".repeat(4000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431);
+}
+
+#[tokio::test]
+async fn after_sigterm_new_connections_are_refused_or_503_while_downloads_finish() {
+    let s3 = s3().await;
+    let big = pattern(32 * 1024 * 1024, 11);
+    s3.put_object("bkt", "big.bin", &big).unwrap();
+    let mut proxy = Proxy::start(&ha_config(&s3.endpoint(), "", ""));
+    let mut download = client().get(proxy.url("/d/big.bin")).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    let mut body = download.chunk().await.unwrap().unwrap().to_vec();
+
+    proxy.signal("TERM");
+    assert!(proxy.wait_for_log("shutting down", WAIT).await);
+    // A fresh client, so a new connection.
+    match client().get(proxy.url("/ready")).send().await {
+        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
+        Ok(res) => assert_eq!(res.status(), 503),
+    }
+    match client().get(proxy.url("/d/big.bin")).send().await {
+        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
+        Ok(res) => assert_eq!(res.status(), 503),
+    }
+
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(sha256(&body), sha256(&big));
+    assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
+}
