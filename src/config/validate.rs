@@ -267,3 +267,42 @@ fn health_check(err: &mut impl FnMut(String, String), at: &str, hc: &HealthCheck
         err(format!("{at}.path"), "must start with '/'".into());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_str;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match load_str(yaml, "test", &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn protection_keys_are_checked_by_name() {
+        let yaml = r#"
+server:
+  max_concurrent_requests: 0
+  max_header_bytes: 10
+  max_uri_length: 10
+  rate_limit: { enabled: true, requests_per_second: 0, per_ip: { enabled: true, burst: 0 } }
+metrics: { admin_token: "" }
+"#;
+        let errs = errors(yaml);
+        for key in [
+            "server.max_concurrent_requests",
+            "server.max_header_bytes",
+            "server.max_uri_length",
+            "server.rate_limit.requests_per_second",
+            "server.rate_limit.per_ip.burst",
+            "metrics.admin_token",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        // Off by default, and a disabled limit's values are not checked.
+        assert!(!errors("server: { rate_limit: { requests_per_second: 0 } }")
+            .iter()
+            .any(|e| e.contains("rate_limit")));
+    }
+}

@@ -208,7 +208,7 @@ async fn every_metric_of_the_alert_rules_is_exported() {
 #[tokio::test]
 async fn sighup_reload_adds_a_bucket_keeps_breakers_and_open_downloads() {
     let s3 = s3().await;
-    let big = pattern(24 * 1024 * 1024, 7);
+    let big = pattern(32 * 1024 * 1024, 7);
     s3.put_object("bkt", "big.bin", &big).unwrap();
     s3.put_object("bkt", "obj.txt", b"one").unwrap();
     s3.put_object("other", "new.txt", b"from the new bucket").unwrap();
@@ -302,10 +302,8 @@ async fn failed_reload_keeps_the_running_config_and_says_why() {
 async fn admin_endpoints_need_the_token_and_are_off_without_one() {
     let s3 = s3().await;
     s3.put_object("bkt", "obj.txt", b"x").unwrap();
-    let with_token = ha_config(&s3.endpoint(), "", "").replace(
-        "  port: 0\n",
-        "  port: 0\n  admin_token: \"${ADMIN_TOKEN}\"\n",
-    );
+    let with_token =
+        ha_config(&s3.endpoint(), "", "").replace("  port: 0\n", "  port: 0\n  admin_token: \"${ADMIN_TOKEN}\"\n");
     let proxy = Proxy::start_with_env(&with_token, &[("ADMIN_TOKEN", TOKEN)]);
     let c = client();
     let reload = proxy.metrics_url("/admin/reload");
@@ -379,7 +377,7 @@ async fn rate_limit_answers_429_slowdown_with_retry_after() {
 #[tokio::test]
 async fn concurrency_limit_sheds_with_503_and_retry_after() {
     let s3 = s3().await;
-    let big = pattern(16 * 1024 * 1024, 9);
+    let big = pattern(32 * 1024 * 1024, 9);
     s3.put_object("bkt", "big.bin", &big).unwrap();
     s3.put_object("bkt", "obj.txt", b"x").unwrap();
     let proxy = Proxy::start(&ha_config(&s3.endpoint(), "  max_concurrent_requests: 1", ""));
@@ -460,4 +458,58 @@ async fn after_sigterm_new_connections_are_refused_or_503_while_downloads_finish
     }
     assert_eq!(sha256(&body), sha256(&big));
     assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[tokio::test]
+async fn admin_purges_the_cache_and_its_counters_are_exported() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"cached").unwrap();
+    let extra = format!("  admin_token: {TOKEN}\ncache:\n  memory: {{ max_capacity: 16777216, ttl_seconds: 60 }}");
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", &extra));
+    let c = client();
+    let x_cache = |res: &reqwest::Response| {
+        res.headers()
+            .get("x-cache")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let get = || c.get(proxy.url("/d/obj.txt")).send();
+    let first = get().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let _ = first.bytes().await;
+    let hit = eventually(WAIT, || async {
+        let res = get().await.unwrap();
+        x_cache(&res).starts_with("HIT")
+    })
+    .await;
+    assert!(hit, "the object was never served from the cache");
+
+    for path in ["/admin/cache/ha/obj.txt", "/admin/cache/ha", "/admin/cache"] {
+        let res = c
+            .delete(proxy.metrics_url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    let res = c
+        .delete(proxy.metrics_url("/admin/cache/nope"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let res = get().await.unwrap();
+    assert!(!x_cache(&res).starts_with("HIT"), "still cached after a purge");
+
+    let text = scrape(&proxy).await;
+    assert!(
+        sample(&text, "yatagarasu_cache_memory_hits_total").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "yatagarasu_cache_purges_total").is_some_and(|v| v >= 3.0),
+        "{text}"
+    );
 }
