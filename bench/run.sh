@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The benchmark suite in one command: installs wrk and nginx if missing
+# (Debian), builds the release proxy, runs every scenario on loopback.
+#
+#   bench/run.sh            # full run (a few minutes)
+#   bench/run.sh --quick    # everything in under two minutes
+#   bench/run.sh --only stream,micro
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --release -p yatagarasu --bin yatagarasu
+exec cargo run --release -q -p yatagarasu-bench -- "$@"
