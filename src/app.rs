@@ -525,6 +525,10 @@ async fn log_request(State(metrics): State<Arc<Metrics>>, req: Request<Body>, ne
             .and_then(|i| i.subject.clone())
             .unwrap_or_else(|| "-".into()),
         status: res.status().as_u16(),
+        expected: res
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok()),
         complete: method == axum::http::Method::HEAD,
         method,
         path,
@@ -555,6 +559,8 @@ struct AccessRecord {
     cache: String,
     identity: String,
     bytes: u64,
+    /// `Content-Length`, when known: the body is complete once it is sent.
+    expected: Option<u64>,
     complete: bool,
 }
 
@@ -601,12 +607,16 @@ impl http_body::Body for LoggedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
-        let this = self.project();
-        let frame = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let frame = this.inner.as_mut().poll_frame(cx);
         match &frame {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(data) = f.data_ref() {
                     this.record.bytes += data.len() as u64;
+                }
+                // A sized body is not necessarily polled to its end.
+                if this.record.expected == Some(this.record.bytes) || this.inner.is_end_stream() {
+                    this.record.complete = true;
                 }
             }
             Poll::Ready(None) => this.record.complete = true,

@@ -154,7 +154,7 @@ async fn metrics_use_the_seed_names_and_move() {
     assert!(text.contains("yatagarasu_auth_total{reason=\"success\"}"), "{text}");
 
     // The access line counts the bytes.
-    assert!(proxy.logs().contains("bytes=13"), "{}", proxy.logs());
+    assert!(proxy.logs().contains("bytes=13 complete=true"), "{}", proxy.logs());
 }
 
 #[tokio::test]
