@@ -197,6 +197,16 @@ pub struct ReplicaSlot {
     pub health: Arc<ReplicaHealth>,
     /// Its background probe, when health checks are on.
     pub check: Option<HealthCheck>,
+    retired: Arc<AtomicBool>,
+}
+
+impl ReplicaSlot {
+    /// Marks the replica as gone from the live config: its breaker (still
+    /// used by requests in flight on the old config) stops reporting into the
+    /// gauges, which now belong to its successor or are removed.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
 }
 
 /// What a new build takes over from the running app.
@@ -204,7 +214,7 @@ pub struct ReplicaSlot {
 pub struct Inherited {
     draining: Arc<AtomicBool>,
     auth_stats: Arc<AuthStats>,
-    replicas: HashMap<ReplicaKey, (Arc<CircuitBreaker>, Arc<ReplicaHealth>)>,
+    replicas: HashMap<ReplicaKey, ReplicaSlot>,
     cache: Option<(CacheConfig, CacheStore)>,
 }
 
@@ -242,11 +252,7 @@ impl App {
         Inherited {
             draining: self.ready.draining.clone(),
             auth_stats: self.auth_stats.clone(),
-            replicas: self
-                .replicas
-                .iter()
-                .map(|r| (r.key.clone(), (r.breaker.clone(), r.health.clone())))
-                .collect(),
+            replicas: self.replicas.iter().map(|r| (r.key.clone(), r.clone())).collect(),
             cache: self.cache_config.clone().zip(self.cache.clone()),
         }
     }
@@ -316,12 +322,16 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         for r in bucket.s3.resolved_replicas() {
             let up = upstream(&client, i, &r)?;
             let key = ReplicaKey::new(config, i, &r, hc);
-            let previous = inherited.replicas.get(&key).cloned();
-            let health = previous.as_ref().map_or_else(ReplicaHealth::new, |p| p.1.clone());
+            let previous = inherited.replicas.get(&key);
+            let health = previous.map_or_else(ReplicaHealth::new, |p| p.health.clone());
+            let retired = previous.map_or_else(Arc::default, |p| p.retired.clone());
             let hook = {
                 let (metrics, b, name) = (metrics.clone(), bucket_name.clone(), r.name.clone());
+                let retired = retired.clone();
                 Arc::new(move |state: BreakerState| {
-                    metrics.breaker_state(&b, &name, state);
+                    if !retired.load(Ordering::SeqCst) {
+                        metrics.breaker_state(&b, &name, state);
+                    }
                     match state {
                         BreakerState::Open => tracing::warn!(bucket = %b, replica = %name, "circuit breaker opened"),
                         BreakerState::HalfOpen => {
@@ -332,7 +342,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 }) as TransitionHook
             };
             let breaker = match previous {
-                Some((breaker, _)) => breaker,
+                Some(p) => p.breaker.clone(),
                 None => CircuitBreaker::with_clock(
                     bucket.s3.circuit_breaker.to_breaker(),
                     Arc::new(SystemClock),
@@ -369,6 +379,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 breaker: breaker.clone(),
                 health: health.clone(),
                 check,
+                retired,
             });
             readiness.push(ReplicaReadiness {
                 name: r.name.clone(),

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tower::Service;
 use yatagarasu_middleware::health::HealthCheck;
 
-use crate::app::{build_with, App, BuildError, ReplicaKey};
+use crate::app::{build_with, App, BuildError, ReplicaKey, ReplicaSlot};
 use crate::config::{self, Config, ConfigErrors};
 
 /// Why a reload was refused (the running config stays).
@@ -57,10 +57,25 @@ pub struct ReloadReport {
     pub replicas_removed: usize,
 }
 
+/// A replica of the live config and its probe task.
+struct Running {
+    slot: ReplicaSlot,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn stop(self) {
+        self.slot.retire();
+        if let Some(task) = self.task {
+            task.abort();
+        }
+    }
+}
+
 /// The app serving now, its health-check tasks, and how to reload it.
 pub struct Live {
     current: ArcSwap<App>,
-    tasks: Mutex<HashMap<ReplicaKey, Option<JoinHandle<()>>>>,
+    tasks: Mutex<HashMap<ReplicaKey, Running>>,
     reloading: tokio::sync::Mutex<()>,
     config_path: Option<PathBuf>,
 }
@@ -115,7 +130,11 @@ impl Live {
                     let (b, r) = (&slot.key.bucket, &slot.key.replica);
                     app.metrics.breaker_state(b, r, slot.breaker.state());
                     app.metrics.replica_health(b, r, true);
-                    next.insert(slot.key.clone(), slot.check.clone().map(HealthCheck::spawn));
+                    let running = Running {
+                        slot: slot.clone(),
+                        task: slot.check.clone().map(HealthCheck::spawn),
+                    };
+                    next.insert(slot.key.clone(), running);
                 }
             }
         }
@@ -129,10 +148,8 @@ impl Live {
             app.metrics.init_replicas(&bucket.name, &names);
         }
         let removed = tasks.len();
-        for (_, task) in tasks.drain() {
-            if let Some(task) = task {
-                task.abort();
-            }
+        for (_, running) in tasks.drain() {
+            running.stop();
         }
         *tasks = next;
         let live: HashSet<(String, String)> = app
@@ -189,10 +206,8 @@ impl Live {
     /// Stops every health check (at exit).
     pub fn stop(&self) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, task) in tasks.drain() {
-            if let Some(task) = task {
-                task.abort();
-            }
+        for (_, running) in tasks.drain() {
+            running.stop();
         }
     }
 }

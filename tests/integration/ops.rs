@@ -269,6 +269,18 @@ async fn sighup_reload_adds_a_bucket_keeps_breakers_and_open_downloads() {
         body.extend_from_slice(&chunk);
     }
     assert_eq!(sha256(&body), sha256(&big));
+
+    // Removing the bucket again removes its gauges (no stale series for the alerts).
+    proxy.rewrite_config(&config);
+    proxy.signal("HUP");
+    let twice = eventually(WAIT, || async { proxy.logs().matches("config reloaded").count() >= 2 }).await;
+    assert!(twice, "{}", proxy.logs());
+    let text = scrape(&proxy).await;
+    assert!(
+        sample(&text, r#"yatagarasu_replica_health{bucket="added",replica="default"}"#).is_none(),
+        "{text}"
+    );
+    assert_eq!(c.get(proxy.url("/n/new.txt")).send().await.unwrap().status(), 404);
 }
 
 #[tokio::test]
