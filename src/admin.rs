@@ -16,6 +16,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use yatagarasu_middleware::cache::CacheStore;
+
 use crate::reload::{Live, ReloadError};
 
 /// The router of the metrics listener.
@@ -102,47 +104,38 @@ fn purged(what: String, result: Result<(), yatagarasu_middleware::cache::PurgeEr
     }
 }
 
-fn no_cache() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": "no cache is configured" })),
-    )
-        .into_response()
+/// The cache, when one is configured and `bucket` (if given) is a bucket of the live config.
+fn cache_of(live: &Live, bucket: Option<&str>) -> Result<CacheStore, String> {
+    let app = live.app();
+    if let Some(bucket) = bucket {
+        if !app.config.buckets.iter().any(|b| b.name == bucket) {
+            return Err(format!("no bucket named '{bucket}'"));
+        }
+    }
+    app.cache.clone().ok_or_else(|| "no cache is configured".into())
+}
+
+fn not_found(error: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response()
 }
 
 async fn purge_all(State(live): State<Arc<Live>>) -> Response {
-    match live.app().cache.clone() {
-        Some(cache) => purged("all".into(), cache.purge_all().await),
-        None => no_cache(),
+    match cache_of(&live, None) {
+        Ok(cache) => purged("all".into(), cache.purge_all().await),
+        Err(e) => not_found(e),
     }
 }
 
 async fn purge_bucket(State(live): State<Arc<Live>>, Path(bucket): Path<String>) -> Response {
-    let app = live.app();
-    if !app.config.buckets.iter().any(|b| b.name == bucket) {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": format!("no bucket named '{bucket}'") })),
-        )
-            .into_response();
-    }
-    match app.cache.clone() {
-        Some(cache) => purged(format!("bucket {bucket}"), cache.purge_bucket(&bucket).await),
-        None => no_cache(),
+    match cache_of(&live, Some(&bucket)) {
+        Ok(cache) => purged(format!("bucket {bucket}"), cache.purge_bucket(&bucket).await),
+        Err(e) => not_found(e),
     }
 }
 
 async fn purge_object(State(live): State<Arc<Live>>, Path((bucket, key)): Path<(String, String)>) -> Response {
-    let app = live.app();
-    if !app.config.buckets.iter().any(|b| b.name == bucket) {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": format!("no bucket named '{bucket}'") })),
-        )
-            .into_response();
-    }
-    match app.cache.clone() {
-        Some(cache) => purged(format!("{bucket}/{key}"), cache.purge_object(&bucket, &key).await),
-        None => no_cache(),
+    match cache_of(&live, Some(&bucket)) {
+        Ok(cache) => purged(format!("{bucket}/{key}"), cache.purge_object(&bucket, &key).await),
+        Err(e) => not_found(e),
     }
 }
