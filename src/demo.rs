@@ -78,7 +78,7 @@ fn seed(s3: &LocalS3, which: &str) -> std::io::Result<()> {
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(listen: SocketAddr, metrics_listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let any: SocketAddr = "127.0.0.1:0".parse()?;
     let primary = LocalS3::start(&dir.path().join("primary"), any, DEMO_ACCESS_KEY, DEMO_SECRET_KEY).await?;
@@ -93,6 +93,17 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e} (try `yatagarasu demo --listen 127.0.0.1:8081`)"))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match tokio::net::TcpListener::bind(metrics_listen).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            println!("(metrics off: cannot listen on {metrics_listen}: {e}; try --metrics-listen 127.0.0.1:0)");
+            None
+        }
+    };
+    let metrics_line = match &metrics_listener {
+        Some(l) => format!("curl -s http://{}/metrics | grep replica", l.local_addr()?),
+        None => "(metrics off)".into(),
+    };
     println!(
         "\nYatagarasu demo: proxy on http://{addr}, replicas 'primary' ({}) and 'backup' ({})\n\
          Try:\n  \
@@ -100,7 +111,8 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
            curl -I http://{addr}/data/hello.txt\n  \
            curl -H 'Range: bytes=0-4' http://{addr}/data/hello.txt\n  \
            curl http://{addr}/data/missing.txt              # 404 NoSuchKey (XML)\n  \
-           curl http://{addr}/ready\n\
+           curl http://{addr}/ready\n  \
+           {metrics_line}\n\
          Type `stop primary` / `start primary` (or `backup`) and Enter to simulate an outage;\n\
          watch /data/test.txt switch to 'Backup data!' and back. Ctrl-C to quit.\n",
         primary.endpoint(),
@@ -108,7 +120,15 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     );
     let replicas = Arc::new(Mutex::new([("primary", primary), ("backup", backup)]));
     tokio::spawn(control_loop(replicas.clone()));
-    crate::server::serve(app, listener, Duration::from_secs(5), std::future::pending()).await?;
+    let live = crate::reload::Live::new(app, None);
+    crate::server::run(
+        live,
+        listener,
+        metrics_listener,
+        Duration::from_secs(5),
+        std::future::pending(),
+    )
+    .await?;
     drop(replicas);
     Ok(())
 }

@@ -33,6 +33,9 @@ enum Command {
         /// Proxy listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Metrics listen address (`/metrics`).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        metrics_listen: SocketAddr,
     },
     /// Run a local S3-compatible server (s3s-fs) over a directory, for drills and tests.
     ServeS3 {
@@ -79,9 +82,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Demo { listen }) => {
+        Some(Command::Demo { listen, metrics_listen }) => {
             init_tracing(&LoggingConfig::default());
-            report(runtime.block_on(yatagarasu::demo::run(listen)))
+            report(runtime.block_on(yatagarasu::demo::run(listen, metrics_listen)))
         }
         Some(Command::ServeS3 {
             listen,
