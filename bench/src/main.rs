@@ -952,7 +952,7 @@ fn scenario_stream(env: &mut Env) -> Result<Outcome, String> {
     let t = Instant::now();
     let size = write_big(&env.root, opts.stream_mib, opts.etag_sidecar)?;
     let wrote = t.elapsed().as_secs_f64();
-    let runs = if opts.quick { 1 } else { 3 };
+    let runs = if opts.quick { 2 } else { 3 };
     let no_cache = "    cache:\n      enabled: false\n";
     let label = format!("stream {}", human_size(size));
 
