@@ -191,6 +191,27 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then SIGKILL after `grace`: for nginx, whose workers outlive
+    /// a SIGKILLed master but exit with a terminated one.
+    fn terminate(&mut self, grace: Duration) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+    }
+
     /// `VmHWM` (peak resident set) and `VmRSS` from /proc, in KiB.
     fn memory_kib(&self) -> Option<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
@@ -342,6 +363,12 @@ struct Nginx {
     base: String,
 }
 
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.proc.terminate(Duration::from_secs(5));
+    }
+}
+
 impl Nginx {
     /// The master's pid (CPU accounting covers the workers: see `cpu_secs`).
     fn pid(&self) -> u32 {
@@ -399,7 +426,7 @@ http {{
         let mut proc = Proc::spawn("nginx", cmd, prefix.join("logs/stdout.log"))?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         if !wait_port(addr, Duration::from_secs(10)) {
-            proc.kill();
+            proc.terminate(Duration::from_secs(5));
             let err = std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default();
             return Err(format!("nginx did not start: {}", tail(&err, 1000)));
         }
