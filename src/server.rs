@@ -68,6 +68,12 @@ pub async fn run(
         ready_live.app().ready.start_draining();
         let _ = drained_tx.send(());
     };
+    // TCP_NODELAY on every client connection: a streamed body goes out in a
+    // write after the headers, which would otherwise wait for the client's
+    // delayed ACK (40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, service.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(signal);
     let server = tokio::spawn(async move { server.await });
