@@ -54,18 +54,27 @@ enum Command {
     },
 }
 
-fn init_tracing(logging: &LoggingConfig) {
+/// Logs go to stdout through a writer thread, so request threads never
+/// block on (or contend for) stdout. The guard flushes it when dropped.
+fn init_tracing(logging: &LoggingConfig) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    // Not lossy: under a log flood, requests wait rather than lines vanish.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(writer);
     if logging.format == "json" {
         builder.json().flatten_event(true).init();
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init();
+        builder.with_ansi(ansi).init();
     }
+    guard
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -83,7 +92,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Demo { listen, metrics_listen }) => {
-            init_tracing(&LoggingConfig::default());
+            let _log = init_tracing(&LoggingConfig::default());
             report(runtime.block_on(yatagarasu::demo::run(listen, metrics_listen)))
         }
         Some(Command::ServeS3 {
@@ -92,7 +101,7 @@ fn main() -> ExitCode {
             ref access_key,
             ref secret_key,
         }) => {
-            init_tracing(&LoggingConfig::default());
+            let _log = init_tracing(&LoggingConfig::default());
             report(runtime.block_on(serve_s3(listen, root.clone(), access_key.clone(), secret_key.clone())))
         }
         Some(Command::Check) => {
@@ -121,7 +130,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(&config.logging);
+            let _log = init_tracing(&config.logging);
             report(runtime.block_on(serve(config, path)))
         }
     }
