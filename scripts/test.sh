@@ -47,6 +47,7 @@ cargo test --workspace --doc --locked
 
 if [ -x scripts/check-deploy.sh ]; then
   echo "==> deployment checks"
-  YATAGARASU_BIN="$PWD/target/debug/yatagarasu" scripts/check-deploy.sh
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  YATAGARASU_BIN="$target_dir/debug/yatagarasu" scripts/check-deploy.sh
 fi
 echo "==> all checks passed"
