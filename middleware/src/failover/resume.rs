@@ -27,7 +27,9 @@ fn body_range(res: &Response<Body>) -> Option<(u64, u64)> {
         StatusCode::PARTIAL_CONTENT => {
             let v = res.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
             let (first, last) = v.strip_prefix("bytes ")?.split_once('/')?.0.split_once('-')?;
-            Some((first.parse().ok()?, last.parse().ok()?))
+            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            // A range that runs backwards cannot be resumed (and must not underflow).
+            (first <= last).then_some((first, last))
         }
         _ => None,
     }
@@ -215,5 +217,11 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(body_range(&empty), None);
+        let backwards = Response::builder()
+            .status(206)
+            .header("content-range", "bytes 9-5/10")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(body_range(&backwards), None);
     }
 }
