@@ -81,6 +81,9 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+#[macro_use]
+mod macros;
+
 pub mod auth;
 pub mod breaker;
 pub mod builder;

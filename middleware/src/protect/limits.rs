@@ -54,20 +54,7 @@ impl<S> RequestLimits<S> {
         RequestLimitsLayer::new(max_uri_length, max_header_bytes)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 fn header_bytes<B>(req: &Request<B>) -> usize {
