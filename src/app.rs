@@ -476,7 +476,9 @@ where
         rate_limit = rate_limit.with_global(rl.requests_per_second, rl.burst);
     }
     if rl.per_ip.enabled {
-        rate_limit = rate_limit.with_per_ip(rl.per_ip.requests_per_second, rl.per_ip.burst);
+        rate_limit = rate_limit
+            .with_per_ip(rl.per_ip.requests_per_second, rl.per_ip.burst)
+            .with_trusted_proxies(rl.per_ip.trusted_networks().unwrap_or_default());
     }
     let protected = ServiceBuilder::new()
         .layer(rate_limit)

@@ -92,6 +92,8 @@ pub struct PerIpRateLimitConfig {
     pub requests_per_second: u32,
     /// Requests allowed at once above the sustained rate.
     pub burst: u32,
+    /// Load balancers (IPs or CIDRs) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for PerIpRateLimitConfig {
@@ -100,7 +102,22 @@ impl Default for PerIpRateLimitConfig {
             enabled: false,
             requests_per_second: 100,
             burst: 200,
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+impl PerIpRateLimitConfig {
+    /// The trusted proxies as networks (a bare IP is a /32 or /128); `Err` names the bad entry.
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| s.clone())
+            })
+            .collect()
     }
 }
 

@@ -71,6 +71,12 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
             err(format!("server.rate_limit.{key}"), "must be at least 1".into());
         }
     }
+    if let Err(bad) = rl.per_ip.trusted_networks() {
+        err(
+            "server.rate_limit.per_ip.trusted_proxies".into(),
+            format!("'{bad}' is not an IP address or CIDR network"),
+        );
+    }
     let level = config.logging.level.to_ascii_lowercase();
     if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str())
         && tracing_subscriber::EnvFilter::try_new(&config.logging.level).is_err()

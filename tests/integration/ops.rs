@@ -387,6 +387,33 @@ async fn rate_limit_answers_429_slowdown_with_retry_after() {
 }
 
 #[tokio::test]
+async fn per_ip_limits_see_the_client_behind_a_trusted_load_balancer() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"x").unwrap();
+    let server = "  rate_limit: { per_ip: { enabled: true, requests_per_second: 1, burst: 1, trusted_proxies: [\"127.0.0.0/8\"] } }";
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), server, ""));
+    let c = client();
+    let get = |client_ip: &'static str| {
+        c.get(proxy.url("/d/obj.txt"))
+            .header("x-forwarded-for", format!("6.6.6.6, {client_ip}"))
+            .send()
+    };
+    // Each forwarded client has its own bucket (the forged left-most entry is ignored) ...
+    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        assert_eq!(get(ip).await.unwrap().status(), 200, "{ip}");
+    }
+    // ... and one client over its burst is limited.
+    let mut limited = false;
+    for _ in 0..10 {
+        if get("203.0.113.1").await.unwrap().status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the forwarded client was never limited");
+}
+
+#[tokio::test]
 async fn concurrency_limit_sheds_with_503_and_retry_after() {
     let s3 = s3().await;
     let big = pattern(32 * 1024 * 1024, 9);

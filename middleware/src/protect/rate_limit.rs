@@ -11,11 +11,14 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use ipnet::IpNet;
 use tower::{Layer, Service};
 
 use super::{retry_after_secs, ResponseFuture};
 use crate::error::S3Error;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Requests between two sweeps of idle per-IP buckets.
 const SWEEP_EVERY: u64 = 4096;
@@ -30,12 +33,46 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 /// `burst` at once. The per-IP bucket keys on the peer address of axum's
 /// `ConnectInfo<SocketAddr>` (serve with
 /// `into_make_service_with_connect_info`); requests without one only count
-/// against the global bucket. Refusals are `429 SlowDown` with `Retry-After`.
+/// against the global bucket. Behind load balancers listed with
+/// [`with_trusted_proxies`](Self::with_trusted_proxies), the client is the
+/// right-most `X-Forwarded-For` address that is not itself a trusted proxy.
+/// Refusals are `429 SlowDown` with `Retry-After`.
 #[derive(Clone, Default)]
 pub struct RateLimitLayer {
     global: Option<Arc<DefaultDirectRateLimiter>>,
     per_ip: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    trusted: Arc<[IpNet]>,
     calls: Arc<AtomicU64>,
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the
+/// right-most `X-Forwarded-For` entry that is not a trusted proxy (entries
+/// left of it could be forged by the client).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // A malformed entry ends the chain of trust.
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 impl std::fmt::Debug for RateLimitLayer {
@@ -68,6 +105,13 @@ impl RateLimitLayer {
             requests_per_second,
             burst,
         ))));
+        self
+    }
+
+    /// Takes the per-IP key from `X-Forwarded-For` when the peer is one of
+    /// these proxies (load balancers in front of the proxy).
+    pub fn with_trusted_proxies(mut self, trusted: Vec<IpNet>) -> Self {
+        self.trusted = trusted.into();
         self
     }
 
@@ -133,7 +177,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| client_ip(c.0.ip(), req.headers(), &self.layer.trusted));
         match self.layer.check(ip) {
             None => ResponseFuture::inner(self.inner.call(req), None),
             Some(wait) => ResponseFuture::refused(
@@ -152,6 +199,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, "6.6.6.6, 203.0.113.7, 10.1.2.3".parse().unwrap());
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        // Right-most untrusted hop; the forged left-most entry is ignored.
+        assert_eq!(client_ip(peer, &h, &trusted), "203.0.113.7".parse::<IpAddr>().unwrap());
+        // An untrusted peer's header is not believed.
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        // No trusted proxies configured: the peer.
+        assert_eq!(client_ip(peer, &h, &[]), peer);
+        // Garbage ends the chain at the last good hop.
+        h.insert(X_FORWARDED_FOR, "nonsense, 10.9.9.9".parse().unwrap());
+        assert_eq!(client_ip(peer, &h, &trusted), "10.9.9.9".parse::<IpAddr>().unwrap());
+    }
     use std::convert::Infallible;
     use tower::{service_fn, ServiceExt};
 
