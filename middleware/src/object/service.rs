@@ -57,12 +57,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Set by a request-id layer in front (the binary's); minted here otherwise,
+        // so error bodies always name the request.
         let request_id = req
             .headers()
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let object = match to_object_request(&req) {
             Ok(object) => object,
             Err(err) => return Box::pin(std::future::ready(Ok(err.with_request_id(request_id).into_response()))),
