@@ -187,3 +187,27 @@ fn display_path(path: &serde_ignored::Path<'_>) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any text, YAML or not, gives a config or errors: never a panic.
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "\\PC{0,200}") {
+            let _ = super::load_str(&text, "<prop>", &|_| None);
+        }
+
+        /// Valid YAML of arbitrary shape under the real top-level keys.
+        #[test]
+        fn arbitrary_values_under_real_keys_never_panic(
+            key in prop_oneof![Just("server"), Just("buckets"), Just("cache"), Just("jwt"), Just("metrics"), Just("health_check")],
+            value in prop_oneof![Just("1"), Just("[]"), Just("{}"), Just("~"), Just("\"${X}\""), Just("[{name: a, path_prefix: /a, s3: {bucket: b}}]"), Just("{address: x, port: -1}")],
+        ) {
+            let _ = super::load_str(&format!("{key}: {value}\n"), "<prop>", &|_| None);
+        }
+    }
+}
