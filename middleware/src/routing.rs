@@ -2,13 +2,15 @@
 //! `/assets`, as `/logo.png`.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
-use futures_util::future::{BoxFuture, FutureExt};
 use http::{Request, Response, Uri};
-use tower::util::BoxCloneSyncService;
+use pin_project_lite::pin_project;
+use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Service, ServiceExt};
 
 use crate::error::S3Error;
@@ -113,7 +115,7 @@ impl PrefixRouter {
 impl Service<Request<Body>> for PrefixRouter {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = RouteFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -129,7 +131,11 @@ impl Service<Request<Body>> for PrefixRouter {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            return std::future::ready(Ok(S3Error::no_such_bucket().with_request_id(id).into_response())).boxed();
+            return RouteFuture {
+                state: RouteState::Answered {
+                    res: Some(S3Error::no_such_bucket().with_request_id(id).into_response()),
+                },
+            };
         };
         let rest = if prefix == "/" { path } else { &path[prefix.len()..] };
         let rest = if rest.is_empty() { "/" } else { rest };
@@ -142,17 +148,51 @@ impl Service<Request<Body>> for PrefixRouter {
         }
         let matched = MatchedBucket(name.clone());
         req.extensions_mut().insert(matched.clone());
-        // Also on the response, for the request log around the router.
-        route
-            .clone()
-            .oneshot(req)
-            .map(move |res| {
-                res.map(|mut res| {
+        RouteFuture {
+            state: RouteState::Routed {
+                fut: route.clone().oneshot(req),
+                matched: Some(matched),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`PrefixRouter`]: a `NoSuchBucket` answer, or
+    /// the routed bucket's response with [`MatchedBucket`] added to its
+    /// extensions (for the request log around the router).
+    pub struct RouteFuture {
+        #[pin]
+        state: RouteState,
+    }
+}
+
+pin_project! {
+    #[project = RouteStateProj]
+    enum RouteState {
+        Answered { res: Option<Response<Body>> },
+        Routed {
+            #[pin]
+            fut: Oneshot<Route, Request<Body>>,
+            matched: Option<MatchedBucket>,
+        },
+    }
+}
+
+impl Future for RouteFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            RouteStateProj::Answered { res } => Poll::Ready(Ok(res.take().expect("polled after completion"))),
+            RouteStateProj::Routed { fut, matched } => {
+                let mut res = ready!(fut.poll(cx))?;
+                if let Some(matched) = matched.take() {
                     res.extensions_mut().insert(matched);
-                    res
-                })
-            })
-            .boxed()
+                }
+                Poll::Ready(Ok(res))
+            }
+        }
     }
 }
 

@@ -1,9 +1,12 @@
 use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
-use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::{decode_key, KeyError, ObjectMethod, ObjectRequest};
@@ -42,13 +45,11 @@ impl<S> ObjectService<S> {
 
 impl<S, B> Service<Request<B>> for ObjectService<S>
 where
-    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness of the inner service is awaited per request (in `call`),
@@ -67,14 +68,72 @@ where
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let object = match to_object_request(&req) {
             Ok(object) => object,
-            Err(err) => return Box::pin(std::future::ready(Ok(err.with_request_id(request_id).into_response()))),
+            Err(err) => {
+                return ResponseFuture {
+                    state: State::Answered {
+                        res: Some(err.with_request_id(request_id).into_response()),
+                    },
+                }
+            }
         };
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let result = inner.oneshot(object.clone()).await;
-            Ok(finish(result, &object, request_id))
-        })
+        ResponseFuture {
+            state: State::Fetching {
+                fut: inner.oneshot(object.clone()),
+                object,
+                request_id,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ObjectService`]: answered at once (a request
+    /// that names no object), or waiting on the inner service.
+    pub struct ResponseFuture<S>
+    where
+        S: Service<ObjectRequest>,
+    {
+        #[pin]
+        state: State<S>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S>
+    where
+        S: Service<ObjectRequest>,
+    {
+        Answered { res: Option<Response<Body>> },
+        Fetching {
+            #[pin]
+            fut: Oneshot<S, ObjectRequest>,
+            object: ObjectRequest,
+            request_id: String,
+        },
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Answered { res } => Poll::Ready(Ok(res.take().expect("polled after completion"))),
+            StateProj::Fetching {
+                fut,
+                object,
+                request_id,
+            } => {
+                let result = ready!(fut.poll(cx));
+                Poll::Ready(Ok(finish(result, object, std::mem::take(request_id))))
+            }
+        }
     }
 }
 
