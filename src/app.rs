@@ -39,7 +39,7 @@ use yatagarasu_middleware::cache::{CacheLayer, CacheStore, X_CACHE};
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
-use yatagarasu_middleware::object::{ObjectRequest, ObjectService, REQUEST_ID};
+use yatagarasu_middleware::object::{request_id, ObjectRequest, ObjectService, REQUEST_ID};
 use yatagarasu_middleware::protect::{LoadShedLayer, RateLimitLayer, RequestLimitsLayer};
 use yatagarasu_middleware::routing::{MatchedBucket, PrefixRouter};
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream, REPLICA_HEADER};
@@ -511,12 +511,7 @@ async fn log_request(State(metrics): State<Arc<Metrics>>, req: Request<Body>, ne
     let in_flight = metrics.in_flight();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let id = request_id(req.headers()).unwrap_or_default().to_owned();
     let res = next.run(req).await;
     let header = |name: axum::http::HeaderName| {
         res.headers()

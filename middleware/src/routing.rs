@@ -14,7 +14,7 @@ use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Service, ServiceExt};
 
 use crate::error::S3Error;
-use crate::object::REQUEST_ID;
+use crate::object::request_id;
 
 /// The name of the bucket a request was routed to, as a request extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,12 +125,7 @@ impl Service<Request<Body>> for PrefixRouter {
         let path = req.uri().path();
         let found = self.routes.iter().find(|(p, _, _)| prefix_matches(p, path));
         let Some((prefix, name, route)) = found else {
-            let id = req
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let id = request_id(req.headers()).unwrap_or_default().to_owned();
             return RouteFuture {
                 state: RouteState::Answered {
                     res: Some(S3Error::no_such_bucket().with_request_id(id).into_response()),

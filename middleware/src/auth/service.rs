@@ -10,7 +10,6 @@ use super::layer::AuthLayer;
 use super::stats::{AuthOutcome, AuthStats};
 use super::verify::{Check, Verifier};
 use crate::error::S3Error;
-use crate::object::REQUEST_ID;
 
 /// JWT authentication in front of a service.
 ///
@@ -109,11 +108,7 @@ impl<S> Auth<S> {
 }
 
 fn request_id<B>(req: &Request<B>) -> String {
-    req.headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+    crate::object::request_id(req.headers()).unwrap_or_default().to_owned()
 }
 
 /// The client's answer for a failed authentication. Never contains the token.

@@ -9,4 +9,4 @@ pub use key::{decode_key, KeyError};
 pub use request::{ObjectMethod, ObjectRequest, FORWARDED_REQUEST_HEADERS};
 #[allow(unused_imports)]
 pub(crate) use service::not_modified;
-pub use service::{ObjectService, ResponseFuture, REQUEST_ID};
+pub use service::{request_id, ObjectService, ResponseFuture, REQUEST_ID};

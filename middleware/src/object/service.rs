@@ -17,6 +17,11 @@ use crate::error::{FetchError, S3Error};
 /// The request-id header read from requests to name them in error bodies and logs.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The request's id (the [`REQUEST_ID`] header), when a layer in front set one.
+pub fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+}
+
 /// The client-facing end of an object stack.
 ///
 /// Takes `GET`/`HEAD` requests whose path is the object key (`/dir/file.txt`,
@@ -60,10 +65,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // Set by a request-id layer in front (the binary's); minted here otherwise,
         // so error bodies always name the request.
-        let request_id = req
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
+        let request_id = request_id(req.headers())
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let object = match to_object_request(&req) {
