@@ -14,7 +14,10 @@
 //! - per replica: [`breaker::CircuitBreakerLayer`] → [`bulkhead::BulkheadLayer`] →
 //!   [`upstream::S3Upstream`], which presigns with rusty-s3, sends with
 //!   reqwest and streams the body back as it arrives;
-//! - beside them, [`health::HealthCheck`] probes replicas in the background.
+//! - beside them, [`health::HealthCheck`] probes replicas in the background;
+//! - in front of everything, [`protect`] bounds request size, rate and
+//!   concurrency (414/431, 429 and 503 with `Retry-After`);
+//! - [`builder::ServiceBuilderExt`] stacks these layers on a `ServiceBuilder`.
 //!
 //! # Mounting an S3 bucket in your own axum app
 //!
