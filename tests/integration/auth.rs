@@ -92,7 +92,7 @@ async fn every_outcome_through_the_binary() {
         c.get(proxy.url("/public/guide.txt")).send().await.unwrap().status(),
         200
     );
-    let logs = proxy.logs();
+    let logs = proxy.settled_logs().await;
     assert!(!logs.contains(&valid), "a token reached the logs");
     assert!(logs.contains("identity=bob"), "the identity is not in the request log");
 }

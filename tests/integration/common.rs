@@ -177,6 +177,21 @@ impl Proxy {
         None
     }
 
+    /// The logs once everything logged so far is written: logs go through a
+    /// writer thread, so a line may trail the response it describes. This
+    /// makes a request and waits for its own access-log line; the writer is
+    /// FIFO, so every earlier line is out by then. Use it before asserting on
+    /// the logs, and above all before asserting that something is absent.
+    pub async fn settled_logs(&self) -> String {
+        let res = client().get(self.url("/health")).send().await.unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(
+            self.wait_for_log(&id, Duration::from_secs(10)).await,
+            "the access log never showed request {id}"
+        );
+        self.logs()
+    }
+
     /// Waits until the logs contain `needle`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -246,6 +261,11 @@ pub fn client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
+}
+
+/// `GET url` and its body as text.
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    client().get(url).send().await.unwrap().text().await.unwrap()
 }
 
 pub fn sha256(data: &[u8]) -> String {

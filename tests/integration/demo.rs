@@ -42,12 +42,7 @@ async fn the_demo_serves_at_once_and_shows_failover() {
             metrics = addr;
         }
     }
-    let c = client();
-    let get = |path: &'static str| {
-        let url = format!("http://{proxy}{path}");
-        let c = c.clone();
-        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
-    };
+    let get = |path: &'static str| get_text(format!("http://{proxy}{path}"));
     assert_eq!(get("/data/test.txt").await, "Primary data!\n");
     assert!(get("/data/missing.txt").await.contains("<Code>NoSuchKey</Code>"));
 
@@ -60,14 +55,7 @@ async fn the_demo_serves_at_once_and_shows_failover() {
     for _ in 0..5 {
         assert_eq!(get("/data/test.txt").await, "Backup data!\n");
     }
-    let scrape = c
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = get_text(format!("http://{metrics}/metrics")).await;
     assert!(
         scrape.contains("yatagarasu_replica_health{bucket=\"ha-data\",replica=\"primary\"}"),
         "{scrape}"

@@ -107,9 +107,12 @@ async fn primary_killed_backup_serves_with_zero_errors() {
         );
     }
     assert!(
-        proxy.logs().contains("Replica 'primary' failed, trying 'backup'"),
+        proxy
+            .settled_logs()
+            .await
+            .contains("Replica 'primary' failed, trying 'backup'"),
         "{}",
-        proxy.logs()
+        proxy.settled_logs().await
     );
 
     // Primary and backup down: the DR copy serves.
@@ -128,7 +131,10 @@ async fn stalled_primary_is_left_after_its_timeout() {
         (status, replica.as_str(), body.as_str()),
         (200, "backup", "Backup data!\n")
     );
-    assert!(proxy.logs().contains("Replica 'primary' failed, trying 'backup'"));
+    assert!(proxy
+        .settled_logs()
+        .await
+        .contains("Replica 'primary' failed, trying 'backup'"));
 }
 
 #[tokio::test]
@@ -176,7 +182,7 @@ async fn an_open_breaker_recovers_through_half_open() {
     })
     .await;
     assert!(back, "primary never came back");
-    assert!(proxy.logs().contains("circuit breaker half-open"));
+    assert!(proxy.settled_logs().await.contains("circuit breaker half-open"));
     for _ in 0..5 {
         assert_eq!(get(&proxy, "/data/test.txt").await.2, "Primary data!\n");
     }
@@ -242,7 +248,8 @@ async fn reset_mid_body_is_resumed_from_the_next_replica() {
     let body = res.bytes().await.expect("complete body");
     assert_eq!(sha256(&body), sha256(&pattern(4 * 1024 * 1024 + 3, 7)));
     assert!(proxy
-        .logs()
+        .settled_logs()
+        .await
         .contains("Replica 'primary' failed mid-body, resuming from byte"));
 
     // A ranged download resumes within its range.
@@ -290,7 +297,10 @@ async fn all_replicas_down_is_a_clear_retryable_error() {
     let body = res.text().await.unwrap();
     assert!(body.contains("<Error><Code>"), "{body}");
     assert!(body.contains("<RequestId>"), "{body}");
-    assert!(proxy.logs().contains("Replica 'backup' failed, trying 'dr'"));
+    assert!(proxy
+        .settled_logs()
+        .await
+        .contains("Replica 'backup' failed, trying 'dr'"));
 }
 
 #[tokio::test]
@@ -302,7 +312,7 @@ async fn client_errors_are_returned_without_failover() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(replica, "primary");
     assert_eq!(c.backup.requests(), 0);
-    assert!(!proxy.logs().contains("failed, trying"));
+    assert!(!proxy.settled_logs().await.contains("failed, trying"));
 }
 
 #[tokio::test]
@@ -315,25 +325,18 @@ async fn health_checks_skip_a_dead_replica_before_clients_hit_it() {
     let proxy = Proxy::start(&ha_config(&c, &opts));
     c.primary.stop().await;
     let seen = eventually(Duration::from_secs(10), || async {
-        let text = client()
-            .get(proxy.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(proxy.url("/ready")).await;
         let report: serde_json::Value = serde_json::from_str(&text).unwrap();
         report["buckets"]["ha-data"]["replicas"][0]["health"] == "unhealthy"
     })
     .await;
     assert!(seen, "the health check never saw the primary die");
-    let before = proxy.logs().matches("failed, trying").count();
+    let before = proxy.settled_logs().await.matches("failed, trying").count();
     for _ in 0..10 {
         assert_eq!(get(&proxy, "/data/test.txt").await.1, "backup");
     }
     assert_eq!(
-        proxy.logs().matches("failed, trying").count(),
+        proxy.settled_logs().await.matches("failed, trying").count(),
         before,
         "a client request still hit the dead primary"
     );

@@ -154,7 +154,11 @@ async fn metrics_use_the_seed_names_and_move() {
     assert!(text.contains("yatagarasu_auth_total{reason=\"success\"}"), "{text}");
 
     // The access line counts the bytes.
-    assert!(proxy.logs().contains("bytes=13 complete=true"), "{}", proxy.logs());
+    assert!(
+        proxy.settled_logs().await.contains("bytes=13 complete=true"),
+        "{}",
+        proxy.settled_logs().await
+    );
 }
 
 #[tokio::test]
@@ -242,7 +246,11 @@ async fn sighup_reload_adds_a_bucket_keeps_breakers_and_open_downloads() {
     let new_config = config.replace("\nmetrics:", &format!("{added}metrics:"));
     proxy.rewrite_config(&new_config);
     proxy.signal("HUP");
-    assert!(proxy.wait_for_log("config reloaded", WAIT).await, "{}", proxy.logs());
+    assert!(
+        proxy.wait_for_log("config reloaded", WAIT).await,
+        "{}",
+        proxy.settled_logs().await
+    );
 
     let res = c.get(proxy.url("/n/new.txt")).send().await.unwrap();
     assert_eq!(res.status(), 200);
@@ -262,7 +270,11 @@ async fn sighup_reload_adds_a_bucket_keeps_breakers_and_open_downloads() {
         sample(&text, r#"yatagarasu_replica_health{bucket="added",replica="default"}"#).is_some(),
         "{text}"
     );
-    assert!(proxy.logs().contains("replicas_kept=2"), "{}", proxy.logs());
+    assert!(
+        proxy.settled_logs().await.contains("replicas_kept=2"),
+        "{}",
+        proxy.settled_logs().await
+    );
 
     // The download that began before the reload ends byte-exact.
     while let Some(chunk) = download.chunk().await.unwrap() {
@@ -274,7 +286,7 @@ async fn sighup_reload_adds_a_bucket_keeps_breakers_and_open_downloads() {
     proxy.rewrite_config(&config);
     proxy.signal("HUP");
     let twice = eventually(WAIT, || async { proxy.logs().matches("config reloaded").count() >= 2 }).await;
-    assert!(twice, "{}", proxy.logs());
+    assert!(twice, "{}", proxy.settled_logs().await);
     let text = scrape(&proxy).await;
     assert!(
         sample(&text, r#"yatagarasu_replica_health{bucket="added",replica="default"}"#).is_none(),
@@ -294,9 +306,9 @@ async fn failed_reload_keeps_the_running_config_and_says_why() {
     assert!(
         proxy.wait_for_log("config reload failed", WAIT).await,
         "{}",
-        proxy.logs()
+        proxy.settled_logs().await
     );
-    let logs = proxy.logs();
+    let logs = proxy.settled_logs().await;
     let line = logs.lines().find(|l| l.contains("config reload failed")).unwrap();
     assert!(line.contains("buckets[0].path_prefix"), "{line}");
 

@@ -271,12 +271,11 @@ async fn upstream_down_or_stalled_gives_502_or_504() {
     })
     .await;
     assert!(back, "ready never came back");
-    let report: serde_json::Value =
-        serde_json::from_str(&c.get(proxy.url("/ready")).send().await.unwrap().text().await.unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&get_text(proxy.url("/ready")).await).unwrap();
     assert_eq!(report["buckets"]["main"]["ready"], true);
     assert_eq!(c.get(proxy.url("/d/k.txt")).send().await.unwrap().status(), 200);
 
-    let logs = proxy.logs();
+    let logs = proxy.settled_logs().await;
     assert!(!logs.contains(SECRET_KEY), "secret in logs");
     assert!(!logs.contains(ACCESS_KEY), "access key in logs");
     assert!(!logs.contains("X-Amz-Signature"), "presigned URL in logs");
