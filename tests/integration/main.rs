@@ -4,6 +4,7 @@ mod auth;
 mod cache;
 mod common;
 mod config;
+mod config_reference;
 mod demo;
 mod failover;
 mod ops;
