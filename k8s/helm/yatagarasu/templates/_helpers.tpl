@@ -66,38 +66,126 @@ app.kubernetes.io/component: cache
 {{- end }}
 {{- end }}
 
+{{/* registry/repository:tag (or @digest); the registry is set in one place, image.registry. */}}
 {{- define "yatagarasu.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repo := .Values.image.repository }}
+{{- with .Values.image.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
-{{/* The Redis URL used by the cache: explicit, else the bundled Valkey. */}}
+{{/* The Redis URL of standalone mode: explicit, else the bundled Valkey. */}}
 {{- define "yatagarasu.redisUrl" -}}
 {{- if .Values.cache.redis.url }}
 {{- .Values.cache.redis.url }}
 {{- else if .Values.valkey.enabled }}
 {{- printf "redis://%s-valkey:6379" (include "yatagarasu.fullname" .) }}
 {{- else }}
-{{- fail "cache.redis.enabled needs cache.redis.url or valkey.enabled" }}
+{{- fail "cache.redis.enabled: set cache.redis.url (your Valkey/Redis), cache.redis.mode cluster/sentinel with cache.redis.urls, or valkey.enabled (a single bundled Valkey, for trials)" }}
 {{- end }}
 {{- end }}
 
+{{/* The config's cache block: .Values.cache, redis filled in per mode. */}}
+{{- define "yatagarasu.cache" -}}
+{{- $cache := deepCopy .Values.cache }}
+{{- $redis := omit (default (dict) $cache.redis) "mode" "url" "urls" "sentinel_master" }}
+{{- if .Values.cache.redis.enabled }}
+{{- $mode := default "standalone" .Values.cache.redis.mode }}
+{{- if eq $mode "standalone" }}
+{{- $_ := set $redis "url" (include "yatagarasu.redisUrl" .) }}
+{{- else if has $mode (list "cluster" "sentinel") }}
+{{- if .Values.valkey.enabled }}
+{{- fail (printf "cache.redis.mode %s points at an external %s: turn valkey.enabled off (the bundled Valkey is a single standalone server)" $mode $mode) }}
+{{- end }}
+{{- $urls := .Values.cache.redis.urls }}
+{{- if not $urls }}
+{{- fail (printf "cache.redis.urls: list the %s's nodes (redis://host:port, one per node)" $mode) }}
+{{- end }}
+{{- $_ := set $redis "mode" $mode }}
+{{- $_ := set $redis "urls" $urls }}
+{{- if eq $mode "sentinel" }}
+{{- $_ := set $redis "sentinel_master" (required "cache.redis.sentinel_master: the name of the master the sentinels watch (e.g. mymaster)" .Values.cache.redis.sentinel_master) }}
+{{- end }}
+{{- else }}
+{{- fail (printf "cache.redis.mode: %q is not standalone, cluster or sentinel" $mode) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $cache "redis" $redis }}
+{{- toYaml $cache }}
+{{- end }}
+
 {{/*
-The rendered config.yaml: .Values.config plus the keys the chart owns
-(server.address, server.shutdown_grace_seconds, metrics, cache).
+The rendered config.yaml: .Values.config, the keys the chart fills in
+(server.address, server.shutdown_grace_seconds, server.tls, metrics.enabled,
+metrics.port, metrics.admin_token, cache), then .Values.extraConfig merged
+over everything.
 */}}
 {{- define "yatagarasu.config" -}}
 {{- $cfg := deepCopy .Values.config }}
+{{- if not $cfg.buckets }}
+{{- fail "config.buckets is empty: list the buckets to serve (name, path_prefix, s3.bucket, s3.region, replicas); see the example in values.yaml and docs/DEPLOYMENT.md" }}
+{{- end }}
 {{- $server := default (dict) (get $cfg "server") }}
 {{- $_ := set $server "address" (printf "0.0.0.0:%d" (int .Values.service.port)) }}
 {{- $_ := set $server "shutdown_grace_seconds" (int .Values.shutdown.drainSeconds) }}
-{{- $_ := set $cfg "server" $server }}
-{{- $_ := set $cfg "metrics" (dict "enabled" .Values.metrics.enabled "port" (int .Values.metrics.port)) }}
-{{- $cache := dict "memory" (deepCopy .Values.cache.memory) }}
-{{- if .Values.cache.redis.enabled }}
-{{- $redis := omit (deepCopy .Values.cache.redis) "url" }}
-{{- $_ := set $redis "url" (include "yatagarasu.redisUrl" .) }}
-{{- $_ := set $cache "redis" $redis }}
+{{- if .Values.tls.enabled }}
+{{- $_ := required "tls.secretName: the kubernetes.io/tls Secret (tls.crt, tls.key) to serve, e.g. from a cert-manager Certificate" .Values.tls.secretName }}
+{{- $tls := default (dict) (get $server "tls") }}
+{{- $_ := set $tls "cert_file" (printf "%s/tls.crt" .Values.tls.mountPath) }}
+{{- $_ := set $tls "key_file" (printf "%s/tls.key" .Values.tls.mountPath) }}
+{{- $_ := set $tls "min_version" (toString .Values.tls.minVersion) }}
+{{- $_ := set $server "tls" $tls }}
 {{- end }}
-{{- $_ := set $cfg "cache" $cache }}
+{{- $_ := set $cfg "server" $server }}
+{{- $metrics := default (dict) (get $cfg "metrics") }}
+{{- $_ := set $metrics "enabled" .Values.metrics.enabled }}
+{{- $_ := set $metrics "port" (int .Values.metrics.port) }}
+{{- if .Values.metrics.adminToken.existingSecret }}
+{{- $_ := set $metrics "admin_token" "${YATAGARASU_ADMIN_TOKEN}" }}
+{{- end }}
+{{- $_ := set $cfg "metrics" $metrics }}
+{{- $_ := set $cfg "cache" (include "yatagarasu.cache" . | fromYaml) }}
+{{- $cfg = mergeOverwrite $cfg (deepCopy .Values.extraConfig) }}
+{{- include "yatagarasu.checkVariables" (dict "root" . "config" $cfg) }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+Fail at install, not at pod start: every ${VAR} without a default in the
+config must come from somewhere the pod gets it (the credentials Secret, env,
+or the admin token). The keys of an existing Secret are not known offline:
+list them in credentials.keys when the config references them.
+*/}}
+{{- define "yatagarasu.checkVariables" -}}
+{{- $v := .root.Values }}
+{{- $provided := list "YATAGARASU_ADMIN_TOKEN" }}
+{{- range $v.env }}{{ $provided = append $provided .name }}{{ end }}
+{{- if $v.credentials.existingSecret }}
+{{- $provided = concat $provided (default (list) $v.credentials.keys) }}
+{{- else if $v.credentials.create }}
+{{- $provided = concat $provided (keys $v.credentials.data) }}
+{{- end }}
+{{- range (regexFindAll "\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}" (toYaml .config) -1) }}
+{{- $name := trimSuffix "}" (trimPrefix "${" .) }}
+{{- if not (has $name $provided) }}
+{{- fail (printf "config uses %s but nothing provides %s: set credentials.existingSecret (a Secret with key %s) and list %s in credentials.keys, or add it to env (or drop the static key: with no access_key/secret_key the pod's own AWS identity is used, see serviceAccount.annotations)" . $name $name $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A probe; httpGet switches to HTTPS when the listener has TLS. */}}
+{{- define "yatagarasu.probe" -}}
+{{- $p := deepCopy .probe }}
+{{- if and .tls $p.httpGet }}
+{{- $_ := set $p.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $p }}
+{{- end }}
+
+{{/* Whether the cluster serves the Prometheus Operator kind given. */}}
+{{- define "yatagarasu.hasMonitoring" -}}
+{{- if .root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind) }}true{{ end }}
 {{- end }}
