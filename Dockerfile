@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: release binary, then a small runtime image running as a
 # non-root user.
-#   docker build -t yatagarasu .
-#   docker run -p 8080:8080 -p 9090:9090 \
-#     -v $PWD/compose/tutorial/config.yaml:/etc/yatagarasu/config.yaml:ro yatagarasu
+# Tag it with the crate version (Cargo.toml), which every deploy path expects:
+#   docker build -t yatagarasu:0.1.0 .
+#   docker tag yatagarasu:0.1.0 REGISTRY/yatagarasu:0.1.0 && docker push REGISTRY/yatagarasu:0.1.0
+#   docker run -p 8080:8080 -p 9090:9090 -e MINIO_ACCESS_KEY=... -e MINIO_SECRET_KEY=... \
+#     -v $PWD/compose/tutorial/config.yaml:/etc/yatagarasu/config.yaml:ro yatagarasu:0.1.0
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -28,6 +30,10 @@ RUN apt-get update \
  && mkdir -p /etc/yatagarasu
 
 COPY --from=build /out/yatagarasu /usr/local/bin/yatagarasu
+
+LABEL org.opencontainers.image.title="yatagarasu" \
+      org.opencontainers.image.description="High-availability read-only S3 proxy" \
+      org.opencontainers.image.licenses="MIT"
 
 # Default config path; mount your config.yaml here (compose, ConfigMap).
 ENV YATAGARASU_CONFIG=/etc/yatagarasu/config.yaml
