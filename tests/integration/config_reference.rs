@@ -164,6 +164,38 @@ fn the_complete_example_passes_yatagarasu_check() {
 }
 
 #[test]
+fn the_readme_and_provider_examples_are_accepted() {
+    // Complete configs (with `buckets:`) must load; fragments must at least
+    // use only known keys in their place (checked by the reference page).
+    for doc in ["README.md", "docs/providers.md"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let blocks = fenced_yaml(&text);
+        let complete: Vec<_> = blocks
+            .iter()
+            .filter(|b| b.starts_with("buckets:") || b.starts_with("server:"))
+            .collect();
+        assert!(
+            doc != "README.md" || !complete.is_empty(),
+            "{doc}: no complete config example found"
+        );
+        for block in complete {
+            if let Err(e) = load_str(block, doc, &lookup) {
+                panic!("{doc}: the example\n{block}\ndoes not load:\n{e}");
+            }
+        }
+    }
+}
+
+fn fenced_yaml(text: &str) -> Vec<String> {
+    text.split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
 fn every_key_the_code_accepts_is_in_the_reference() {
     let accepted = accepted_keys();
     assert!(
