@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the proxy's hot-path pieces, through the
-//! public API of `yatagarasu-middleware`: routing (prefix match + key
-//! decoding), SigV4 presigning, HS256 JWT verification, a memory cache hit.
+//! public API of `yatagarasu-middleware`: routing (`PrefixRouter::call`, and
+//! on through `ObjectService`), SigV4 presigning, HS256 JWT verification, a
+//! memory cache hit.
 //!
 //! `cargo bench -p yatagarasu-bench` (add `-- --quick` for a short run).
 
@@ -10,7 +11,7 @@ use yatagarasu_bench::{CacheHit, Jwt, Presign, Routing};
 fn hot_path(c: &mut Criterion) {
     let routing = Routing::new();
     c.bench_function("routing", |b| b.iter(|| routing.run()));
-    c.bench_function("routing_and_decode_key", |b| b.iter(|| routing.run_with_key()));
+    c.bench_function("routing_to_object_service", |b| b.iter(|| routing.run_with_key()));
 
     let presign = Presign::new();
     c.bench_function("sigv4_presign", |b| b.iter(|| presign.run()));

@@ -1,5 +1,5 @@
 //! Fixtures of the hot-path micro-benchmarks, shared by the criterion benches
-//! (`benches/hot_path.rs`) and the quick in-binary timing loop of
+//! (`benches/hot_path.rs`) and the quick in-binary timing loop (`micro`) of
 //! `yatagarasu-bench`.
 //!
 //! Each fixture is built once; its `run` method is one iteration of the
@@ -19,7 +19,7 @@ use rusty_s3::Credentials;
 use tower::{Service, ServiceExt};
 use yatagarasu_middleware::auth::{Auth, AuthLayer, JwtConfig};
 use yatagarasu_middleware::cache::{Cache, CacheConfig, CacheStore, X_CACHE};
-use yatagarasu_middleware::object::{decode_key, ObjectRequest};
+use yatagarasu_middleware::object::{ObjectRequest, ObjectService, REQUEST_ID};
 use yatagarasu_middleware::routing::PrefixRouter;
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 use yatagarasu_middleware::FetchError;
@@ -36,10 +36,25 @@ pub const UPSTREAM_CACHE_HIT_NS: f64 = 319.0;
 /// The request path used by the routing benchmark.
 pub const ROUTE_PATH: &str = "/data/images/2024/photo%20001.jpg";
 
-/// Routing: longest-prefix match over a few mounted buckets, then decoding
-/// the key of the remaining path (what `ObjectService` does next).
+/// The buckets the routing benchmark mounts: (prefix, name).
+const MOUNTS: [(&str, &str); 4] = [
+    ("/assets", "assets"),
+    ("/data", "data"),
+    ("/media/video", "video"),
+    ("/logs", "logs"),
+];
+
+/// Routing as the proxy runs it: a request through `PrefixRouter`'s
+/// `Service::call` (longest-prefix match, the prefix stripped from the URI,
+/// `MatchedBucket` recorded on the request and the response), cloned per
+/// request as axum's `fallback_service` does, into a mounted bucket service
+/// that answers at once.
 pub struct Routing {
-    router: PrefixRouter,
+    /// Buckets answering at once.
+    bare: PrefixRouter,
+    /// Buckets that are an `ObjectService` (key decoding, `ObjectRequest`
+    /// built, response checked) over an object service answering at once.
+    object: PrefixRouter,
 }
 
 impl Default for Routing {
@@ -48,38 +63,56 @@ impl Default for Routing {
     }
 }
 
+/// A `PrefixRouter` with [`MOUNTS`], each bucket served by `service`.
+fn router<S>(service: S) -> PrefixRouter
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    MOUNTS.iter().fold(PrefixRouter::new(), |router, (prefix, name)| {
+        router.mount(prefix, *name, service.clone()).expect("valid prefix")
+    })
+}
+
 impl Routing {
-    /// A router with four buckets (`/assets`, `/data`, `/media/video`, `/logs`).
+    /// Two routers over four buckets (`/assets`, `/data`, `/media/video`, `/logs`).
     pub fn new() -> Self {
-        let dummy =
-            tower::service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
-        let mut router = PrefixRouter::new();
-        for (prefix, name) in [
-            ("/assets", "assets"),
-            ("/data", "data"),
-            ("/media/video", "video"),
-            ("/logs", "logs"),
-        ] {
-            router = router.mount(prefix, name, dummy).expect("valid prefix");
+        let bare = router(tower::service_fn(|_req: Request<Body>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(Body::empty())))
+        }));
+        let object = router(ObjectService::new(tower::service_fn(|_req: ObjectRequest| {
+            std::future::ready(Ok::<_, FetchError>(Response::new(Body::empty())))
+        })));
+        Self { bare, object }
+    }
+
+    /// A `GET` of [`ROUTE_PATH`] with a request id (the proxy's edge sets one).
+    fn request() -> Request<Body> {
+        Request::get(black_box(ROUTE_PATH))
+            .header(REQUEST_ID, "bench-0000000000000001")
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    fn call(router: &PrefixRouter) -> u16 {
+        match router.clone().oneshot(Self::request()).now_or_never() {
+            Some(Ok(res)) => res.status().as_u16(),
+            Some(Err(never)) => match never {},
+            None => 0,
         }
-        Self { router }
     }
 
-    /// Routes [`ROUTE_PATH`] (longest prefix on a `/` boundary); returns the
-    /// length of the remaining path.
-    pub fn run(&self) -> usize {
-        let (name, rest) = self.router.route(black_box(ROUTE_PATH)).expect("routes");
-        black_box(name);
-        rest.len()
+    /// Routes one request to a bucket that answers at once; returns the
+    /// status (200).
+    pub fn run(&self) -> u16 {
+        Self::call(&self.bare)
     }
 
-    /// Routes [`ROUTE_PATH`] and decodes its key (percent-decoding, `.`/`..`
-    /// checks, one `String`); returns the key length.
-    pub fn run_with_key(&self) -> usize {
-        let (name, rest) = self.router.route(black_box(ROUTE_PATH)).expect("routes");
-        let key = decode_key(rest).expect("valid key");
-        black_box(name);
-        key.len()
+    /// Routes one request through the bucket's `ObjectService` (the key
+    /// percent-decoded and checked, an `ObjectRequest` built) to an object
+    /// service that answers at once; returns the status (200).
+    pub fn run_with_key(&self) -> u16 {
+        Self::call(&self.object)
     }
 }
 
@@ -339,4 +372,28 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(fut)
+}
+
+#[cfg(test)]
+mod tests {
+    use yatagarasu_middleware::routing::MatchedBucket;
+
+    use super::*;
+
+    #[test]
+    fn routing_fixture_reaches_the_bucket_through_the_router() {
+        let routing = Routing::new();
+        for router in [&routing.bare, &routing.object] {
+            let res = router
+                .clone()
+                .oneshot(Routing::request())
+                .now_or_never()
+                .expect("answers at once")
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let matched = res.extensions().get::<MatchedBucket>().expect("routed");
+            assert_eq!(&*matched.0, "data");
+        }
+        assert_eq!((routing.run(), routing.run_with_key()), (200, 200));
+    }
 }
