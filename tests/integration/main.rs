@@ -4,6 +4,7 @@ mod auth;
 mod cache;
 mod common;
 mod config;
+mod credentials;
 mod demo;
 mod failover;
 mod ops;

@@ -77,42 +77,62 @@ impl Pki {
     }
 }
 
-/// The proxy started with a TLS listener (it logs `listening on https://`).
+/// The proxy as a child process, HTTP or HTTPS, with the machine's `AWS_*`
+/// variables removed (tests choose the credential environment).
 pub struct TlsProxy {
     child: Child,
+    /// `http(s)://ADDR`.
     pub base: String,
     logs: Arc<Mutex<String>>,
+    metrics: Arc<Mutex<Option<String>>>,
     _config: tempfile::NamedTempFile,
 }
 
 impl TlsProxy {
     pub fn start(config: &str) -> TlsProxy {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> TlsProxy {
         let file = write_config(config);
-        let mut child = Command::new(BIN)
-            .arg("-c")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-c")
             .arg(file.path())
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        let mut child = cmd.spawn().unwrap();
         let logs = Arc::new(Mutex::new(String::new()));
+        let metrics = Arc::new(Mutex::new(None));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
-            let (logs, tx) = (logs.clone(), tx.clone());
+            let (logs, metrics, tx) = (logs.clone(), metrics.clone(), tx.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(i) = line.find("Yatagarasu listening on https://") {
-                        let addr = line[i + "Yatagarasu listening on https://".len()..]
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned();
-                        let _ = tx.send(addr);
+                    for (prefix, is_metrics) in [("Yatagarasu listening on ", false), ("metrics listening on ", true)] {
+                        if let Some(i) = line.find(prefix) {
+                            let url = line[i + prefix.len()..]
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or_default()
+                                .trim_end_matches('"')
+                                .to_owned();
+                            if is_metrics {
+                                *metrics.lock().unwrap() = Some(url);
+                            } else {
+                                let _ = tx.send(url);
+                            }
+                        }
                     }
                     let mut l = logs.lock().unwrap();
                     l.push_str(&line);
@@ -120,16 +140,26 @@ impl TlsProxy {
                 }
             });
         }
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+        let Ok(base) = rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
-            panic!("proxy did not start on https; logs:\n{}", logs.lock().unwrap());
+            panic!("proxy did not start; logs:\n{}", logs.lock().unwrap());
         };
         TlsProxy {
             child,
-            base: format!("https://{addr}"),
+            base,
             logs,
+            metrics,
             _config: file,
         }
+    }
+
+    /// A URL on the metrics listener (once it logged its address).
+    pub async fn metrics_url(&self, path: &str) -> String {
+        assert!(
+            eventually(Duration::from_secs(10), || async { self.metrics.lock().unwrap().is_some() }).await,
+            "no metrics listener"
+        );
+        format!("{}{path}", self.metrics.lock().unwrap().clone().unwrap())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -137,7 +167,7 @@ impl TlsProxy {
     }
 
     pub fn addr(&self) -> String {
-        self.base.trim_start_matches("https://").to_owned()
+        self.base.split("://").nth(1).unwrap_or_default().to_owned()
     }
 
     pub fn logs(&self) -> String {
