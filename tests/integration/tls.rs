@@ -2,6 +2,7 @@
 //! openssl CLI, real clients (curl, openssl s_client, reqwest), the real binary.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -504,4 +505,69 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
         failed.load(Ordering::SeqCst),
         ok.load(Ordering::SeqCst)
     );
+}
+
+/// A TLS front for a plain S3 server, with `cert`/`key` (as a MinIO with its
+/// own certificate would be): bytes are copied both ways after the handshake.
+async fn tls_front(backend: SocketAddr, cert: &Path, key: &Path) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::serve::Listener;
+    let config = yatagarasu::config::TlsConfig {
+        cert_file: cert.to_str().unwrap().into(),
+        key_file: key.to_str().unwrap().into(),
+        ..Default::default()
+    };
+    let reloader = yatagarasu::tls::TlsReloader::new("test.tls", &config).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", tcp.local_addr().unwrap());
+    let mut listener = yatagarasu::tls::TlsListener::new(tcp, reloader).unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut tls, _) = listener.accept().await;
+            tokio::spawn(async move {
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_replica_behind_tls_with_a_private_ca_is_trusted_through_ca_file_only() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("minio", "minio", false);
+    let (endpoint, _front) = tls_front(s3.addr(), &cert, &key).await;
+    let ca = pki.ca();
+    let config = format!(
+        r#"
+server:
+  address: "127.0.0.1:0"
+buckets:
+  - name: "private-ca"
+    path_prefix: "/trusted"
+    s3: {{ bucket: data, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}", ca_file: {ca:?}, retry: {{ max_attempts: 1 }} }}
+  - name: "system-roots"
+    path_prefix: "/untrusted"
+    s3: {{ bucket: data, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}", retry: {{ max_attempts: 1 }} }}
+health_check:
+  enabled: false
+metrics:
+  enabled: false
+"#
+    );
+    let proxy = TlsProxy::start(&config);
+    let res = client().get(proxy.url("/trusted/hello.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "hello over tls");
+    // Without ca_file the private CA is not trusted: no silent fallback.
+    let res = client().get(proxy.url("/untrusted/hello.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 502, "{}", proxy.logs());
+
+    // A missing bundle is a config error naming the key.
+    let out = check(&config.replace(ca.to_str().unwrap(), "/nonexistent/ca.pem"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("buckets[0].s3.ca_file"), "{err}");
 }
