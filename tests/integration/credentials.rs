@@ -21,6 +21,8 @@ use crate::tls::TlsProxy;
 pub struct KeyRing {
     keys: Arc<Mutex<HashMap<String, String>>>,
     seen: Arc<Mutex<HashMap<String, u64>>>,
+    /// A moto server whose assumed-role keys are accepted too.
+    moto: Option<String>,
 }
 
 impl KeyRing {
@@ -37,10 +39,17 @@ impl KeyRing {
 impl S3Auth for KeyRing {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         *self.seen.lock().unwrap().entry(access_key.to_owned()).or_default() += 1;
-        match self.keys.lock().unwrap().get(access_key) {
-            Some(secret) => Ok(SecretKey::from(secret.clone())),
-            None => Err(s3s::s3_error!(InvalidAccessKeyId)),
+        let known = self.keys.lock().unwrap().get(access_key).cloned();
+        if let Some(secret) = known {
+            return Ok(SecretKey::from(secret));
         }
+        if let Some(moto) = &self.moto {
+            let roles = Moto::assumed_roles_at(moto).await;
+            if let Some(role) = roles.iter().find(|r| r["access_key_id"] == access_key) {
+                return Ok(SecretKey::from(role["secret_access_key"].as_str().unwrap().to_owned()));
+            }
+        }
+        Err(s3s::s3_error!(InvalidAccessKeyId))
     }
 }
 
@@ -51,8 +60,11 @@ pub struct KeyRingS3 {
 }
 
 pub async fn keyring_s3() -> KeyRingS3 {
+    keyring_s3_with(KeyRing::default()).await
+}
+
+pub async fn keyring_s3_with(ring: KeyRing) -> KeyRingS3 {
     let dir = tempfile::tempdir().unwrap();
-    let ring = KeyRing::default();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = LocalS3::start_with_auth(dir.path(), any, ring.clone()).await.unwrap();
     server.put_object("data", "hello.txt", b"signed by the chain").unwrap();
@@ -450,4 +462,158 @@ buckets:
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("buckets[0].s3.anonymous"), "{err}");
     assert!(err.contains("buckets[1].s3.session_token"), "{err}");
+}
+
+/// moto's server mode (PyPI `moto[server]`, installed by scripts/test.sh):
+/// a real STS on a loopback port. Killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let bin = std::env::var("YATAGARASU_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {bin} (PyPI moto[server]; scripts/test.sh installs it): {e}"));
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let data = format!("{}/moto-api/data.json", moto.url);
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                client().get(&data).send().await.is_ok_and(|r| r.status() == 200)
+            })
+            .await,
+            "moto_server did not start"
+        );
+        moto
+    }
+
+    /// The roles assumed so far, as moto records them.
+    pub async fn assumed_roles_at(url: &str) -> Vec<serde_json::Value> {
+        let text = get_text(format!("{url}/moto-api/data.json")).await;
+        let data: serde_json::Value = serde_json::from_str(&text).unwrap();
+        data["sts"]["AssumedRole"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A plain TCP front that records every request byte it forwards.
+async fn recording_front(backend: SocketAddr) -> (String, Arc<Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else { continue };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(backend).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_arn_and_web_identity_are_assumed_through_sts_and_the_session_token_goes_upstream() {
+    let moto = Moto::start().await;
+    let s3 = keyring_s3_with(KeyRing {
+        moto: Some(moto.url.clone()),
+        ..KeyRing::default()
+    })
+    .await;
+    let (endpoint, sent) = recording_front(s3.server.addr()).await;
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_str().unwrap().to_owned();
+    let token_file = home.path().join("token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln").unwrap();
+    let base_env = [
+        ("AWS_ENDPOINT_URL_STS", moto.url.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials"),
+        ("HOME", home_path.as_str()),
+    ];
+
+    // role_arn with static base keys, an external id and a session name.
+    let role = ", access_key: \"AKIABASEKEY0000001\", secret_key: \"base-secret\", \
+                role_arn: \"arn:aws:iam::123456789012:role/reader\", external_id: \"ext-id-42\", \
+                session_name: \"yatagarasu-test\"";
+    let proxy = TlsProxy::start_with_env(&chain_config(&[("assumed", &endpoint, role)]), &base_env);
+    let res = client().get(proxy.url("/files/hello.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", proxy.logs());
+    let roles = Moto::assumed_roles_at(&moto.url).await;
+    let assumed = roles
+        .iter()
+        .find(|r| r["role_arn"] == "arn:aws:iam::123456789012:role/reader")
+        .unwrap_or_else(|| panic!("no AssumeRole at STS: {roles:?}"));
+    assert_eq!(assumed["external_id"], "ext-id-42");
+    assert_eq!(assumed["session_name"], "yatagarasu-test");
+    let key = assumed["access_key_id"].as_str().unwrap();
+    assert!(s3.ring.seen(key) > 0, "S3 never saw the assumed role's key");
+    assert_eq!(s3.ring.seen("AKIABASEKEY0000001"), 0, "the base keys went to S3");
+    let request = String::from_utf8_lossy(&sent.lock().unwrap()).into_owned();
+    assert!(request.contains("X-Amz-Security-Token="), "no session token upstream: {request}");
+    drop(proxy);
+
+    // Web identity (EKS IRSA): no keys in the config, the chain finds the token file.
+    let mut env = base_env.to_vec();
+    let token_path = token_file.to_str().unwrap();
+    env.extend([
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa"),
+        ("AWS_ROLE_SESSION_NAME", "irsa-session"),
+        ("AWS_REGION", "us-east-1"),
+    ]);
+    let proxy = TlsProxy::start_with_env(&chain_config(&[("irsa", &endpoint, "")]), &env);
+    let res = client().get(proxy.url("/files/hello.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", proxy.logs());
+    let roles = Moto::assumed_roles_at(&moto.url).await;
+    let irsa = roles
+        .iter()
+        .find(|r| r["role_arn"] == "arn:aws:iam::123456789012:role/irsa")
+        .unwrap_or_else(|| panic!("no AssumeRoleWithWebIdentity at STS: {roles:?}"));
+    assert!(s3.ring.seen(irsa["access_key_id"].as_str().unwrap()) > 0);
 }
