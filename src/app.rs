@@ -34,8 +34,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use yatagarasu_middleware::auth::{AuthLayer, AuthStats, Identity};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
 use yatagarasu_middleware::bulkhead::BulkheadLayer;
-use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::cache::{CacheLayer, CacheStore, X_CACHE};
+use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};

@@ -131,8 +131,12 @@ fn build(config: &TlsConfig, files: &Files) -> Result<ServerConfig, TlsError> {
             format!("'{}' holds no PEM certificate", config.cert_file),
         ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&files.key)
-        .map_err(|e| TlsError::new("key_file", format!("'{}' holds no usable private key: {e}", config.key_file)))?;
+    let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|e| {
+        TlsError::new(
+            "key_file",
+            format!("'{}' holds no usable private key: {e}", config.key_file),
+        )
+    })?;
     let provider = crypto_provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)

@@ -278,11 +278,17 @@ fn replica_credentials(
         );
     }
     if token && !access {
-        err(format!("{at}.session_token"), "is set without access_key and secret_key".into());
+        err(
+            format!("{at}.session_token"),
+            "is set without access_key and secret_key".into(),
+        );
     }
     if let Some(arn) = role {
         if !arn.starts_with("arn:") {
-            err(format!("{at}.role_arn"), format!("'{arn}' is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
+            err(
+                format!("{at}.role_arn"),
+                format!("'{arn}' is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+            );
         }
     }
     if let Some(path) = ca_file {

@@ -287,21 +287,36 @@ async fn container_credentials_rotate_with_no_failed_request_and_outlive_the_end
     // The endpoint now hands out the next keys, valid for an hour.
     endpoint.set(issued("ASIASECONDKEY00002", "second-secret", Duration::from_secs(3600)));
     assert!(
-        eventually(Duration::from_secs(30), || async { s3.ring.seen("ASIASECONDKEY00002") > 20 }).await,
+        eventually(Duration::from_secs(30), || async {
+            s3.ring.seen("ASIASECONDKEY00002") > 20
+        })
+        .await,
         "the proxy never switched keys; logs:\n{}",
         proxy.logs()
     );
     // The first keys are no longer used once the second are in.
     let first_uses = s3.ring.seen("ASIAFIRSTKEY000001");
 
+    // Fetched at start, then refreshed before expiry (at least once).
+    assert!(endpoint.calls.load(Ordering::SeqCst) >= 2);
     // The endpoint goes away: nothing changes until the keys expire.
     endpoint.stop();
     let after_stop = load.ok();
     assert!(load.wait_ok(after_stop + 100).await);
     let metrics = get_text(proxy.metrics_url("/metrics").await).await;
     let (ok, failed) = load.finish().await;
-    assert_eq!(failed, 0, "{failed} of {} requests failed; logs:\n{}", ok + failed, proxy.logs());
-    assert_eq!(s3.ring.seen("ASIAFIRSTKEY000001"), first_uses, "the first keys were used after the switch");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed; logs:\n{}",
+        ok + failed,
+        proxy.logs()
+    );
+    assert_eq!(
+        s3.ring.seen("ASIAFIRSTKEY000001"),
+        first_uses,
+        "the first keys were used after the switch"
+    );
     // Fresh keys are not refreshed: the dead endpoint was not even tried.
     let logs = proxy.logs();
     assert!(!logs.contains("credential refresh failed"), "{logs}");
@@ -357,7 +372,10 @@ async fn expired_credentials_are_that_replicas_failure_and_the_next_replica_serv
         .lines()
         .find(|l| l.starts_with("yatagarasu_credentials_expiry_seconds{") && l.contains("replica=\"chain\""))
         .unwrap_or_else(|| panic!("no expiry gauge:\n{metrics}"));
-    assert!(gauge.rsplit(' ').next().unwrap().parse::<f64>().unwrap() <= 0.0, "{gauge}");
+    assert!(
+        gauge.rsplit(' ').next().unwrap().parse::<f64>().unwrap() <= 0.0,
+        "{gauge}"
+    );
     // No secret in the logs.
     let logs = proxy.logs();
     assert!(!logs.contains("short-secret") && !logs.contains(SECRET_KEY), "{logs}");
@@ -437,7 +455,10 @@ buckets:
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("b/fixed: credentials: static keys from the config, with a session token"), "{text}");
+    assert!(
+        text.contains("b/fixed: credentials: static keys from the config, with a session token"),
+        "{text}"
+    );
     assert!(text.contains("b/public: credentials: anonymous"), "{text}");
     assert!(
         text.contains("b/other-account: credentials: AWS default chain (would use: web identity")
@@ -530,10 +551,14 @@ async fn recording_front(backend: SocketAddr) -> (String, Arc<Mutex<Vec<u8>>>) {
     let record = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((client, _)) = listener.accept().await else { continue };
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
             let record = record.clone();
             tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(backend).await else { return };
+                let Ok(server) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
                 let up = async move {
@@ -595,7 +620,10 @@ async fn role_arn_and_web_identity_are_assumed_through_sts_and_the_session_token
     assert!(s3.ring.seen(key) > 0, "S3 never saw the assumed role's key");
     assert_eq!(s3.ring.seen("AKIABASEKEY0000001"), 0, "the base keys went to S3");
     let request = String::from_utf8_lossy(&sent.lock().unwrap()).into_owned();
-    assert!(request.contains("X-Amz-Security-Token="), "no session token upstream: {request}");
+    assert!(
+        request.contains("X-Amz-Security-Token="),
+        "no session token upstream: {request}"
+    );
     drop(proxy);
 
     // Web identity (EKS IRSA): no keys in the config, the chain finds the token file.

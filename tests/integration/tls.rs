@@ -32,8 +32,21 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         openssl(
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-                "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=yatagarasu test CA",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=yatagarasu test CA",
             ],
             dir.path(),
         );
@@ -56,8 +69,18 @@ impl Pki {
         );
         openssl(
             &[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &key, "-out",
-                &csr, "-subj", &format!("/CN={cn}"),
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
             ],
             d,
         );
@@ -69,8 +92,21 @@ impl Pki {
         .unwrap();
         openssl(
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt,
-                "-days", "2", "-extfile", &ext,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
             ],
             d,
         );
@@ -157,7 +193,10 @@ impl TlsProxy {
     /// A URL on the metrics listener (once it logged its address).
     pub async fn metrics_url(&self, path: &str) -> String {
         assert!(
-            eventually(Duration::from_secs(10), || async { self.metrics.lock().unwrap().is_some() }).await,
+            eventually(Duration::from_secs(10), || async {
+                self.metrics.lock().unwrap().is_some()
+            })
+            .await,
             "no metrics listener"
         );
         format!("{}{path}", self.metrics.lock().unwrap().clone().unwrap())
@@ -304,11 +343,16 @@ async fn tls_1_1_is_refused_by_the_server() {
         "--cacert",
         ca,
         &url,
-    ]).await;
+    ])
+    .await;
     assert_eq!(code, 35, "{err}");
     assert!(err.contains("alert"), "the server did not refuse: {err}");
     let (code, out, err) = curl(&["--tls-max", "1.2", "--cacert", ca, &url]).await;
-    assert_eq!((code, out.as_str()), (0, "hello over tls"), "TLS 1.2 is accepted by default: {err}");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello over tls"),
+        "TLS 1.2 is accepted by default: {err}"
+    );
 }
 
 #[tokio::test]
@@ -356,7 +400,8 @@ async fn mtls_rejects_a_client_without_a_certificate() {
         "--key",
         other_key.to_str().unwrap(),
         &url,
-    ]).await;
+    ])
+    .await;
     assert_ne!(code, 0, "served a client certificate of another CA");
     let (code, out, err2) = curl(&[
         "--cacert",
@@ -366,7 +411,8 @@ async fn mtls_rejects_a_client_without_a_certificate() {
         "--key",
         client_key.to_str().unwrap(),
         &url,
-    ]).await;
+    ])
+    .await;
     assert_eq!((code, out.as_str()), (0, "hello over tls"), "{err} / {err2}");
 }
 
@@ -393,9 +439,18 @@ buckets:
             format!("{{ cert_file: /nonexistent/tls.crt, key_file: {key:?} }}"),
             "server.tls.cert_file",
         ),
-        (format!("{{ cert_file: {key:?}, key_file: {key:?} }}"), "server.tls.cert_file"),
-        (format!("{{ cert_file: {cert:?}, key_file: {cert:?} }}"), "server.tls.key_file"),
-        (format!("{{ cert_file: {cert:?}, key_file: {other_key:?} }}"), "server.tls.key_file"),
+        (
+            format!("{{ cert_file: {key:?}, key_file: {key:?} }}"),
+            "server.tls.cert_file",
+        ),
+        (
+            format!("{{ cert_file: {cert:?}, key_file: {cert:?} }}"),
+            "server.tls.key_file",
+        ),
+        (
+            format!("{{ cert_file: {cert:?}, key_file: {other_key:?} }}"),
+            "server.tls.key_file",
+        ),
         (
             format!("{{ cert_file: {cert:?}, key_file: {key:?}, min_version: \"1.1\" }}"),
             "server.tls.min_version",
@@ -474,7 +529,10 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
     // The file changes: the new certificate is served without a restart.
     publish(mount.path(), "v2", &cert2, &key2);
     assert!(
-        eventually(Duration::from_secs(20), || async { served_subject(&addr, &ca).await.contains("second") }).await,
+        eventually(Duration::from_secs(20), || async {
+            served_subject(&addr, &ca).await.contains("second")
+        })
+        .await,
         "the new certificate was never served; logs:\n{}",
         proxy.logs()
     );
@@ -483,7 +541,11 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
 
     // A broken certificate is refused on SIGHUP: the current one stays.
     let broken = mount.path().join("broken.pem");
-    std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     publish(mount.path(), "v3", &broken, &key2);
     proxy.signal("HUP");
     assert!(
@@ -491,7 +553,12 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
         "{}",
         proxy.logs()
     );
-    assert!(eventually(Duration::from_secs(10), || async { ok.load(Ordering::SeqCst) > before_bad + 20 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            ok.load(Ordering::SeqCst) > before_bad + 20
+        })
+        .await
+    );
     assert!(served_subject(&addr, &ca).await.contains("second"));
 
     stop.store(true, Ordering::SeqCst);
@@ -570,4 +637,28 @@ metrics:
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("buckets[0].s3.ca_file"), "{err}");
+}
+
+#[tokio::test]
+async fn the_metrics_port_serves_https_from_its_own_block() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let block = format!("{{ cert_file: {cert:?}, key_file: {key:?} }}");
+    let config = tls_config(&s3, &block).replace(
+        "metrics:\n  enabled: false\n",
+        &format!("metrics:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: 0\n  tls: {block}\n"),
+    );
+    let proxy = TlsProxy::start(&config);
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    let (code, _, err) = curl(&["--cacert", ca, &proxy.url("/files/hello.txt")]).await;
+    assert_eq!(code, 0, "{err}");
+    let url = proxy.metrics_url("/metrics").await;
+    assert!(url.starts_with("https://"), "{url}");
+    let (code, out, err) = curl(&["--cacert", ca, &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("yatagarasu_requests_total"), "{out}");
+    let (code, _, _) = curl(&[&url.replace("https://", "http://")]).await;
+    assert_ne!(code, 0, "plain HTTP served on the metrics TLS port");
 }

@@ -71,7 +71,9 @@ impl Fetched {
 impl std::fmt::Debug for Fetched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The keys are left out on purpose.
-        f.debug_struct("Fetched").field("expires", &self.expires).finish_non_exhaustive()
+        f.debug_struct("Fetched")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
     }
 }
 
@@ -141,7 +143,11 @@ impl ReplicaCredentials {
     /// `policy.first_fetch_timeout`) and then refreshed in the background
     /// until every clone is dropped. A failed first fetch is logged and
     /// retried; until one succeeds [`current`](Self::current) fails.
-    pub async fn refreshing(replica: impl Into<Arc<str>>, source: Arc<dyn CredentialSource>, policy: RefreshPolicy) -> Self {
+    pub async fn refreshing(
+        replica: impl Into<Arc<str>>,
+        source: Arc<dyn CredentialSource>,
+        policy: RefreshPolicy,
+    ) -> Self {
         Self(Kind::Refreshing(refresh::start(replica.into(), source, policy).await))
     }
 

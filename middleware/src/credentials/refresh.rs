@@ -112,7 +112,10 @@ impl Shared {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.last_error = Some(error);
         let have = state.current.is_some();
-        (have, remaining(state.current.as_ref().and_then(|(_, e)| *e), SystemTime::now()))
+        (
+            have,
+            remaining(state.current.as_ref().and_then(|(_, e)| *e), SystemTime::now()),
+        )
     }
 
     fn schedule(&self, policy: &RefreshPolicy, failures: u32) -> Duration {
@@ -238,8 +241,14 @@ mod tests {
     fn refreshes_five_minutes_before_expiry_or_halfway() {
         let h = Duration::from_secs(3600);
         assert_eq!(P.next_fetch(true, Some(h), 0), Duration::from_secs(3300));
-        assert_eq!(P.next_fetch(true, Some(Duration::from_secs(360)), 0), Duration::from_secs(180));
-        assert_eq!(P.next_fetch(true, Some(Duration::from_secs(8)), 0), Duration::from_secs(4));
+        assert_eq!(
+            P.next_fetch(true, Some(Duration::from_secs(360)), 0),
+            Duration::from_secs(180)
+        );
+        assert_eq!(
+            P.next_fetch(true, Some(Duration::from_secs(8)), 0),
+            Duration::from_secs(4)
+        );
         // Never a busy loop, even on keys that arrive expired.
         assert_eq!(P.next_fetch(true, Some(Duration::ZERO), 0), Duration::from_secs(1));
         assert_eq!(P.next_fetch(true, None, 0), Duration::from_secs(300));
@@ -247,10 +256,22 @@ mod tests {
 
     #[test]
     fn failures_back_off_but_beat_the_expiry() {
-        assert_eq!(P.next_fetch(true, Some(Duration::from_secs(3000)), 1), Duration::from_secs(1));
-        assert_eq!(P.next_fetch(true, Some(Duration::from_secs(3000)), 3), Duration::from_secs(4));
-        assert_eq!(P.next_fetch(true, Some(Duration::from_secs(3000)), 30), Duration::from_secs(30));
-        assert_eq!(P.next_fetch(true, Some(Duration::from_secs(10)), 30), Duration::from_secs(5));
+        assert_eq!(
+            P.next_fetch(true, Some(Duration::from_secs(3000)), 1),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            P.next_fetch(true, Some(Duration::from_secs(3000)), 3),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            P.next_fetch(true, Some(Duration::from_secs(3000)), 30),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            P.next_fetch(true, Some(Duration::from_secs(10)), 30),
+            Duration::from_secs(5)
+        );
         assert_eq!(P.next_fetch(false, None, 9), Duration::from_secs(30));
     }
 
