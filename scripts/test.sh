@@ -20,6 +20,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# --- moto's STS server (role-assumption tests, issue 14), in its own venv -----
+MOTO_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/yatagarasu-ci/moto-venv"
+if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+  echo "==> installing moto[server] into $MOTO_VENV"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q "moto[server]"
+fi
+export YATAGARASU_MOTO_SERVER="$MOTO_VENV/bin/moto_server"
+
 # --- Rust tools ---------------------------------------------------------------
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

@@ -73,6 +73,8 @@ async fn require_token(State(live): State<Arc<Live>>, req: Request, next: Next) 
 }
 
 async fn reload(State(live): State<Arc<Live>>) -> Response {
+    // The listeners' TLS certificates are read again too (issue 14).
+    crate::tls::request_reload();
     match live.reload_from_file().await {
         Ok(report) => (StatusCode::OK, Json(json!({ "status": "reloaded", "report": report }))).into_response(),
         Err(e) => {

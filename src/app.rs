@@ -24,7 +24,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rusty_s3::Credentials;
 use serde_json::json;
 use std::convert::Infallible;
 use tokio::task::JoinHandle;
@@ -36,6 +35,7 @@ use yatagarasu_middleware::auth::{AuthLayer, AuthStats, Identity};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
 use yatagarasu_middleware::bulkhead::BulkheadLayer;
 use yatagarasu_middleware::cache::{CacheLayer, CacheStore, X_CACHE};
+use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
@@ -169,6 +169,7 @@ impl ReplicaKey {
             .as_ref()
             .map(|(a, s)| (a.expose(), s.expose()))
             .hash(&mut h);
+        (&r.session_token, &r.role, r.anonymous, &r.ca_file).hash(&mut h);
         let cb = &b.s3.circuit_breaker;
         (
             cb.failure_threshold,
@@ -197,6 +198,8 @@ pub struct ReplicaSlot {
     pub health: Arc<ReplicaHealth>,
     /// Its background probe, when health checks are on.
     pub check: Option<HealthCheck>,
+    /// The credentials it signs with (for the expiry gauge).
+    pub credentials: ReplicaCredentials,
     retired: Arc<AtomicBool>,
 }
 
@@ -260,31 +263,55 @@ impl App {
 
 /// The shared upstream HTTP client: one connection pool for every replica.
 pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
+    http_client_builder(config).build().map_err(BuildError::Client)
+}
+
+fn http_client_builder(config: &Config) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .read_timeout(Duration::from_secs(config.server.upstream_read_timeout_seconds.max(1)))
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(BuildError::Client)
 }
 
 type ObjectStack = BoxCloneSyncService<ObjectRequest, Response<Body>, FetchError>;
 type HttpStack = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
-fn upstream(client: &reqwest::Client, bucket: usize, r: &ResolvedReplica) -> Result<S3Upstream, BuildError> {
-    let s3 = s3_bucket(r.endpoint.as_ref(), &r.bucket, &r.region).map_err(|e| BuildError::Replica {
+async fn upstream(
+    config: &Config,
+    client: &reqwest::Client,
+    bucket: usize,
+    r: &ResolvedReplica,
+) -> Result<S3Upstream, BuildError> {
+    let replica_err = |message: String| BuildError::Replica {
         bucket,
         replica: r.name.clone(),
-        message: e.to_string(),
-    })?;
-    let mut up =
-        S3Upstream::new(r.name.clone(), s3, client.clone()).with_timeout(Duration::from_secs(r.timeout_seconds));
-    if let Some((access, secret)) = &r.credentials {
-        up = up.with_credentials(Credentials::new(access.expose(), secret.expose()));
-    }
-    Ok(up)
+        message,
+    };
+    let s3 = s3_bucket(r.endpoint.as_ref(), &r.bucket, &r.region).map_err(|e| replica_err(e.to_string()))?;
+    // A private CA (issue 14): this replica gets a client trusting only it.
+    let client = match &r.ca_file {
+        Some(path) => http_client_with_ca(config, path).map_err(replica_err)?,
+        None => client.clone(),
+    };
+    let credentials = crate::credentials::for_replica(&config.buckets[bucket].name, r).await;
+    Ok(S3Upstream::new(r.name.clone(), s3, client)
+        .with_timeout(Duration::from_secs(r.timeout_seconds))
+        .with_replica_credentials(credentials))
+}
+
+/// [`http_client`] trusting only the CAs of the PEM bundle at `path`.
+fn http_client_with_ca(config: &Config, path: &str) -> Result<reqwest::Client, String> {
+    let cas = crate::tls::read_ca_bundle(path)?
+        .into_iter()
+        .map(|der| reqwest::Certificate::from_der(&der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca_file '{path}': {e}"))?;
+    http_client_builder(config)
+        .tls_certs_only(cas)
+        .build()
+        .map_err(|e| format!("cannot create the HTTP client for ca_file '{path}': {e}"))
 }
 
 /// Builds the proxy from a validated config: per bucket, auth -> cache ->
@@ -320,7 +347,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         let mut replicas = Vec::new();
         let mut readiness = Vec::new();
         for r in bucket.s3.resolved_replicas() {
-            let up = upstream(&client, i, &r)?;
+            let up = upstream(config, &client, i, &r).await?;
             let key = ReplicaKey::new(config, i, &r, hc);
             let previous = inherited.replicas.get(&key);
             let health = previous.map_or_else(ReplicaHealth::new, |p| p.health.clone());
@@ -379,6 +406,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 breaker: breaker.clone(),
                 health: health.clone(),
                 check,
+                credentials: up.credentials().clone(),
                 retired,
             });
             readiness.push(ReplicaReadiness {

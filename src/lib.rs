@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod local_s3;
 pub mod metrics;
 pub mod reload;
 pub mod server;
+pub mod tls;

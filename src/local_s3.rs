@@ -60,10 +60,20 @@ impl LocalS3 {
     /// key) on `listen` (port 0 picks a free one), requiring SigV4 with this key
     /// pair.
     pub async fn start(root: &Path, listen: SocketAddr, access_key: &str, secret_key: &str) -> std::io::Result<Self> {
+        Self::start_with_auth(root, listen, SimpleAuth::from_single(access_key, secret_key)).await
+    }
+
+    /// [`start`](Self::start) with any s3s authentication provider (several
+    /// key pairs, keys that change while it runs, a record of the keys used).
+    pub async fn start_with_auth(
+        root: &Path,
+        listen: SocketAddr,
+        auth: impl s3s::auth::S3Auth + 'static,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
+        builder.set_auth(auth);
         let mut server = Self {
             root: root.to_path_buf(),
             addr: listen,

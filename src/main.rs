@@ -109,6 +109,17 @@ fn main() -> ExitCode {
             match config::load_file(&path) {
                 Ok(c) => {
                     println!("{}: valid ({} bucket(s))", path.display(), c.buckets.len());
+                    // Which credentials each replica will use (never the secret).
+                    for b in &c.buckets {
+                        for r in b.s3.resolved_replicas() {
+                            println!(
+                                "  {}/{}: credentials: {}",
+                                b.name,
+                                r.name,
+                                yatagarasu::credentials::describe(&r)
+                            );
+                        }
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {

@@ -19,6 +19,7 @@
 //! | `yatagarasu_cache_*_total`, `yatagarasu_cache_memory_{entries,bytes}` | counters, gauges | |
 //! | `yatagarasu_auth_total` | counter | `reason` |
 //! | `yatagarasu_config_reloads_total` | counter | `result` (`success`, `failure`) |
+//! | `yatagarasu_credentials_expiry_seconds` | gauge (negative once expired) | `bucket`, `replica` (only replicas with expiring keys) |
 //!
 //! Label values come from the config (bucket and replica names) or from small
 //! fixed sets, so cardinality is bounded; the gauges of replicas removed by a
@@ -34,6 +35,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use yatagarasu_middleware::auth::AuthStats;
 use yatagarasu_middleware::breaker::BreakerState;
 use yatagarasu_middleware::cache::{CacheStatsSnapshot, CacheStore};
+use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::FailoverEvents;
 
@@ -60,7 +62,11 @@ pub struct Metrics {
     replicas: Arc<Mutex<ReplicaGauges>>,
     cache: Arc<Mutex<Option<CacheStore>>>,
     auth: Arc<Mutex<Option<Arc<AuthStats>>>>,
+    credentials: Arc<Mutex<CredentialGauges>>,
 }
+
+/// Replica credentials whose expiry is exported: `(bucket, replica)` -> keys.
+type CredentialGauges = BTreeMap<(String, String), ReplicaCredentials>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,6 +113,8 @@ impl Metrics {
         let cache: Arc<Mutex<Option<CacheStore>>> = Arc::default();
         let auth: Arc<Mutex<Option<Arc<AuthStats>>>> = Arc::default();
         register_observers(&meter, &replicas, &cache, &auth);
+        let credentials: Arc<Mutex<CredentialGauges>> = Arc::default();
+        register_credentials_gauge(&meter, &credentials);
         Self {
             requests: meter
                 .u64_counter("yatagarasu_requests_total")
@@ -146,6 +154,20 @@ impl Metrics {
             replicas,
             cache,
             auth,
+            credentials,
+        }
+    }
+
+    /// Exports `yatagarasu_credentials_expiry_seconds{bucket,replica}` for
+    /// these credentials (replacing the previous ones of that replica); keys
+    /// that never expire have no series.
+    pub fn watch_credentials(&self, bucket: &str, replica: &str, credentials: &ReplicaCredentials) {
+        let mut map = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (bucket.to_owned(), replica.to_owned());
+        if credentials.is_refreshing() {
+            map.insert(key, credentials.clone());
+        } else {
+            map.remove(&key);
         }
     }
 
@@ -180,6 +202,8 @@ impl Metrics {
     pub fn retain_replicas(&self, live: &HashSet<(String, String)>) {
         let mut map = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|k, _| live.contains(k));
+        let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        creds.retain(|k, _| live.contains(k));
     }
 
     /// A finished request (its response body ended or was dropped):
@@ -335,6 +359,32 @@ fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 2
         ),
         ("purges", "Objects, buckets or whole caches purged.", s.purges),
     ]
+}
+
+fn register_credentials_gauge(meter: &Meter, credentials: &Arc<Mutex<CredentialGauges>>) {
+    let credentials = credentials.clone();
+    meter
+        .f64_observable_gauge("yatagarasu_credentials_expiry_seconds")
+        .with_description("Seconds until the replica's current credentials expire (negative: expired).")
+        .with_callback(move |obs| {
+            let now = std::time::SystemTime::now();
+            let map = credentials.lock().unwrap_or_else(|e| e.into_inner());
+            for ((bucket, replica), creds) in map.iter() {
+                let Some(expires) = creds.expires() else { continue };
+                let secs = match expires.duration_since(now) {
+                    Ok(left) => left.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                };
+                obs.observe(
+                    secs.round(),
+                    &[
+                        KeyValue::new("bucket", bucket.clone()),
+                        KeyValue::new("replica", replica.clone()),
+                    ],
+                );
+            }
+        })
+        .build();
 }
 
 fn register_observers(

@@ -120,6 +120,9 @@ impl Live {
         let mut next = HashMap::with_capacity(app.replicas.len());
         let (mut kept, mut new) = (0, 0);
         for slot in &app.replicas {
+            // Every build has its own credentials: export the new ones' expiry.
+            app.metrics
+                .watch_credentials(&slot.key.bucket, &slot.key.replica, &slot.credentials);
             match tasks.remove(&slot.key) {
                 Some(task) => {
                     kept += 1;

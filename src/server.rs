@@ -39,17 +39,27 @@ pub async fn run(
     let term = terminate();
     let app = live.app();
     let service = edge(live.service(), app.metrics.clone(), &app.config.server);
+    // TLS (issue 14): certificates loaded now, then watched for rotation.
+    let tls = crate::tls::reloaders(&app.config)?;
     drop(app);
-    tracing::info!("Yatagarasu listening on http://{addr}");
+    let scheme = crate::tls::scheme(tls.server.is_some());
+    tracing::info!("Yatagarasu listening on {scheme}://{addr}");
     let metrics_task = match metrics_listener {
         Some(l) => {
             let maddr = l.local_addr()?;
-            tracing::info!("metrics listening on http://{maddr}");
+            let mscheme = crate::tls::scheme(tls.metrics.is_some());
+            tracing::info!("metrics listening on {mscheme}://{maddr}");
             let router = crate::admin::router(live.clone());
+            let metrics_tls = tls.metrics.clone();
             Some(tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, router).await {
+                let served = match metrics_tls {
+                    Some(t) => crate::tls::TlsListener::new(l, t)?.serve(router).await,
+                    None => axum::serve(l, router).await,
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "metrics listener failed");
                 }
+                Ok::<(), std::io::Error>(())
             }))
         }
         None => None,
@@ -71,12 +81,22 @@ pub async fn run(
     // TCP_NODELAY on every client connection: a streamed body goes out in a
     // write after the headers, which would otherwise wait for the client's
     // delayed ACK (40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, service.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signal);
-    let server = tokio::spawn(async move { server.await });
+    // (The TLS listener sets it itself.)
+    let make = service.into_make_service_with_connect_info::<SocketAddr>();
+    let server = match tls.server.clone() {
+        Some(t) => {
+            let listener = axum::serve::ListenerExt::tap_io(crate::tls::TlsListener::new(listener, t)?, |_| {});
+            let server = axum::serve(listener, make).with_graceful_shutdown(signal);
+            tokio::spawn(async move { server.await })
+        }
+        None => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(listener, make).with_graceful_shutdown(signal);
+            tokio::spawn(async move { server.await })
+        }
+    };
     let _ = drained_rx.await;
     // Once the signal fired, the server drains; bound it by the grace period.
     match tokio::time::timeout(grace, server).await {
@@ -84,6 +104,7 @@ pub async fn run(
         Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
     }
     reload_task.abort();
+    tls.stop();
     if let Some(task) = metrics_task {
         task.abort();
     }

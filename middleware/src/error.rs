@@ -43,6 +43,10 @@ pub enum FetchError {
     /// No replica is configured or admissible.
     #[error("no replica available")]
     NoReplica,
+    /// The replica has no usable credentials (expired, or never obtained):
+    /// a failure of that replica.
+    #[error("no usable credentials: {0}")]
+    Credentials(#[from] crate::credentials::CredentialsError),
 }
 
 /// An error and its causes, `a: b: c` (reqwest's own message alone is vague:
@@ -185,6 +189,12 @@ impl S3Error {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 "No upstream storage replica is available. Please retry.",
+            )
+            .with_retry_after(1),
+            FetchError::Credentials(_) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                "The upstream storage failed to answer.",
             )
             .with_retry_after(1),
             FetchError::Connect(_) | FetchError::Transport(_) | FetchError::Status(_) => Self::new(

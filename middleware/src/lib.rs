@@ -93,6 +93,7 @@ pub mod builder;
 pub mod bulkhead;
 pub mod cache;
 pub mod conditional;
+pub mod credentials;
 pub mod error;
 pub mod failover;
 pub mod health;

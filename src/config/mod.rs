@@ -55,6 +55,41 @@ pub struct ServerConfig {
     pub max_uri_length: usize,
     /// Rate limiting; off by default.
     pub rate_limit: RateLimitConfig,
+    /// HTTPS on the listener; plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `server.tls` / `metrics.tls`: a rustls listener whose certificate is
+/// reloaded without a restart (see `crate::tls`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    #[serde(deserialize_with = "de::string")]
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "de::string")]
+    pub key_file: String,
+    /// Lowest protocol version accepted: `"1.2"` or `"1.3"`.
+    #[serde(deserialize_with = "de::string")]
+    pub min_version: String,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+    #[serde(deserialize_with = "de::opt_string")]
+    pub client_ca_file: Option<String>,
+    /// How often the files are checked for a new certificate.
+    pub reload_interval_seconds: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            min_version: "1.2".into(),
+            client_ca_file: None,
+            reload_interval_seconds: 10,
+        }
+    }
 }
 
 /// `server.rate_limit`: token buckets, refusals answered `429 SlowDown`.
@@ -131,6 +166,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_uri_length: 16 * 1024,
             rate_limit: RateLimitConfig::default(),
+            tls: None,
         }
     }
 }
@@ -179,6 +215,23 @@ pub struct S3Config {
     /// Secret access key.
     #[serde(deserialize_with = "de::opt_secret")]
     pub secret_key: Option<Secret>,
+    /// Session token sent with static temporary keys.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub session_token: Option<Secret>,
+    /// A role to assume through STS with the credentials above (or the AWS chain's).
+    #[serde(deserialize_with = "de::opt_string")]
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub external_id: Option<Secret>,
+    /// The role session name (default `yatagarasu`).
+    #[serde(deserialize_with = "de::opt_string")]
+    pub session_name: Option<String>,
+    /// Unsigned requests (public buckets): no credentials are looked up.
+    pub anonymous: bool,
+    /// PEM CA bundle trusted for the endpoint's TLS certificate (system roots otherwise).
+    #[serde(deserialize_with = "de::opt_string")]
+    pub ca_file: Option<String>,
     /// Time to response headers for replicas that set none.
     pub timeout_seconds: u64,
     /// Requests in flight per replica before it is skipped (bulkhead).
@@ -201,6 +254,12 @@ impl Default for S3Config {
             endpoint: None,
             access_key: None,
             secret_key: None,
+            session_token: None,
+            role_arn: None,
+            external_id: None,
+            session_name: None,
+            anonymous: false,
+            ca_file: None,
             timeout_seconds: 30,
             max_concurrent_requests: 512,
             retry: RetryConfig::default(),
@@ -233,6 +292,23 @@ pub struct ReplicaConfig {
     /// Secret access key.
     #[serde(deserialize_with = "de::opt_secret")]
     pub secret_key: Option<Secret>,
+    /// Session token.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub session_token: Option<Secret>,
+    /// Role to assume.
+    #[serde(deserialize_with = "de::opt_string")]
+    pub role_arn: Option<String>,
+    /// External id for the role.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub external_id: Option<Secret>,
+    /// Role session name.
+    #[serde(deserialize_with = "de::opt_string")]
+    pub session_name: Option<String>,
+    /// Unsigned requests.
+    pub anonymous: Option<bool>,
+    /// PEM CA bundle for the endpoint's certificate.
+    #[serde(deserialize_with = "de::opt_string")]
+    pub ca_file: Option<String>,
     /// Lower is tried first; unique within a bucket.
     pub priority: u32,
     /// Connect plus time to response headers.
@@ -252,6 +328,12 @@ impl Default for ReplicaConfig {
             region: None,
             access_key: None,
             secret_key: None,
+            session_token: None,
+            role_arn: None,
+            external_id: None,
+            session_name: None,
+            anonymous: None,
+            ca_file: None,
             priority: 0,
             timeout_seconds: None,
             weight: 100,
@@ -273,6 +355,14 @@ pub struct ResolvedReplica {
     pub region: String,
     /// Credentials, when both keys are set.
     pub credentials: Option<(Secret, Secret)>,
+    /// Session token for the static keys.
+    pub session_token: Option<Secret>,
+    /// The role assumed through STS, when set.
+    pub role: Option<RoleConfig>,
+    /// Unsigned requests.
+    pub anonymous: bool,
+    /// PEM CA bundle for the endpoint's certificate.
+    pub ca_file: Option<String>,
     /// Priority.
     pub priority: u32,
     /// Header timeout.
@@ -281,6 +371,17 @@ pub struct ResolvedReplica {
     pub weight: u32,
     /// Bulkhead size.
     pub max_concurrent_requests: usize,
+}
+
+/// A role a replica assumes through STS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoleConfig {
+    /// The role's ARN.
+    pub arn: String,
+    /// Its external id, when the trust policy asks for one.
+    pub external_id: Option<Secret>,
+    /// The role session name.
+    pub session_name: String,
 }
 
 impl S3Config {
@@ -311,6 +412,18 @@ impl S3Config {
                     bucket: r.bucket.clone().unwrap_or_else(|| self.bucket.clone()),
                     region: r.region.clone().unwrap_or_else(|| self.region.clone()),
                     credentials: access.zip(secret),
+                    session_token: r.session_token.clone().or_else(|| self.session_token.clone()),
+                    role: r.role_arn.as_ref().or(self.role_arn.as_ref()).map(|arn| RoleConfig {
+                        arn: arn.clone(),
+                        external_id: r.external_id.clone().or_else(|| self.external_id.clone()),
+                        session_name: r
+                            .session_name
+                            .clone()
+                            .or_else(|| self.session_name.clone())
+                            .unwrap_or_else(|| "yatagarasu".into()),
+                    }),
+                    anonymous: r.anonymous.unwrap_or(self.anonymous),
+                    ca_file: r.ca_file.clone().or_else(|| self.ca_file.clone()),
                     priority: r.priority,
                     timeout_seconds: r.timeout_seconds.unwrap_or(self.timeout_seconds),
                     weight: r.weight.max(1),
@@ -425,6 +538,8 @@ pub struct MetricsConfig {
     /// /admin/reload`, `DELETE /admin/cache...`); they answer 404 without one.
     #[serde(deserialize_with = "de::opt_secret")]
     pub admin_token: Option<Secret>,
+    /// HTTPS on the metrics listener (same keys as `server.tls`).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for MetricsConfig {
@@ -434,6 +549,7 @@ impl Default for MetricsConfig {
             port: 9090,
             address: "0.0.0.0".into(),
             admin_token: None,
+            tls: None,
         }
     }
 }
@@ -460,7 +576,7 @@ impl Default for LoggingConfig {
 }
 
 /// A credential: its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {

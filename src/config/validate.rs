@@ -46,6 +46,14 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
             "is empty (remove the key to disable the admin endpoints)".into(),
         );
     }
+    // TLS blocks: the files are loaded now, so a bad certificate names its key.
+    for (at, tls) in [("server.tls", &config.server.tls), ("metrics.tls", &config.metrics.tls)] {
+        if let Some(tls) = tls {
+            for (key, msg) in crate::tls::check(tls) {
+                err(format!("{at}.{key}"), msg);
+            }
+        }
+    }
     let server = &config.server;
     for (key, v, min) in [
         ("max_concurrent_requests", server.max_concurrent_requests, 1),
@@ -176,6 +184,7 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
     }
     endpoint(err, &format!("{at}.endpoint"), s3.endpoint.as_deref());
     credentials(err, &at, s3.access_key.as_ref(), s3.secret_key.as_ref());
+    replica_credentials(err, &at, bucket, None);
     if s3.max_concurrent_requests == 0 {
         err(format!("{at}.max_concurrent_requests"), "must be at least 1".into());
     }
@@ -230,6 +239,61 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
         }
         if r.timeout_seconds == Some(0) {
             err(format!("{rat}.timeout_seconds"), "must be at least 1".into());
+        }
+        replica_credentials(err, &rat, bucket, Some(r));
+    }
+}
+
+/// The credential keys of the `s3` block (`replica: None`) or of one replica
+/// (with what it inherits): anonymous excludes every other source, a session
+/// token needs static keys, files must be readable.
+fn replica_credentials(
+    err: &mut impl FnMut(String, String),
+    at: &str,
+    bucket: &BucketConfig,
+    replica: Option<&super::ReplicaConfig>,
+) {
+    let s3 = &bucket.s3;
+    let pick = |r: Option<&Secret>, s: Option<&Secret>| r.or(s).is_some();
+    let (access, token, role, anonymous, ca_file) = match replica {
+        Some(r) => (
+            pick(r.access_key.as_ref(), s3.access_key.as_ref()),
+            pick(r.session_token.as_ref(), s3.session_token.as_ref()),
+            r.role_arn.as_ref().or(s3.role_arn.as_ref()),
+            r.anonymous.unwrap_or(s3.anonymous),
+            r.ca_file.as_ref(),
+        ),
+        None => (
+            s3.access_key.is_some(),
+            s3.session_token.is_some(),
+            s3.role_arn.as_ref(),
+            s3.anonymous,
+            s3.ca_file.as_ref(),
+        ),
+    };
+    if anonymous && (access || role.is_some()) {
+        err(
+            format!("{at}.anonymous"),
+            "cannot be combined with access_key or role_arn".into(),
+        );
+    }
+    if token && !access {
+        err(
+            format!("{at}.session_token"),
+            "is set without access_key and secret_key".into(),
+        );
+    }
+    if let Some(arn) = role {
+        if !arn.starts_with("arn:") {
+            err(
+                format!("{at}.role_arn"),
+                format!("'{arn}' is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+            );
+        }
+    }
+    if let Some(path) = ca_file {
+        if let Err(e) = crate::tls::read_ca_bundle(path) {
+            err(format!("{at}.ca_file"), e);
         }
     }
 }

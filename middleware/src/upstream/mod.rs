@@ -17,6 +17,7 @@ use rusty_s3::{Bucket, BucketError, Credentials, S3Action, UrlStyle};
 use tower::Service;
 use url::Url;
 
+use crate::credentials::ReplicaCredentials;
 use crate::error::FetchError;
 use crate::object::{ObjectMethod, ObjectRequest};
 
@@ -75,7 +76,7 @@ pub struct S3Upstream {
 struct Inner {
     name: Arc<str>,
     bucket: Bucket,
-    credentials: Option<Credentials>,
+    credentials: ReplicaCredentials,
     client: reqwest::Client,
     timeout: Duration,
 }
@@ -100,7 +101,7 @@ impl S3Upstream {
             inner: Arc::new(Inner {
                 name: name.into(),
                 bucket,
-                credentials: None,
+                credentials: ReplicaCredentials::anonymous(),
                 client,
                 timeout: Duration::from_secs(30),
             }),
@@ -121,7 +122,19 @@ impl S3Upstream {
 
     /// Signs requests with these credentials.
     pub fn with_credentials(self, credentials: Credentials) -> Self {
-        self.update(|i| i.credentials = Some(credentials))
+        self.with_replica_credentials(ReplicaCredentials::fixed(credentials))
+    }
+
+    /// Signs requests with the current keys of `credentials` (fixed,
+    /// refreshing or anonymous); while they have none, requests fail with
+    /// [`FetchError::Credentials`].
+    pub fn with_replica_credentials(self, credentials: ReplicaCredentials) -> Self {
+        self.update(|i| i.credentials = credentials)
+    }
+
+    /// The replica's credentials.
+    pub fn credentials(&self) -> &ReplicaCredentials {
+        &self.inner.credentials
     }
 
     /// Bounds connect plus time to response headers (not the body).
@@ -144,9 +157,21 @@ impl S3Upstream {
         self.inner.timeout
     }
 
-    /// The presigned URL for a request (the secret never appears in it).
+    /// The presigned URL for a request (the secret never appears in it);
+    /// unsigned when the replica has no usable credentials (see [`try_presign`](Self::try_presign)).
     pub fn presign(&self, req: &ObjectRequest) -> Url {
-        let creds = self.inner.credentials.as_ref();
+        let creds = self.inner.credentials.current().ok().flatten();
+        self.sign_with(creds.as_deref(), req)
+    }
+
+    /// The presigned URL for a request, signed with the current credentials;
+    /// an error when they expired or were never obtained.
+    pub fn try_presign(&self, req: &ObjectRequest) -> Result<Url, FetchError> {
+        let creds = self.inner.credentials.current()?;
+        Ok(self.sign_with(creds.as_deref(), req))
+    }
+
+    fn sign_with(&self, creds: Option<&Credentials>, req: &ObjectRequest) -> Url {
         match req.method() {
             ObjectMethod::Get => self.inner.bucket.get_object(creds, req.key()).sign(PRESIGN_TTL),
             ObjectMethod::Head => self.inner.bucket.head_object(creds, req.key()).sign(PRESIGN_TTL),
@@ -157,7 +182,8 @@ impl S3Upstream {
     /// returns how long the answer took. Any answer below 500 counts as alive
     /// (a 404 for a probe key still proves the replica serves).
     pub async fn probe(&self, key: Option<&str>, timeout: Duration) -> Result<Duration, FetchError> {
-        let creds = self.inner.credentials.as_ref();
+        let creds = self.inner.credentials.current()?;
+        let creds = creds.as_deref();
         let url = match key {
             Some(key) => self.inner.bucket.head_object(creds, key).sign(PRESIGN_TTL),
             None => self.inner.bucket.head_bucket(creds).sign(PRESIGN_TTL),
@@ -178,7 +204,10 @@ impl S3Upstream {
     /// streamed as it arrives. 5xx answers are errors (another replica may
     /// serve); 2xx, 3xx and 4xx answers are responses.
     pub fn fetch(&self, req: &ObjectRequest) -> BoxFuture<'static, Result<Response<Body>, FetchError>> {
-        let url = self.presign(req);
+        let url = match self.try_presign(req) {
+            Ok(url) => url,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         let method = match req.method() {
             ObjectMethod::Get => reqwest::Method::GET,
             ObjectMethod::Head => reqwest::Method::HEAD,

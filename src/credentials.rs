@@ -1,0 +1,130 @@
+//! Where each replica's credentials come from (issue 14), resolved from the
+//! config into a [`ReplicaCredentials`] of the middleware crate.
+//!
+//! | config | source |
+//! |---|---|
+//! | `anonymous: true` | unsigned requests |
+//! | `access_key` + `secret_key` (+ `session_token`) | those keys, fixed |
+//! | neither | the AWS SDK's default provider chain, in its documented order: environment, shared config/credentials files (`AWS_PROFILE`), web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`: EKS IRSA), container credentials (ECS, EKS Pod Identity), EC2 IMDSv2 |
+//! | `role_arn` (+ `external_id`, `session_name`) | STS `AssumeRole` with the keys above (or the chain's) |
+//!
+//! The AWS SDK lives here, in the binary, rather than in the middleware
+//! crate: the middleware only needs "the current keys", and other users of
+//! the layers need not compile the SDK. Temporary keys are refreshed in the
+//! background by [`ReplicaCredentials::refreshing`].
+
+use std::sync::Arc;
+
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use futures_util::future::BoxFuture;
+use yatagarasu_middleware::credentials::{BoxError, CredentialSource, Fetched, RefreshPolicy, ReplicaCredentials};
+
+use crate::config::ResolvedReplica;
+
+/// An AWS SDK credentials provider as a [`CredentialSource`].
+#[derive(Debug)]
+struct AwsSource(SharedCredentialsProvider);
+
+impl CredentialSource for AwsSource {
+    fn fetch(&self) -> BoxFuture<'_, Result<Fetched, BoxError>> {
+        Box::pin(async move {
+            let c = self.0.provide_credentials().await?;
+            let keys = match c.session_token() {
+                Some(token) => rusty_s3::Credentials::new_with_token(c.access_key_id(), c.secret_access_key(), token),
+                None => rusty_s3::Credentials::new(c.access_key_id(), c.secret_access_key()),
+            };
+            Ok(Fetched::new(keys, c.expiry()))
+        })
+    }
+}
+
+/// The credentials of a replica, fetched once now when they come from the
+/// AWS chain or STS (a failure is logged and retried in the background).
+pub async fn for_replica(bucket: &str, r: &ResolvedReplica) -> ReplicaCredentials {
+    if r.anonymous {
+        return ReplicaCredentials::anonymous();
+    }
+    let fixed = r.credentials.as_ref().map(|(access, secret)| match &r.session_token {
+        Some(token) => rusty_s3::Credentials::new_with_token(access.expose(), secret.expose(), token.expose()),
+        None => rusty_s3::Credentials::new(access.expose(), secret.expose()),
+    });
+    if let (Some(keys), None) = (&fixed, &r.role) {
+        return ReplicaCredentials::fixed(keys.clone());
+    }
+    let region = Region::new(r.region.clone());
+    let base = match &r.credentials {
+        Some((access, secret)) => SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+            access.expose(),
+            secret.expose(),
+            r.session_token.as_ref().map(|t| t.expose().to_owned()),
+            None,
+            "yatagarasu-config",
+        )),
+        None => SharedCredentialsProvider::new(DefaultCredentialsChain::builder().region(region.clone()).build().await),
+    };
+    let provider = match &r.role {
+        None => base,
+        Some(role) => {
+            // The SDK config from the environment brings the STS endpoint
+            // overrides (`AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`).
+            let sdk = aws_config::defaults(BehaviorVersion::latest())
+                .region(region.clone())
+                .credentials_provider(base)
+                .load()
+                .await;
+            let mut builder = AssumeRoleProvider::builder(role.arn.clone())
+                .session_name(role.session_name.clone())
+                .region(region)
+                .configure(&sdk);
+            if let Some(id) = &role.external_id {
+                builder = builder.external_id(id.expose());
+            }
+            SharedCredentialsProvider::new(builder.build().await)
+        }
+    };
+    let name = format!("{bucket}/{}", r.name);
+    ReplicaCredentials::refreshing(name, Arc::new(AwsSource(provider)), RefreshPolicy::default()).await
+}
+
+/// Which source a replica will use, for `yatagarasu check` (no secret, no
+/// network: the AWS chain's pick is read from the environment as the chain
+/// would, first match wins).
+pub fn describe(r: &ResolvedReplica) -> String {
+    let base = if r.anonymous {
+        return "anonymous (unsigned requests)".into();
+    } else if r.credentials.is_some() {
+        if r.session_token.is_some() {
+            "static keys from the config, with a session token".to_owned()
+        } else {
+            "static keys from the config".to_owned()
+        }
+    } else {
+        format!("AWS default chain ({})", chain_guess())
+    };
+    match &r.role {
+        Some(role) => format!("{base}, then STS AssumeRole {}", role.arn),
+        None => base,
+    }
+}
+
+fn chain_guess() -> &'static str {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let file = |var: &str, default: &str| match std::env::var_os(var) {
+        Some(p) => std::path::Path::new(&p).exists(),
+        None => std::env::var_os("HOME").is_some_and(|h| std::path::Path::new(&h).join(default).exists()),
+    };
+    if set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY") {
+        "would use: environment variables AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    } else if file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials") || file("AWS_CONFIG_FILE", ".aws/config") {
+        "would use: shared config/credentials files (profile from AWS_PROFILE, else default)"
+    } else if set("AWS_WEB_IDENTITY_TOKEN_FILE") && set("AWS_ROLE_ARN") {
+        "would use: web identity token (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN; EKS IRSA)"
+    } else if set("AWS_CONTAINER_CREDENTIALS_FULL_URI") || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        "would use: container credentials endpoint (ECS task role, EKS Pod Identity)"
+    } else {
+        "would use: EC2 instance metadata (IMDSv2), nothing else is configured here"
+    }
+}

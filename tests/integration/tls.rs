@@ -1,0 +1,664 @@
+//! HTTPS on the listener (issue 14): certificates made by the test with the
+//! openssl CLI, real clients (curl, openssl s_client, reqwest), the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::common::*;
+
+/// A test CA and the certificates it issues, in a temp dir.
+pub struct Pki {
+    pub dir: TempDir,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=yatagarasu test CA",
+            ],
+            dir.path(),
+        );
+        Pki { dir }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate for 127.0.0.1 and localhost (`client`: for client auth),
+    /// as `(cert, key)` files named after `name`.
+    pub fn issue(&self, name: &str, cn: &str, client: bool) -> (PathBuf, PathBuf) {
+        let d = self.dir.path();
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+            d,
+        );
+        let usage = if client { "clientAuth" } else { "serverAuth" };
+        std::fs::write(
+            d.join(&ext),
+            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
+        )
+        .unwrap();
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+            d,
+        );
+        (d.join(crt), d.join(key))
+    }
+}
+
+/// The proxy as a child process, HTTP or HTTPS, with the machine's `AWS_*`
+/// variables removed (tests choose the credential environment).
+pub struct TlsProxy {
+    child: Child,
+    /// `http(s)://ADDR`.
+    pub base: String,
+    logs: Arc<Mutex<String>>,
+    metrics: Arc<Mutex<Option<String>>>,
+    _config: tempfile::NamedTempFile,
+}
+
+impl TlsProxy {
+    pub fn start(config: &str) -> TlsProxy {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> TlsProxy {
+        let file = write_config(config);
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-c")
+            .arg(file.path())
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        let mut child = cmd.spawn().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let metrics = Arc::new(Mutex::new(None));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (logs, metrics, tx) = (logs.clone(), metrics.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    for (prefix, is_metrics) in [("Yatagarasu listening on ", false), ("metrics listening on ", true)] {
+                        if let Some(i) = line.find(prefix) {
+                            let url = line[i + prefix.len()..]
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or_default()
+                                .trim_end_matches('"')
+                                .to_owned();
+                            if is_metrics {
+                                *metrics.lock().unwrap() = Some(url);
+                            } else {
+                                let _ = tx.send(url);
+                            }
+                        }
+                    }
+                    let mut l = logs.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let Ok(base) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("proxy did not start; logs:\n{}", logs.lock().unwrap());
+        };
+        TlsProxy {
+            child,
+            base,
+            logs,
+            metrics,
+            _config: file,
+        }
+    }
+
+    /// A URL on the metrics listener (once it logged its address).
+    pub async fn metrics_url(&self, path: &str) -> String {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                self.metrics.lock().unwrap().is_some()
+            })
+            .await,
+            "no metrics listener"
+        );
+        format!("{}{path}", self.metrics.lock().unwrap().clone().unwrap())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn addr(&self) -> String {
+        self.base.split("://").nth(1).unwrap_or_default().to_owned()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub async fn wait_for_log(&self, needle: &str) -> bool {
+        eventually(Duration::from_secs(20), || async { self.logs().contains(needle) }).await
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A proxy config with one bucket served from `s3`, and `tls` as the
+/// `server.tls` block (YAML flow mapping).
+pub fn tls_config(s3: &S3, tls: &str) -> String {
+    format!(
+        r#"
+server:
+  address: "127.0.0.1:0"
+  tls: {tls}
+buckets:
+  - name: "main"
+    path_prefix: "/files"
+    s3:
+      bucket: "data"
+      region: "us-east-1"
+      endpoint: "{}"
+      access_key: "{ACCESS_KEY}"
+      secret_key: "{SECRET_KEY}"
+health_check:
+  enabled: false
+metrics:
+  enabled: false
+"#,
+        s3.endpoint()
+    )
+}
+
+async fn s3_with_object() -> S3 {
+    let s3 = s3().await;
+    s3.put_object("data", "hello.txt", b"hello over tls").unwrap();
+    s3
+}
+
+/// `curl` with these arguments: (exit code, stdout, stderr).
+pub async fn curl(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The subject of the certificate the server presents now.
+async fn served_subject(addr: &str, ca: &Path) -> String {
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-CAfile"])
+        .arg(ca)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn curl_gets_objects_over_http1_and_http2() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let proxy = TlsProxy::start(&tls_config(
+        &s3,
+        &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"),
+    ));
+    let ca = pki.ca();
+    let url = proxy.url("/files/hello.txt");
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let (code, out, err) = curl(&[flag, "--cacert", ca.to_str().unwrap(), "-w", "\n%{http_version}", &url]).await;
+        assert_eq!(code, 0, "{flag}: {err}");
+        assert_eq!(out, format!("hello over tls\n{version}"), "{flag}");
+    }
+    // Plain HTTP on the TLS port is not served.
+    let (code, _, _) = curl(&[&url.replace("https://", "http://")]).await;
+    assert_ne!(code, 0);
+}
+
+#[tokio::test]
+async fn tls_1_1_is_refused_by_the_server() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let proxy = TlsProxy::start(&tls_config(
+        &s3,
+        &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"),
+    ));
+    // SECLEVEL=0 lets the client offer TLS 1.1, so a refusal is the server's:
+    // it answers the ClientHello with a handshake-failure alert.
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    let url = proxy.url("/files/hello.txt");
+    let (code, _, err) = curl(&[
+        "--tlsv1.1",
+        "--tls-max",
+        "1.1",
+        "--ciphers",
+        "DEFAULT@SECLEVEL=0",
+        "--cacert",
+        ca,
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 35, "{err}");
+    assert!(err.contains("alert"), "the server did not refuse: {err}");
+    let (code, out, err) = curl(&["--tls-max", "1.2", "--cacert", ca, &url]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello over tls"),
+        "TLS 1.2 is accepted by default: {err}"
+    );
+}
+
+#[tokio::test]
+async fn min_version_1_3_refuses_tls_1_2() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let proxy = TlsProxy::start(&tls_config(
+        &s3,
+        &format!("{{ cert_file: {cert:?}, key_file: {key:?}, min_version: \"1.3\" }}"),
+    ));
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    let url = proxy.url("/files/hello.txt");
+    let (code, _, err) = curl(&["--tls-max", "1.2", "--cacert", ca, &url]).await;
+    assert_eq!(code, 35, "{err}");
+    assert!(err.contains("alert"), "the server did not refuse: {err}");
+    let (code, out, err) = curl(&["--tlsv1.3", "--cacert", ca, &url]).await;
+    assert_eq!((code, out.as_str()), (0, "hello over tls"), "{err}");
+}
+
+#[tokio::test]
+async fn mtls_rejects_a_client_without_a_certificate() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let (client_cert, client_key) = pki.issue("client", "a client", true);
+    let ca = pki.ca();
+    let proxy = TlsProxy::start(&tls_config(
+        &s3,
+        &format!("{{ cert_file: {cert:?}, key_file: {key:?}, client_ca_file: {ca:?} }}"),
+    ));
+    let url = proxy.url("/files/hello.txt");
+    let ca = ca.to_str().unwrap();
+    let (code, out, err) = curl(&["--cacert", ca, &url]).await;
+    assert_ne!(code, 0, "served without a client certificate: {out}");
+    // A certificate from another CA is refused too.
+    let other = Pki::new();
+    let (other_cert, other_key) = other.issue("client", "stranger", true);
+    let (code, _, _) = curl(&[
+        "--cacert",
+        ca,
+        "--cert",
+        other_cert.to_str().unwrap(),
+        "--key",
+        other_key.to_str().unwrap(),
+        &url,
+    ])
+    .await;
+    assert_ne!(code, 0, "served a client certificate of another CA");
+    let (code, out, err2) = curl(&[
+        "--cacert",
+        ca,
+        "--cert",
+        client_cert.to_str().unwrap(),
+        "--key",
+        client_key.to_str().unwrap(),
+        &url,
+    ])
+    .await;
+    assert_eq!((code, out.as_str()), (0, "hello over tls"), "{err} / {err2}");
+}
+
+#[test]
+fn a_bad_certificate_is_a_config_error_naming_its_key() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let (_, other_key) = pki.issue("other", "other", false);
+    let base = |tls: String| {
+        format!(
+            r#"
+server:
+  address: "127.0.0.1:0"
+  tls: {tls}
+buckets:
+  - name: a
+    path_prefix: /a
+    s3: {{ bucket: x, endpoint: "http://127.0.0.1:9", access_key: k, secret_key: s }}
+"#
+        )
+    };
+    let cases = [
+        (
+            format!("{{ cert_file: /nonexistent/tls.crt, key_file: {key:?} }}"),
+            "server.tls.cert_file",
+        ),
+        (
+            format!("{{ cert_file: {key:?}, key_file: {key:?} }}"),
+            "server.tls.cert_file",
+        ),
+        (
+            format!("{{ cert_file: {cert:?}, key_file: {cert:?} }}"),
+            "server.tls.key_file",
+        ),
+        (
+            format!("{{ cert_file: {cert:?}, key_file: {other_key:?} }}"),
+            "server.tls.key_file",
+        ),
+        (
+            format!("{{ cert_file: {cert:?}, key_file: {key:?}, min_version: \"1.1\" }}"),
+            "server.tls.min_version",
+        ),
+    ];
+    for (tls, key_path) in cases {
+        let out = check(&base(tls.clone()), &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tls}: {err}");
+        assert!(err.contains(key_path), "{tls}: {err}");
+    }
+    let out = check(&base(format!("{{ cert_file: {cert:?}, key_file: {key:?} }}")), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Points `dir/current` at `dir/<version>` atomically, as the kubelet updates
+/// a mounted Secret (a symlink swapped by rename).
+fn publish(dir: &Path, version: &str, cert: &Path, key: &Path) {
+    let v = dir.join(version);
+    std::fs::create_dir_all(&v).unwrap();
+    std::fs::copy(cert, v.join("tls.crt")).unwrap();
+    std::fs::copy(key, v.join("tls.key")).unwrap();
+    let tmp = dir.join(format!("tmp-{version}"));
+    std::os::unix::fs::symlink(&v, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("current")).unwrap();
+}
+
+#[tokio::test]
+async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refused() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert1, key1) = pki.issue("first", "first", false);
+    let (cert2, key2) = pki.issue("second", "second", false);
+    let mount = tempfile::tempdir().unwrap();
+    publish(mount.path(), "v1", &cert1, &key1);
+    let crt = mount.path().join("current/tls.crt");
+    let key = mount.path().join("current/tls.key");
+    let proxy = TlsProxy::start(&tls_config(
+        &s3,
+        &format!("{{ cert_file: {crt:?}, key_file: {key:?}, reload_interval_seconds: 1 }}"),
+    ));
+    let ca = pki.ca();
+    let addr = proxy.addr();
+    assert!(served_subject(&addr, &ca).await.contains("first"));
+
+    // Continuous requests, each on a new connection (a new handshake).
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, url, stop, ok, failed) = (
+            client.clone(),
+            proxy.url("/files/hello.txt"),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let good = match client.get(&url).send().await {
+                    Ok(res) if res.status() == 200 => res.text().await.is_ok_and(|t| t == "hello over tls"),
+                    _ => false,
+                };
+                if good { &ok } else { &failed }.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    assert!(eventually(Duration::from_secs(10), || async { ok.load(Ordering::SeqCst) > 20 }).await);
+
+    // The file changes: the new certificate is served without a restart.
+    publish(mount.path(), "v2", &cert2, &key2);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            served_subject(&addr, &ca).await.contains("second")
+        })
+        .await,
+        "the new certificate was never served; logs:\n{}",
+        proxy.logs()
+    );
+    assert!(proxy.wait_for_log("TLS certificate reloaded").await);
+    let before_bad = ok.load(Ordering::SeqCst);
+
+    // A broken certificate is refused on SIGHUP: the current one stays.
+    let broken = mount.path().join("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    publish(mount.path(), "v3", &broken, &key2);
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_for_log("new TLS certificate refused").await,
+        "{}",
+        proxy.logs()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            ok.load(Ordering::SeqCst) > before_bad + 20
+        })
+        .await
+    );
+    assert!(served_subject(&addr, &ca).await.contains("second"));
+
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "{} of {} requests failed",
+        failed.load(Ordering::SeqCst),
+        ok.load(Ordering::SeqCst)
+    );
+}
+
+/// A TLS front for a plain S3 server, with `cert`/`key` (as a MinIO with its
+/// own certificate would be): bytes are copied both ways after the handshake.
+async fn tls_front(backend: SocketAddr, cert: &Path, key: &Path) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::serve::Listener;
+    let config = yatagarasu::config::TlsConfig {
+        cert_file: cert.to_str().unwrap().into(),
+        key_file: key.to_str().unwrap().into(),
+        ..Default::default()
+    };
+    let reloader = yatagarasu::tls::TlsReloader::new("test.tls", &config).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", tcp.local_addr().unwrap());
+    let mut listener = yatagarasu::tls::TlsListener::new(tcp, reloader).unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut tls, _) = listener.accept().await;
+            tokio::spawn(async move {
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_replica_behind_tls_with_a_private_ca_is_trusted_through_ca_file_only() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("minio", "minio", false);
+    let (endpoint, _front) = tls_front(s3.addr(), &cert, &key).await;
+    let ca = pki.ca();
+    let config = format!(
+        r#"
+server:
+  address: "127.0.0.1:0"
+buckets:
+  - name: "private-ca"
+    path_prefix: "/trusted"
+    s3: {{ bucket: data, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}", ca_file: {ca:?}, retry: {{ max_attempts: 1 }} }}
+  - name: "system-roots"
+    path_prefix: "/untrusted"
+    s3: {{ bucket: data, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}", retry: {{ max_attempts: 1 }} }}
+health_check:
+  enabled: false
+metrics:
+  enabled: false
+"#
+    );
+    let proxy = TlsProxy::start(&config);
+    let res = client().get(proxy.url("/trusted/hello.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "hello over tls");
+    // Without ca_file the private CA is not trusted: no silent fallback.
+    let res = client().get(proxy.url("/untrusted/hello.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 502, "{}", proxy.logs());
+
+    // A missing bundle is a config error naming the key.
+    let out = check(&config.replace(ca.to_str().unwrap(), "/nonexistent/ca.pem"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("buckets[0].s3.ca_file"), "{err}");
+}
+
+#[tokio::test]
+async fn the_metrics_port_serves_https_from_its_own_block() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let block = format!("{{ cert_file: {cert:?}, key_file: {key:?} }}");
+    let config = tls_config(&s3, &block).replace(
+        "metrics:\n  enabled: false\n",
+        &format!("metrics:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: 0\n  tls: {block}\n"),
+    );
+    let proxy = TlsProxy::start(&config);
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    let (code, _, err) = curl(&["--cacert", ca, &proxy.url("/files/hello.txt")]).await;
+    assert_eq!(code, 0, "{err}");
+    let url = proxy.metrics_url("/metrics").await;
+    assert!(url.starts_with("https://"), "{url}");
+    let (code, out, err) = curl(&["--cacert", ca, &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("yatagarasu_requests_total"), "{out}");
+    let (code, _, _) = curl(&[&url.replace("https://", "http://")]).await;
+    assert_ne!(code, 0, "plain HTTP served on the metrics TLS port");
+}
