@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark suite in one command: installs wrk and nginx if missing
-# (Debian), builds the release proxy, runs every scenario on loopback.
+# (Debian), builds the release proxy, runs every scenario on loopback and
+# prints one Markdown table (with the date and commit) at the end.
 #
-#   bench/run.sh            # full run (a few minutes)
-#   bench/run.sh --quick    # everything in under two minutes
-#   bench/run.sh --only stream,micro
+#   bench/run.sh                                   # full run (several minutes)
+#   bench/run.sh --quick                           # short runs
+#   bench/run.sh --only cache-hit --access-log     # both sides writing an access log
+#   bench/run.sh --only stream,micro --connections 32
+#   bench/run.sh --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

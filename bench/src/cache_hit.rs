@@ -63,12 +63,13 @@ fn cpu_figure(load: &Load, object: Object) -> f64 {
 fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, String> {
     let opts = env.opts.clone();
     data::write(&env.root, object, opts.etag_sidecar())?;
-    let size = human_size(object.size).replace(' ', "");
+    let size = human_size(object.size);
+    let tag = size.replace(' ', "");
     let big = object.size >= MIB;
-    let s3 = S3Server::start(&opts, &format!("s3-cache-{size}"), &env.root, &env.logs)?;
+    let s3 = S3Server::start(&opts, &format!("s3-cache-{tag}"), &env.root, &env.logs)?;
     let proxy = Proxy::start(
         &opts,
-        &format!("proxy-cache-{size}"),
+        &format!("proxy-cache-{tag}"),
         &config(&bucket_block(&s3.endpoint, ""), MEMORY_CACHE),
         &env.logs,
     )?;
@@ -90,7 +91,7 @@ fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, Stri
     for (i, site) in sites.into_iter().enumerate() {
         let nginx = Nginx::start(
             env.scratch(),
-            &format!("nginx-cache-{size}-{i}"),
+            &format!("nginx-cache-{tag}-{i}"),
             site,
             opts.access_log(),
         )?;

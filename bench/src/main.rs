@@ -82,6 +82,9 @@ pub struct Opts {
     /// Access log off on both sides (the default; kept for old scripts).
     #[arg(long, conflicts_with = "access_log")]
     no_access_log: bool,
+    /// Keep the temp dir (generated configs, process logs, access logs) after the run.
+    #[arg(long)]
+    keep: bool,
 }
 
 impl Opts {
@@ -160,6 +163,9 @@ fn main() {
     }
     println!("\n{}", suite::report(&env));
     println!("total {:.1}s", started.elapsed().as_secs_f64());
+    if opts.keep {
+        println!("kept {}", env.dir.keep().display());
+    }
     if failed {
         std::process::exit(1);
     }

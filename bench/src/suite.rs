@@ -38,7 +38,7 @@ pub struct Row {
 pub struct Env {
     /// The command line.
     pub opts: Opts,
-    /// Everything the run writes (removed at the end).
+    /// Everything the run writes (removed at the end unless `--keep`).
     pub dir: tempfile::TempDir,
     /// The S3 server's root directory (`<root>/bench/<key>`).
     pub root: PathBuf,
