@@ -7,5 +7,6 @@ pub mod config;
 pub mod demo;
 pub mod local_s3;
 pub mod metrics;
+pub mod readiness;
 pub mod reload;
 pub mod server;
