@@ -237,7 +237,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     // One retry budget for the process: a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
     let mut router = PrefixRouter::new();
-    let mut ready = ReadyState::new(inherited.draining);
+    let mut ready = ReadyState::new(inherited.draining).with_require_replicas(config.server.readiness.require_replicas);
     let mut slots = Vec::new();
     for (i, bucket) in config.buckets.iter().enumerate() {
         let hc = bucket.s3.health_check.as_ref().unwrap_or(&config.health_check);
@@ -332,7 +332,8 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 retry.max_attempts.saturating_sub(1),
                 Duration::from_millis(retry.initial_interval),
                 Duration::from_millis(retry.max_interval),
-            );
+            )
+            .with_failover_on_404(bucket.s3.failover_on_404);
         let bucket_cache = bucket.cache.clone().unwrap_or_default();
         let objects: ObjectStack = match &cache_store {
             Some(store) => BoxCloneSyncService::new(

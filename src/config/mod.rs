@@ -55,6 +55,25 @@ pub struct ServerConfig {
     pub max_uri_length: usize,
     /// Rate limiting; off by default.
     pub rate_limit: RateLimitConfig,
+    /// What `/ready` requires.
+    pub readiness: ReadinessConfig,
+}
+
+/// `server.readiness` (see `docs/readiness.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ReadinessConfig {
+    /// `true` (default): `/ready` answers 503 while a bucket has no usable
+    /// replica. `false`: it reports that in its JSON (`"status": "degraded"`)
+    /// and stays 200, so a full S3 outage keeps pods (and their cache) in the
+    /// Service.
+    pub require_replicas: bool,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        Self { require_replicas: true }
+    }
 }
 
 /// `server.rate_limit`: token buckets, refusals answered `429 SlowDown`.
@@ -131,6 +150,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_uri_length: 16 * 1024,
             rate_limit: RateLimitConfig::default(),
+            readiness: ReadinessConfig::default(),
         }
     }
 }
@@ -191,6 +211,9 @@ pub struct S3Config {
     pub circuit_breaker: CircuitBreakerConfig,
     /// Active health checks for this bucket's replicas (top-level default when unset).
     pub health_check: Option<HealthCheckConfig>,
+    /// Whether a 404 tries the next replica (for replicas behind
+    /// asynchronous replication); off: a 404 is an answer.
+    pub failover_on_404: bool,
 }
 
 impl Default for S3Config {
@@ -207,6 +230,7 @@ impl Default for S3Config {
             replicas: Vec::new(),
             circuit_breaker: CircuitBreakerConfig::default(),
             health_check: None,
+            failover_on_404: false,
         }
     }
 }

@@ -211,6 +211,20 @@ impl CircuitBreaker {
         BreakerState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// Whether a request sent now could get through: closed, half-open, or
+    /// open with its open period elapsed (the next request would be the
+    /// trial). Takes no permit. Readiness uses it, so that a pod whose
+    /// breakers opened recovers without traffic (an unready pod gets none).
+    pub fn is_usable(&self) -> bool {
+        match self.state() {
+            BreakerState::Closed | BreakerState::HalfOpen => true,
+            BreakerState::Open => self
+                .lock()
+                .opened_at
+                .is_none_or(|t| self.clock.now().saturating_duration_since(t) >= self.config.open_timeout),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -442,6 +456,22 @@ mod tests {
         clock.advance(Duration::from_secs(30));
         drop(b.try_acquire().unwrap());
         assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.try_acquire().unwrap().success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn an_open_breaker_is_usable_once_its_open_period_elapsed() {
+        let (b, clock, _) = breaker(1, 1, 1);
+        assert!(b.is_usable());
+        b.try_acquire().unwrap().failure();
+        assert!(!b.is_usable());
+        clock.advance(Duration::from_secs(29));
+        assert!(!b.is_usable());
+        clock.advance(Duration::from_secs(1));
+        assert!(b.is_usable());
+        // Asking took no permit: the state is unchanged and the trial is still free.
+        assert_eq!(b.state(), BreakerState::Open);
         b.try_acquire().unwrap().success();
         assert_eq!(b.state(), BreakerState::Closed);
     }
