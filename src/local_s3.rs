@@ -42,6 +42,13 @@ pub enum Fault {
     Stall,
     /// Sends the headers and this many body bytes, then resets the connection.
     ResetAfter(u64),
+    /// Sends the headers and this many body bytes, then sends nothing more
+    /// (the connection stays open): a body that stalls mid-way.
+    StallAfter(u64),
+    /// Answers the next this many requests with `500 InternalError` (after
+    /// their signature check), then serves normally (the mode turns to
+    /// [`Fault::None`]).
+    FailNext(u32),
 }
 
 type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -132,8 +139,13 @@ impl LocalS3 {
         use rusty_s3::S3Action;
         self.create_bucket(bucket)?;
         let endpoint: url::Url = self.endpoint().parse().map_err(std::io::Error::other)?;
-        let s3 = rusty_s3::Bucket::new(endpoint, rusty_s3::UrlStyle::Path, bucket.to_owned(), "us-east-1".to_owned())
-            .map_err(std::io::Error::other)?;
+        let s3 = rusty_s3::Bucket::new(
+            endpoint,
+            rusty_s3::UrlStyle::Path,
+            bucket.to_owned(),
+            "us-east-1".to_owned(),
+        )
+        .map_err(std::io::Error::other)?;
         let creds = rusty_s3::Credentials::new(self.access_key.clone(), self.secret_key.clone());
         let mut action = s3.put_object(Some(&creds), key);
         for (name, value) in headers {
@@ -217,8 +229,25 @@ async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<BoxBody>, s3s::HttpError> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
-    let fault = *shared.fault.lock().expect("not poisoned");
-    if matches!(fault, Fault::Error500 | Fault::SlowDown | Fault::Stall) {
+    let fault = {
+        let mut mode = shared.fault.lock().expect("not poisoned");
+        let now = *mode;
+        match now {
+            Fault::FailNext(0) => {
+                *mode = Fault::None;
+                Fault::None
+            }
+            Fault::FailNext(n) => {
+                *mode = if n > 1 { Fault::FailNext(n - 1) } else { Fault::None };
+                now
+            }
+            _ => now,
+        }
+    };
+    if matches!(
+        fault,
+        Fault::Error500 | Fault::SlowDown | Fault::Stall | Fault::FailNext(_)
+    ) {
         // The signature first, as S3 does: s3s checks it before the operation;
         // a refusal passes through, any other answer is replaced by the fault.
         let res = hyper::service::Service::call(&service, req).await?;
@@ -228,7 +257,9 @@ async fn handle(
         }
         drop(res);
         return match fault {
-            Fault::Error500 => Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError")),
+            Fault::Error500 | Fault::FailNext(_) => {
+                Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
+            }
             Fault::SlowDown => Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
             _ => match std::future::pending::<std::convert::Infallible>().await {},
         };
@@ -236,25 +267,41 @@ async fn handle(
     let res = hyper::service::Service::call(&service, req).await?;
     let (parts, body) = res.into_parts();
     let body: BoxBody = match fault {
-        Fault::ResetAfter(limit) => {
+        Fault::ResetAfter(limit) | Fault::StallAfter(limit) => {
+            let reset = matches!(fault, Fault::ResetAfter(_));
             let mut sent = 0u64;
-            let stream = http_body_util::BodyDataStream::new(body).map(move |chunk| {
-                let chunk = chunk?;
-                if sent + chunk.len() as u64 > limit {
-                    let keep = (limit - sent) as usize;
-                    sent = limit;
-                    if keep > 0 {
+            let hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let hit_at_end = hit.clone();
+            let stream = http_body_util::BodyDataStream::new(body)
+                .map(move |chunk| {
+                    let chunk = chunk?;
+                    if sent + chunk.len() as u64 > limit {
+                        let keep = (limit - sent) as usize;
+                        sent = limit;
+                        hit.store(true, Ordering::Relaxed);
                         return Ok(chunk.slice(..keep));
                     }
-                    return Err("injected reset".into());
+                    sent += chunk.len() as u64;
+                    Ok(chunk)
+                })
+                .take_while(|r: &Result<Bytes, Box<dyn std::error::Error + Send + Sync>>| {
+                    std::future::ready(!r.as_ref().is_ok_and(|c| c.is_empty()))
+                });
+            // After the limit: an error (hyper resets the connection) or silence.
+            // A reset comes at the limit or at the end; a stall only at the limit.
+            let after = futures_util::stream::once(async move {
+                if reset {
+                    return Some(Err::<Bytes, Box<dyn std::error::Error + Send + Sync>>(
+                        "injected reset".into(),
+                    ));
                 }
-                sent += chunk.len() as u64;
-                Ok(chunk)
-            });
-            // After the partial chunk, the next poll fails and hyper resets the connection.
-            let stream = stream.chain(futures_util::stream::once(async {
-                Err::<Bytes, Box<dyn std::error::Error + Send + Sync>>("injected reset".into())
-            }));
+                if hit_at_end.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+                None
+            })
+            .filter_map(std::future::ready);
+            let stream = stream.chain(after);
             http_body_util::StreamBody::new(stream.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
         _ => body.boxed_unsync(),

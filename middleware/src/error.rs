@@ -79,8 +79,7 @@ pub fn s3_error_code(body: &[u8]) -> Option<String> {
     let start = text.find("<Code>")? + "<Code>".len();
     let len = text[start..].find("</Code>")?;
     let code = text[start..start + len].trim();
-    (!code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .then(|| code.to_owned())
+    (!code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| code.to_owned())
 }
 
 /// An error and its causes, `a: b: c` (reqwest's own message alone is vague:
@@ -372,13 +371,19 @@ mod tests {
         assert_eq!(s3_error_code(b"not xml"), None);
         assert!(FetchError::is_rejection(StatusCode::FORBIDDEN, None));
         assert!(FetchError::is_rejection(StatusCode::BAD_REQUEST, Some("ExpiredToken")));
-        assert!(!FetchError::is_rejection(StatusCode::BAD_REQUEST, Some("InvalidArgument")));
+        assert!(!FetchError::is_rejection(
+            StatusCode::BAD_REQUEST,
+            Some("InvalidArgument")
+        ));
         assert!(!FetchError::is_rejection(StatusCode::NOT_FOUND, Some("NoSuchKey")));
         let e = FetchError::Rejected {
             status: StatusCode::FORBIDDEN,
             code: Some("InvalidAccessKeyId".into()),
         };
-        assert_eq!(e.to_string(), "upstream refused the proxy's request: 403 Forbidden InvalidAccessKeyId");
+        assert_eq!(
+            e.to_string(),
+            "upstream refused the proxy's request: 403 Forbidden InvalidAccessKeyId"
+        );
         let res = S3Error::from_fetch_error(&e).into_response();
         assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     }

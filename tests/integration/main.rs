@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod demo;
 mod failover;
+mod faults;
 mod ops;
 mod redis;
 mod request_path;

@@ -176,13 +176,20 @@ where
         self.budget.deposit();
         let mut backoff = self.backoff.clone().make_backoff();
         let mut round = 0;
+        // The last real failure: a retry round that found every breaker open
+        // (opened by the earlier rounds) reports it, not "breaker open".
+        let mut cause: Option<FetchError> = None;
         loop {
             match self.pass(&req, None, None).await {
                 Ok((index, res)) => return Ok(resume::wrap(self.clone(), &req, index, res)),
                 Err(failed) => {
-                    if !failed.tried || round >= self.max_retries || !self.budget.withdraw() {
+                    if !failed.tried {
+                        return Err(cause.unwrap_or(failed.error));
+                    }
+                    if round >= self.max_retries || !self.budget.withdraw() {
                         return Err(failed.error);
                     }
+                    cause = Some(failed.error);
                     round += 1;
                     backoff.next_backoff().await;
                 }
