@@ -489,22 +489,30 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_use_is_consistent() {
-        let (b, _, _) = breaker(1_000_000, 1, 1);
+    fn concurrent_failures_open_it_exactly_once_at_the_threshold() {
+        let (b, _, seen) = breaker(100, 1, 1);
+        let granted = AtomicU32::new(0);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    for i in 0..10_000 {
-                        let p = b.try_acquire().unwrap();
-                        if i % 2 == 0 {
-                            p.success()
-                        } else {
-                            p.failure()
+                    for _ in 0..1_000 {
+                        if let Some(p) = b.try_acquire() {
+                            granted.fetch_add(1, Ordering::Relaxed);
+                            p.failure();
                         }
                     }
                 });
             }
         });
-        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(*seen.lock().unwrap(), vec![BreakerState::Open], "opened more than once");
+        // The threshold was reached; past it, only permits already taken by
+        // the other threads (one each) got through.
+        let granted = granted.load(Ordering::Relaxed);
+        assert!(
+            (100..=103).contains(&granted),
+            "{granted} permits for a threshold of 100"
+        );
+        assert!(b.try_acquire().is_none());
     }
 }
