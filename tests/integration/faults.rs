@@ -538,3 +538,36 @@ async fn failover_and_breaker_metrics_have_their_label_sets_and_values() {
     .await;
     assert!(counted, "{}", scrape(&proxy).await);
 }
+
+#[tokio::test]
+async fn probes_pass_on_2xx_for_the_bucket_and_on_2xx_or_404_for_a_key() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let checks = |path: &str| {
+        format!("health_check: {{ enabled: true, interval_seconds: 1, timeout_seconds: 1, path: \"{path}\" }}")
+    };
+    let replica = |report: &Value| report["buckets"]["main"]["replicas"][0].clone();
+
+    // A bucket that does not exist answers its HEAD 404: not a replica that can serve.
+    let config = single(&s3.endpoint(), SECRET_KEY, "", "").replace("bucket: bkt", "bucket: no-such-bucket");
+    let proxy = Proxy::start(&config.replace("health_check: { enabled: false }", &checks("/")));
+    let seen = eventually(WAIT, || async {
+        let (status, report) = ready(&proxy).await;
+        status == 503
+            && replica(&report)["health"] == "unhealthy"
+            && replica(&report)["reason"] == "upstream answered 404 Not Found"
+    })
+    .await;
+    assert!(seen, "{:?}", ready(&proxy).await);
+    drop(proxy);
+
+    // A missing probe key still proves the replica answers with our credentials.
+    let config = single(&s3.endpoint(), SECRET_KEY, "", "");
+    let proxy = Proxy::start(&config.replace("health_check: { enabled: false }", &checks("/no-such-key.txt")));
+    let seen = eventually(WAIT, || async {
+        let (status, report) = ready(&proxy).await;
+        status == 200 && replica(&report)["health"] == "healthy"
+    })
+    .await;
+    assert!(seen, "{:?}", ready(&proxy).await);
+}
