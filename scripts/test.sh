@@ -54,7 +54,7 @@ cargo nextest run --workspace --all-targets --locked --no-fail-fast
 echo "==> doc tests"
 cargo test --workspace --doc --locked
 
-if [ -x scripts/check-deploy.sh ]; then
+if [ -x scripts/check-deploy.sh ] || { echo "error: scripts/check-deploy.sh is missing or not executable: the deployment checks cannot run" >&2; exit 1; }; then
   echo "==> deployment checks"
   target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
   YATAGARASU_BIN="$target_dir/debug/yatagarasu" scripts/check-deploy.sh

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Request, StatusCode};
+use axum::http::Request;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -71,80 +71,8 @@ pub enum BuildError {
     Prefix(usize, String),
 }
 
-/// What `/ready` reports on.
-#[derive(Debug, Default)]
-pub struct ReadyState {
-    buckets: Vec<BucketReadiness>,
-    /// Shared by every app built from one process: a drain started on one
-    /// config holds for the configs reloaded after it.
-    draining: Arc<AtomicBool>,
-}
-
-#[derive(Debug)]
-struct BucketReadiness {
-    name: String,
-    replicas: Vec<ReplicaReadiness>,
-}
-
-#[derive(Debug)]
-struct ReplicaReadiness {
-    name: String,
-    health: Arc<ReplicaHealth>,
-    breaker: Arc<CircuitBreaker>,
-    checked: bool,
-}
-
-impl ReadyState {
-    /// Makes `/ready` answer 503 from now on (graceful drain).
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    fn replica_usable(r: &ReplicaReadiness) -> bool {
-        if r.breaker.state() == BreakerState::Open {
-            return false;
-        }
-        match r.health.health() {
-            Health::Healthy => true,
-            Health::Unhealthy => false,
-            Health::Unknown => !r.checked,
-        }
-    }
-
-    /// Whether every bucket has a usable replica and no drain is under way.
-    pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::SeqCst)
-            && self.buckets.iter().all(|b| b.replicas.iter().any(Self::replica_usable))
-    }
-
-    fn report(&self) -> serde_json::Value {
-        let buckets: serde_json::Map<String, serde_json::Value> = self
-            .buckets
-            .iter()
-            .map(|b| {
-                let replicas: Vec<_> = b
-                    .replicas
-                    .iter()
-                    .map(|r| {
-                        json!({
-                            "name": r.name,
-                            "health": if r.checked { r.health.health().as_str() } else { "unchecked" },
-                            "circuit_breaker": r.breaker.state().as_str(),
-                            "last_latency_ms": r.health.last_latency().map(|d| d.as_secs_f64() * 1000.0),
-                        })
-                    })
-                    .collect();
-                let ready = b.replicas.iter().any(Self::replica_usable);
-                (b.name.clone(), json!({ "ready": ready, "replicas": replicas }))
-            })
-            .collect();
-        json!({
-            "status": if self.is_ready() { "ready" } else { "not_ready" },
-            "draining": self.draining.load(Ordering::SeqCst),
-            "buckets": buckets,
-        })
-    }
-}
+pub use crate::readiness::ReadyState;
+use crate::readiness::{BucketReadiness, ReplicaReadiness};
 
 /// A replica's identity across reloads: same bucket, same name, and the same
 /// settings that its breaker and health depend on (endpoint, bucket, region,
@@ -253,7 +181,7 @@ impl App {
     /// What a build of the next config may take over from this one.
     pub fn inherited(&self) -> Inherited {
         Inherited {
-            draining: self.ready.draining.clone(),
+            draining: self.ready.draining_flag(),
             auth_stats: self.auth_stats.clone(),
             replicas: self.replicas.iter().map(|r| (r.key.clone(), r.clone())).collect(),
             cache: self.cache_config.clone().zip(self.cache.clone()),
@@ -336,10 +264,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     // One retry budget for the process: a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
     let mut router = PrefixRouter::new();
-    let mut ready = ReadyState {
-        buckets: Vec::new(),
-        draining: inherited.draining,
-    };
+    let mut ready = ReadyState::new(inherited.draining).with_require_replicas(config.server.readiness.require_replicas);
     let mut slots = Vec::new();
     for (i, bucket) in config.buckets.iter().enumerate() {
         let hc = bucket.s3.health_check.as_ref().unwrap_or(&config.health_check);
@@ -435,7 +360,8 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 retry.max_attempts.saturating_sub(1),
                 Duration::from_millis(retry.initial_interval),
                 Duration::from_millis(retry.max_interval),
-            );
+            )
+            .with_failover_on_404(bucket.s3.failover_on_404);
         let bucket_cache = bucket.cache.clone().unwrap_or_default();
         let objects: ObjectStack = match &cache_store {
             Some(store) => BoxCloneSyncService::new(
@@ -463,7 +389,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         router = router
             .mount(&bucket.path_prefix, bucket.name.clone(), http)
             .map_err(|e| BuildError::Prefix(i, e.to_string()))?;
-        ready.buckets.push(BucketReadiness {
+        ready.push_bucket(BucketReadiness {
             name: bucket.name.clone(),
             replicas: readiness,
         });
@@ -475,7 +401,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     let ready = Arc::new(ready);
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/ready", get(ready_handler))
+        .route("/ready", get(crate::readiness::ready_handler))
         .with_state(ready.clone())
         .fallback_service(router);
     Ok(App {
@@ -520,15 +446,6 @@ where
         .layer(middleware::from_fn_with_state(metrics, log_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-async fn ready_handler(State(ready): State<Arc<ReadyState>>) -> impl IntoResponse {
-    let status = if ready.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(ready.report()))
 }
 
 /// One structured line per request, written when its response body ends (or

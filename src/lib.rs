@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod demo;
 pub mod local_s3;
 pub mod metrics;
+pub mod readiness;
 pub mod reload;
 pub mod server;
 pub mod tls;

@@ -2,8 +2,14 @@
 //! SigV4 signatures, for the demo, the `serve-s3` command and the tests.
 //!
 //! Faults can be injected for real: the server can be stopped (connections
-//! refused, open ones cut) and restarted on the same port, answer 500, stall
-//! (accept and never answer), or reset the connection part-way through a body.
+//! refused, open ones cut) and restarted on the same port, answer 500 or
+//! `503 SlowDown`, stall (accept and never answer), or reset the connection
+//! part-way through a body. The signature is checked first in every mode, as
+//! S3 does: a wrongly signed request gets its `403` whatever the fault.
+//!
+//! Objects can be written straight to disk ([`LocalS3::put_object`]) or
+//! through the S3 API ([`LocalS3::put_object_with`], a signed `PutObject`
+//! that stores `Content-Type`, `Cache-Control` and `x-amz-meta-*`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,14 +34,21 @@ pub enum Fault {
     /// Serves normally.
     #[default]
     None,
-    /// Answers every request with `500 InternalError`.
+    /// Answers every correctly signed request with `500 InternalError`.
     Error500,
-    /// Answers every request with `503 SlowDown`.
+    /// Answers every correctly signed request with `503 SlowDown`.
     SlowDown,
-    /// Accepts requests and never answers.
+    /// Never answers a correctly signed request.
     Stall,
     /// Sends the headers and this many body bytes, then resets the connection.
     ResetAfter(u64),
+    /// Sends the headers and this many body bytes, then sends nothing more
+    /// (the connection stays open): a body that stalls mid-way.
+    StallAfter(u64),
+    /// Answers the next this many requests with `500 InternalError` (after
+    /// their signature check), then serves normally (the mode turns to
+    /// [`Fault::None`]).
+    FailNext(u32),
 }
 
 type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -47,6 +60,8 @@ pub struct LocalS3 {
     service: S3Service,
     shared: Arc<Shared>,
     tasks: Option<JoinSet<()>>,
+    access_key: String,
+    secret_key: String,
 }
 
 #[derive(Default)]
@@ -80,6 +95,8 @@ impl LocalS3 {
             service: builder.build(),
             shared: Arc::default(),
             tasks: None,
+            access_key: access_key.to_owned(),
+            secret_key: secret_key.to_owned(),
         };
         server.start_listening().await?;
         Ok(server)
@@ -116,6 +133,46 @@ impl LocalS3 {
         let path = self.root.join(bucket).join(key);
         std::fs::create_dir_all(path.parent().expect("has a parent"))?;
         std::fs::write(path, body)
+    }
+
+    /// Writes an object through the S3 API: a SigV4-signed `PutObject` with
+    /// `headers` (lowercase names: `content-type`, `cache-control`,
+    /// `x-amz-meta-*`, … — all signed), stored as S3 stores them. Creates the
+    /// bucket. Fails unless the server answers 2xx.
+    pub async fn put_object_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<()> {
+        use rusty_s3::S3Action;
+        self.create_bucket(bucket)?;
+        let endpoint: url::Url = self.endpoint().parse().map_err(std::io::Error::other)?;
+        let s3 = rusty_s3::Bucket::new(
+            endpoint,
+            rusty_s3::UrlStyle::Path,
+            bucket.to_owned(),
+            "us-east-1".to_owned(),
+        )
+        .map_err(std::io::Error::other)?;
+        let creds = rusty_s3::Credentials::new(self.access_key.clone(), self.secret_key.clone());
+        let mut action = s3.put_object(Some(&creds), key);
+        for (name, value) in headers {
+            action.headers_mut().insert(name.to_ascii_lowercase(), *value);
+        }
+        let url = action.sign(std::time::Duration::from_secs(60));
+        let mut req = reqwest::Client::new().put(url).body(body.into());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = req.send().await.map_err(|e| std::io::Error::other(e.without_url()))?;
+        if !res.status().is_success() {
+            let status = res.status();
+            let text = res.text().await.unwrap_or_default();
+            return Err(std::io::Error::other(format!("PutObject answered {status}: {text}")));
+        }
+        Ok(())
     }
 
     /// Creates an empty bucket.
@@ -182,35 +239,79 @@ async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<BoxBody>, s3s::HttpError> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
-    let fault = *shared.fault.lock().expect("not poisoned");
-    match fault {
-        Fault::Error500 => return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError")),
-        Fault::SlowDown => return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
-        Fault::Stall => std::future::pending::<()>().await,
-        Fault::None | Fault::ResetAfter(_) => {}
+    let fault = {
+        let mut mode = shared.fault.lock().expect("not poisoned");
+        let now = *mode;
+        match now {
+            Fault::FailNext(0) => {
+                *mode = Fault::None;
+                Fault::None
+            }
+            Fault::FailNext(n) => {
+                *mode = if n > 1 { Fault::FailNext(n - 1) } else { Fault::None };
+                now
+            }
+            _ => now,
+        }
+    };
+    if matches!(
+        fault,
+        Fault::Error500 | Fault::SlowDown | Fault::Stall | Fault::FailNext(_)
+    ) {
+        // The signature first, as S3 does: s3s checks it before the operation;
+        // a refusal passes through, any other answer is replaced by the fault.
+        let res = hyper::service::Service::call(&service, req).await?;
+        if matches!(res.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            let (parts, body) = res.into_parts();
+            return Ok(Response::from_parts(parts, body.boxed_unsync()));
+        }
+        drop(res);
+        return match fault {
+            Fault::Error500 | Fault::FailNext(_) => {
+                Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
+            }
+            Fault::SlowDown => Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
+            _ => match std::future::pending::<std::convert::Infallible>().await {},
+        };
     }
     let res = hyper::service::Service::call(&service, req).await?;
     let (parts, body) = res.into_parts();
     let body: BoxBody = match fault {
-        Fault::ResetAfter(limit) => {
+        Fault::ResetAfter(limit) | Fault::StallAfter(limit) => {
+            let reset = matches!(fault, Fault::ResetAfter(_));
             let mut sent = 0u64;
-            let stream = http_body_util::BodyDataStream::new(body).map(move |chunk| {
-                let chunk = chunk?;
-                if sent + chunk.len() as u64 > limit {
-                    let keep = (limit - sent) as usize;
-                    sent = limit;
-                    if keep > 0 {
+            let hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let hit_at_end = hit.clone();
+            let stream = http_body_util::BodyDataStream::new(body)
+                .map(move |chunk| {
+                    let chunk = chunk?;
+                    if sent + chunk.len() as u64 > limit {
+                        let keep = (limit - sent) as usize;
+                        sent = limit;
+                        hit.store(true, Ordering::Relaxed);
                         return Ok(chunk.slice(..keep));
                     }
-                    return Err("injected reset".into());
+                    sent += chunk.len() as u64;
+                    Ok(chunk)
+                })
+                .take_while(|r: &Result<Bytes, Box<dyn std::error::Error + Send + Sync>>| {
+                    std::future::ready(!r.as_ref().is_ok_and(|c| c.is_empty()))
+                });
+            // After the limit: an error (hyper resets the connection) or silence.
+            // A reset comes at the limit or at the end; a stall only at the limit.
+            let after = futures_util::stream::once(async move {
+                if reset {
+                    return Some(Err::<Bytes, Box<dyn std::error::Error + Send + Sync>>(
+                        "injected reset".into(),
+                    ));
                 }
-                sent += chunk.len() as u64;
-                Ok(chunk)
-            });
-            // After the partial chunk, the next poll fails and hyper resets the connection.
-            let stream = stream.chain(futures_util::stream::once(async {
-                Err::<Bytes, Box<dyn std::error::Error + Send + Sync>>("injected reset".into())
-            }));
+                if hit_at_end.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+                None
+            })
+            .filter_map(std::future::ready);
+            let stream = stream.chain(after);
             http_body_util::StreamBody::new(stream.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
         _ => body.boxed_unsync(),

@@ -31,9 +31,22 @@ pub enum FetchError {
     /// The request failed for another transport reason.
     #[error("request failed: {}", chain(.0))]
     Transport(#[source] reqwest::Error),
-    /// The replica answered with a server error (5xx, including 503 SlowDown).
+    /// The replica answered with a server error (5xx, including 503 SlowDown),
+    /// or a health probe got an answer that does not prove the replica serves.
     #[error("upstream answered {0}")]
     Status(StatusCode),
+    /// The replica refused the proxy's own request: its credentials, session
+    /// token, signature or region are wrong for it (401, 403, a 301/307
+    /// redirect, or a 400 with an authorization error code). The client sent
+    /// no credentials upstream, so this is the replica's fault: another
+    /// replica may serve.
+    #[error("upstream refused the proxy's request: {status} {}", .code.as_deref().unwrap_or("(no error code)"))]
+    Rejected {
+        /// The upstream status.
+        status: StatusCode,
+        /// The S3 error code from the body (`AccessDenied`, …), when there was one.
+        code: Option<String>,
+    },
     /// The replica's circuit breaker is open: it was not tried.
     #[error("circuit breaker open")]
     BreakerOpen,
@@ -47,6 +60,30 @@ pub enum FetchError {
     /// a failure of that replica.
     #[error("no usable credentials: {0}")]
     Credentials(#[from] crate::credentials::CredentialsError),
+}
+
+/// S3 error codes that a `400` carries when the proxy's own signing is wrong
+/// for a replica (AWS answers some of them 400, others 403).
+const REJECTION_CODES: [&str; 8] = [
+    "AuthorizationHeaderMalformed",
+    "AuthorizationQueryParametersError",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "InvalidToken",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "IllegalLocationConstraintException",
+];
+
+/// The `<Code>` of an S3 error body, when it looks like one: ASCII letters
+/// and digits only, at most 64 of them (nothing else of the body is kept; it
+/// may echo a key id).
+pub fn s3_error_code(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Code>")? + "<Code>".len();
+    let len = text[start..].find("</Code>")?;
+    let code = text[start..start + len].trim();
+    (!code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| code.to_owned())
 }
 
 /// An error and its causes, `a: b: c` (reqwest's own message alone is vague:
@@ -73,6 +110,20 @@ impl FetchError {
             FetchError::Connect(err)
         } else {
             FetchError::Transport(err)
+        }
+    }
+
+    /// Whether an upstream answer with this status and S3 error code is the
+    /// replica refusing the proxy itself (bad key, expired token, wrong
+    /// region) rather than an answer about the object.
+    pub fn is_rejection(status: StatusCode, code: Option<&str>) -> bool {
+        match status {
+            StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::MOVED_PERMANENTLY
+            | StatusCode::TEMPORARY_REDIRECT => true,
+            StatusCode::BAD_REQUEST => code.is_some_and(|c| REJECTION_CODES.contains(&c)),
+            _ => false,
         }
     }
 
@@ -197,6 +248,12 @@ impl S3Error {
                 "The upstream storage failed to answer.",
             )
             .with_retry_after(1),
+            FetchError::Rejected { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                "The upstream storage refused the proxy's request.",
+            )
+            .with_retry_after(1),
             FetchError::Connect(_) | FetchError::Transport(_) | FetchError::Status(_) => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "BadGateway",
@@ -314,6 +371,31 @@ mod tests {
         let res = S3Error::method_not_allowed().into_response();
         assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(res.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn error_codes_are_read_and_only_plain_ones_kept() {
+        let body = b"<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>AKIA1</AWSAccessKeyId></Error>";
+        assert_eq!(s3_error_code(body).as_deref(), Some("SignatureDoesNotMatch"));
+        assert_eq!(s3_error_code(b"<Error><Code>a<b</Code></Error>"), None);
+        assert_eq!(s3_error_code(b"not xml"), None);
+        assert!(FetchError::is_rejection(StatusCode::FORBIDDEN, None));
+        assert!(FetchError::is_rejection(StatusCode::BAD_REQUEST, Some("ExpiredToken")));
+        assert!(!FetchError::is_rejection(
+            StatusCode::BAD_REQUEST,
+            Some("InvalidArgument")
+        ));
+        assert!(!FetchError::is_rejection(StatusCode::NOT_FOUND, Some("NoSuchKey")));
+        let e = FetchError::Rejected {
+            status: StatusCode::FORBIDDEN,
+            code: Some("InvalidAccessKeyId".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "upstream refused the proxy's request: 403 Forbidden InvalidAccessKeyId"
+        );
+        let res = S3Error::from_fetch_error(&e).into_response();
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! every interval and records whether the replica answered, and how fast.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -17,7 +17,7 @@ pub enum Health {
     Unknown,
     /// The last probe was answered.
     Healthy,
-    /// The last probe failed.
+    /// The last probe failed (see [`ReplicaHealth::last_error`]).
     Unhealthy,
 }
 
@@ -32,11 +32,13 @@ impl Health {
     }
 }
 
-/// A replica's health, shared between its checker and its readers. Lock-free.
+/// A replica's health, shared between its checker and its readers. The
+/// state is lock-free; the reason of the last failure takes a short lock.
 #[derive(Debug, Default)]
 pub struct ReplicaHealth {
     state: AtomicU8,
     latency_us: AtomicU64,
+    last_error: Mutex<Option<String>>,
 }
 
 impl ReplicaHealth {
@@ -62,6 +64,11 @@ impl ReplicaHealth {
         }
     }
 
+    /// Why the last probe failed (`None` after a passing probe).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Records a probe result; returns the previous state.
     pub fn record(&self, result: &Result<Duration, FetchError>) -> Health {
         let previous = self.health();
@@ -69,9 +76,13 @@ impl ReplicaHealth {
             Ok(latency) => {
                 self.latency_us
                     .store(latency.as_micros().clamp(1, u64::MAX as u128) as u64, Ordering::Relaxed);
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 self.state.store(1, Ordering::Release);
             }
-            Err(_) => self.state.store(2, Ordering::Release),
+            Err(e) => {
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                self.state.store(2, Ordering::Release);
+            }
         }
         previous
     }

@@ -57,6 +57,25 @@ pub struct ServerConfig {
     pub rate_limit: RateLimitConfig,
     /// HTTPS on the listener; plain HTTP when absent.
     pub tls: Option<TlsConfig>,
+    /// What `/ready` requires.
+    pub readiness: ReadinessConfig,
+}
+
+/// `server.readiness` (see `docs/readiness.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ReadinessConfig {
+    /// `true` (default): `/ready` answers 503 while a bucket has no usable
+    /// replica. `false`: it reports that in its JSON (`"status": "degraded"`)
+    /// and stays 200, so a full S3 outage keeps pods (and their cache) in the
+    /// Service.
+    pub require_replicas: bool,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        Self { require_replicas: true }
+    }
 }
 
 /// `server.tls` / `metrics.tls`: a rustls listener whose certificate is
@@ -167,6 +186,7 @@ impl Default for ServerConfig {
             max_uri_length: 16 * 1024,
             rate_limit: RateLimitConfig::default(),
             tls: None,
+            readiness: ReadinessConfig::default(),
         }
     }
 }
@@ -244,6 +264,9 @@ pub struct S3Config {
     pub circuit_breaker: CircuitBreakerConfig,
     /// Active health checks for this bucket's replicas (top-level default when unset).
     pub health_check: Option<HealthCheckConfig>,
+    /// Whether a 404 tries the next replica (for replicas behind
+    /// asynchronous replication); off: a 404 is an answer.
+    pub failover_on_404: bool,
 }
 
 impl Default for S3Config {
@@ -266,6 +289,7 @@ impl Default for S3Config {
             replicas: Vec::new(),
             circuit_breaker: CircuitBreakerConfig::default(),
             health_check: None,
+            failover_on_404: false,
         }
     }
 }

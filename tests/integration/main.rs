@@ -8,6 +8,7 @@ mod config_reference;
 mod credentials;
 mod demo;
 mod failover;
+mod faults;
 mod ops;
 mod redis;
 mod request_path;

@@ -211,6 +211,20 @@ impl CircuitBreaker {
         BreakerState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// Whether a request sent now could get through: closed, half-open, or
+    /// open with its open period elapsed (the next request would be the
+    /// trial). Takes no permit. Readiness uses it, so that a pod whose
+    /// breakers opened recovers without traffic (an unready pod gets none).
+    pub fn is_usable(&self) -> bool {
+        match self.state() {
+            BreakerState::Closed | BreakerState::HalfOpen => true,
+            BreakerState::Open => self
+                .lock()
+                .opened_at
+                .is_none_or(|t| self.clock.now().saturating_duration_since(t) >= self.config.open_timeout),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -447,6 +461,22 @@ mod tests {
     }
 
     #[test]
+    fn an_open_breaker_is_usable_once_its_open_period_elapsed() {
+        let (b, clock, _) = breaker(1, 1, 1);
+        assert!(b.is_usable());
+        b.try_acquire().unwrap().failure();
+        assert!(!b.is_usable());
+        clock.advance(Duration::from_secs(29));
+        assert!(!b.is_usable());
+        clock.advance(Duration::from_secs(1));
+        assert!(b.is_usable());
+        // Asking took no permit: the state is unchanged and the trial is still free.
+        assert_eq!(b.state(), BreakerState::Open);
+        b.try_acquire().unwrap().success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
     fn probes_feed_the_breaker() {
         let (b, _, _) = breaker(2, 1, 1);
         b.record_failure();
@@ -459,22 +489,30 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_use_is_consistent() {
-        let (b, _, _) = breaker(1_000_000, 1, 1);
+    fn concurrent_failures_open_it_exactly_once_at_the_threshold() {
+        let (b, _, seen) = breaker(100, 1, 1);
+        let granted = AtomicU32::new(0);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    for i in 0..10_000 {
-                        let p = b.try_acquire().unwrap();
-                        if i % 2 == 0 {
-                            p.success()
-                        } else {
-                            p.failure()
+                    for _ in 0..1_000 {
+                        if let Some(p) = b.try_acquire() {
+                            granted.fetch_add(1, Ordering::Relaxed);
+                            p.failure();
                         }
                     }
                 });
             }
         });
-        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(*seen.lock().unwrap(), vec![BreakerState::Open], "opened more than once");
+        // The threshold was reached; past it, only permits already taken by
+        // the other threads (one each) got through.
+        let granted = granted.load(Ordering::Relaxed);
+        assert!(
+            (100..=103).contains(&granted),
+            "{granted} permits for a threshold of 100"
+        );
+        assert!(b.try_acquire().is_none());
     }
 }

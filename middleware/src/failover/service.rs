@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::future::BoxFuture;
-use http::Response;
+use http::{Response, StatusCode};
 use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::rng::HasherRng;
@@ -18,7 +18,11 @@ use crate::object::ObjectRequest;
 
 /// Serves each request from the first replica, in priority order, whose
 /// breaker admits it; moves on at once when a replica fails (connection
-/// error, timeout, 5xx); returns 4xx answers as they are.
+/// error, timeout, 5xx, or a refusal of the proxy's own credentials:
+/// [`FetchError::Rejected`]); returns other 4xx answers as they are. With
+/// [`with_failover_on_404`](Failover::with_failover_on_404), a 404 tries the
+/// next replica too (replicas behind asynchronous replication), and the
+/// client gets the 404 only when no replica has the object.
 ///
 /// - Readiness is per replica and immediate (an open breaker or a full
 ///   bulkhead refuses at once), so the failover never waits on a replica it
@@ -64,6 +68,7 @@ pub(crate) struct Shared<S> {
     backoff: ExponentialBackoffMaker<HasherRng>,
     max_retries: u32,
     pub(crate) resume: bool,
+    failover_on_404: bool,
 }
 
 impl<S> Failover<S> {
@@ -80,6 +85,7 @@ impl<S> Failover<S> {
                 backoff: backoff(Duration::from_millis(50), Duration::from_millis(500)),
                 max_retries: 1,
                 resume: true,
+                failover_on_404: false,
             }),
         }
     }
@@ -114,6 +120,11 @@ impl<S> Failover<S> {
     /// Turns mid-body resume on or off.
     pub fn with_resume(self, resume: bool) -> Self {
         self.update(|s| s.resume = resume)
+    }
+
+    /// Whether a 404 moves on to the next replica (off by default: a 404 is an answer).
+    pub fn with_failover_on_404(self, on: bool) -> Self {
+        self.update(|s| s.failover_on_404 = on)
     }
 
     /// The replicas, in configuration order.
@@ -165,13 +176,20 @@ where
         self.budget.deposit();
         let mut backoff = self.backoff.clone().make_backoff();
         let mut round = 0;
+        // The last real failure: a retry round that found every breaker open
+        // (opened by the earlier rounds) reports it, not "breaker open".
+        let mut cause: Option<FetchError> = None;
         loop {
             match self.pass(&req, None, None).await {
                 Ok((index, res)) => return Ok(resume::wrap(self.clone(), &req, index, res)),
                 Err(failed) => {
-                    if !failed.tried || round >= self.max_retries || !self.budget.withdraw() {
+                    if !failed.tried {
+                        return Err(cause.unwrap_or(failed.error));
+                    }
+                    if round >= self.max_retries || !self.budget.withdraw() {
                         return Err(failed.error);
                     }
+                    cause = Some(failed.error);
                     round += 1;
                     backoff.next_backoff().await;
                 }
@@ -194,6 +212,7 @@ where
         }
         let mut failed: Option<(usize, FetchError)> = None;
         let mut skipped: Option<(usize, FetchError)> = None;
+        let mut not_found: Option<(usize, Response<Body>)> = None;
         let mut tried = false;
         for i in order {
             let replica = &self.replicas[i];
@@ -207,12 +226,22 @@ where
                 let from = self.replicas[*from].name();
                 tracing::warn!(bucket = %self.bucket, error = %e, "Replica '{}' failed, trying '{}'", from, replica.name());
                 self.events.failover(&self.bucket, from, replica.name());
+            } else if let Some((from, _)) = &not_found {
+                let from = self.replicas[*from].name();
+                tracing::info!(bucket = %self.bucket, "Replica '{}' answered 404, trying '{}'", from, replica.name());
+                self.events.failover(&self.bucket, from, replica.name());
             } else if let Some((from, _)) = &skipped {
                 self.events
                     .failover(&self.bucket, self.replicas[*from].name(), replica.name());
             }
             self.events.request(&self.bucket, replica.name());
             match svc.call(req.clone()).await {
+                Ok(res) if self.failover_on_404 && accept.is_none() && res.status() == StatusCode::NOT_FOUND => {
+                    // Maybe not replicated here yet: the next replica may have it.
+                    failed = None;
+                    skipped = None;
+                    not_found = Some((i, res));
+                }
                 Ok(res) if accept.is_none_or(|ok| ok(&res)) => return Ok((i, res)),
                 Ok(res) => {
                     tracing::debug!(replica = %replica.name(), status = %res.status(), "answer not usable here");
@@ -225,6 +254,10 @@ where
                     failed = Some((i, e));
                 }
             }
+        }
+        if let Some(found) = not_found {
+            // No replica had it (or the rest failed): the 404 is the answer.
+            return Ok(found);
         }
         if let Some((from, e)) = &failed {
             tracing::warn!(
@@ -334,6 +367,54 @@ mod tests {
         let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
         assert_eq!(b_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_failover_on_404_a_miss_tries_the_next_replica() {
+        let (a, _) = scripted("a", vec![Ok(404)], Arc::new(AtomicUsize::new(0)));
+        let (b, _) = scripted("b", vec![Ok(200)], Arc::new(AtomicUsize::new(0)));
+        let events = Arc::new(Recorder::default());
+        let failover = Failover::new("bkt", vec![a.with_priority(1), b.with_priority(2)])
+            .with_failover_on_404(true)
+            .with_events(events.clone());
+        let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+        assert_eq!(body(res).await, "b");
+        assert_eq!(*events.0.lock().unwrap(), vec!["a->b"]);
+
+        // Missing everywhere, or missing on one and failing on the rest: a 404.
+        let (a, _) = scripted("a", vec![Ok(404)], Arc::new(AtomicUsize::new(0)));
+        let (b, _) = scripted("b", vec![Err(())], Arc::new(AtomicUsize::new(0)));
+        let failover = Failover::new("bkt", vec![a.with_priority(1), b.with_priority(2)]).with_failover_on_404(true);
+        let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body(res).await, "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_replica_is_a_failure_and_the_next_one_serves() {
+        let a_calls = Arc::new(AtomicUsize::new(0));
+        let rejected = tower::service_fn(move |_req: ObjectRequest| {
+            a_calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err::<Response<Body>, _>(FetchError::Rejected {
+                    status: StatusCode::FORBIDDEN,
+                    code: Some("SignatureDoesNotMatch".into()),
+                })
+            }
+        });
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 2,
+            ..BreakerConfig::default()
+        });
+        let svc: Svc = BoxCloneSyncService::new(CircuitBreakerLayer::new(breaker.clone()).layer(rejected));
+        let a = Replica::new("a", svc, breaker.clone(), ReplicaHealth::new()).with_priority(1);
+        let (b, _) = scripted("b", vec![Ok(200)], Arc::new(AtomicUsize::new(0)));
+        let failover = Failover::new("bkt", vec![a, b.with_priority(2)]);
+        for _ in 0..2 {
+            let res = failover.clone().oneshot(ObjectRequest::get("k")).await.unwrap();
+            assert_eq!(body(res).await, "b");
+        }
+        assert_eq!(breaker.state(), crate::breaker::BreakerState::Open);
     }
 
     #[tokio::test(start_paused = true)]

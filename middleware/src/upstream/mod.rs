@@ -18,7 +18,7 @@ use tower::Service;
 use url::Url;
 
 use crate::credentials::ReplicaCredentials;
-use crate::error::FetchError;
+use crate::error::{s3_error_code, FetchError};
 use crate::object::{ObjectMethod, ObjectRequest};
 
 /// The response header naming the replica that served a request.
@@ -38,6 +38,9 @@ pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 11] = [
     header::CACHE_CONTROL,
     header::EXPIRES,
 ];
+
+/// The most of an upstream error body read to find its `<Code>`.
+const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// How long presigned URLs stay valid. They are used at once; a short life
 /// limits what a leaked URL is worth.
@@ -179,8 +182,12 @@ impl S3Upstream {
     }
 
     /// Sends a signed `HEAD` of the bucket, or of `key` when given, and
-    /// returns how long the answer took. Any answer below 500 counts as alive
-    /// (a 404 for a probe key still proves the replica serves).
+    /// returns how long the answer took. A probe passes only on an answer
+    /// that proves the replica can serve: 2xx for the bucket, 2xx or 404 for
+    /// a key (the key may be missing; the replica still answered with our
+    /// credentials). 401/403/301 are [`FetchError::Rejected`] (a bad key,
+    /// expired token or wrong region); any other status is
+    /// [`FetchError::Status`].
     pub async fn probe(&self, key: Option<&str>, timeout: Duration) -> Result<Duration, FetchError> {
         let creds = self.inner.credentials.current()?;
         let creds = creds.as_deref();
@@ -194,15 +201,28 @@ impl S3Upstream {
             .await
             .map_err(|_| FetchError::Timeout(timeout))?
             .map_err(FetchError::from_reqwest)?;
-        if res.status().is_server_error() {
-            return Err(FetchError::Status(res.status()));
+        let status = res.status();
+        // A HEAD answer has no body; some servers name the error in a header.
+        let code = res
+            .headers()
+            .get("x-amz-error-code")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|c| s3_error_code(format!("<Code>{c}</Code>").as_bytes()));
+        match status {
+            s if s.is_success() => Ok(started.elapsed()),
+            StatusCode::NOT_FOUND if key.is_some() => Ok(started.elapsed()),
+            s if FetchError::is_rejection(s, code.as_deref()) => Err(FetchError::Rejected { status: s, code }),
+            s => Err(FetchError::Status(s)),
         }
-        Ok(started.elapsed())
     }
 
     /// Fetches an object: the response headers within the timeout, the body
     /// streamed as it arrives. 5xx answers are errors (another replica may
-    /// serve); 2xx, 3xx and 4xx answers are responses.
+    /// serve), and so are the replica's refusals of the proxy itself
+    /// ([`FetchError::Rejected`]: 401, 403, 301/307, a 400 with an
+    /// authorization code), logged with the replica's name and the S3 error
+    /// code (never the body: it may echo the key id). Other 2xx, 3xx and 4xx
+    /// answers are responses.
     pub fn fetch(&self, req: &ObjectRequest) -> BoxFuture<'static, Result<Response<Body>, FetchError>> {
         let url = match self.try_presign(req) {
             Ok(url) => url,
@@ -225,10 +245,37 @@ impl S3Upstream {
                 .await
                 .map_err(|_| FetchError::Timeout(timeout))?
                 .map_err(FetchError::from_reqwest)?;
-            if res.status().is_server_error() {
-                return Err(FetchError::Status(res.status()));
+            let status = res.status();
+            if status.is_server_error() {
+                return Err(FetchError::Status(status));
             }
-            Ok(into_client_response(res, &name))
+            let res = into_client_response(res, &name);
+            if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST {
+                return Ok(res);
+            }
+            // Error bodies are small: read it (bounded) to learn the S3 error code.
+            let (mut parts, body) = res.into_parts();
+            let bytes = match http_body_util::Limited::new(body, MAX_ERROR_BODY).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    bytes::Bytes::new()
+                }
+            };
+            let code = s3_error_code(&bytes);
+            if FetchError::is_rejection(status, code.as_deref()) {
+                tracing::warn!(
+                    replica = %name,
+                    status = status.as_u16(),
+                    code = code.as_deref().unwrap_or("-"),
+                    "Replica '{}' refused the proxy's request ({} {}): check its credentials, token and region",
+                    name,
+                    status.as_u16(),
+                    code.as_deref().unwrap_or("without an error code")
+                );
+                return Err(FetchError::Rejected { status, code });
+            }
+            Ok(Response::from_parts(parts, Body::from(bytes)))
         })
     }
 }

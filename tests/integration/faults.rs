@@ -1,0 +1,573 @@
+//! Faults the failover must see, through the real binary in front of real S3
+//! servers (SigV4 checked): a replica's own 401/403, 404s on lagging
+//! replicas, readiness that recovers without traffic, full bulkheads,
+//! retries, bodies that stall, reloaded credentials, and the metric values
+//! all of it leaves behind.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+const BIG: usize = 1024 * 1024 + 11;
+
+struct Pair {
+    primary: S3,
+    backup: S3,
+}
+
+async fn pair() -> Pair {
+    let (primary, backup) = (s3().await, s3().await);
+    for (s3, label) in [(&primary, "Primary"), (&backup, "Backup")] {
+        s3.put_object("data-bucket", "test.txt", format!("{label} data!\n").as_bytes())
+            .unwrap();
+        s3.put_object("data-bucket", "big.bin", &pattern(BIG, 3)).unwrap();
+    }
+    Pair { primary, backup }
+}
+
+/// A two-replica bucket `ha` at `/data`, health checks off, metrics on.
+struct Cfg {
+    /// Appended inside the primary's `{ ... }`.
+    primary: &'static str,
+    /// Extra lines of the `s3:` block (6-space indent).
+    s3: &'static str,
+    /// Extra keys of `server:` (inside `{ ... }`).
+    server: &'static str,
+    health: bool,
+    failure_threshold: u32,
+    secret: &'static str,
+}
+
+impl Default for Cfg {
+    fn default() -> Self {
+        Self {
+            primary: "",
+            s3: "",
+            server: "",
+            health: false,
+            failure_threshold: 3,
+            secret: SECRET_KEY,
+        }
+    }
+}
+
+impl Cfg {
+    fn render(&self, p: &Pair) -> String {
+        format!(
+            r#"
+server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 {server} }}
+buckets:
+  - name: ha
+    path_prefix: /data
+    s3:
+      bucket: data-bucket
+      region: us-east-1
+      access_key: "{ACCESS_KEY}"
+      secret_key: "{secret}"
+      retry: {{ max_attempts: 1 }}
+      circuit_breaker: {{ failure_threshold: {ft}, timeout_seconds: 600 }}
+      health_check: {{ enabled: {health}, interval_seconds: 1, timeout_seconds: 1 }}
+{s3}
+      replicas:
+        - {{ name: primary, endpoint: "{pe}", priority: 1, timeout_seconds: 2 {primary} }}
+        - {{ name: backup, endpoint: "{be}", priority: 2, timeout_seconds: 2 }}
+metrics: {{ enabled: true, address: 127.0.0.1, port: 0 }}
+"#,
+            server = self.server,
+            secret = self.secret,
+            ft = self.failure_threshold,
+            health = self.health,
+            s3 = self.s3,
+            pe = p.primary.endpoint(),
+            be = p.backup.endpoint(),
+            primary = self.primary,
+        )
+    }
+}
+
+/// One bucket `main` at `/d` over a single replica, health checks off.
+fn single(endpoint: &str, secret: &str, extra_s3: &str, extra_server: &str) -> String {
+    format!(
+        r#"
+server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 {extra_server} }}
+buckets:
+  - name: main
+    path_prefix: /d
+    s3:
+      bucket: bkt
+      region: us-east-1
+      endpoint: "{endpoint}"
+      access_key: "{ACCESS_KEY}"
+      secret_key: "{secret}"
+      timeout_seconds: 2
+      health_check: {{ enabled: false }}
+{extra_s3}
+metrics: {{ enabled: false }}
+"#
+    )
+}
+
+async fn get(proxy: &Proxy, path: &str) -> (u16, String, String) {
+    let res = client().get(proxy.url(path)).send().await.unwrap();
+    let status = res.status().as_u16();
+    let replica = res
+        .headers()
+        .get("x-yatagarasu-replica")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, replica, res.text().await.unwrap())
+}
+
+async fn ready(proxy: &Proxy) -> (u16, Value) {
+    let res = client().get(proxy.url("/ready")).send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
+}
+
+async fn scrape(proxy: &Proxy) -> String {
+    get_text(proxy.metrics_url("/metrics")).await
+}
+
+/// The value of one series, by its exact name and label set.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_replica_with_a_wrong_key_is_failed_over_and_its_error_code_logged() {
+    let p = pair().await;
+    let cfg = Cfg {
+        primary: r#", secret_key: "wrong-secret-value-0000""#,
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render(&p));
+    for _ in 0..3 {
+        let (status, replica, body) = get(&proxy, "/data/test.txt").await;
+        assert_eq!(
+            (status, replica.as_str(), body.as_str()),
+            (200, "backup", "Backup data!\n")
+        );
+    }
+    // The proxy tells the operator which replica refused it and with which code, nothing more.
+    let logs = proxy.settled_logs().await;
+    assert!(
+        logs.contains("Replica 'primary' refused the proxy's request (403 SignatureDoesNotMatch)"),
+        "{logs}"
+    );
+    assert!(logs.contains("Replica 'primary' failed, trying 'backup'"), "{logs}");
+    assert!(!logs.contains("wrong-secret-value"), "a secret reached the logs");
+    assert!(!logs.contains("<Error>"), "an upstream error body reached the logs");
+    // Three refusals reached the failure threshold: the breaker is open.
+    assert_eq!(
+        ready(&proxy).await.1["buckets"]["ha"]["replicas"][0]["circuit_breaker"],
+        "open"
+    );
+}
+
+#[tokio::test]
+async fn a_probe_refused_for_a_wrong_key_reads_unhealthy_with_the_reason() {
+    let p = pair().await;
+    let cfg = Cfg {
+        primary: r#", secret_key: "wrong-secret-value-0000""#,
+        health: true,
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render(&p));
+    let shown = eventually(WAIT, || async {
+        let (status, report) = ready(&proxy).await;
+        let primary = &report["buckets"]["ha"]["replicas"][0];
+        status == 200
+            && primary["health"] == "unhealthy"
+            && primary["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("refused the proxy's request: 403"))
+            && report["buckets"]["ha"]["replicas"][1]["health"] == "healthy"
+    })
+    .await;
+    assert!(
+        shown,
+        "/ready never showed the refusing primary: {:?}",
+        ready(&proxy).await
+    );
+    // Clients are served by the backup.
+    let (status, replica, _) = get(&proxy, "/data/test.txt").await;
+    assert_eq!((status, replica.as_str()), (200, "backup"));
+    let logs = proxy.settled_logs().await;
+    assert!(
+        logs.contains("health check failed replica=primary error=upstream refused the proxy's request: 403"),
+        "{logs}"
+    );
+    assert!(!logs.contains("wrong-secret-value"), "a secret reached the logs");
+}
+
+#[tokio::test]
+async fn every_replica_refusing_is_a_502_never_the_upstream_403() {
+    let p = pair().await;
+    let cfg = Cfg {
+        secret: "wrong-secret-value-0000",
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render(&p));
+    let res = client().get(proxy.url("/data/test.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("<Code>BadGateway</Code>"), "{body}");
+    assert!(
+        !body.contains("SignatureDoesNotMatch") && !body.contains(ACCESS_KEY),
+        "{body}"
+    );
+    let res = client().head(proxy.url("/data/test.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert!(proxy
+        .settled_logs()
+        .await
+        .contains("Replica 'backup' refused the proxy's request (403"));
+}
+
+#[tokio::test]
+async fn failover_on_404_finds_an_object_on_a_lagging_replica_and_404s_when_none_has_it() {
+    let p = pair().await;
+    p.backup
+        .put_object("data-bucket", "late.txt", b"replicated late")
+        .unwrap();
+    let cfg = Cfg {
+        s3: "      failover_on_404: true",
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render(&p));
+    let (status, replica, body) = get(&proxy, "/data/late.txt").await;
+    assert_eq!(
+        (status, replica.as_str(), body.as_str()),
+        (200, "backup", "replicated late")
+    );
+
+    let before = p.backup.requests();
+    let res = client().get(proxy.url("/data/nowhere.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("<Code>NoSuchKey</Code>"));
+    assert_eq!(p.backup.requests(), before + 1, "the backup was not asked");
+    assert!(proxy
+        .settled_logs()
+        .await
+        .contains("Replica 'primary' answered 404, trying 'backup'"));
+    // A 404 says nothing bad about the primary: it still serves what it has.
+    assert_eq!(get(&proxy, "/data/test.txt").await.1, "primary");
+}
+
+#[tokio::test]
+async fn ready_recovers_without_traffic_when_health_checks_are_off() {
+    let mut s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let config = single(
+        &s3.endpoint(),
+        SECRET_KEY,
+        "      circuit_breaker: { failure_threshold: 1, timeout_seconds: 4 }",
+        "",
+    );
+    let proxy = Proxy::start(&config);
+    assert_eq!(ready(&proxy).await.0, 200);
+    s3.stop().await;
+    assert_eq!(get(&proxy, "/d/k.txt").await.0, 502);
+    let (status, report) = ready(&proxy).await;
+    assert_eq!(status, 503, "{report}");
+    assert_eq!(report["buckets"]["main"]["replicas"][0]["circuit_breaker"], "open");
+    assert_eq!(report["buckets"]["main"]["replicas"][0]["usable"], false);
+
+    // The replica comes back; nothing but /ready is asked, and it turns 200.
+    s3.restart().await.unwrap();
+    let before = s3.requests();
+    assert!(
+        eventually(WAIT, || async { ready(&proxy).await.0 == 200 }).await,
+        "/ready never recovered"
+    );
+    assert_eq!(s3.requests(), before, "readiness sent a request upstream");
+    // The next request is the breaker's trial, and it passes.
+    let (status, _, body) = get(&proxy, "/d/k.txt").await;
+    assert_eq!((status, body.as_str()), (200, "v"));
+}
+
+#[tokio::test]
+async fn readiness_that_does_not_require_replicas_reports_the_outage_and_stays_200() {
+    let mut s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let config = single(
+        &s3.endpoint(),
+        SECRET_KEY,
+        "      circuit_breaker: { failure_threshold: 1, timeout_seconds: 600 }",
+        ", readiness: { require_replicas: false }",
+    );
+    let proxy = Proxy::start(&config);
+    assert_eq!(ready(&proxy).await.1["status"], "ready");
+    s3.stop().await;
+    assert_eq!(get(&proxy, "/d/k.txt").await.0, 502);
+    let (status, report) = ready(&proxy).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["status"], "degraded", "{report}");
+    assert_eq!(report["buckets"]["main"]["ready"], false, "{report}");
+    assert_eq!(report["buckets"]["main"]["replicas"][0]["usable"], false, "{report}");
+    // A drain still takes the pod out.
+    proxy.signal("TERM");
+    let drained = eventually(WAIT, || async {
+        match client().get(proxy.url("/ready")).send().await {
+            Ok(res) => res.status() == 503,
+            Err(_) => true,
+        }
+    })
+    .await;
+    assert!(drained);
+}
+
+#[tokio::test]
+async fn content_type_cache_control_and_user_metadata_pass_through_the_binary() {
+    let s3 = s3().await;
+    let headers = [
+        ("content-type", "text/html; charset=utf-8"),
+        ("cache-control", "public, max-age=60"),
+        ("x-amz-meta-owner", "team-a"),
+        ("x-amz-meta-build", "42"),
+    ];
+    s3.put_object_with("bkt", "page.html", "<h1>hi</h1>", &headers)
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&single(&s3.endpoint(), SECRET_KEY, "", ""));
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let res = client()
+            .request(method.clone(), proxy.url("/d/page.html"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{method}");
+        for (name, value) in headers {
+            assert_eq!(
+                res.headers().get(name).map(|v| v.to_str().unwrap()),
+                Some(value),
+                "{method} {name}"
+            );
+        }
+        if method == reqwest::Method::GET {
+            assert_eq!(res.text().await.unwrap(), "<h1>hi</h1>");
+        }
+    }
+}
+
+#[tokio::test]
+async fn fault_modes_check_the_signature_first() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let endpoint: url::Url = s3.endpoint().parse().unwrap();
+    let bucket = rusty_s3::Bucket::new(
+        endpoint,
+        rusty_s3::UrlStyle::Path,
+        "bkt".to_owned(),
+        "us-east-1".to_owned(),
+    )
+    .unwrap();
+    let url = |secret: &str| {
+        use rusty_s3::S3Action;
+        let creds = rusty_s3::Credentials::new(ACCESS_KEY, secret);
+        bucket.get_object(Some(&creds), "k.txt").sign(Duration::from_secs(60))
+    };
+    for (fault, status) in [(Fault::Error500, 500), (Fault::SlowDown, 503)] {
+        s3.set_fault(fault);
+        let wrong = client().get(url("wrong-secret")).send().await.unwrap();
+        assert_eq!(wrong.status(), 403, "{fault:?}");
+        let right = client().get(url(SECRET_KEY)).send().await.unwrap();
+        assert_eq!(right.status(), status, "{fault:?}");
+    }
+    // A stall still refuses a bad signature at once.
+    s3.set_fault(Fault::Stall);
+    let wrong = tokio::time::timeout(WAIT, client().get(url("wrong-secret")).send())
+        .await
+        .expect("a wrongly signed request stalled")
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+}
+
+#[tokio::test]
+async fn a_full_bulkhead_skips_to_the_next_replica() {
+    let p = pair().await;
+    let cfg = Cfg {
+        primary: ", max_concurrent_requests: 1",
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render(&p));
+    p.primary.set_fault(Fault::Stall);
+    // One request holds the primary's only slot (it stalls until its 2 s timeout).
+    let url = proxy.url("/data/test.txt");
+    let holder = tokio::spawn(async move { client().get(url).send().await.unwrap().status().as_u16() });
+    assert!(eventually(WAIT, || async { p.primary.requests() == 1 }).await);
+    // The next one is refused by the bulkhead at once and served by the backup.
+    let (status, replica, body) = get(&proxy, "/data/test.txt").await;
+    assert_eq!(
+        (status, replica.as_str(), body.as_str()),
+        (200, "backup", "Backup data!\n")
+    );
+    assert_eq!(p.primary.requests(), 1, "a request got past a full bulkhead");
+    assert_eq!(holder.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn retries_with_backoff_when_every_replica_failed() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let config = single(
+        &s3.endpoint(),
+        SECRET_KEY,
+        "      retry: { max_attempts: 3, initial_interval: 50, max_interval: 200 }\n      circuit_breaker: { failure_threshold: 50 }",
+        "",
+    );
+    let proxy = Proxy::start(&config);
+    // Two failures, then the third attempt serves.
+    s3.set_fault(Fault::FailNext(2));
+    let before = s3.requests();
+    let (status, _, body) = get(&proxy, "/d/k.txt").await;
+    assert_eq!((status, body.as_str()), (200, "v"));
+    assert_eq!(s3.requests() - before, 3);
+    // Three failures: max_attempts is spent, the client gets the 502.
+    s3.set_fault(Fault::FailNext(3));
+    let before = s3.requests();
+    assert_eq!(get(&proxy, "/d/k.txt").await.0, 502);
+    assert_eq!(s3.requests() - before, 3);
+}
+
+#[tokio::test]
+async fn a_body_stalling_past_the_read_timeout_resumes_from_the_next_replica() {
+    let p = pair().await;
+    let cfg = Cfg {
+        server: ", upstream_read_timeout_seconds: 1",
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render(&p));
+    p.primary.set_fault(Fault::StallAfter(256 * 1024));
+    let res = client().get(proxy.url("/data/big.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-yatagarasu-replica"], "primary");
+    let body = res.bytes().await.expect("complete body");
+    assert_eq!(sha256(&body), sha256(&pattern(BIG, 3)));
+    assert!(proxy
+        .settled_logs()
+        .await
+        .contains("Replica 'primary' failed mid-body, resuming from byte 262144"));
+
+    // Every replica stalls (four legs of 64 KiB never make the 1 MiB): the
+    // download is cut, never delivered short as complete.
+    p.primary.set_fault(Fault::StallAfter(64 * 1024));
+    p.backup.set_fault(Fault::StallAfter(64 * 1024));
+    let res = client().get(proxy.url("/data/big.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.bytes().await.is_err(), "a stalled body was delivered as complete");
+}
+
+#[tokio::test]
+async fn a_reload_with_corrected_credentials_takes_effect_with_a_fresh_breaker() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let breaker = "      circuit_breaker: { failure_threshold: 1, timeout_seconds: 600 }";
+    let proxy = Proxy::start(&single(&s3.endpoint(), "wrong-secret-value-0000", breaker, ""));
+    assert_eq!(get(&proxy, "/d/k.txt").await.0, 502);
+    // The refusal opened the breaker: now the replica is not even tried.
+    let res = client().get(proxy.url("/d/k.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+
+    proxy.rewrite_config(&single(&s3.endpoint(), SECRET_KEY, breaker, ""));
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("config reloaded", WAIT).await, "{}", proxy.logs());
+    let (status, _, body) = get(&proxy, "/d/k.txt").await;
+    assert_eq!((status, body.as_str()), (200, "v"));
+}
+
+#[tokio::test]
+async fn failover_and_breaker_metrics_have_their_label_sets_and_values() {
+    let mut p = pair().await;
+    let cfg = Cfg {
+        failure_threshold: 2,
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render(&p));
+    p.primary.stop().await;
+    for _ in 0..5 {
+        assert_eq!(get(&proxy, "/data/test.txt").await.1, "backup");
+    }
+    let expected = [
+        // Two refused connections, then three skips of the open breaker: five failovers.
+        (
+            r#"yatagarasu_replica_failover_total{bucket="ha",from="primary",to="backup"}"#,
+            5.0,
+        ),
+        (
+            r#"yatagarasu_replica_failover_total{bucket="ha",from="backup",to="primary"}"#,
+            0.0,
+        ),
+        (
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"}"#,
+            2.0,
+        ),
+        (
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"}"#,
+            5.0,
+        ),
+        (
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"}"#,
+            2.0,
+        ),
+        (
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"}"#,
+            0.0,
+        ),
+        (
+            r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#,
+            1.0,
+        ),
+        (r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="backup"}"#, 0.0),
+    ];
+    let text = scrape(&proxy).await;
+    for (name, value) in expected {
+        assert_eq!(series(&text, name), Some(value), "{name}\n{text}");
+    }
+    // The request counter is written when each response body ends.
+    let counted = eventually(WAIT, || async {
+        series(
+            &scrape(&proxy).await,
+            r#"yatagarasu_requests_total{bucket="ha",method="GET",status_class="2xx"}"#,
+        ) == Some(5.0)
+    })
+    .await;
+    assert!(counted, "{}", scrape(&proxy).await);
+}
+
+#[tokio::test]
+async fn probes_pass_on_2xx_for_the_bucket_and_on_2xx_or_404_for_a_key() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let checks = |path: &str| {
+        format!("health_check: {{ enabled: true, interval_seconds: 1, timeout_seconds: 1, path: \"{path}\" }}")
+    };
+    let replica = |report: &Value| report["buckets"]["main"]["replicas"][0].clone();
+
+    // A bucket that does not exist answers its HEAD 404: not a replica that can serve.
+    let config = single(&s3.endpoint(), SECRET_KEY, "", "").replace("bucket: bkt", "bucket: no-such-bucket");
+    let proxy = Proxy::start(&config.replace("health_check: { enabled: false }", &checks("/")));
+    let seen = eventually(WAIT, || async {
+        let (status, report) = ready(&proxy).await;
+        status == 503
+            && replica(&report)["health"] == "unhealthy"
+            && replica(&report)["reason"] == "upstream answered 404 Not Found"
+    })
+    .await;
+    assert!(seen, "{:?}", ready(&proxy).await);
+    drop(proxy);
+
+    // A missing probe key still proves the replica answers with our credentials.
+    let config = single(&s3.endpoint(), SECRET_KEY, "", "");
+    let proxy = Proxy::start(&config.replace("health_check: { enabled: false }", &checks("/no-such-key.txt")));
+    let seen = eventually(WAIT, || async {
+        let (status, report) = ready(&proxy).await;
+        status == 200 && replica(&report)["health"] == "healthy"
+    })
+    .await;
+    assert!(seen, "{:?}", ready(&proxy).await);
+}
