@@ -19,7 +19,7 @@
 //! | `yatagarasu_cache_*_total`, `yatagarasu_cache_memory_{entries,bytes}` | counters, gauges | |
 //! | `yatagarasu_auth_total` | counter | `reason` |
 //! | `yatagarasu_config_reloads_total` | counter | `result` (`success`, `failure`) |
-//! | `yatagarasu_credentials_expiry_seconds` | gauge (negative once expired) | `bucket`, `replica` (only replicas with expiring keys) |
+//! | `yatagarasu_credentials_expiry_seconds` | gauge (keys that never expire: 100 years; 0 or negative: none usable) | `bucket`, `replica` |
 //!
 //! Label values come from the config (bucket and replica names) or from small
 //! fixed sets, so cardinality is bounded; the gauges of replicas removed by a
@@ -64,6 +64,11 @@ pub struct Metrics {
     auth: Arc<Mutex<Option<Arc<AuthStats>>>>,
     credentials: Arc<Mutex<CredentialGauges>>,
 }
+
+/// What `yatagarasu_credentials_expiry_seconds` reports for keys that never
+/// expire: 100 years (OpenTelemetry drops `+Inf`, and the series must exist
+/// from the start for the alert rules).
+pub const NEVER_EXPIRES: f64 = 100.0 * 365.0 * 86_400.0;
 
 /// Replica credentials whose expiry is exported: `(bucket, replica)` -> keys.
 type CredentialGauges = BTreeMap<(String, String), ReplicaCredentials>;
@@ -159,16 +164,12 @@ impl Metrics {
     }
 
     /// Exports `yatagarasu_credentials_expiry_seconds{bucket,replica}` for
-    /// these credentials (replacing the previous ones of that replica); keys
-    /// that never expire have no series.
+    /// these credentials (replacing the previous ones of that replica):
+    /// seconds left, [`NEVER_EXPIRES`] for keys that never expire (static, anonymous),
+    /// 0 for keys never obtained, negative once expired.
     pub fn watch_credentials(&self, bucket: &str, replica: &str, credentials: &ReplicaCredentials) {
         let mut map = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (bucket.to_owned(), replica.to_owned());
-        if credentials.is_refreshing() {
-            map.insert(key, credentials.clone());
-        } else {
-            map.remove(&key);
-        }
+        map.insert((bucket.to_owned(), replica.to_owned()), credentials.clone());
     }
 
     /// `yatagarasu_replica_health{bucket,replica}`: 1 healthy, 0 not.
@@ -370,13 +371,17 @@ fn register_credentials_gauge(meter: &Meter, credentials: &Arc<Mutex<CredentialG
             let now = std::time::SystemTime::now();
             let map = credentials.lock().unwrap_or_else(|e| e.into_inner());
             for ((bucket, replica), creds) in map.iter() {
-                let Some(expires) = creds.expires() else { continue };
-                let secs = match expires.duration_since(now) {
-                    Ok(left) => left.as_secs_f64(),
-                    Err(e) => -e.duration().as_secs_f64(),
+                let left = |e: std::time::SystemTime| match e.duration_since(now) {
+                    Ok(left) => left.as_secs_f64().round(),
+                    Err(e) => -e.duration().as_secs_f64().round(),
+                };
+                let secs = match (creds.current(), creds.expires()) {
+                    (_, Some(expires)) => left(expires),
+                    (Ok(_), None) => NEVER_EXPIRES,
+                    (Err(_), None) => 0.0,
                 };
                 obs.observe(
-                    secs.round(),
+                    secs,
                     &[
                         KeyValue::new("bucket", bucket.clone()),
                         KeyValue::new("replica", replica.clone()),

@@ -13,7 +13,9 @@
 //!   body cut mid-way from another replica;
 //! - per replica: [`breaker::CircuitBreakerLayer`] → [`bulkhead::BulkheadLayer`] →
 //!   [`upstream::S3Upstream`], which presigns with rusty-s3, sends with
-//!   reqwest and streams the body back as it arrives;
+//!   reqwest and streams the body back as it arrives, signing with the
+//!   replica's current [`credentials::ReplicaCredentials`] (fixed, anonymous,
+//!   or temporary keys refreshed in the background);
 //! - beside them, [`health::HealthCheck`] probes replicas in the background;
 //! - in front of everything, [`protect`] bounds request size, rate and
 //!   concurrency (414/431, 429 and 503 with `Retry-After`);

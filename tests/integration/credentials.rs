@@ -13,7 +13,7 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::S3Result;
 
 use crate::common::*;
-use crate::tls::TlsProxy;
+use crate::tls::ChildProxy;
 
 /// Several key pairs, changeable while the server runs, and a count of the
 /// requests each access key signed.
@@ -276,7 +276,7 @@ async fn container_credentials_rotate_with_no_failed_request_and_outlive_the_end
         CredentialsEndpoint::start(issued("ASIAFIRSTKEY000001", "first-secret", Duration::from_secs(12))).await;
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_str().unwrap().to_owned();
-    let proxy = TlsProxy::start_with_env(
+    let proxy = ChildProxy::start_with_env(
         &chain_config(&[("chain", &s3.server.endpoint(), "")]),
         &container_env(&endpoint.url, &home_path),
     );
@@ -341,7 +341,7 @@ async fn expired_credentials_are_that_replicas_failure_and_the_next_replica_serv
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_str().unwrap().to_owned();
     let static_keys = format!(", access_key: \"{ACCESS_KEY}\", secret_key: \"{SECRET_KEY}\"");
-    let proxy = TlsProxy::start_with_env(
+    let proxy = ChildProxy::start_with_env(
         &chain_config(&[
             ("chain", &primary.server.endpoint(), ""),
             ("static", &backup.endpoint(), &static_keys),
@@ -391,7 +391,7 @@ async fn environment_and_profile_sources_sign_requests() {
     let no_imds = ("AWS_EC2_METADATA_DISABLED", "true");
 
     // Environment variables.
-    let proxy = TlsProxy::start_with_env(
+    let proxy = ChildProxy::start_with_env(
         &config,
         &[
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
@@ -418,7 +418,7 @@ async fn environment_and_profile_sources_sign_requests() {
         ("HOME", &home_path),
         no_imds,
     ];
-    let proxy = TlsProxy::start_with_env(&config, &env);
+    let proxy = ChildProxy::start_with_env(&config, &env);
     assert_eq!(get_text(proxy.url("/files/hello.txt")).await, "signed by the chain");
 
     // `check` names the source, never a secret.
@@ -606,7 +606,7 @@ async fn role_arn_and_web_identity_are_assumed_through_sts_and_the_session_token
     let role = ", access_key: \"AKIABASEKEY0000001\", secret_key: \"base-secret\", \
                 role_arn: \"arn:aws:iam::123456789012:role/reader\", external_id: \"ext-id-42\", \
                 session_name: \"yatagarasu-test\"";
-    let proxy = TlsProxy::start_with_env(&chain_config(&[("assumed", &endpoint, role)]), &base_env);
+    let proxy = ChildProxy::start_with_env(&chain_config(&[("assumed", &endpoint, role)]), &base_env);
     let res = client().get(proxy.url("/files/hello.txt")).send().await.unwrap();
     assert_eq!(res.status(), 200, "{}", proxy.logs());
     let roles = Moto::assumed_roles_at(&moto.url).await;
@@ -635,7 +635,7 @@ async fn role_arn_and_web_identity_are_assumed_through_sts_and_the_session_token
         ("AWS_ROLE_SESSION_NAME", "irsa-session"),
         ("AWS_REGION", "us-east-1"),
     ]);
-    let proxy = TlsProxy::start_with_env(&chain_config(&[("irsa", &endpoint, "")]), &env);
+    let proxy = ChildProxy::start_with_env(&chain_config(&[("irsa", &endpoint, "")]), &env);
     let res = client().get(proxy.url("/files/hello.txt")).send().await.unwrap();
     assert_eq!(res.status(), 200, "{}", proxy.logs());
     let roles = Moto::assumed_roles_at(&moto.url).await;

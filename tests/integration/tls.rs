@@ -116,7 +116,7 @@ impl Pki {
 
 /// The proxy as a child process, HTTP or HTTPS, with the machine's `AWS_*`
 /// variables removed (tests choose the credential environment).
-pub struct TlsProxy {
+pub struct ChildProxy {
     child: Child,
     /// `http(s)://ADDR`.
     pub base: String,
@@ -125,12 +125,12 @@ pub struct TlsProxy {
     _config: tempfile::NamedTempFile,
 }
 
-impl TlsProxy {
-    pub fn start(config: &str) -> TlsProxy {
+impl ChildProxy {
+    pub fn start(config: &str) -> ChildProxy {
         Self::start_with_env(config, &[])
     }
 
-    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> TlsProxy {
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> ChildProxy {
         let file = write_config(config);
         let mut cmd = Command::new(BIN);
         cmd.arg("-c")
@@ -181,7 +181,7 @@ impl TlsProxy {
             let _ = child.kill();
             panic!("proxy did not start; logs:\n{}", logs.lock().unwrap());
         };
-        TlsProxy {
+        ChildProxy {
             child,
             base,
             logs,
@@ -229,7 +229,7 @@ impl TlsProxy {
     }
 }
 
-impl Drop for TlsProxy {
+impl Drop for ChildProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -304,7 +304,7 @@ async fn curl_gets_objects_over_http1_and_http2() {
     let s3 = s3_with_object().await;
     let pki = Pki::new();
     let (cert, key) = pki.issue("server", "first", false);
-    let proxy = TlsProxy::start(&tls_config(
+    let proxy = ChildProxy::start(&tls_config(
         &s3,
         &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"),
     ));
@@ -325,7 +325,7 @@ async fn tls_1_1_is_refused_by_the_server() {
     let s3 = s3_with_object().await;
     let pki = Pki::new();
     let (cert, key) = pki.issue("server", "first", false);
-    let proxy = TlsProxy::start(&tls_config(
+    let proxy = ChildProxy::start(&tls_config(
         &s3,
         &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"),
     ));
@@ -360,7 +360,7 @@ async fn min_version_1_3_refuses_tls_1_2() {
     let s3 = s3_with_object().await;
     let pki = Pki::new();
     let (cert, key) = pki.issue("server", "first", false);
-    let proxy = TlsProxy::start(&tls_config(
+    let proxy = ChildProxy::start(&tls_config(
         &s3,
         &format!("{{ cert_file: {cert:?}, key_file: {key:?}, min_version: \"1.3\" }}"),
     ));
@@ -381,7 +381,7 @@ async fn mtls_rejects_a_client_without_a_certificate() {
     let (cert, key) = pki.issue("server", "first", false);
     let (client_cert, client_key) = pki.issue("client", "a client", true);
     let ca = pki.ca();
-    let proxy = TlsProxy::start(&tls_config(
+    let proxy = ChildProxy::start(&tls_config(
         &s3,
         &format!("{{ cert_file: {cert:?}, key_file: {key:?}, client_ca_file: {ca:?} }}"),
     ));
@@ -488,7 +488,7 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
     publish(mount.path(), "v1", &cert1, &key1);
     let crt = mount.path().join("current/tls.crt");
     let key = mount.path().join("current/tls.key");
-    let proxy = TlsProxy::start(&tls_config(
+    let proxy = ChildProxy::start(&tls_config(
         &s3,
         &format!("{{ cert_file: {crt:?}, key_file: {key:?}, reload_interval_seconds: 1 }}"),
     ));
@@ -624,7 +624,7 @@ metrics:
   enabled: false
 "#
     );
-    let proxy = TlsProxy::start(&config);
+    let proxy = ChildProxy::start(&config);
     let res = client().get(proxy.url("/trusted/hello.txt")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "hello over tls");
@@ -649,7 +649,7 @@ async fn the_metrics_port_serves_https_from_its_own_block() {
         "metrics:\n  enabled: false\n",
         &format!("metrics:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: 0\n  tls: {block}\n"),
     );
-    let proxy = TlsProxy::start(&config);
+    let proxy = ChildProxy::start(&config);
     let ca = pki.ca();
     let ca = ca.to_str().unwrap();
     let (code, _, err) = curl(&["--cacert", ca, &proxy.url("/files/hello.txt")]).await;

@@ -199,23 +199,27 @@ async fn run(shared: Weak<Shared>, source: Arc<dyn CredentialSource>, policy: Re
             Err(error) => {
                 failures += 1;
                 let (have, left) = s.fail(error.clone());
-                match left {
-                    Some(d) if d.is_zero() || !have => {
-                        if !expired_logged {
-                            tracing::error!(
-                                replica = %s.replica,
-                                %error,
-                                "credentials expired and cannot be refreshed: this replica's requests fail until a refresh succeeds"
-                            );
-                            expired_logged = true;
-                        }
+                let expired = left.is_some_and(|d| d.is_zero());
+                if !have || expired {
+                    // Logged once per outage (the first fetch already said why); the
+                    // SDK's own warnings follow each retry.
+                    if !expired_logged && have {
+                        tracing::error!(
+                            replica = %s.replica,
+                            %error,
+                            "credentials expired and cannot be refreshed: this replica's requests fail until a refresh succeeds"
+                        );
+                    } else {
+                        tracing::debug!(replica = %s.replica, %error, "credentials still unavailable");
                     }
-                    _ => tracing::warn!(
+                    expired_logged = true;
+                } else {
+                    tracing::warn!(
                         replica = %s.replica,
                         %error,
                         expires_in_seconds = left.map(|d| d.as_secs()),
                         "credential refresh failed: the current keys stay in use until they expire"
-                    ),
+                    );
                 }
             }
         }
