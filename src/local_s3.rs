@@ -75,11 +75,15 @@ impl LocalS3 {
     /// key) on `listen` (port 0 picks a free one), requiring SigV4 with this key
     /// pair.
     pub async fn start(root: &Path, listen: SocketAddr, access_key: &str, secret_key: &str) -> std::io::Result<Self> {
-        Self::start_with_auth(root, listen, SimpleAuth::from_single(access_key, secret_key)).await
+        let mut server = Self::start_with_auth(root, listen, SimpleAuth::from_single(access_key, secret_key)).await?;
+        server.access_key = access_key.to_owned();
+        server.secret_key = secret_key.to_owned();
+        Ok(server)
     }
 
     /// [`start`](Self::start) with any s3s authentication provider (several
     /// key pairs, keys that change while it runs, a record of the keys used).
+    /// Such a server has no key of its own for [`put_object_with`](Self::put_object_with).
     pub async fn start_with_auth(
         root: &Path,
         listen: SocketAddr,
@@ -95,8 +99,8 @@ impl LocalS3 {
             service: builder.build(),
             shared: Arc::default(),
             tasks: None,
-            access_key: access_key.to_owned(),
-            secret_key: secret_key.to_owned(),
+            access_key: String::new(),
+            secret_key: String::new(),
         };
         server.start_listening().await?;
         Ok(server)
