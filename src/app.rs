@@ -75,6 +75,8 @@ pub enum BuildError {
 #[derive(Debug, Default)]
 pub struct ReadyState {
     buckets: Vec<BucketReadiness>,
+    /// The shared cache, reported on (never a readiness condition).
+    cache: Option<CacheStore>,
     /// Shared by every app built from one process: a drain started on one
     /// config holds for the configs reloaded after it.
     draining: Arc<AtomicBool>,
@@ -311,6 +313,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     let mut router = PrefixRouter::new();
     let mut ready = ReadyState {
         buckets: Vec::new(),
+        cache: cache_store.clone(),
         draining: inherited.draining,
     };
     let mut slots = Vec::new();
@@ -500,7 +503,16 @@ async fn ready_handler(State(ready): State<Arc<ReadyState>>) -> impl IntoRespons
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(ready.report()))
+    let mut report = ready.report();
+    // The shared cache tier's mode and health: information only, a dead
+    // cache never makes the proxy unready.
+    if let Some(health) = match &ready.cache {
+        Some(store) => store.redis_health().await,
+        None => None,
+    } {
+        report["cache"] = json!({ "redis": health });
+    }
+    (status, Json(report))
 }
 
 /// One structured line per request, written when its response body ends (or

@@ -17,6 +17,7 @@
 //! | `yatagarasu_replica_failures_total` | counter | `bucket`, `replica` |
 //! | `yatagarasu_replica_failover_total` | counter | `bucket`, `from`, `to` |
 //! | `yatagarasu_cache_*_total`, `yatagarasu_cache_memory_{entries,bytes}` | counters, gauges | |
+//! | `yatagarasu_cache_redis_up` | gauge (1 answering, 0 not) | `mode` |
 //! | `yatagarasu_auth_total` | counter | `reason` |
 //! | `yatagarasu_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //!
@@ -409,6 +410,19 @@ fn register_observers(
             })
             .build();
     }
+
+    let redis_cache = cache.clone();
+    meter
+        .u64_observable_gauge("yatagarasu_cache_redis_up")
+        .with_description("Whether the shared cache tier answered its last operation (1) or not (0), by mode.")
+        .with_callback(move |obs| {
+            if let Some(store) = redis_cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                if let (Some(mode), Some(up)) = (store.redis_mode(), store.redis_up()) {
+                    obs.observe(u64::from(up), &[KeyValue::new("mode", mode)]);
+                }
+            }
+        })
+        .build();
 
     let auth = auth.clone();
     meter

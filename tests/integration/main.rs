@@ -8,4 +8,5 @@ mod demo;
 mod failover;
 mod ops;
 mod redis;
+mod redis_cluster;
 mod request_path;
