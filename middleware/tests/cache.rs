@@ -737,3 +737,162 @@ async fn slow_redis_costs_no_request() {
     let res = get(&cache(&c, "b", &s3), ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "HIT-REDIS");
 }
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for 64 MiB.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn ranged(key: &str, first: u64, last: u64) -> ObjectRequest {
+    ObjectRequest::get(key).with_header(
+        header::RANGE,
+        HeaderValue::from_str(&format!("bytes={first}-{last}")).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn large_objects_are_cached_in_slices() {
+    const MIB: u64 = 1024 * 1024;
+    const SLICE: u64 = 4 * MIB;
+    const LEN: u64 = 64 * MIB;
+    let redis = RedisServer::start().await;
+    let mut cfg = config(Some(&redis));
+    cfg.slice_size = SLICE;
+    cfg.redis.timeout_ms = 2_000;
+    let store = store(&cfg);
+    let s3 = TestS3::start().await;
+    let object = Bytes::from(pattern(LEN as usize, 7));
+    s3.put("video.bin", object.clone()).await;
+    let svc = cache(&store, "media", &s3);
+
+    // Random ranges, byte for byte; one upstream request per distinct slice.
+    let mut touched = std::collections::BTreeSet::new();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..24 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let first = x % LEN;
+        let len = if i % 3 == 0 {
+            1 + x % (2 * MIB)
+        } else {
+            1 + (x >> 20) % (9 * MIB)
+        };
+        let last = (first + len - 1).min(LEN - 1);
+        let res = get(&svc, ranged("video.bin", first, last)).await;
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(x_cache(&res), "SLICE");
+        assert_eq!(
+            res.headers()[header::CONTENT_RANGE].to_str().unwrap(),
+            format!("bytes {first}-{last}/{LEN}")
+        );
+        let body = body_of(res).await;
+        assert!(
+            body == object.slice(first as usize..=last as usize),
+            "range {first}-{last}"
+        );
+        touched.extend(first / SLICE..=last / SLICE);
+        assert_eq!(s3.requests(), touched.len() as u64, "after range {first}-{last}");
+    }
+
+    // A range over cached and uncached slices fetches only the uncached ones.
+    let cached = *touched.iter().next().unwrap();
+    let uncached: Vec<u64> = (0..LEN / SLICE).filter(|n| !touched.contains(n)).collect();
+    if let Some(&gap) = uncached.first() {
+        let (a, b) = (cached.min(gap), cached.max(gap));
+        let before = s3.requests();
+        let res = get(&svc, ranged("video.bin", a * SLICE + 5, b * SLICE + 5)).await;
+        let body = body_of(res).await;
+        assert!(body == object.slice((a * SLICE + 5) as usize..=(b * SLICE + 5) as usize));
+        let fetched = (a..=b).filter(|n| !touched.contains(n)).count() as u64;
+        assert_eq!(s3.requests(), before + fetched);
+        touched.extend(a..=b);
+    }
+
+    // A full GET streams every slice (fetching the rest once).
+    let before = s3.requests();
+    let res = get(&svc, ObjectRequest::get("video.bin")).await;
+    assert_eq!((res.status(), x_cache(&res).as_str()), (StatusCode::OK, "SLICE"));
+    assert_eq!(res.headers()[header::CONTENT_LENGTH], LEN.to_string());
+    assert!(body_of(res).await == object);
+    assert_eq!(s3.requests(), before + (LEN / SLICE) - touched.len() as u64);
+
+    // Another instance sharing Redis answers from the slices there.
+    let slices = LEN / SLICE;
+    eventually("slices in redis", || {
+        store.stats().redis_writes.load(Ordering::Relaxed) >= slices + 1
+    })
+    .await;
+    let other = self::store(&cfg);
+    let before = s3.requests();
+    let res = get(&cache(&other, "media", &s3), ranged("video.bin", 3 * MIB, 13 * MIB)).await;
+    assert_eq!(x_cache(&res), "SLICE");
+    assert!(body_of(res).await == object.slice(3 * MIB as usize..=13 * MIB as usize));
+    assert_eq!(s3.requests(), before);
+}
+
+#[tokio::test]
+async fn a_replaced_object_is_never_spliced() {
+    const SLICE: u64 = 256 * 1024;
+    const LEN: u64 = 16 * SLICE;
+    let mut cfg = config(None);
+    cfg.slice_size = SLICE;
+    let store = store(&cfg);
+    let s3 = TestS3::start().await;
+    let v1 = Bytes::from(pattern(LEN as usize, 1));
+    let v2 = Bytes::from(pattern(LEN as usize, 2));
+    s3.put("doc", v1.clone()).await;
+    let svc = cache(&store, "b", &s3);
+
+    // Slice 3 cached from version 1.
+    let res = get(&svc, ranged("doc", 3 * SLICE, 3 * SLICE + 99)).await;
+    assert!(body_of(res).await == v1.slice(3 * SLICE as usize..3 * SLICE as usize + 100));
+    s3.put("doc", v2.clone()).await;
+
+    // Slices 3 (cached, v1) and 4 (fetched: now v2): the answer is cut
+    // short rather than spliced.
+    let res = get(&svc, ranged("doc", 3 * SLICE, 4 * SLICE + 99)).await;
+    let got = axum::body::to_bytes(res.into_body(), usize::MAX).await;
+    assert!(got.is_err(), "a spliced body was served");
+    assert_eq!(store.stats().slice_invalidations.load(Ordering::Relaxed), 1);
+
+    // The index is gone: the next answer is all version 2.
+    let res = get(&svc, ranged("doc", 3 * SLICE, 4 * SLICE + 99)).await;
+    assert_eq!(x_cache(&res), "SLICE");
+    assert!(body_of(res).await == v2.slice(3 * SLICE as usize..4 * SLICE as usize + 100));
+    let res = get(&svc, ObjectRequest::get("doc")).await;
+    assert!(body_of(res).await == v2);
+}
+
+#[tokio::test]
+async fn a_plain_get_of_a_large_object_indexes_it_for_slices() {
+    const SLICE: u64 = 64 * 1024;
+    let mut cfg = config(None);
+    cfg.slice_size = SLICE;
+    cfg.memory.max_item_size = 100 * 1024;
+    let store = store(&cfg);
+    let s3 = TestS3::start().await;
+    let body = Bytes::from(pattern(300_000, 3));
+    s3.put("big", body.clone()).await;
+    let svc = cache(&store, "b", &s3);
+    let res = get(&svc, ObjectRequest::get("big")).await;
+    assert_eq!(x_cache(&res), "BYPASS");
+    assert!(body_of(res).await == body);
+    let res = get(&svc, ObjectRequest::get("big")).await;
+    assert_eq!(x_cache(&res), "SLICE");
+    assert!(body_of(res).await == body);
+    // 1 whole GET, then 5 slices (300 000 / 65 536, rounded up).
+    assert_eq!(s3.requests(), 1 + 5);
+    let res = get(&svc, ObjectRequest::get("big")).await;
+    assert!(body_of(res).await == body);
+    assert_eq!(s3.requests(), 6);
+}
