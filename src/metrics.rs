@@ -255,7 +255,7 @@ impl Drop for InFlight {
 }
 
 /// The cache counters, by field name of [`CacheStatsSnapshot`].
-fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 22] {
+fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 26] {
     [
         ("memory_hits", "Requests answered from the memory tier.", s.memory_hits),
         (
@@ -335,6 +335,18 @@ fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 2
             s.redis_breaker_opened,
         ),
         ("purges", "Objects, buckets or whole caches purged.", s.purges),
+        (
+            "coalesced_waits",
+            "Misses that waited for a concurrent fetch of the same object or slice.",
+            s.coalesced_waits,
+        ),
+        ("slice_answers", "Answers made from the slices of a large object.", s.slice_answers),
+        ("slice_fetches", "Slices requested from the replicas.", s.slice_fetches),
+        (
+            "slice_invalidations",
+            "Sliced objects dropped because their ETag changed upstream.",
+            s.slice_invalidations,
+        ),
     ]
 }
 

@@ -271,6 +271,7 @@ impl Sliced {
 
     /// Fetches slice `n` of an object not yet indexed; stores both.
     async fn probe(&self, n: u64) -> Result<Option<(Index, Bytes)>, SliceError> {
+        let epoch = self.store.epoch();
         let (headers, total, bytes) = self.fetch_slice(n, None).await?;
         let Some(etag) = headers.get(header::ETAG).cloned() else {
             return Ok(None);
@@ -283,7 +284,6 @@ impl Sliced {
             len: total,
             stored_at_ms: super::entry::now_ms(),
         };
-        let epoch = self.store.epoch();
         self.store.insert(
             &self.index_key(),
             &headers,
