@@ -98,7 +98,7 @@ pub struct Node {
 impl Node {
     /// Starts `redis-server` with `args` on a free port (`--port` added), in
     /// `dir`; a port taken meanwhile by someone else makes it try another.
-    fn spawn(dir: &std::path::Path, args: &dyn Fn(u16) -> Vec<String>) -> Node {
+    pub fn spawn(dir: &std::path::Path, args: &dyn Fn(u16) -> Vec<String>) -> Node {
         for _ in 0..10 {
             let port = free_port_pair();
             let mut child = Command::new("redis-server")
@@ -113,7 +113,9 @@ impl Node {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // exited: the port was taken
                 }
-                if cli(port, &["PING"]).trim() == "PONG" {
+                let pong = cli(port, &["PING"]);
+                // With requirepass set, an unauthenticated PING says NOAUTH: up too.
+                if pong.trim() == "PONG" || pong.contains("NOAUTH") {
                     return Node {
                         port,
                         child: Some(child),

@@ -276,3 +276,54 @@ async fn sentinel_failover_is_followed_without_restart() {
     );
     assert!(set.replica.cli(&["ROLE"]).starts_with("master"));
 }
+
+#[tokio::test]
+async fn redis_passwords_never_show_in_ready_logs_or_metrics() {
+    const PASSWORD: &str = "s3cr3t-redis-pass-42";
+    const WRONG: &str = "wrong-redis-pass-77";
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::redis::Node::spawn(dir.path(), &|port| {
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--requirepass", PASSWORD]
+            .map(String::from)
+            .to_vec()
+    });
+    let s3 = s3().await;
+    s3.put_object("assets-bkt", "o0", &body(0)).unwrap();
+    let url = |password: &str| format!("    url: \"redis://:{password}@127.0.0.1:{}\"", node.port);
+
+    // The right password: the tier is used and /ready says so.
+    let good = Proxy::start(&config(&s3.endpoint(), &url(PASSWORD)));
+    assert_eq!(get(&good, "o0").await.unwrap().1, "MISS");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            cli(node.port, &["-a", PASSWORD, "--no-auth-warning", "DBSIZE"]).trim() == "1"
+        })
+        .await,
+        "nothing written with the password"
+    );
+    let ready = get_text(good.url("/ready")).await;
+    assert!(ready.contains("\"reachable\":true"), "{ready}");
+    assert!(ready.contains("***"), "{ready}");
+
+    // A wrong password: misses only, reported unreachable, never echoed.
+    let bad = Proxy::start(&config(&s3.endpoint(), &url(WRONG)));
+    for _ in 0..4 {
+        let (status, _, got) = get(&bad, "o0").await.unwrap();
+        assert_eq!((status, got), (200, body(0)));
+    }
+    let ready = get_text(bad.url("/ready")).await;
+    assert!(ready.contains("\"reachable\":false"), "{ready}");
+    let ready_status = client().get(bad.url("/ready")).send().await.unwrap().status();
+    assert_eq!(ready_status, 200, "a dead cache made the proxy unready");
+    let metrics = get_text(bad.metrics_url("/metrics")).await;
+    assert!(metrics.contains("yatagarasu_cache_redis_up{mode=\"standalone\"} 0"), "{metrics}");
+    for (proxy, secret) in [(&good, PASSWORD), (&bad, WRONG)] {
+        let logs = proxy.settled_logs().await;
+        let ready = get_text(proxy.url("/ready")).await;
+        let metrics = get_text(proxy.metrics_url("/metrics")).await;
+        for text in [&logs, &ready, &metrics] {
+            assert!(!text.contains(secret), "the password leaked: {text}");
+        }
+    }
+    assert!(bad.logs().contains("redis cache unavailable"), "{}", bad.logs());
+}
