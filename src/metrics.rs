@@ -340,7 +340,11 @@ fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 2
             "Misses that waited for a concurrent fetch of the same object or slice.",
             s.coalesced_waits,
         ),
-        ("slice_answers", "Answers made from the slices of a large object.", s.slice_answers),
+        (
+            "slice_answers",
+            "Answers made from the slices of a large object.",
+            s.slice_answers,
+        ),
         ("slice_fetches", "Slices requested from the replicas.", s.slice_fetches),
         (
             "slice_invalidations",

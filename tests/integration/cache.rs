@@ -284,3 +284,56 @@ fn redis_modes_are_checked_by_name() {
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// Writes an object through the S3 API (presigned PUT), so its ETag is stored
+/// once rather than recomputed over the whole file on every read.
+async fn put_via_api(endpoint: &str, bucket: &str, key: &str, body: Vec<u8>) {
+    use rusty_s3::S3Action;
+    let s3_bucket = rusty_s3::Bucket::new(
+        endpoint.parse().unwrap(),
+        rusty_s3::UrlStyle::Path,
+        bucket.to_owned(),
+        "us-east-1".to_owned(),
+    )
+    .unwrap();
+    let creds = rusty_s3::Credentials::new(ACCESS_KEY, SECRET_KEY);
+    let url = s3_bucket.put_object(Some(&creds), key).sign(Duration::from_secs(600));
+    let res = client().put(url).body(body).send().await.unwrap();
+    assert!(res.status().is_success(), "PUT {key}: {}", res.status());
+}
+
+#[tokio::test]
+async fn large_objects_are_served_from_slices_through_the_binary() {
+    const MIB: u64 = 1024 * 1024;
+    const LEN: u64 = 24 * MIB;
+    let redis = Redis::start();
+    let s3 = s3().await;
+    s3.create_bucket("assets-bkt").unwrap();
+    let object = pattern(LEN as usize, 21);
+    put_via_api(&s3.endpoint(), "assets-bkt", "film.mp4", object.clone()).await;
+    let config = cached_config(&s3.endpoint(), "")
+        .replace("  stale_seconds: 600", "  stale_seconds: 600\n  slice_size: 1048576");
+    assert!(config.contains("slice_size"));
+    let proxy = Proxy::start_with_env(&config, &[("REDIS_URL", &redis.url())]);
+    let base = s3.requests();
+
+    let mut touched = std::collections::BTreeSet::new();
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    for _ in 0..10 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let first = x % LEN;
+        let last = (first + (x >> 40) % (3 * MIB)).min(LEN - 1);
+        let range = format!("bytes={first}-{last}");
+        let (status, cache, body) = get(&proxy, "/assets/film.mp4", &[("range", &range)]).await;
+        assert_eq!((status, cache.as_str()), (206, "SLICE"), "{range}");
+        assert!(body == object[first as usize..=last as usize], "{range}");
+        touched.extend(first / MIB..=last / MIB);
+        assert_eq!(s3.requests() - base, touched.len() as u64, "after {range}");
+    }
+    let (status, cache, body) = get(&proxy, "/assets/film.mp4", &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "SLICE"));
+    assert!(body == object);
+    assert_eq!(s3.requests() - base, LEN / MIB);
+}

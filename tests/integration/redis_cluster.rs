@@ -283,9 +283,18 @@ async fn redis_passwords_never_show_in_ready_logs_or_metrics() {
     const WRONG: &str = "wrong-redis-pass-77";
     let dir = tempfile::tempdir().unwrap();
     let node = crate::redis::Node::spawn(dir.path(), &|port| {
-        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--requirepass", PASSWORD]
-            .map(String::from)
-            .to_vec()
+        [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--requirepass",
+            PASSWORD,
+        ]
+        .map(String::from)
+        .to_vec()
     });
     let s3 = s3().await;
     s3.put_object("assets-bkt", "o0", &body(0)).unwrap();
@@ -316,7 +325,10 @@ async fn redis_passwords_never_show_in_ready_logs_or_metrics() {
     let ready_status = client().get(bad.url("/ready")).send().await.unwrap().status();
     assert_eq!(ready_status, 200, "a dead cache made the proxy unready");
     let metrics = get_text(bad.metrics_url("/metrics")).await;
-    assert!(metrics.contains("yatagarasu_cache_redis_up{mode=\"standalone\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("yatagarasu_cache_redis_up{mode=\"standalone\"} 0"),
+        "{metrics}"
+    );
     for (proxy, secret) in [(&good, PASSWORD), (&bad, WRONG)] {
         let logs = proxy.settled_logs().await;
         let ready = get_text(proxy.url("/ready")).await;
