@@ -339,3 +339,125 @@ async fn redis_passwords_never_show_in_ready_logs_or_metrics() {
     }
     assert!(bad.logs().contains("redis cache unavailable"), "{}", bad.logs());
 }
+
+/// A CA and a server certificate for 127.0.0.1 made with the openssl CLI;
+/// returns the CA file, the certificate and the key.
+fn tls_files(dir: &std::path::Path) -> (String, String, String) {
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("server.pem"),
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+#[tokio::test]
+async fn rediss_with_a_password_works() {
+    const PASSWORD: &str = "tls-redis-pass-5";
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    // TLS only: the plain port is off, so `--tls-port` is the port found free.
+    let node = crate::redis::Node::spawn(dir.path(), &|port| {
+        let mut args: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(
+            [
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                PASSWORD,
+            ]
+            .map(String::from),
+        );
+        args
+    });
+    let s3 = s3().await;
+    s3.put_object("assets-bkt", "o0", &body(0)).unwrap();
+    let redis = format!("    url: \"rediss://:{PASSWORD}@127.0.0.1:{}\"", node.port);
+    let cfg = config(&s3.endpoint(), &redis);
+    let env = [("SSL_CERT_FILE", ca.as_str())];
+    let a = Proxy::start_with_env(&cfg, &env);
+    let b = Proxy::start_with_env(&cfg, &env);
+    assert_eq!(get(&a, "o0").await.unwrap().1, "MISS");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(&b, "o0").await.is_ok_and(|r| r.1 == "HIT-REDIS")
+        })
+        .await,
+        "B never hit over TLS; logs: {}",
+        b.logs()
+    );
+    let ready = get_text(b.url("/ready")).await;
+    assert!(
+        ready.contains("\"reachable\":true") && !ready.contains(PASSWORD),
+        "{ready}"
+    );
+}
