@@ -10,6 +10,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # --- system packages (Debian) -------------------------------------------------
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)  # cluster create, SETRANGE in the cache tests
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # certificates for the rediss:// test
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v curl >/dev/null 2>&1 || need+=(curl)

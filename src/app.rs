@@ -264,7 +264,9 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     // One retry budget for the process: a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
     let mut router = PrefixRouter::new();
-    let mut ready = ReadyState::new(inherited.draining).with_require_replicas(config.server.readiness.require_replicas);
+    let mut ready = ReadyState::new(inherited.draining)
+        .with_require_replicas(config.server.readiness.require_replicas)
+        .with_cache(cache_store.clone());
     let mut slots = Vec::new();
     for (i, bucket) in config.buckets.iter().enumerate() {
         let hc = bucket.s3.health_check.as_ref().unwrap_or(&config.health_check);

@@ -17,6 +17,7 @@
 //! | `yatagarasu_replica_failures_total` | counter | `bucket`, `replica` |
 //! | `yatagarasu_replica_failover_total` | counter | `bucket`, `from`, `to` |
 //! | `yatagarasu_cache_*_total`, `yatagarasu_cache_memory_{entries,bytes}` | counters, gauges | |
+//! | `yatagarasu_cache_redis_up` | gauge (1 answering, 0 not) | `mode` |
 //! | `yatagarasu_auth_total` | counter | `reason` |
 //! | `yatagarasu_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //! | `yatagarasu_credentials_expiry_seconds` | gauge (keys that never expire: 100 years; 0 or negative: none usable) | `bucket`, `replica` |
@@ -279,7 +280,7 @@ impl Drop for InFlight {
 }
 
 /// The cache counters, by field name of [`CacheStatsSnapshot`].
-fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 22] {
+fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 26] {
     [
         ("memory_hits", "Requests answered from the memory tier.", s.memory_hits),
         (
@@ -359,6 +360,22 @@ fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 2
             s.redis_breaker_opened,
         ),
         ("purges", "Objects, buckets or whole caches purged.", s.purges),
+        (
+            "coalesced_waits",
+            "Misses that waited for a concurrent fetch of the same object or slice.",
+            s.coalesced_waits,
+        ),
+        (
+            "slice_answers",
+            "Answers made from the slices of a large object.",
+            s.slice_answers,
+        ),
+        ("slice_fetches", "Slices requested from the replicas.", s.slice_fetches),
+        (
+            "slice_invalidations",
+            "Sliced objects dropped because their ETag changed upstream.",
+            s.slice_invalidations,
+        ),
     ]
 }
 
@@ -464,6 +481,19 @@ fn register_observers(
             })
             .build();
     }
+
+    let redis_cache = cache.clone();
+    meter
+        .u64_observable_gauge("yatagarasu_cache_redis_up")
+        .with_description("Whether the shared cache tier answered its last operation (1) or not (0), by mode.")
+        .with_callback(move |obs| {
+            if let Some(store) = redis_cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                if let (Some(mode), Some(up)) = (store.redis_mode(), store.redis_up()) {
+                    obs.observe(u64::from(up), &[KeyValue::new("mode", mode)]);
+                }
+            }
+        })
+        .build();
 
     let auth = auth.clone();
     meter

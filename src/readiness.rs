@@ -19,6 +19,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 use yatagarasu_middleware::breaker::CircuitBreaker;
+use yatagarasu_middleware::cache::CacheStore;
 use yatagarasu_middleware::health::{Health, ReplicaHealth};
 
 /// What `/ready` reports on.
@@ -30,6 +31,8 @@ pub struct ReadyState {
     draining: Arc<AtomicBool>,
     /// Whether a bucket without a usable replica makes the pod unready.
     require_replicas: bool,
+    /// The shared cache, reported on (never a readiness condition).
+    cache: Option<CacheStore>,
 }
 
 #[derive(Debug)]
@@ -53,7 +56,14 @@ impl ReadyState {
             buckets: Vec::new(),
             draining,
             require_replicas: true,
+            cache: None,
         }
+    }
+
+    /// Reports the shared cache tier's mode and health (information only).
+    pub(crate) fn with_cache(mut self, cache: Option<CacheStore>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Whether a bucket without a usable replica answers 503 (the default) or
@@ -145,5 +155,14 @@ pub(crate) async fn ready_handler(State(ready): State<Arc<ReadyState>>) -> impl 
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(ready.report()))
+    let mut report = ready.report();
+    // The shared cache tier's mode and health: information only, a dead
+    // cache never makes the proxy unready.
+    if let Some(health) = match &ready.cache {
+        Some(store) => store.redis_health().await,
+        None => None,
+    } {
+        report["cache"] = json!({ "redis": health });
+    }
+    (status, Json(report))
 }

@@ -1,4 +1,5 @@
-//! The two-tier cache against a real `redis-server` (a child process per test).
+//! The two-tier cache against a real `redis-server` (a child process per
+//! test) and a real S3 server (s3s-fs checking SigV4) as the origin.
 
 mod cache_support;
 
@@ -10,9 +11,8 @@ use bytes::Bytes;
 use cache_support::*;
 use http::{header, HeaderValue, Request, StatusCode};
 use tower::ServiceExt;
-use yatagarasu_middleware::cache::{Cache, CacheConfig, CacheLayer, CacheStore};
+use yatagarasu_middleware::cache::{Cache, CacheConfig, CacheLayer, CacheStore, CachedObject};
 use yatagarasu_middleware::object::{ObjectRequest, ObjectService};
-use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 
 fn config(redis: Option<&RedisServer>) -> CacheConfig {
     let mut cfg = CacheConfig {
@@ -21,7 +21,7 @@ fn config(redis: Option<&RedisServer>) -> CacheConfig {
     };
     if let Some(redis) = redis {
         cfg.redis.enabled = true;
-        cfg.redis.url = redis.url();
+        cfg.redis.url = Some(redis.url());
         cfg.redis.timeout_ms = 300;
         cfg.redis.failure_threshold = 2;
         cfg.redis.cooldown_ms = 200;
@@ -35,18 +35,8 @@ fn store(cfg: &CacheConfig) -> CacheStore {
 
 type Inner = tower::util::BoxCloneService<ObjectRequest, http::Response<Body>, yatagarasu_middleware::FetchError>;
 
-fn cache(store: &CacheStore, bucket: &str, up: &FakeUpstream) -> Cache<Inner> {
-    CacheLayer::new(store.clone(), bucket).layer_on(up.service())
-}
-
-trait LayerOn {
-    fn layer_on(self, inner: Inner) -> Cache<Inner>;
-}
-
-impl LayerOn for CacheLayer {
-    fn layer_on(self, inner: Inner) -> Cache<Inner> {
-        tower::Layer::layer(&self, inner)
-    }
+fn cache(store: &CacheStore, bucket: &str, s3: &TestS3) -> Cache<Inner> {
+    tower::Layer::layer(&CacheLayer::new(store.clone(), bucket), s3.service())
 }
 
 async fn get(svc: &Cache<Inner>, req: ObjectRequest) -> http::Response<Body> {
@@ -62,19 +52,14 @@ async fn wait_redis_writes(store: &CacheStore, n: u64) {
 
 #[tokio::test]
 async fn miss_then_hit_through_a_real_s3_replica() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("data/dir")).unwrap();
-    std::fs::write(dir.path().join("data/dir/a b.txt"), b"hello from s3").unwrap();
-    let endpoint = start_s3(dir.path()).await;
-    let replica = S3Upstream::new(
-        "local",
-        s3_bucket(Some(&endpoint.parse().unwrap()), "data", "us-east-1").unwrap(),
-        reqwest::Client::new(),
-    )
-    .with_credentials(rusty_s3::Credentials::new(AK, SK));
+    let s3 = TestS3::start().await;
+    s3.put("dir/a b.txt", "hello from s3").await;
     let redis = RedisServer::start().await;
     let store = store(&config(Some(&redis)));
-    let app = ObjectService::new(CacheLayer::new(store.clone(), "data").layer_on_any(replica));
+    let app = ObjectService::new(tower::Layer::layer(
+        &CacheLayer::new(store.clone(), "data"),
+        s3.replica(),
+    ));
 
     let send = |uri: &str, method: &str, headers: &[(&str, &str)]| {
         let mut b = Request::builder().uri(uri).method(method);
@@ -114,54 +99,47 @@ async fn miss_then_hit_through_a_real_s3_replica() {
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(x_cache(&res), "HIT-MEMORY");
     assert_eq!(store.stats().upstream_fetches.load(Ordering::Relaxed), 1);
+    assert_eq!(s3.requests(), 1);
 
     // A second instance sharing Redis gets it from there.
     wait_redis_writes(&store, 1).await;
     let other = self::store(&config(Some(&redis)));
-    let up = FakeUpstream::new();
-    let b = cache(&other, "data", &up);
+    let b = cache(&other, "data", &s3);
     let res = get(&b, ObjectRequest::get("dir/a b.txt")).await;
     assert_eq!(x_cache(&res), "HIT-REDIS");
     assert_eq!(body_of(res).await, "hello from s3");
-    assert_eq!(up.calls(), 0);
-}
-
-trait LayerOnAny {
-    fn layer_on_any<S>(self, inner: S) -> Cache<S>;
-}
-
-impl LayerOnAny for CacheLayer {
-    fn layer_on_any<S>(self, inner: S) -> Cache<S> {
-        tower::Layer::layer(&self, inner)
-    }
+    assert_eq!(s3.requests(), 1);
 }
 
 #[tokio::test]
 async fn two_instances_share_redis_and_buckets_never_collide() {
     let redis = RedisServer::start().await;
     let (a_store, b_store) = (store(&config(Some(&redis))), store(&config(Some(&redis))));
-    let (up_a, up_b) = (FakeUpstream::new(), FakeUpstream::new());
-    up_a.put("k", FakeObject::new("from bucket one"));
-    let a = cache(&a_store, "one", &up_a);
+    let (one, two) = (TestS3::start().await, TestS3::start().await);
+    let etag = one
+        .put_with("k", "from bucket one", &[("x-amz-meta-owner", "team-a")])
+        .await;
+    two.put("k", "from bucket two").await;
+    let a = cache(&a_store, "one", &one);
     let res = get(&a, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "MISS");
     body_of(res).await;
     wait_redis_writes(&a_store, 1).await;
 
-    let b = cache(&b_store, "one", &up_b);
+    let b = cache(&b_store, "one", &one);
     let res = get(&b, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "HIT-REDIS");
-    assert_eq!(res.headers()[header::ETAG], "\"etag-1\"");
-    assert_eq!(res.headers()[header::LAST_MODIFIED], LAST_MODIFIED);
+    assert_eq!(res.headers()[header::ETAG].to_str().unwrap(), etag);
+    assert!(res.headers().contains_key(header::LAST_MODIFIED));
+    assert_eq!(res.headers()["x-amz-meta-owner"], "team-a");
     assert_eq!(body_of(res).await, "from bucket one");
     // The Redis hit filled B's memory.
     assert_eq!(x_cache(&get(&b, ObjectRequest::get("k")).await), "HIT-MEMORY");
-    assert_eq!(up_b.calls(), 0);
+    assert_eq!(one.requests(), 1);
 
     // Same key, other bucket: its own entry.
-    up_b.put("k", FakeObject::new("from bucket two"));
-    let two = cache(&b_store, "two", &up_b);
-    let res = get(&two, ObjectRequest::get("k")).await;
+    let b_two = cache(&b_store, "two", &two);
+    let res = get(&b_two, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "MISS");
     assert_eq!(body_of(res).await, "from bucket two");
     assert_eq!(body_of(get(&b, ObjectRequest::get("k")).await).await, "from bucket one");
@@ -171,16 +149,18 @@ async fn two_instances_share_redis_and_buckets_never_collide() {
 async fn cached_objects_are_served_while_every_replica_fails() {
     let redis = RedisServer::start().await;
     let store = store(&config(Some(&redis)));
-    let up = FakeUpstream::new();
-    up.put("k", FakeObject::new("kept"));
-    let svc = cache(&store, "b", &up);
+    let s3 = TestS3::start().await;
+    s3.put("k", "kept").await;
+    s3.put("other", "not cached").await;
+    let svc = cache(&store, "b", &s3);
     body_of(get(&svc, ObjectRequest::get("k")).await).await;
-    up.fail(true);
+    s3.fail(true);
     let res = get(&svc, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "HIT-MEMORY");
     assert_eq!(body_of(res).await, "kept");
-    // Not cached and no replica: the error goes on to ObjectService.
-    assert!(svc.clone().oneshot(ObjectRequest::get("other")).await.is_err());
+    // Not cached and no replica: the 503 goes on to ObjectService as an error.
+    let err = svc.clone().oneshot(ObjectRequest::get("other")).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
 }
 
 #[tokio::test]
@@ -189,57 +169,110 @@ async fn stale_copies_serve_only_when_replicas_fail_and_within_the_window() {
     let mut cfg = config(Some(&redis));
     cfg.stale_seconds = 2;
     let store = store(&cfg);
-    let up = FakeUpstream::new();
-    up.put("k", FakeObject::new("v1"));
+    let s3 = TestS3::start().await;
+    s3.put("k", "v1").await;
     let svc = tower::Layer::layer(
         &CacheLayer::new(store.clone(), "b").with_ttl(Duration::from_millis(300)),
-        up.service(),
+        s3.service(),
     );
     body_of(get(&svc, ObjectRequest::get("k")).await).await;
     wait_redis_writes(&store, 1).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
 
-    up.fail(true);
-    let res = get(&svc, ObjectRequest::get("k")).await;
-    assert_eq!(x_cache(&res), "STALE");
-    assert_eq!(body_of(res).await, "v1");
-    assert_eq!(store.stats().stale_hits.load(Ordering::Relaxed), 1);
+    // The replica fails: fresh, the copy is a hit; past its TTL, STALE.
+    s3.fail(true);
+    eventually_async_until(|| async {
+        let res = get(&svc, ObjectRequest::get("k")).await;
+        let x = x_cache(&res);
+        assert!(x == "HIT-MEMORY" || x == "STALE", "{x}");
+        assert_eq!(body_of(res).await, "v1");
+        x == "STALE"
+    })
+    .await;
+    assert!(store.stats().stale_hits.load(Ordering::Relaxed) >= 1);
 
     // Replicas back: past its TTL the copy is fetched again.
-    up.fail(false);
-    up.put("k", FakeObject::new("v2"));
+    s3.fail(false);
+    s3.put("k", "v2").await;
     let res = get(&svc, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "MISS");
     assert_eq!(body_of(res).await, "v2");
 
-    // Past TTL + stale window: nothing to fall back on.
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    up.fail(true);
-    assert!(svc.clone().oneshot(ObjectRequest::get("k")).await.is_err());
+    // Past TTL + stale window: nothing to fall back on; the error goes on.
+    s3.fail(true);
+    eventually_async_until(|| async { svc.clone().oneshot(ObjectRequest::get("k")).await.is_err() }).await;
+}
+
+/// Repeats `step` (bounded, 10 s) until it returns true.
+async fn eventually_async_until<F, Fut>(mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if step().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test]
+async fn stale_if_error_from_redis_in_a_fresh_instance() {
+    let redis = RedisServer::start().await;
+    let mut cfg = config(Some(&redis));
+    cfg.stale_seconds = 60;
+    let s3 = TestS3::start().await;
+    s3.put("k", "shared copy").await;
+    let a = store(&cfg);
+    let layer = |store: &CacheStore| {
+        tower::Layer::layer(
+            &CacheLayer::new(store.clone(), "b").with_ttl(Duration::from_millis(200)),
+            s3.service(),
+        )
+    };
+    body_of(get(&layer(&a), ObjectRequest::get("k")).await).await;
+    wait_redis_writes(&a, 1).await;
+    s3.fail(true);
+    // A new instance (empty memory) with every replica failing: the Redis
+    // copy past its TTL is served as STALE.
+    eventually_async_until(|| async {
+        let b = store(&cfg);
+        let res = get(&layer(&b), ObjectRequest::get("k")).await;
+        let x = x_cache(&res);
+        assert_eq!(body_of(res).await, "shared copy", "{x}");
+        x == "STALE"
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn conditional_range_and_head_from_cache() {
     let store = store(&config(None));
-    let up = FakeUpstream::new();
-    up.put("k", FakeObject::new("0123456789"));
-    let svc = cache(&store, "b", &up);
-    body_of(get(&svc, ObjectRequest::get("k")).await).await;
-    let with = |name: header::HeaderName, v: &'static str| {
-        ObjectRequest::get("k").with_header(name, HeaderValue::from_static(v))
+    let s3 = TestS3::start().await;
+    let etag = s3.put("k", "0123456789").await;
+    let svc = cache(&store, "b", &s3);
+    let first = get(&svc, ObjectRequest::get("k")).await;
+    let modified = first.headers()[header::LAST_MODIFIED].to_str().unwrap().to_owned();
+    body_of(first).await;
+    let with = |name: header::HeaderName, v: &str| {
+        ObjectRequest::get("k").with_header(name, HeaderValue::from_str(v).unwrap())
     };
+    let modified_at = httpdate::parse_http_date(&modified).unwrap();
+    let later = httpdate::fmt_http_date(modified_at + Duration::from_secs(86_400));
+    let earlier = httpdate::fmt_http_date(modified_at - Duration::from_secs(86_400));
 
-    for v in ["\"etag-1\"", "W/\"etag-1\"", "\"x\", \"etag-1\"", "*"] {
-        let res = get(&svc, with(header::IF_NONE_MATCH, v)).await;
+    for v in [etag.clone(), format!("W/{etag}"), format!("\"x\", {etag}"), "*".into()] {
+        let res = get(&svc, with(header::IF_NONE_MATCH, &v)).await;
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{v}");
-        assert_eq!(res.headers()[header::ETAG], "\"etag-1\"");
+        assert_eq!(res.headers()[header::ETAG].to_str().unwrap(), etag);
         assert!(body_of(res).await.is_empty());
     }
     let res = get(&svc, with(header::IF_NONE_MATCH, "\"other\"")).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = get(&svc, with(header::IF_MODIFIED_SINCE, "Thu, 22 Oct 2015 07:28:00 GMT")).await;
+    let res = get(&svc, with(header::IF_MODIFIED_SINCE, &later)).await;
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
-    let res = get(&svc, with(header::IF_MODIFIED_SINCE, "Tue, 20 Oct 2015 07:28:00 GMT")).await;
+    let res = get(&svc, with(header::IF_MODIFIED_SINCE, &earlier)).await;
     assert_eq!(res.status(), StatusCode::OK);
     let res = get(&svc, with(header::IF_MATCH, "\"other\"")).await;
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
@@ -259,14 +292,19 @@ async fn conditional_range_and_head_from_cache() {
     assert_eq!(res.headers()[header::CONTENT_LENGTH], "10");
     assert_eq!(x_cache(&res), "HIT-MEMORY");
     assert!(body_of(res).await.is_empty());
-    assert_eq!(up.calls(), 1);
+    assert_eq!(s3.requests(), 1);
 
     // A range on a miss passes through and stores nothing.
-    up.put("r", FakeObject::new("abc"));
+    s3.put("r", "abc").await;
     let r = ObjectRequest::get("r").with_header(header::RANGE, HeaderValue::from_static("bytes=0-0"));
-    assert_eq!(x_cache(&get(&svc, r.clone()).await), "MISS");
+    let res = get(&svc, r.clone()).await;
+    assert_eq!(
+        (res.status(), x_cache(&res).as_str()),
+        (StatusCode::PARTIAL_CONTENT, "MISS")
+    );
+    assert_eq!(body_of(res).await, "a");
     assert_eq!(x_cache(&get(&svc, r).await), "MISS");
-    assert_eq!(up.calls(), 3);
+    assert_eq!(s3.requests(), 3);
 }
 
 #[tokio::test]
@@ -276,46 +314,45 @@ async fn large_and_uncacheable_answers_stream_through() {
     cfg.memory.max_item_size = 1024;
     cfg.redis.max_item_size = 1024;
     let store = store(&cfg);
-    let up = FakeUpstream::new();
+    let s3 = TestS3::start().await;
     let big = Bytes::from(vec![b'x'; 4096]);
-    up.put("big", FakeObject::new(big.clone()));
-    up.put(
-        "private",
-        FakeObject {
-            cache_control: Some("private, max-age=60"),
-            ..FakeObject::new("secret")
-        },
-    );
-    let svc = cache(&store, "b", &up);
+    s3.put("big", big.clone()).await;
+    s3.put_with("private", "secret", &[("cache-control", "private, max-age=60")])
+        .await;
+    let svc = cache(&store, "b", &s3);
     for _ in 0..2 {
         let res = get(&svc, ObjectRequest::get("big")).await;
         assert_eq!(x_cache(&res), "BYPASS");
         assert_eq!(body_of(res).await, big);
         let res = get(&svc, ObjectRequest::get("private")).await;
         assert_eq!(x_cache(&res), "BYPASS");
+        assert_eq!(res.headers()[header::CACHE_CONTROL], "private, max-age=60");
         let res = get(&svc, ObjectRequest::get("missing")).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
         assert_eq!(x_cache(&res), "BYPASS");
     }
-    assert_eq!(up.calls(), 6);
+    assert_eq!(s3.requests(), 6);
     assert_eq!(store.stats().memory_inserts.load(Ordering::Relaxed), 0);
 
     // A bucket with caching off.
-    up.put("k", FakeObject::new("v"));
-    let off = tower::Layer::layer(&CacheLayer::new(store.clone(), "b").with_enabled(false), up.service());
-    assert_eq!(
-        x_cache(&off.clone().oneshot(ObjectRequest::get("k")).await.unwrap()),
-        "BYPASS"
-    );
+    s3.put("k", "v").await;
+    let off = tower::Layer::layer(&CacheLayer::new(store.clone(), "b").with_enabled(false), s3.service());
+    for _ in 0..2 {
+        assert_eq!(
+            x_cache(&off.clone().oneshot(ObjectRequest::get("k")).await.unwrap()),
+            "BYPASS"
+        );
+    }
+    assert_eq!(s3.requests(), 8);
 }
 
 #[tokio::test]
 async fn concurrent_misses_make_one_upstream_request() {
     let store = store(&config(None));
-    let up = FakeUpstream::new();
-    up.put("k", FakeObject::new(vec![b'z'; 100_000]));
-    up.set_delay(Duration::from_millis(300));
-    let svc = cache(&store, "b", &up);
+    let s3 = TestS3::start().await;
+    s3.put("k", vec![b'z'; 100_000]).await;
+    s3.hold();
+    let svc = cache(&store, "b", &s3);
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let svc = svc.clone();
@@ -328,24 +365,62 @@ async fn concurrent_misses_make_one_upstream_request() {
             })
         })
         .collect();
+    // One request reached S3 and waits there; the nine others wait for it.
+    eventually("the leader at S3 and nine followers", || {
+        s3.waiting() == 1 && store.stats().coalesced_waits.load(Ordering::SeqCst) == 9
+    })
+    .await;
+    s3.release();
     let mut labels = Vec::new();
     for t in tasks {
         labels.push(t.await.unwrap());
     }
-    assert_eq!(up.calls(), 1, "{labels:?}");
+    assert_eq!(s3.requests(), 1, "{labels:?}");
     assert_eq!(labels.iter().filter(|l| *l == "MISS").count(), 1, "{labels:?}");
+    assert_eq!(labels.iter().filter(|l| *l == "HIT-MEMORY").count(), 9, "{labels:?}");
     assert_eq!(store.stats().coalesced_hits.load(Ordering::Relaxed), 9);
+}
+
+#[tokio::test]
+async fn followers_fetch_themselves_when_the_leader_gives_up() {
+    let mut cfg = config(None);
+    cfg.memory.max_item_size = 1000;
+    let store = store(&cfg);
+    let s3 = TestS3::start().await;
+    s3.put("big", vec![b'q'; 5000]).await;
+    s3.hold();
+    let svc = cache(&store, "b", &s3);
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                body_of(svc.oneshot(ObjectRequest::get("big")).await.unwrap())
+                    .await
+                    .len()
+            })
+        })
+        .collect();
+    eventually("leader at S3, two followers", || {
+        s3.waiting() == 1 && store.stats().coalesced_waits.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    s3.release();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 5000);
+    }
+    // Too large to store: every request got the object from S3 itself.
+    assert_eq!(s3.requests(), 3);
 }
 
 #[tokio::test]
 async fn redis_killed_and_restarted_costs_no_request() {
     let mut redis = RedisServer::start().await;
     let store = store(&config(Some(&redis)));
-    let up = FakeUpstream::new();
-    for i in 0..6 {
-        up.put(&format!("k{i}"), FakeObject::new(format!("v{i}")));
+    let s3 = TestS3::start().await;
+    for i in 0..4 {
+        s3.put(&format!("k{i}"), format!("v{i}")).await;
     }
-    let svc = cache(&store, "b", &up);
+    let svc = cache(&store, "b", &s3);
     body_of(get(&svc, ObjectRequest::get("k0")).await).await;
     wait_redis_writes(&store, 1).await;
 
@@ -363,81 +438,70 @@ async fn redis_killed_and_restarted_costs_no_request() {
     redis.restart().await;
     // After the breaker's cooldown the pool dials again by itself.
     let writes = store.stats().redis_writes.load(Ordering::Relaxed);
-    let mut n = 4;
-    eventually_async(
-        || {
-            let svc = svc.clone();
-            let up = up.clone();
-            n += 1;
-            let key = format!("n{n}");
-            up.put(&key, FakeObject::new("again"));
-            async move {
-                let res = svc.oneshot(ObjectRequest::get(key)).await.unwrap();
-                body_of(res).await;
+    let mut n = 0;
+    let mut last = String::new();
+    eventually_async_until(|| {
+        n += 1;
+        let key = format!("n{n}");
+        last = key.clone();
+        let (svc, s3, store) = (svc.clone(), &s3, &store);
+        async move {
+            s3.put(&key, "again").await;
+            body_of(svc.oneshot(ObjectRequest::get(key)).await.unwrap()).await;
+            // The write is in the background: give it its own bounded wait.
+            for _ in 0..25 {
+                if store.stats().redis_writes.load(Ordering::Relaxed) > writes {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        },
-        || store.stats().redis_writes.load(Ordering::Relaxed) > writes,
-    )
+            false
+        }
+    })
     .await;
     let other = self::store(&config(Some(&redis)));
-    let key = format!("n{n}");
-    let res = get(&cache(&other, "b", &FakeUpstream::new()), ObjectRequest::get(key)).await;
+    let res = get(&cache(&other, "b", &s3), ObjectRequest::get(last)).await;
     assert_eq!(x_cache(&res), "HIT-REDIS");
-}
-
-async fn eventually_async<F, Fut>(mut step: F, mut done: impl FnMut() -> bool)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for _ in 0..100 {
-        step().await;
-        for _ in 0..10 {
-            if done() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    panic!("condition never held");
 }
 
 #[tokio::test]
 async fn unreachable_redis_at_startup_is_only_misses() {
+    // A port with nothing listening: bound, then closed by the listener drop.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
     let mut cfg = config(None);
     cfg.redis.enabled = true;
-    cfg.redis.url = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        format!("redis://127.0.0.1:{port}")
-    };
+    cfg.redis.url = Some(format!("redis://127.0.0.1:{port}"));
     cfg.redis.timeout_ms = 100;
     let store = store(&cfg);
-    let up = FakeUpstream::new();
-    up.put("k", FakeObject::new("v"));
-    let svc = cache(&store, "b", &up);
+    let s3 = TestS3::start().await;
+    s3.put("k", "v").await;
+    let svc = cache(&store, "b", &s3);
     for _ in 0..5 {
         let res = get(&svc, ObjectRequest::get("k")).await;
         assert_eq!(res.status(), StatusCode::OK);
         body_of(res).await;
     }
-    assert_eq!(up.calls(), 1);
+    assert_eq!(s3.requests(), 1);
+    assert!(store.stats().redis_errors.load(Ordering::Relaxed) >= 1);
+    assert_eq!(store.redis_up(), Some(false));
+    let health = store.redis_health().await.unwrap();
+    assert_eq!((health.mode, health.reachable), ("standalone", false));
 }
 
 #[tokio::test]
-async fn foreign_values_in_redis_are_misses() {
+async fn foreign_values_in_redis_are_misses_and_deleted() {
     let redis = RedisServer::start().await;
     let store = store(&config(Some(&redis)));
     let key = store.cache_key("b", "k");
     let _: () = redis
         .cmd(deadpool_redis::redis::cmd("SET").arg(&key).arg("not a cache entry"))
         .await;
-    let up = FakeUpstream::new();
-    up.put("k", FakeObject::new("real"));
-    let svc = cache(&store, "b", &up);
+    let s3 = TestS3::start().await;
+    s3.put("k", "real").await;
+    let svc = cache(&store, "b", &s3);
     let res = get(&svc, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "MISS");
     assert_eq!(body_of(res).await, "real");
@@ -445,111 +509,193 @@ async fn foreign_values_in_redis_are_misses() {
     // The fill replaced it with a real entry.
     wait_redis_writes(&store, 1).await;
     let other = self::store(&config(Some(&redis)));
-    let res = get(&cache(&other, "b", &FakeUpstream::new()), ObjectRequest::get("k")).await;
+    let res = get(&cache(&other, "b", &s3), ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "HIT-REDIS");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_redis_is_never_served() {
+    let redis = RedisServer::start().await;
+    let s3 = TestS3::start().await;
+    let body = vec![b'a'; 5000];
+    s3.put("k", body.clone()).await;
+    let a = store(&config(Some(&redis)));
+    body_of(get(&cache(&a, "b", &s3), ObjectRequest::get("k")).await).await;
+    wait_redis_writes(&a, 1).await;
+    let key = a.cache_key("b", "k");
+    // One byte of the body changed in place, the way a bad disk or a buggy
+    // writer would.
+    let len: usize = redis.cmd(deadpool_redis::redis::cmd("STRLEN").arg(&key)).await;
+    let _: i64 = redis
+        .cmd(deadpool_redis::redis::cmd("SETRANGE").arg(&key).arg(len - 100).arg("b"))
+        .await;
+
+    let b = store(&config(Some(&redis)));
+    let res = get(&cache(&b, "b", &s3), ObjectRequest::get("k")).await;
+    assert_eq!(x_cache(&res), "MISS");
+    assert_eq!(body_of(res).await, body);
+    assert_eq!(b.stats().redis_corrupt.load(Ordering::Relaxed), 1);
+    assert_eq!(s3.requests(), 2);
+    // The bad value was deleted, then replaced by B's fill.
+    wait_redis_writes(&b, 1).await;
+    let value: Vec<u8> = redis.cmd(deadpool_redis::redis::cmd("GET").arg(&key)).await;
+    let stored = CachedObject::decode(Bytes::from(value.clone())).expect("a valid entry again");
+    assert_eq!(stored.body().as_ref(), body.as_slice());
+
+    // A value cut short is refused too.
+    let _: () = redis
+        .cmd(
+            deadpool_redis::redis::cmd("SET")
+                .arg(&key)
+                .arg(&value[..value.len() - 1]),
+        )
+        .await;
+    let c = store(&config(Some(&redis)));
+    assert_eq!(
+        x_cache(&get(&cache(&c, "b", &s3), ObjectRequest::get("k")).await),
+        "MISS"
+    );
+    assert_eq!(c.stats().redis_corrupt.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]
 async fn purge_object_bucket_and_all_clear_both_tiers() {
     let redis = RedisServer::start().await;
     let store = store(&config(Some(&redis)));
-    let up = FakeUpstream::new();
-    up.put("k1", FakeObject::new("1"));
-    up.put("k2", FakeObject::new("2"));
-    let (a, b) = (cache(&store, "a", &up), cache(&store, "b*", &up));
+    let s3 = TestS3::start().await;
+    s3.put("k1", "1").await;
+    s3.put("k2", "2").await;
+    let (a, b) = (cache(&store, "a", &s3), cache(&store, "b*", &s3));
     for svc in [&a, &b] {
         for k in ["k1", "k2"] {
             body_of(get(svc, ObjectRequest::get(k)).await).await;
         }
     }
     wait_redis_writes(&store, 4).await;
-    let count = || async {
-        let keys: Vec<String> = redis
+    let keys = || async {
+        let mut keys: Vec<String> = redis
             .cmd(deadpool_redis::redis::cmd("KEYS").arg("yatagarasu:cache:*"))
             .await;
-        keys.len()
+        keys.sort();
+        keys
     };
-    assert_eq!(count().await, 4);
+    let all = |pairs: &[(&str, &str)]| {
+        let mut v: Vec<String> = pairs.iter().map(|(b, k)| store.cache_key(b, k)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        keys().await,
+        all(&[("a", "k1"), ("a", "k2"), ("b*", "k1"), ("b*", "k2")])
+    );
 
+    // One object: only its key goes.
     store.purge_object("a", "k1").await.unwrap();
-    assert_eq!(count().await, 3);
-    assert_eq!(x_cache(&get(&a, ObjectRequest::get("k1")).await), "MISS");
+    assert_eq!(keys().await, all(&[("a", "k2"), ("b*", "k1"), ("b*", "k2")]));
+    let res = get(&a, ObjectRequest::get("k1")).await;
+    assert_eq!(x_cache(&res), "MISS");
+    body_of(res).await;
     assert_eq!(x_cache(&get(&a, ObjectRequest::get("k2")).await), "HIT-MEMORY");
+    wait_redis_writes(&store, 5).await; // a/k1 stored again
 
+    // One bucket (a glob character in its name): both of its keys, no other.
     store.purge_bucket("b*").await.unwrap();
-    assert_eq!(x_cache(&get(&b, ObjectRequest::get("k1")).await), "MISS");
+    assert_eq!(keys().await, all(&[("a", "k1"), ("a", "k2")]));
+    let res = get(&b, ObjectRequest::get("k1")).await;
+    assert_eq!(x_cache(&res), "MISS");
+    body_of(res).await;
     assert_eq!(x_cache(&get(&a, ObjectRequest::get("k2")).await), "HIT-MEMORY");
+    wait_redis_writes(&store, 6).await;
+    assert_eq!(keys().await, all(&[("a", "k1"), ("a", "k2"), ("b*", "k1")]));
 
-    store.purge_all().await.unwrap();
-    // Other data in the same Redis is left alone.
+    // Everything under the prefix; other data in the same Redis is left alone.
     let _: () = redis
         .cmd(deadpool_redis::redis::cmd("SET").arg("unrelated").arg("x"))
         .await;
     store.purge_all().await.unwrap();
-    assert_eq!(count().await, 0);
+    assert_eq!(keys().await, Vec::<String>::new());
     let exists: i64 = redis.cmd(deadpool_redis::redis::cmd("EXISTS").arg("unrelated")).await;
     assert_eq!(exists, 1);
     assert_eq!(x_cache(&get(&a, ObjectRequest::get("k2")).await), "MISS");
+    assert_eq!(x_cache(&get(&b, ObjectRequest::get("k1")).await), "MISS");
 }
 
 #[tokio::test]
-async fn redis_capacity_refuses_writes() {
+async fn redis_capacity_is_enforced_at_its_boundary() {
     let redis = RedisServer::start().await;
+    let info: String = redis.cmd(deadpool_redis::redis::cmd("INFO").arg("memory")).await;
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Room for one 1.5 MB object (plus Redis' own overhead, connections
+    // included, well under 0.5 MB), not for a second one of 1 MB.
     let mut cfg = config(Some(&redis));
-    cfg.redis.max_capacity = 1; // below Redis' own used_memory
+    cfg.memory.max_capacity = 0;
+    cfg.redis.max_capacity = used + 2_000_000;
     let store = store(&cfg);
-    let up = FakeUpstream::new();
-    up.put("k", FakeObject::new("v"));
-    let svc = cache(&store, "b", &up);
-    body_of(get(&svc, ObjectRequest::get("k")).await).await;
+    let s3 = TestS3::start().await;
+    s3.put("fits", vec![b'f'; 1_500_000]).await;
+    s3.put("over", vec![b'o'; 1_000_000]).await;
+    let svc = cache(&store, "b", &s3);
+    body_of(get(&svc, ObjectRequest::get("fits")).await).await;
+    eventually("the first write", || {
+        store.stats().redis_writes.load(Ordering::Relaxed) + store.stats().redis_writes_refused.load(Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    assert_eq!(
+        store.stats().redis_writes.load(Ordering::Relaxed),
+        1,
+        "{:?}",
+        store.snapshot()
+    );
+    body_of(get(&svc, ObjectRequest::get("over")).await).await;
     eventually("refused write", || {
         store.stats().redis_writes_refused.load(Ordering::Relaxed) == 1
     })
     .await;
-    assert_eq!(store.stats().redis_writes.load(Ordering::Relaxed), 0);
-    // Memory still has it.
-    assert_eq!(x_cache(&get(&svc, ObjectRequest::get("k")).await), "HIT-MEMORY");
-    let _ = svc.clone().ready().await;
+    assert_eq!(store.stats().redis_writes.load(Ordering::Relaxed), 1);
+    assert_eq!(x_cache(&get(&svc, ObjectRequest::get("fits")).await), "HIT-REDIS");
+    assert_eq!(x_cache(&get(&svc, ObjectRequest::get("over")).await), "MISS");
 }
 
 #[tokio::test]
 async fn abandoned_fills_store_nothing() {
     use http_body_util::BodyExt;
     let store = store(&config(None));
-    let up = FakeUpstream::new();
-    up.put(
-        "k",
-        FakeObject {
-            chunked: true,
-            ..FakeObject::new(vec![b'a'; 8192])
-        },
-    );
-    let svc = cache(&store, "b", &up);
+    let s3 = TestS3::start().await;
+    let len = 1024 * 1024;
+    s3.put("k", vec![b'a'; len]).await;
+    let svc = cache(&store, "b", &s3);
     let res = get(&svc, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "MISS");
     let mut body = res.into_body();
     let first = body.frame().await.unwrap().unwrap();
-    assert_eq!(first.into_data().unwrap().len(), 1024);
+    assert!(first.into_data().unwrap().len() < len);
     drop(body); // the client went away mid-stream
     assert_eq!(store.stats().fills_abandoned.load(Ordering::Relaxed), 1);
     assert_eq!(store.stats().memory_inserts.load(Ordering::Relaxed), 0);
 
     let res = get(&svc, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "MISS");
-    assert_eq!(body_of(res).await.len(), 8192);
+    assert_eq!(body_of(res).await.len(), len);
     let res = get(&svc, ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "HIT-MEMORY");
-    assert_eq!(body_of(res).await.len(), 8192);
-    assert_eq!(up.calls(), 2);
+    assert_eq!(body_of(res).await.len(), len);
+    assert_eq!(s3.requests(), 2);
 }
 
 #[tokio::test]
 async fn slow_redis_costs_no_request() {
     let redis = RedisServer::start().await;
-    let up = FakeUpstream::new();
-    up.put("k", FakeObject::new("v"));
+    let s3 = TestS3::start().await;
+    s3.put("k", "v").await;
     let a = self::store(&config(Some(&redis)));
-    body_of(get(&cache(&a, "b", &up), ObjectRequest::get("k")).await).await;
+    body_of(get(&cache(&a, "b", &s3), ObjectRequest::get("k")).await).await;
     wait_redis_writes(&a, 1).await;
 
     // Redis stops answering for a while (the whole server sleeps).
@@ -558,13 +704,25 @@ async fn slow_redis_costs_no_request() {
         let client = deadpool_redis::redis::Client::open(url).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let mut cmd = deadpool_redis::redis::cmd("DEBUG");
-        cmd.arg("SLEEP").arg("1.5");
-        // The client may give up waiting first; the server sleeps on.
+        cmd.arg("SLEEP").arg("2");
         let _: Result<String, _> = cmd.query_async(&mut conn).await;
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the server is asleep: a PING on its own connection goes unanswered.
+    eventually_async_until(|| async {
+        let client = deadpool_redis::redis::Client::open(redis.url()).unwrap();
+        let Ok(Ok(mut conn)) =
+            tokio::time::timeout(Duration::from_millis(100), client.get_multiplexed_async_connection()).await
+        else {
+            return true;
+        };
+        let ping = deadpool_redis::redis::cmd("PING");
+        tokio::time::timeout(Duration::from_millis(100), ping.query_async::<String>(&mut conn))
+            .await
+            .is_err()
+    })
+    .await;
     let b = self::store(&config(Some(&redis)));
-    let svc = cache(&b, "b", &up);
+    let svc = cache(&b, "b", &s3);
     for _ in 0..3 {
         let res = get(&svc, ObjectRequest::get("k")).await;
         assert_eq!(res.status(), StatusCode::OK);
@@ -576,6 +734,165 @@ async fn slow_redis_costs_no_request() {
 
     // Once Redis answers again, it is used again.
     let c = self::store(&config(Some(&redis)));
-    let res = get(&cache(&c, "b", &FakeUpstream::new()), ObjectRequest::get("k")).await;
+    let res = get(&cache(&c, "b", &s3), ObjectRequest::get("k")).await;
     assert_eq!(x_cache(&res), "HIT-REDIS");
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for 64 MiB.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn ranged(key: &str, first: u64, last: u64) -> ObjectRequest {
+    ObjectRequest::get(key).with_header(
+        header::RANGE,
+        HeaderValue::from_str(&format!("bytes={first}-{last}")).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn large_objects_are_cached_in_slices() {
+    const MIB: u64 = 1024 * 1024;
+    const SLICE: u64 = 4 * MIB;
+    const LEN: u64 = 64 * MIB;
+    let redis = RedisServer::start().await;
+    let mut cfg = config(Some(&redis));
+    cfg.slice_size = SLICE;
+    cfg.redis.timeout_ms = 2_000;
+    let store = store(&cfg);
+    let s3 = TestS3::start().await;
+    let object = Bytes::from(pattern(LEN as usize, 7));
+    s3.put("video.bin", object.clone()).await;
+    let svc = cache(&store, "media", &s3);
+
+    // Random ranges, byte for byte; one upstream request per distinct slice.
+    let mut touched = std::collections::BTreeSet::new();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..24 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let first = x % LEN;
+        let len = if i % 3 == 0 {
+            1 + x % (2 * MIB)
+        } else {
+            1 + (x >> 20) % (9 * MIB)
+        };
+        let last = (first + len - 1).min(LEN - 1);
+        let res = get(&svc, ranged("video.bin", first, last)).await;
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(x_cache(&res), "SLICE");
+        assert_eq!(
+            res.headers()[header::CONTENT_RANGE].to_str().unwrap(),
+            format!("bytes {first}-{last}/{LEN}")
+        );
+        let body = body_of(res).await;
+        assert!(
+            body == object.slice(first as usize..=last as usize),
+            "range {first}-{last}"
+        );
+        touched.extend(first / SLICE..=last / SLICE);
+        assert_eq!(s3.requests(), touched.len() as u64, "after range {first}-{last}");
+    }
+
+    // A range over cached and uncached slices fetches only the uncached ones.
+    let cached = *touched.iter().next().unwrap();
+    let uncached: Vec<u64> = (0..LEN / SLICE).filter(|n| !touched.contains(n)).collect();
+    if let Some(&gap) = uncached.first() {
+        let (a, b) = (cached.min(gap), cached.max(gap));
+        let before = s3.requests();
+        let res = get(&svc, ranged("video.bin", a * SLICE + 5, b * SLICE + 5)).await;
+        let body = body_of(res).await;
+        assert!(body == object.slice((a * SLICE + 5) as usize..=(b * SLICE + 5) as usize));
+        let fetched = (a..=b).filter(|n| !touched.contains(n)).count() as u64;
+        assert_eq!(s3.requests(), before + fetched);
+        touched.extend(a..=b);
+    }
+
+    // A full GET streams every slice (fetching the rest once).
+    let before = s3.requests();
+    let res = get(&svc, ObjectRequest::get("video.bin")).await;
+    assert_eq!((res.status(), x_cache(&res).as_str()), (StatusCode::OK, "SLICE"));
+    assert_eq!(res.headers()[header::CONTENT_LENGTH], LEN.to_string());
+    assert!(body_of(res).await == object);
+    assert_eq!(s3.requests(), before + (LEN / SLICE) - touched.len() as u64);
+
+    // Another instance sharing Redis answers from the slices there.
+    let slices = LEN / SLICE;
+    eventually("slices in redis", || {
+        store.stats().redis_writes.load(Ordering::Relaxed) > slices
+    })
+    .await;
+    let other = self::store(&cfg);
+    let before = s3.requests();
+    let res = get(&cache(&other, "media", &s3), ranged("video.bin", 3 * MIB, 13 * MIB)).await;
+    assert_eq!(x_cache(&res), "SLICE");
+    assert!(body_of(res).await == object.slice(3 * MIB as usize..=13 * MIB as usize));
+    assert_eq!(s3.requests(), before);
+}
+
+#[tokio::test]
+async fn a_replaced_object_is_never_spliced() {
+    const SLICE: u64 = 256 * 1024;
+    const LEN: u64 = 16 * SLICE;
+    let mut cfg = config(None);
+    cfg.slice_size = SLICE;
+    let store = store(&cfg);
+    let s3 = TestS3::start().await;
+    let v1 = Bytes::from(pattern(LEN as usize, 1));
+    let v2 = Bytes::from(pattern(LEN as usize, 2));
+    s3.put("doc", v1.clone()).await;
+    let svc = cache(&store, "b", &s3);
+
+    // Slice 3 cached from version 1.
+    let res = get(&svc, ranged("doc", 3 * SLICE, 3 * SLICE + 99)).await;
+    assert!(body_of(res).await == v1.slice(3 * SLICE as usize..3 * SLICE as usize + 100));
+    s3.put("doc", v2.clone()).await;
+
+    // Slices 3 (cached, v1) and 4 (fetched: now v2): the answer is cut
+    // short rather than spliced.
+    let res = get(&svc, ranged("doc", 3 * SLICE, 4 * SLICE + 99)).await;
+    let got = axum::body::to_bytes(res.into_body(), usize::MAX).await;
+    assert!(got.is_err(), "a spliced body was served");
+    assert_eq!(store.stats().slice_invalidations.load(Ordering::Relaxed), 1);
+
+    // The index is gone: the next answer is all version 2.
+    let res = get(&svc, ranged("doc", 3 * SLICE, 4 * SLICE + 99)).await;
+    assert_eq!(x_cache(&res), "SLICE");
+    assert!(body_of(res).await == v2.slice(3 * SLICE as usize..4 * SLICE as usize + 100));
+    let res = get(&svc, ObjectRequest::get("doc")).await;
+    assert!(body_of(res).await == v2);
+}
+
+#[tokio::test]
+async fn a_plain_get_of_a_large_object_indexes_it_for_slices() {
+    const SLICE: u64 = 64 * 1024;
+    let mut cfg = config(None);
+    cfg.slice_size = SLICE;
+    cfg.memory.max_item_size = 100 * 1024;
+    let store = store(&cfg);
+    let s3 = TestS3::start().await;
+    let body = Bytes::from(pattern(300_000, 3));
+    s3.put("big", body.clone()).await;
+    let svc = cache(&store, "b", &s3);
+    let res = get(&svc, ObjectRequest::get("big")).await;
+    assert_eq!(x_cache(&res), "BYPASS");
+    assert!(body_of(res).await == body);
+    let res = get(&svc, ObjectRequest::get("big")).await;
+    assert_eq!(x_cache(&res), "SLICE");
+    assert!(body_of(res).await == body);
+    // 1 whole GET, then 5 slices (300 000 / 65 536, rounded up).
+    assert_eq!(s3.requests(), 1 + 5);
+    let res = get(&svc, ObjectRequest::get("big")).await;
+    assert!(body_of(res).await == body);
+    assert_eq!(s3.requests(), 6);
 }

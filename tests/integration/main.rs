@@ -11,5 +11,6 @@ mod failover;
 mod faults;
 mod ops;
 mod redis;
+mod redis_cluster;
 mod request_path;
 mod tls;

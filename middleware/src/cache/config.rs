@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 * 1024 * 1024;
 /// 2 GiB: the default byte budget of the Redis tier.
 pub const DEFAULT_REDIS_CAPACITY: u64 = 2 * 1024 * 1024 * 1024;
+/// `cache.redis.url` when none is given.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// 10 MiB: objects above this stream through uncached.
 pub const DEFAULT_MAX_ITEM_SIZE: u64 = 10 * 1024 * 1024;
 
@@ -27,6 +29,19 @@ pub const DEFAULT_MAX_ITEM_SIZE: u64 = 10 * 1024 * 1024;
 ///     ttl_seconds: 7200
 ///     pool_size: 20
 ///   stale_seconds: 300
+///   slice_size: 8388608          # large objects cached in 8 MiB slices (off: 0)
+/// ```
+///
+/// The shared tier may also be a Redis/Valkey Cluster or a Sentinel-managed
+/// primary/replica set:
+///
+/// ```yaml
+/// cache:
+///   redis:
+///     enabled: true
+///     mode: cluster                # standalone (default) | cluster | sentinel
+///     urls: ["redis://valkey-0:6379", "redis://valkey-1:6379", "redis://valkey-2:6379"]
+///     # sentinel_master: mymaster  # sentinel mode: urls are the sentinels
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -41,6 +56,10 @@ pub struct CacheConfig {
     /// How long concurrent misses of one object wait for the request already
     /// fetching it before fetching themselves.
     pub coalesce_timeout_ms: u64,
+    /// Objects larger than the tiers' `max_item_size` are cached as aligned
+    /// slices of this many bytes, fetched with `Range`. 0 (the default)
+    /// turns slicing off: such objects stream through uncached.
+    pub slice_size: u64,
 }
 
 impl Default for CacheConfig {
@@ -50,6 +69,7 @@ impl Default for CacheConfig {
             redis: RedisCacheConfig::default(),
             stale_seconds: 300,
             coalesce_timeout_ms: 10_000,
+            slice_size: 0,
         }
     }
 }
@@ -77,15 +97,48 @@ impl Default for MemoryCacheConfig {
     }
 }
 
+/// How the shared tier is deployed (`cache.redis.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis/Valkey at `url`.
+    #[default]
+    Standalone,
+    /// A Redis/Valkey Cluster; `urls` are seed nodes, the topology is discovered.
+    Cluster,
+    /// A primary/replica set managed by Sentinel; `urls` are the sentinels.
+    Sentinel,
+}
+
+impl RedisMode {
+    /// `standalone`, `cluster` or `sentinel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Cluster => "cluster",
+            Self::Sentinel => "sentinel",
+        }
+    }
+}
+
 /// `cache.redis`: the tier shared by every proxy instance.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct RedisCacheConfig {
     /// Whether the Redis tier is used at all.
     pub enabled: bool,
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://`). The
-    /// password never appears in `Debug` output or logs.
-    pub url: String,
+    /// `standalone` (uses `url`), `cluster` or `sentinel` (use `urls`).
+    pub mode: RedisMode,
+    /// Standalone: `redis://[user:password@]host:port[/db]` (or `rediss://`;
+    /// `redis://127.0.0.1:6379` when neither `url` nor `urls` is set). The
+    /// password never appears in `Debug` output, logs, errors or `/ready`.
+    pub url: Option<String>,
+    /// Cluster: seed nodes. Sentinel: the sentinels (their user/password,
+    /// if any, also authenticate to the primary). Standalone: one URL, as
+    /// an alternative to `url`.
+    pub urls: Vec<String>,
+    /// Sentinel mode: the name the sentinels monitor the primary under.
+    pub sentinel_master: Option<String>,
     /// Byte budget: a write is refused while Redis' own `used_memory`
     /// (from `INFO memory`, re-read at most every few seconds) plus the value
     /// would exceed it. 0 turns the check off (rely on Redis' `maxmemory`).
@@ -111,7 +164,10 @@ impl Default for RedisCacheConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            url: "redis://127.0.0.1:6379".to_owned(),
+            mode: RedisMode::Standalone,
+            url: None,
+            urls: Vec::new(),
+            sentinel_master: None,
             max_capacity: DEFAULT_REDIS_CAPACITY,
             ttl_seconds: 7200,
             pool_size: 20,
@@ -128,7 +184,10 @@ impl fmt::Debug for RedisCacheConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCacheConfig")
             .field("enabled", &self.enabled)
-            .field("url", &redact_url(&self.url))
+            .field("mode", &self.mode)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("urls", &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
+            .field("sentinel_master", &self.sentinel_master)
             .field("max_capacity", &self.max_capacity)
             .field("ttl_seconds", &self.ttl_seconds)
             .field("pool_size", &self.pool_size)
@@ -163,9 +222,9 @@ impl Default for BucketCacheConfig {
 
 /// A cache setting that cannot work, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
+#[error("cache.{key}: {message}")]
 pub struct CacheConfigError {
-    /// The offending key, e.g. `cache.redis.url`.
+    /// The offending key under `cache:`, e.g. `redis.url` (`cache.redis.url`).
     pub key: &'static str,
     /// What is wrong with it.
     pub message: String,
@@ -185,39 +244,50 @@ impl CacheConfig {
     pub fn validate(&self) -> Result<(), CacheConfigError> {
         // Entry weights are u32 in the memory tier.
         if self.memory.max_item_size > u64::from(u32::MAX) / 2 {
-            return Err(CacheConfigError::new(
-                "cache.memory.max_item_size",
-                "must be below 2 GiB",
-            ));
+            return Err(CacheConfigError::new("memory.max_item_size", "must be below 2 GiB"));
         }
         if self.redis.max_item_size > 512 * 1024 * 1024 {
             return Err(CacheConfigError::new(
-                "cache.redis.max_item_size",
+                "redis.max_item_size",
                 "must be at most 512 MiB (Redis' value limit)",
             ));
         }
         if self.redis.enabled {
             if self.redis.pool_size == 0 {
-                return Err(CacheConfigError::new("cache.redis.pool_size", "must be at least 1"));
+                return Err(CacheConfigError::new("redis.pool_size", "must be at least 1"));
             }
             if self.redis.timeout_ms == 0 {
-                return Err(CacheConfigError::new("cache.redis.timeout_ms", "must be at least 1"));
+                return Err(CacheConfigError::new("redis.timeout_ms", "must be at least 1"));
             }
             if self.redis.key_prefix.is_empty() {
                 return Err(CacheConfigError::new(
-                    "cache.redis.key_prefix",
+                    "redis.key_prefix",
                     "must not be empty (purges match on it)",
                 ));
             }
-            let url = url::Url::parse(&self.redis.url)
-                .map_err(|e| CacheConfigError::new("cache.redis.url", e.to_string()))?;
-            if !matches!(
-                url.scheme(),
-                "redis" | "rediss" | "valkey" | "valkeys" | "redis+unix" | "unix"
-            ) {
+            if self.redis.key_prefix.contains(['{', '}']) {
                 return Err(CacheConfigError::new(
-                    "cache.redis.url",
-                    format!("unsupported scheme '{}'", url.scheme()),
+                    "redis.key_prefix",
+                    "must not contain '{' or '}' (the cache sets its own cluster hash tags)",
+                ));
+            }
+            self.redis.validate_endpoints()?;
+        }
+        if self.slice_size > 0 {
+            if self.slice_size < 64 * 1024 {
+                return Err(CacheConfigError::new(
+                    "slice_size",
+                    "must be at least 64 KiB (65536), or 0 for off",
+                ));
+            }
+            let tiers = [
+                (self.memory.max_capacity > 0, self.memory.max_item_size),
+                (self.redis.enabled, self.redis.max_item_size),
+            ];
+            if !tiers.iter().any(|(on, max)| *on && self.slice_size <= *max) {
+                return Err(CacheConfigError::new(
+                    "slice_size",
+                    "must fit a tier's max_item_size (slices live in the tiers under their limits)",
                 ));
             }
         }
@@ -227,6 +297,85 @@ impl CacheConfig {
     /// `stale_seconds` as a duration.
     pub fn stale_window(&self) -> Duration {
         Duration::from_secs(self.stale_seconds)
+    }
+}
+
+impl RedisCacheConfig {
+    /// The URLs to dial: standalone, the one server; cluster, the seed
+    /// nodes; sentinel, the sentinels.
+    pub fn endpoints(&self) -> Vec<String> {
+        match (&self.url, self.urls.is_empty()) {
+            (Some(url), _) => vec![url.clone()],
+            (None, false) => self.urls.clone(),
+            (None, true) => vec![DEFAULT_REDIS_URL.to_owned()],
+        }
+    }
+
+    fn validate_endpoints(&self) -> Result<(), CacheConfigError> {
+        if self.url.is_some() && !self.urls.is_empty() {
+            return Err(CacheConfigError::new(
+                "redis.urls",
+                "set either redis.url or redis.urls, not both",
+            ));
+        }
+        match self.mode {
+            RedisMode::Standalone if self.urls.len() > 1 => {
+                return Err(CacheConfigError::new(
+                    "redis.urls",
+                    "standalone mode takes one URL (use mode: cluster or sentinel for several)",
+                ));
+            }
+            RedisMode::Cluster | RedisMode::Sentinel if self.urls.is_empty() => {
+                return Err(CacheConfigError::new(
+                    "redis.urls",
+                    format!(
+                        "{} mode needs redis.urls (redis.url is for standalone)",
+                        self.mode.as_str()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        match (self.mode, &self.sentinel_master) {
+            (RedisMode::Sentinel, None) => {
+                return Err(CacheConfigError::new(
+                    "redis.sentinel_master",
+                    "is required in sentinel mode (the name the sentinels monitor)",
+                ));
+            }
+            (RedisMode::Sentinel, Some(name)) if name.trim().is_empty() => {
+                return Err(CacheConfigError::new("redis.sentinel_master", "must not be empty"));
+            }
+            (RedisMode::Standalone | RedisMode::Cluster, Some(_)) => {
+                return Err(CacheConfigError::new(
+                    "redis.sentinel_master",
+                    "is only used in sentinel mode",
+                ));
+            }
+            _ => {}
+        }
+        let key = if self.url.is_some() { "redis.url" } else { "redis.urls" };
+        for raw in self.endpoints() {
+            // The parser's message never echoes the URL (and so its password).
+            let url =
+                url::Url::parse(&raw).map_err(|e| CacheConfigError::new(key, format!("{}: {e}", redact_url(&raw))))?;
+            if !matches!(
+                url.scheme(),
+                "redis" | "rediss" | "valkey" | "valkeys" | "redis+unix" | "unix"
+            ) {
+                return Err(CacheConfigError::new(
+                    key,
+                    format!("unsupported scheme '{}' in {}", url.scheme(), redact_url(&raw)),
+                ));
+            }
+            if self.mode != RedisMode::Standalone && matches!(url.scheme(), "redis+unix" | "unix") {
+                return Err(CacheConfigError::new(
+                    key,
+                    format!("{} mode needs TCP URLs", self.mode.as_str()),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -250,12 +399,20 @@ mod tests {
     #[test]
     fn debug_never_shows_the_password() {
         let cfg = RedisCacheConfig {
-            url: "redis://user:hunter2@valkey:6379/0".into(),
+            url: Some("redis://user:hunter2@valkey:6379/0".into()),
             ..Default::default()
         };
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert!(dbg.contains("valkey:6379"), "{dbg}");
+        let cfg = RedisCacheConfig {
+            mode: RedisMode::Cluster,
+            urls: vec!["redis://:hunter2@valkey-0:6379".into(), "redis://valkey-1:6379".into()],
+            ..Default::default()
+        };
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("valkey-0:6379"), "{dbg}");
     }
 
     #[test]
@@ -263,11 +420,73 @@ mod tests {
         let mut cfg = CacheConfig::default();
         cfg.redis.enabled = true;
         cfg.redis.pool_size = 0;
-        assert_eq!(cfg.validate().unwrap_err().key, "cache.redis.pool_size");
+        assert_eq!(cfg.validate().unwrap_err().key, "redis.pool_size");
         cfg.redis.pool_size = 2;
-        cfg.redis.url = "http://x".into();
-        assert_eq!(cfg.validate().unwrap_err().key, "cache.redis.url");
-        cfg.redis.url = "redis://valkey:6379".into();
+        cfg.redis.url = Some("http://x".into());
+        assert_eq!(cfg.validate().unwrap_err().key, "redis.url");
+        cfg.redis.url = Some("redis://valkey:6379".into());
         assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.validate().map_err(|e| e.to_string()), Ok(()));
+    }
+
+    fn redis_yaml(yaml: &str) -> CacheConfig {
+        let mut cfg: CacheConfig = serde_json::from_value(yaml_to_json(yaml)).unwrap();
+        cfg.redis.enabled = true;
+        cfg
+    }
+
+    // The middleware has no YAML parser: the few shapes used here as JSON.
+    fn yaml_to_json(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn modes_urls_and_sentinel_master_are_checked() {
+        let err = |json: &str| redis_yaml(json).validate().unwrap_err();
+        let mixed = err(r#"{"redis": {"url": "redis://a:1", "urls": ["redis://b:1"]}}"#);
+        assert_eq!(mixed.key, "redis.urls");
+        assert!(mixed.to_string().starts_with("cache.redis.urls: "), "{mixed}");
+        assert_eq!(
+            err(r#"{"redis": {"mode": "sentinel", "urls": ["redis://s:26379"]}}"#).key,
+            "redis.sentinel_master"
+        );
+        assert_eq!(err(r#"{"redis": {"mode": "cluster"}}"#).key, "redis.urls");
+        assert_eq!(
+            err(r#"{"redis": {"mode": "cluster", "urls": ["redis://a:1"], "sentinel_master": "m"}}"#).key,
+            "redis.sentinel_master"
+        );
+        assert_eq!(
+            err(r#"{"redis": {"urls": ["redis://a:1", "redis://b:1"]}}"#).key,
+            "redis.urls"
+        );
+        let bad = err(r#"{"redis": {"mode": "cluster", "urls": ["http://:hunter2@a:1"]}}"#);
+        assert!(!bad.to_string().contains("hunter2"), "{bad}");
+        assert_eq!(err(r#"{"redis": {"key_prefix": "{x}:"}}"#).key, "redis.key_prefix");
+        let unknown =
+            serde_json::from_value::<CacheConfig>(yaml_to_json(r#"{"redis": {"mode": "ring"}}"#)).unwrap_err();
+        assert!(unknown.to_string().contains("unknown variant `ring`"), "{unknown}");
+
+        let ok = redis_yaml(
+            r#"{"redis": {"mode": "sentinel", "urls": ["redis://s1:26379", "redis://s2:26379"], "sentinel_master": "mymaster"}}"#,
+        );
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.redis.endpoints().len(), 2);
+        let ok = redis_yaml(r#"{"redis": {"mode": "cluster", "urls": ["rediss://u:p@a:1"]}}"#);
+        assert_eq!(ok.validate(), Ok(()));
+        let standalone = redis_yaml(r#"{"redis": {}}"#);
+        assert_eq!(standalone.redis.endpoints(), vec![DEFAULT_REDIS_URL.to_owned()]);
+    }
+
+    #[test]
+    fn slice_size_must_fit_a_tier() {
+        let mut cfg = CacheConfig {
+            slice_size: 8 * 1024 * 1024,
+            ..Default::default()
+        };
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.slice_size = 1000;
+        assert_eq!(cfg.validate().unwrap_err().key, "slice_size");
+        cfg.slice_size = 64 * 1024 * 1024;
+        assert_eq!(cfg.validate().unwrap_err().key, "slice_size");
     }
 }

@@ -1,8 +1,9 @@
 //! What the cache keeps of an object, and its Redis encoding.
 //!
-//! A Redis value is `YTGC` + format version + times + headers + body, every
-//! length checked on decode: a value another program wrote under our prefix,
-//! or one cut short, decodes to `None` and is treated as a miss.
+//! A Redis value is `YTGC` + format version + times + headers + body + an
+//! XXH3-64 checksum of everything before it, every length checked on decode:
+//! a value another program wrote under our prefix, one cut short or one with
+//! a flipped bit decodes to `None` and is treated as a miss.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 const MAGIC: &[u8; 4] = b"YTGC";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const CHECKSUM_LEN: usize = 8;
 const FIXED_LEN: usize = 4 + 1 + 8 + 8 + 2;
 const MAX_HEADERS: usize = 256;
 
@@ -130,15 +132,22 @@ impl CachedObject {
         }
         out.put_u64(self.body.len() as u64);
         out.put_slice(&self.body);
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.put_u64(sum);
         out.to_vec()
     }
 
     /// Decodes a Redis value; `None` for anything this version did not write.
     pub fn decode(value: Bytes) -> Option<Self> {
-        let mut buf = value.clone();
-        if buf.len() < FIXED_LEN || &buf[..4] != MAGIC {
+        if value.len() < FIXED_LEN + CHECKSUM_LEN || &value[..4] != MAGIC {
             return None;
         }
+        let (data, sum) = value.split_at(value.len() - CHECKSUM_LEN);
+        let sum = u64::from_be_bytes(sum.try_into().ok()?);
+        if xxhash_rust::xxh3::xxh3_64(data) != sum {
+            return None;
+        }
+        let mut buf = value.slice(..value.len() - CHECKSUM_LEN);
         buf.advance(4);
         if buf.get_u8() != VERSION {
             return None;
@@ -224,5 +233,17 @@ mod tests {
         let mut other_version = enc;
         other_version[4] = 99;
         assert!(CachedObject::decode(Bytes::from(other_version)).is_none());
+    }
+
+    #[test]
+    fn every_flipped_bit_is_caught() {
+        let enc = sample().encode();
+        for i in 0..enc.len() {
+            for bit in 0..8 {
+                let mut bad = enc.clone();
+                bad[i] ^= 1 << bit;
+                assert!(CachedObject::decode(Bytes::from(bad)).is_none(), "byte {i} bit {bit}");
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@ use tower::Service;
 use super::body::{Fill, TeeBody};
 use super::entry::CachedObject;
 use super::serve::{respond, X_CACHE};
+use super::slice::{self, Fetcher};
 use super::stats::CacheStats;
 use super::store::{CacheStore, FillGuard, Found, Join, Tier};
 use crate::error::FetchError;
@@ -87,8 +88,8 @@ where
     }
 
     /// Looks up `request`, then calls `service` (ready) on a miss.
-    pub(crate) fn lookup(service: S, request: ObjectRequest, policy: Arc<Policy>) -> Self {
-        let fut = Box::pin(lookup(policy.clone(), request.clone()));
+    pub(crate) fn lookup(service: S, request: ObjectRequest, policy: Arc<Policy>, fetcher: Option<Fetcher>) -> Self {
+        let fut = Box::pin(lookup(policy.clone(), request.clone(), fetcher));
         Self {
             state: State::Lookup { fut },
             service: Some(service),
@@ -191,6 +192,11 @@ fn after_miss(res: Response<Body>, miss: Miss, policy: &Policy) -> Response<Body
     }
     let limit = store.fill_limit();
     let expected_len = content_length(&res);
+    if cacheable(&res) && expected_len.is_some_and(|n| n > limit) {
+        // Too large to store whole: with slicing on, index it so the next
+        // requests are answered from slices.
+        slice::index_large(policy, &miss.key, res.headers(), expected_len.unwrap_or(0), miss.epoch);
+    }
     if !cacheable(&res) || expected_len.is_some_and(|n| n > limit) {
         // `miss.guard` drops here: waiting requests fetch for themselves.
         CacheStats::inc(&store.stats().bypasses);
@@ -252,7 +258,7 @@ fn content_length_of(res: &Response<Body>) -> u64 {
 /// Memory, then (once per object across concurrent misses) Redis; a plain
 /// `GET` that misses both becomes the fill leader, or waits for the leader
 /// already fetching the object.
-async fn lookup(policy: Arc<Policy>, req: ObjectRequest) -> Lookup {
+async fn lookup(policy: Arc<Policy>, req: ObjectRequest, fetcher: Option<Fetcher>) -> Lookup {
     let store = &policy.store;
     let stats = store.stats();
     let key: Arc<str> = Arc::from(store.cache_key(&policy.bucket, req.key()));
@@ -277,6 +283,7 @@ async fn lookup(policy: Arc<Policy>, req: ObjectRequest) -> Lookup {
                     break;
                 }
                 Join::Follower(mut rx) => {
+                    CacheStats::inc(&stats.coalesced_waits);
                     let _ = tokio::time::timeout(store.coalesce_timeout(), rx.changed()).await;
                     if let Found::Fresh(obj, _) = store.memory_get(&key) {
                         CacheStats::inc(&stats.coalesced_hits);
@@ -305,6 +312,14 @@ async fn lookup(policy: Arc<Policy>, req: ObjectRequest) -> Lookup {
                 }
             }
             Found::None => CacheStats::inc(&stats.redis_misses),
+        }
+    }
+
+    // No whole copy: a large object known to be sliced, or a range that
+    // starts slicing one (not while a stale whole copy could still serve).
+    if let Some(fetch) = fetcher.filter(|_| stale.is_none() && slice::applies(&req)) {
+        if let Some(res) = slice::serve(policy.clone(), &req, fetch).await {
+            return Lookup::Hit(res);
         }
     }
 

@@ -24,8 +24,13 @@
 //!   served from the stored copy, or fetch for themselves if the fill failed.
 //! - **Redis never fails a request**: each operation has a short timeout and
 //!   a small breaker; errors, timeouts and foreign values are misses. The
-//!   pool reconnects by itself.
-//! - **Keys**: `key_prefix` + bucket length + `:` + bucket + `/` + key.
+//!   pool reconnects by itself. The shared tier is one server, a Redis/Valkey
+//!   Cluster or a Sentinel-managed set (`cache.redis.mode`).
+//! - **Integrity**: every Redis value carries an XXH3 checksum, verified on
+//!   read; a flipped bit or a truncated value is a miss, deleted and counted
+//!   (`redis_corrupt`).
+//! - **Keys**: `key_prefix` + `{hash tag}` + bucket length + `:` + bucket +
+//!   `/` + kind + `:` + key; one object's entries share the hash tag.
 //! - **Purge** with [`CacheStore::purge_object`], [`CacheStore::purge_bucket`],
 //!   [`CacheStore::purge_all`]; counters in [`CacheStats`].
 //!
@@ -42,7 +47,7 @@
 //! # let replica = S3Upstream::new("minio", s3_bucket(Some(&endpoint), "data", "us-east-1")?, reqwest::Client::new());
 //! let mut config = CacheConfig::default();
 //! config.redis.enabled = true;
-//! config.redis.url = "redis://127.0.0.1:6379".into();
+//! config.redis.url = Some("redis://127.0.0.1:6379".into());
 //! let store = CacheStore::new(&config)?; // one per process, shared by buckets
 //!
 //! let objects = ServiceBuilder::new()
@@ -68,14 +73,16 @@ mod layer;
 mod redis;
 mod serve;
 mod service;
+mod slice;
 mod stats;
 mod store;
 
 pub use body::TeeBody;
-pub use config::{BucketCacheConfig, CacheConfig, CacheConfigError, MemoryCacheConfig, RedisCacheConfig};
+pub use config::{BucketCacheConfig, CacheConfig, CacheConfigError, MemoryCacheConfig, RedisCacheConfig, RedisMode};
 pub use entry::{CachedObject, STORED_HEADERS};
 pub use future::ResponseFuture;
 pub use layer::CacheLayer;
+pub use redis::RedisHealth;
 pub use serve::X_CACHE;
 pub use service::Cache;
 pub use stats::{CacheStats, CacheStatsSnapshot};

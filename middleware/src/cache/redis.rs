@@ -2,16 +2,23 @@
 //! by a small circuit breaker, so a slow, down or restarting Redis costs
 //! requests nothing but a miss. Connections are pooled by deadpool, which
 //! drops broken ones and dials again: Redis coming back is picked up by itself.
+//!
+//! Three deployments: one server (`standalone`), a Redis/Valkey Cluster
+//! (`cluster`: the redis crate's cluster client follows `MOVED`/`ASK` and
+//! topology changes) and a Sentinel-managed primary/replica set (`sentinel`:
+//! each new connection asks the sentinels for the current primary). Reads and
+//! writes go to primaries in every mode.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deadpool_redis::redis::{self, RedisError};
-use deadpool_redis::{Pool, PoolConfig, PoolError, Runtime, Timeouts};
+use deadpool_redis::{PoolConfig, PoolError, Runtime, Timeouts};
+use serde::Serialize;
 
-use super::config::{redact_url, CacheConfigError, RedisCacheConfig};
+use super::config::{redact_url, CacheConfigError, RedisCacheConfig, RedisMode};
 use super::stats::CacheStats;
 
 /// How often `INFO memory` is read for the capacity check.
@@ -30,6 +37,35 @@ pub(crate) enum RedisFailure {
     Redis(#[from] RedisError),
     #[error("redis pool: {0}")]
     Pool(String),
+    #[error("redis cluster: {0}")]
+    Topology(String),
+}
+
+/// The pool of one deployment mode.
+enum Backend {
+    Standalone(deadpool_redis::Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+    Sentinel(deadpool_redis::sentinel::Pool),
+}
+
+/// What `/ready` and the metrics say about the shared tier.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RedisHealth {
+    /// `standalone`, `cluster` or `sentinel`.
+    pub mode: &'static str,
+    /// Whether the tier answered (a `PING`, or `CLUSTER INFO` with
+    /// `cluster_state:ok`) within `timeout_ms`.
+    pub reachable: bool,
+    /// The redacted URLs dialled.
+    pub endpoints: Vec<String>,
+    /// Cluster: primaries serving slots (`cluster_size`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primaries: Option<u64>,
+    /// Cluster: whether every slot is served (`cluster_state:ok`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_state_ok: Option<bool>,
+    /// Whether the tier's breaker is open (operations skipped).
+    pub breaker_open: bool,
 }
 
 /// A consecutive-failure breaker: `threshold` failures in a row open it for
@@ -70,20 +106,27 @@ impl Breaker {
 }
 
 pub(crate) struct RedisTier {
-    pool: Pool,
+    backend: Backend,
+    mode: RedisMode,
+    /// The configured URLs (with passwords): cluster purges dial each
+    /// primary with the seed's scheme and credentials.
+    seeds: Vec<String>,
+    /// Whether the last operation succeeded (for the metrics).
+    up: AtomicBool,
     timeout: Duration,
     breaker: Breaker,
     max_capacity: u64,
     used_memory: AtomicU64,
     used_checked: Mutex<Option<Instant>>,
     stats: Arc<CacheStats>,
-    url: String,
+    urls: Vec<String>,
 }
 
 impl std::fmt::Debug for RedisTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTier")
-            .field("url", &self.url)
+            .field("mode", &self.mode)
+            .field("urls", &self.urls)
             .field("timeout", &self.timeout)
             .field("max_capacity", &self.max_capacity)
             .finish()
@@ -93,19 +136,52 @@ impl std::fmt::Debug for RedisTier {
 impl RedisTier {
     pub(crate) fn new(cfg: &RedisCacheConfig, stats: Arc<CacheStats>) -> Result<Self, CacheConfigError> {
         let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
-        let mut pool_cfg = deadpool_redis::Config::from_url(cfg.url.clone());
         let mut pc = PoolConfig::new(cfg.pool_size.max(1));
         pc.timeouts = Timeouts {
             wait: Some(timeout),
             create: Some(timeout),
             recycle: Some(timeout),
         };
-        pool_cfg.pool = Some(pc);
-        let pool = pool_cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| CacheConfigError::new("cache.redis.url", e.to_string().replace(&cfg.url, "<url>")))?;
+        let seeds = cfg.endpoints();
+        let key = if cfg.url.is_some() { "redis.url" } else { "redis.urls" };
+        // Errors may quote a URL: never with its password.
+        let scrub = |e: String| seeds.iter().fold(e, |e, url| e.replace(url.as_str(), &redact_url(url)));
+        let backend = match cfg.mode {
+            RedisMode::Standalone => {
+                let mut c = deadpool_redis::Config::from_url(seeds[0].clone());
+                c.pool = Some(pc);
+                Backend::Standalone(
+                    c.create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?,
+                )
+            }
+            RedisMode::Cluster => {
+                let mut c = deadpool_redis::cluster::Config::from_urls(seeds.clone());
+                c.pool = Some(pc);
+                Backend::Cluster(
+                    c.create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?,
+                )
+            }
+            RedisMode::Sentinel => {
+                let master = cfg.sentinel_master.clone().unwrap_or_default();
+                let mut c = deadpool_redis::sentinel::Config::from_urls(
+                    seeds.clone(),
+                    master,
+                    deadpool_redis::sentinel::SentinelServerType::Master,
+                )
+                .with_node_connection_info(Some(node_connection_info(&seeds[0])));
+                c.pool = Some(pc);
+                Backend::Sentinel(
+                    c.create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?,
+                )
+            }
+        };
         Ok(Self {
-            pool,
+            backend,
+            mode: cfg.mode,
+            up: AtomicBool::new(false),
             timeout,
             breaker: Breaker {
                 threshold: cfg.failure_threshold.max(1),
@@ -117,7 +193,8 @@ impl RedisTier {
             used_memory: AtomicU64::new(0),
             used_checked: Mutex::new(None),
             stats,
-            url: redact_url(&cfg.url),
+            urls: seeds.iter().map(|u| redact_url(u)).collect(),
+            seeds,
         })
     }
 
@@ -127,16 +204,11 @@ impl RedisTier {
             CacheStats::inc(&self.stats.redis_skipped);
             return Err(RedisFailure::BreakerOpen);
         }
-        let op = async {
-            let mut conn = self.pool.get().await.map_err(|e| match e {
-                PoolError::Timeout(_) => RedisFailure::Timeout,
-                other => RedisFailure::Pool(other.to_string()),
-            })?;
-            Ok::<T, RedisFailure>(cmd.query_async::<T>(&mut conn).await?)
-        };
+        let op = self.query::<T>(cmd);
         let result = tokio::time::timeout(timeout, op)
             .await
             .unwrap_or(Err(RedisFailure::Timeout));
+        self.up.store(result.is_ok(), Ordering::Relaxed);
         match &result {
             Ok(_) => self.breaker.success(),
             Err(err) => {
@@ -146,13 +218,103 @@ impl RedisTier {
                 CacheStats::inc(&self.stats.redis_errors);
                 if self.breaker.failure() {
                     CacheStats::inc(&self.stats.redis_breaker_opened);
-                    tracing::warn!(redis = %self.url, error = %err, "redis cache unavailable, breaker open");
+                    tracing::warn!(redis = ?self.urls, mode = self.mode.as_str(), error = %scrub(err, &self.seeds), "redis cache unavailable, breaker open");
                 } else {
-                    tracing::debug!(redis = %self.url, error = %err, "redis cache operation failed");
+                    tracing::debug!(redis = ?self.urls, error = %scrub(err, &self.seeds), "redis cache operation failed");
                 }
             }
         }
         result
+    }
+
+    /// One command on a pooled connection of the mode's pool. A connection
+    /// that failed is dropped rather than returned (after a Sentinel
+    /// failover, one still open to the demoted primary would answer
+    /// `READONLY` for ever).
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisFailure> {
+        fn pool_error(e: PoolError) -> RedisFailure {
+            match e {
+                PoolError::Timeout(_) => RedisFailure::Timeout,
+                other => RedisFailure::Pool(other.to_string()),
+            }
+        }
+        match &self.backend {
+            Backend::Standalone(pool) => {
+                let mut conn = pool.get().await.map_err(pool_error)?;
+                let r = cmd.query_async::<T>(&mut conn).await;
+                if r.is_err() {
+                    drop(deadpool_redis::Connection::take(conn));
+                }
+                Ok(r?)
+            }
+            Backend::Cluster(pool) => {
+                let mut conn = pool.get().await.map_err(pool_error)?;
+                let r = cmd.query_async::<T>(&mut conn).await;
+                // The cluster client reconnects node by node and refreshes
+                // its slot map by itself; only a broken client is replaced.
+                if r.as_ref().is_err_and(|e| e.is_unrecoverable_error()) {
+                    drop(deadpool_redis::cluster::Connection::take(conn));
+                }
+                Ok(r?)
+            }
+            Backend::Sentinel(pool) => {
+                let mut conn = pool.get().await.map_err(pool_error)?;
+                let r = cmd.query_async::<T>(&mut conn).await;
+                if r.is_err() {
+                    drop(deadpool_redis::sentinel::Connection::take(conn));
+                }
+                Ok(r?)
+            }
+        }
+    }
+
+    /// The deployment mode.
+    pub(crate) fn mode(&self) -> RedisMode {
+        self.mode
+    }
+
+    /// Whether the last operation succeeded and the breaker is closed.
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed) && self.breaker.allows()
+    }
+
+    /// Asks the tier now (bypassing the breaker, within the timeout): a
+    /// `PING`, or `CLUSTER INFO` in cluster mode.
+    pub(crate) async fn health(&self) -> RedisHealth {
+        let mut health = RedisHealth {
+            mode: self.mode.as_str(),
+            reachable: false,
+            endpoints: self.urls.clone(),
+            primaries: None,
+            cluster_state_ok: None,
+            breaker_open: !self.breaker.allows(),
+        };
+        match self.mode {
+            RedisMode::Cluster => {
+                let info = tokio::time::timeout(
+                    self.timeout,
+                    self.query::<String>(&redis::cmd("CLUSTER").arg("INFO").to_owned()),
+                )
+                .await;
+                if let Ok(Ok(info)) = info {
+                    let field = |name: &str| {
+                        info.lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .map(|v| v.trim().to_owned())
+                    };
+                    let ok = field("cluster_state:").as_deref() == Some("ok");
+                    health.cluster_state_ok = Some(ok);
+                    health.primaries = field("cluster_size:").and_then(|v| v.parse().ok());
+                    health.reachable = true;
+                }
+            }
+            RedisMode::Standalone | RedisMode::Sentinel => {
+                let pong = tokio::time::timeout(self.timeout, self.query::<String>(&redis::cmd("PING"))).await;
+                health.reachable = matches!(pong, Ok(Ok(_)));
+            }
+        }
+        self.up.store(health.reachable, Ordering::Relaxed);
+        health
     }
 
     /// The value at `key`; `None` on a miss and on any failure.
@@ -222,6 +384,9 @@ impl RedisTier {
     /// Deletes every key matching a glob pattern (SCAN + UNLINK, never FLUSHDB:
     /// the Redis may hold other data). Returns how many were deleted.
     pub(crate) async fn purge_pattern(&self, pattern: &str) -> Result<u64, RedisFailure> {
+        if self.mode == RedisMode::Cluster {
+            return self.purge_cluster(pattern).await;
+        }
         let mut cursor: u64 = 0;
         let mut deleted = 0u64;
         loop {
@@ -244,6 +409,114 @@ impl RedisTier {
             cursor = next;
         }
     }
+}
+
+impl RedisTier {
+    /// Cluster purge: `SCAN` runs per node, so every primary listed by
+    /// `CLUSTER NODES` is dialled directly (with the seed's scheme and
+    /// credentials) and scanned; keys go one `UNLINK` each (keys of
+    /// different slots cannot share one), pipelined.
+    async fn purge_cluster(&self, pattern: &str) -> Result<u64, RedisFailure> {
+        let nodes: String = self.run(redis::cmd("CLUSTER").arg("NODES"), self.timeout * 4).await?;
+        let primaries = cluster_primaries(&nodes);
+        if primaries.is_empty() {
+            return Err(RedisFailure::Topology("no primary in CLUSTER NODES".into()));
+        }
+        let seed = url::Url::parse(&self.seeds[0]).map_err(|e| RedisFailure::Topology(e.to_string()))?;
+        let mut deleted = 0;
+        for (host, port) in primaries {
+            let mut url = seed.clone();
+            if url.set_host(Some(&host)).is_err() || url.set_port(Some(port)).is_err() {
+                return Err(RedisFailure::Topology(format!("bad node address {host}:{port}")));
+            }
+            let op = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let mut cursor: u64 = 0;
+                let mut n = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(PURGE_BATCH)
+                        .query_async(&mut conn)
+                        .await?;
+                    if !keys.is_empty() {
+                        let mut pipe = redis::pipe();
+                        for k in &keys {
+                            pipe.cmd("UNLINK").arg(k).ignore();
+                        }
+                        pipe.query_async::<()>(&mut conn).await?;
+                        n += keys.len() as u64;
+                    }
+                    if next == 0 {
+                        return Ok::<u64, RedisError>(n);
+                    }
+                    cursor = next;
+                }
+            };
+            deleted += tokio::time::timeout(self.timeout * 40, op)
+                .await
+                .map_err(|_| RedisFailure::Timeout)??;
+        }
+        Ok(deleted)
+    }
+}
+
+/// `(host, port)` of every primary in `CLUSTER NODES` output that is not
+/// marked failed.
+fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = fields.nth(1)?;
+            let flags = fields.next()?;
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail") || *f == "noaddr") {
+                return None;
+            }
+            // ip:port@cport[,hostname]
+            let hostport = addr.split(['@', ',']).next()?;
+            let (host, port) = hostport.rsplit_once(':')?;
+            Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sentinel mode: the data nodes take the user, password and database of the
+/// first sentinel URL, and TLS when it is `rediss://`.
+fn node_connection_info(url: &str) -> deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+    let parsed = url::Url::parse(url).ok();
+    let redis_info = parsed.as_ref().map(|u| {
+        let db = u.path().trim_start_matches('/').parse().unwrap_or(0);
+        deadpool_redis::RedisConnectionInfo {
+            db,
+            username: (!u.username().is_empty()).then(|| decode(u.username())),
+            password: u.password().map(decode),
+            protocol: deadpool_redis::ProtocolVersion::RESP2,
+        }
+    });
+    let tls = parsed
+        .as_ref()
+        .is_some_and(|u| matches!(u.scheme(), "rediss" | "valkeys"))
+        .then_some(deadpool_redis::sentinel::TlsMode::Secure);
+    deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+        tls_mode: tls,
+        redis_connection_info: redis_info,
+    }
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// An error's text with every configured URL redacted.
+fn scrub(err: &RedisFailure, urls: &[String]) -> String {
+    urls.iter()
+        .fold(err.to_string(), |e, url| e.replace(url.as_str(), &redact_url(url)))
 }
 
 fn parse_used_memory(info: &str) -> Option<u64> {
@@ -288,6 +561,20 @@ mod tests {
         assert!(!b.allows());
         b.success();
         assert!(b.allows());
+    }
+
+    #[test]
+    fn finds_live_primaries_in_cluster_nodes() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002 master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003,host-c master,fail - 0 0 3 connected
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+";
+        assert_eq!(
+            cluster_primaries(nodes),
+            vec![("127.0.0.1".to_owned(), 7001), ("127.0.0.1".to_owned(), 7002)]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use tower::Service;
 
 use super::future::{Policy, ResponseFuture};
 use super::layer::CacheLayer;
+use super::slice::Fetcher;
 use super::store::CacheStore;
 use crate::error::FetchError;
 use crate::object::ObjectRequest;
@@ -39,7 +40,8 @@ impl<S> Cache<S> {
 
 impl<S> Service<ObjectRequest> for Cache<S>
 where
-    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone,
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = FetchError;
@@ -55,9 +57,27 @@ where
         if !self.policy.enabled {
             return ResponseFuture::bypass(self.inner.call(req), self.policy.clone());
         }
+        // Slice fetches call the inner service on their own (a clone each).
+        let fetcher = self.policy.store.slice_size().map(|_| fetcher(self.inner.clone()));
         // The ready service goes into the future; this one gets a fresh clone.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::lookup(ready, req, self.policy.clone())
+        ResponseFuture::lookup(ready, req, self.policy.clone(), fetcher)
     }
+}
+
+/// The inner service as a [`Fetcher`] for slice requests.
+fn fetcher<S>(inner: S) -> Fetcher
+where
+    S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let inner = std::sync::Mutex::new(inner);
+    Arc::new(move |req| {
+        let svc = inner.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Box::pin(async move {
+            use tower::ServiceExt;
+            svc.oneshot(req).await
+        })
+    })
 }

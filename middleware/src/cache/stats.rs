@@ -48,6 +48,9 @@ counters! {
     stale_hits,
     /// Requests answered from the copy another, concurrent request fetched.
     coalesced_hits,
+    /// Misses that waited for a concurrent request fetching the same object
+    /// (or slice).
+    coalesced_waits,
     /// Responses that went through without being cached (bucket off,
     /// not cacheable, too large).
     bypasses,
@@ -82,6 +85,12 @@ counters! {
     redis_breaker_opened,
     /// Objects, buckets or whole caches purged.
     purges,
+    /// Answers made from the slices of a large object (`X-Cache: SLICE`).
+    slice_answers,
+    /// Slices requested from the replicas (one `Range` request each).
+    slice_fetches,
+    /// Sliced objects dropped because their ETag changed upstream.
+    slice_invalidations,
 }
 
 impl CacheStats {

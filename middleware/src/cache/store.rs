@@ -12,8 +12,11 @@ use tokio::sync::watch;
 
 use super::config::{CacheConfig, CacheConfigError};
 use super::entry::{now_ms, CachedObject};
-use super::redis::{glob_escape, RedisFailure, RedisTier};
+use super::redis::{glob_escape, RedisFailure, RedisHealth, RedisTier};
 use super::stats::{CacheStats, CacheStatsSnapshot};
+
+/// `{` + 16 hex digits + `}`: the hash tag after the key prefix.
+const TAG_LEN: usize = 18;
 
 /// A memory-tier value; one dropped without being retired (capacity
 /// eviction, admission refusal, expiry) counts as an eviction.
@@ -80,6 +83,7 @@ struct Inner {
     key_prefix: String,
     stale: Duration,
     coalesce_timeout: Duration,
+    slice_size: Option<u64>,
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<()>>>,
     epoch: AtomicU64,
     stats: Arc<CacheStats>,
@@ -132,6 +136,7 @@ impl CacheStore {
                 key_prefix: config.redis.key_prefix.clone(),
                 stale: config.stale_window(),
                 coalesce_timeout: Duration::from_millis(config.coalesce_timeout_ms),
+                slice_size: (config.slice_size > 0).then_some(config.slice_size),
                 inflight: Mutex::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
                 stats,
@@ -159,16 +164,87 @@ impl CacheStore {
         self.inner.redis.is_some()
     }
 
-    /// The cache key of an object: prefix, length-prefixed bucket, key. The
-    /// same key in two buckets never collides, whatever the names contain.
+    /// The shared tier's mode (`standalone`, `cluster`, `sentinel`), if any.
+    pub fn redis_mode(&self) -> Option<&'static str> {
+        self.inner.redis.as_ref().map(|r| r.mode().as_str())
+    }
+
+    /// Whether the shared tier's last operation succeeded (and its breaker
+    /// is closed); `None` without a shared tier. Cheap: for metrics.
+    pub fn redis_up(&self) -> Option<bool> {
+        self.inner.redis.as_ref().map(|r| r.is_up())
+    }
+
+    /// Asks the shared tier now (bounded by `redis.timeout_ms`), for
+    /// `/ready`: mode, reachability, and in cluster mode the primaries
+    /// serving slots. A dead cache never makes the proxy unready: this is
+    /// information, not a readiness condition.
+    pub async fn redis_health(&self) -> Option<RedisHealth> {
+        match &self.inner.redis {
+            Some(r) => Some(r.health().await),
+            None => None,
+        }
+    }
+
+    /// The cache key of an object: prefix, a cluster hash tag of bucket and
+    /// key, length-prefixed bucket, `o:`, key. The same key in two buckets
+    /// never collides, whatever the names contain. Every entry of one object
+    /// (the object, or its slices and their index) carries the same hash tag,
+    /// so in a Redis Cluster one object lives on one shard.
     /// Only bucket and key vary a cached answer: ranges and preconditions are
     /// answered from the full object.
     pub fn cache_key(&self, bucket: &str, key: &str) -> String {
-        format!("{}{}:{}/{}", self.inner.key_prefix, bucket.len(), bucket, key)
+        self.entry_key(bucket, key, "o")
     }
 
-    fn bucket_prefix(&self, bucket: &str) -> String {
-        format!("{}{}:{}/", self.inner.key_prefix, bucket.len(), bucket)
+    /// The key of one entry of an object; `kind` is `o` (whole object), `m`
+    /// (index of a sliced object) or `s<size>.<n>` (slice `n`).
+    pub(crate) fn entry_key(&self, bucket: &str, key: &str, kind: &str) -> String {
+        let scoped = format!("{}:{}/", bucket.len(), bucket);
+        let tag = xxhash_rust::xxh3::xxh3_64(format!("{scoped}{key}").as_bytes());
+        format!("{}{{{tag:016x}}}{scoped}{kind}:{key}", self.inner.key_prefix)
+    }
+
+    /// The object key inside the cache key of a whole object of `bucket`.
+    pub(crate) fn object_name<'k>(&self, bucket: &str, cache_key: &'k str) -> Option<&'k str> {
+        let scoped = format!("{}:{}/o:", bucket.len(), bucket);
+        self.scoped_part(cache_key)?.strip_prefix(scoped.as_str())
+    }
+
+    /// The part of a key after prefix and hash tag (`<len>:<bucket>/...`).
+    fn scoped_part<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.inner.key_prefix.as_str())?.get(TAG_LEN..)
+    }
+
+    /// The `SCAN MATCH` pattern of every entry of `bucket`.
+    fn bucket_pattern(&self, bucket: &str) -> String {
+        format!(
+            "{}{{{}}}{}*",
+            glob_escape(&self.inner.key_prefix),
+            "?".repeat(16),
+            glob_escape(&format!("{}:{}/", bucket.len(), bucket))
+        )
+    }
+
+    /// `cache.slice_size`, when slicing is on.
+    pub(crate) fn slice_size(&self) -> Option<u64> {
+        self.inner.slice_size
+    }
+
+    /// Drops entries from both tiers (no epoch change: not a purge).
+    pub(crate) async fn forget(&self, keys: &[Arc<str>]) {
+        if let Some(mem) = &self.inner.memory {
+            for k in keys {
+                if let Some(old) = mem.get(k) {
+                    old.retired.store(true, Ordering::Relaxed);
+                }
+                mem.invalidate(k);
+            }
+        }
+        if let Some(redis) = &self.inner.redis {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let _ = redis.del(&keys).await;
+        }
     }
 
     pub(crate) fn coalesce_timeout(&self) -> Duration {
@@ -219,8 +295,11 @@ impl CacheStore {
             return Found::None;
         };
         let Some(obj) = CachedObject::decode(value) else {
+            // A flipped bit, a truncated or foreign value: never served, and
+            // deleted so the next fill replaces it.
             CacheStats::inc(&self.inner.stats.redis_corrupt);
-            tracing::debug!("foreign or corrupt value in the redis cache, ignored");
+            tracing::warn!("corrupt or foreign value in the redis cache (checksum or format), deleted");
+            let _ = redis.del(&[key.to_string()]).await;
             return Found::None;
         };
         let now = now_ms();
@@ -318,17 +397,28 @@ impl CacheStore {
     }
 
     /// Removes one object of one bucket from both tiers.
+    /// (A sliced object loses its index; its slices are then unreachable
+    /// and expire with their TTL.)
     pub async fn purge_object(&self, bucket: &str, key: &str) -> Result<(), PurgeError> {
         self.bump_epoch();
-        let k: Arc<str> = Arc::from(self.cache_key(bucket, key));
+        // Both keys share one hash tag: one multi-key UNLINK in a cluster too.
+        let keys: [Arc<str>; 2] = [
+            Arc::from(self.cache_key(bucket, key)),
+            Arc::from(self.entry_key(bucket, key, "m")),
+        ];
         if let Some(mem) = &self.inner.memory {
-            if let Some(old) = mem.get(&k) {
-                old.retired.store(true, Ordering::Relaxed);
+            for k in &keys {
+                if let Some(old) = mem.get(k) {
+                    old.retired.store(true, Ordering::Relaxed);
+                }
+                mem.invalidate(k);
             }
-            mem.invalidate(&k);
         }
         match &self.inner.redis {
-            Some(redis) => redis.del(&[k.to_string()]).await.map_err(purge_error),
+            Some(redis) => redis
+                .del(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>())
+                .await
+                .map_err(purge_error),
             None => Ok(()),
         }
     }
@@ -336,11 +426,11 @@ impl CacheStore {
     /// Removes every object of one bucket from both tiers.
     pub async fn purge_bucket(&self, bucket: &str) -> Result<(), PurgeError> {
         self.bump_epoch();
-        let prefix = self.bucket_prefix(bucket);
-        self.memory_purge(|k| k.starts_with(prefix.as_str()));
+        let scoped = format!("{}:{}/", bucket.len(), bucket);
+        self.memory_purge(|k| self.scoped_part(k).is_some_and(|p| p.starts_with(scoped.as_str())));
         match &self.inner.redis {
             Some(redis) => redis
-                .purge_pattern(&format!("{}*", glob_escape(&prefix)))
+                .purge_pattern(&self.bucket_pattern(bucket))
                 .await
                 .map(|_| ())
                 .map_err(purge_error),

@@ -1,9 +1,8 @@
-//! Helpers for the cache tests: a private `redis-server` child process, a
-//! counting in-memory upstream, and an in-process S3 (s3s-fs).
+//! Helpers for the cache tests: a private `redis-server` child process and
+//! an in-process S3 server (s3s-fs, SigV4 checked) as the origin.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -16,6 +15,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use tower::util::BoxCloneService;
 use yatagarasu_middleware::object::ObjectRequest;
+use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 use yatagarasu_middleware::FetchError;
 
 /// A `redis-server` on a free loopback port, killed on drop.
@@ -29,17 +29,24 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
+    /// Starts one on a free port; a port taken meanwhile (the server exits)
+    /// makes it try another.
     pub async fn start() -> Self {
-        let mut server = Self {
-            port: free_port(),
-            child: None,
-        };
-        server.spawn().await;
-        server
+        for _ in 0..10 {
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+            };
+            if server.spawn().await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start");
     }
 
-    async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+    /// Spawns the server; false if it exited (port taken).
+    async fn spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -58,8 +65,18 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install -y redis-server)");
-        self.child = Some(child);
-        self.wait_ready().await;
+        for _ in 0..400 {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if self.ping().await {
+                self.child = Some(child);
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        panic!("redis-server on port {} does not answer", self.port);
     }
 
     /// Waits (bounded) until the server answers `PING`.
@@ -103,7 +120,7 @@ impl RedisServer {
     /// Starts it again on the same port.
     pub async fn restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        assert!(self.spawn().await, "port {} was taken while redis was down", self.port);
     }
 
     /// Runs one raw command.
@@ -120,134 +137,157 @@ impl Drop for RedisServer {
     }
 }
 
-/// An object the fake upstream serves.
-#[derive(Clone)]
-pub struct FakeObject {
-    pub body: Bytes,
-    pub etag: &'static str,
-    pub cache_control: Option<&'static str>,
-    pub status: StatusCode,
-    /// Stream the body in 1 KiB frames.
-    pub chunked: bool,
+/// A real S3 server for the cache tests: s3s-fs over a temp dir, checking
+/// SigV4 on every request (faults are applied only after the signature
+/// passed), with a request counter, a gate that holds requests until
+/// released, and a failing mode (`503 SlowDown`).
+pub struct TestS3 {
+    endpoint: String,
+    shared: Arc<S3Shared>,
+    _dir: tempfile::TempDir,
 }
 
-impl FakeObject {
-    pub fn new(body: impl Into<Bytes>) -> Self {
-        Self {
-            body: body.into(),
-            etag: "\"etag-1\"",
-            cache_control: None,
-            status: StatusCode::OK,
-            chunked: false,
-        }
-    }
+#[derive(Default)]
+struct S3Shared {
+    requests: AtomicU64,
+    failing: AtomicBool,
+    waiting: AtomicU64,
+    gate: Mutex<Option<tokio::sync::watch::Receiver<bool>>>,
+    gate_tx: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
 }
 
-pub const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
-
-/// An in-memory upstream that counts its calls and can be made to fail.
-#[derive(Clone, Default)]
-pub struct FakeUpstream {
-    objects: Arc<Mutex<HashMap<String, FakeObject>>>,
-    pub calls: Arc<AtomicU64>,
-    pub failing: Arc<AtomicBool>,
-    delay: Arc<Mutex<Duration>>,
-}
-
-impl FakeUpstream {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn put(&self, key: &str, obj: FakeObject) {
-        self.objects.lock().unwrap().insert(key.to_owned(), obj);
-    }
-
-    pub fn set_delay(&self, d: Duration) {
-        *self.delay.lock().unwrap() = d;
-    }
-
-    pub fn fail(&self, on: bool) {
-        self.failing.store(on, Ordering::SeqCst);
-    }
-
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    pub fn service(&self) -> BoxCloneService<ObjectRequest, Response<Body>, FetchError> {
-        let this = self.clone();
-        BoxCloneService::new(tower::service_fn(move |req: ObjectRequest| {
-            let this = this.clone();
-            async move {
-                this.calls.fetch_add(1, Ordering::SeqCst);
-                let delay = *this.delay.lock().unwrap();
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                if this.failing.load(Ordering::SeqCst) {
-                    return Err(FetchError::NoReplica);
-                }
-                let obj = this.objects.lock().unwrap().get(req.key()).cloned();
-                let Some(obj) = obj else {
-                    let mut res = Response::new(Body::empty());
-                    *res.status_mut() = StatusCode::NOT_FOUND;
-                    return Ok(res);
-                };
-                let body = if obj.chunked {
-                    let chunks: Vec<Result<Bytes, std::io::Error>> =
-                        obj.body.chunks(1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-                    Body::from_stream(futures_util::stream::iter(chunks))
-                } else {
-                    Body::from(obj.body.clone())
-                };
-                let mut res = Response::new(body);
-                *res.status_mut() = obj.status;
-                let h = res.headers_mut();
-                h.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                h.insert(header::ETAG, HeaderValue::from_static(obj.etag));
-                h.insert(header::LAST_MODIFIED, HeaderValue::from_static(LAST_MODIFIED));
-                if let Some(cc) = obj.cache_control {
-                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
-                }
-                Ok(res)
-            }
-        }))
-    }
-}
-
-/// An in-process S3 (s3s-fs) serving `root/bucket/key` files, with SigV4
-/// auth for `AK`/`SK`. Returns its endpoint.
-pub async fn start_s3(root: &std::path::Path) -> String {
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
-    let s3 = builder.build();
-    let app = axum::Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
-        let mut s3 = s3.clone();
-        async move {
-            let res = match tower::Service::call(&mut s3, req).await {
-                Ok(res) => res.map(Body::new),
-                Err(_) => {
-                    let mut res = Response::new(Body::empty());
-                    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    res
-                }
-            };
-            Ok::<_, Infallible>(res)
-        }
-    }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
-}
-
+pub const BUCKET: &str = "cache-test-bkt";
 pub const AK: &str = "cache-test-ak";
 pub const SK: &str = "cache-test-sk-0123456789";
+
+impl TestS3 {
+    /// Starts the server on a free loopback port with an empty bucket.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(BUCKET)).unwrap();
+        let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
+        let s3 = builder.build();
+        let shared = Arc::new(S3Shared::default());
+        let state = shared.clone();
+        let app = axum::Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+            let mut s3 = s3.clone();
+            let state = state.clone();
+            async move {
+                let is_get = req.method() == http::Method::GET;
+                if is_get {
+                    state.requests.fetch_add(1, Ordering::SeqCst);
+                    let gate = state.gate.lock().unwrap().clone();
+                    if let Some(mut gate) = gate {
+                        state.waiting.fetch_add(1, Ordering::SeqCst);
+                        let _ = gate.wait_for(|open| *open).await;
+                        state.waiting.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let res = match tower::Service::call(&mut s3, req).await {
+                    Ok(res) => res.map(Body::new),
+                    Err(_) => status_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+                };
+                // The signature was checked: a bad one stays a 403.
+                if is_get && res.status().is_success() && state.failing.load(Ordering::SeqCst) {
+                    return Ok::<_, Infallible>(status_response(StatusCode::SERVICE_UNAVAILABLE, "SlowDown"));
+                }
+                Ok::<_, Infallible>(res)
+            }
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+            shared,
+            _dir: dir,
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn bucket(&self) -> rusty_s3::Bucket {
+        s3_bucket(Some(&self.endpoint.parse().unwrap()), BUCKET, "us-east-1").unwrap()
+    }
+
+    /// The replica in front of this server: a real S3 client signing with SigV4.
+    pub fn replica(&self) -> S3Upstream {
+        S3Upstream::new("test-s3", self.bucket(), reqwest::Client::new())
+            .with_credentials(rusty_s3::Credentials::new(AK, SK))
+    }
+
+    /// The replica as a boxed service (the type the tests layer the cache on).
+    pub fn service(&self) -> BoxCloneService<ObjectRequest, Response<Body>, FetchError> {
+        BoxCloneService::new(self.replica())
+    }
+
+    /// Writes an object through the S3 API (a presigned `PUT`).
+    pub async fn put(&self, key: &str, body: impl Into<Bytes>) -> String {
+        self.put_with(key, body, &[]).await
+    }
+
+    /// Writes an object with extra headers (`Cache-Control`, `x-amz-meta-*`);
+    /// returns its ETag.
+    pub async fn put_with(&self, key: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> String {
+        use rusty_s3::S3Action;
+        let creds = rusty_s3::Credentials::new(AK, SK);
+        let bucket = self.bucket();
+        let url = bucket.put_object(Some(&creds), key).sign(Duration::from_secs(600));
+        let mut req = reqwest::Client::new().put(url).body(body.into());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.unwrap();
+        assert!(res.status().is_success(), "PUT {key}: {}", res.status());
+        res.headers()["etag"].to_str().unwrap().to_owned()
+    }
+
+    /// `GET` requests received (each counted once, held or not).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// While on, signed `GET`s that would succeed answer `503 SlowDown`.
+    pub fn fail(&self, on: bool) {
+        self.shared.failing.store(on, Ordering::SeqCst);
+    }
+
+    /// From now on `GET`s wait at a gate until [`release`](Self::release).
+    pub fn hold(&self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        *self.shared.gate.lock().unwrap() = Some(rx);
+        *self.shared.gate_tx.lock().unwrap() = Some(tx);
+    }
+
+    /// Opens the gate: held requests go on, new ones pass.
+    pub fn release(&self) {
+        *self.shared.gate.lock().unwrap() = None;
+        if let Some(tx) = self.shared.gate_tx.lock().unwrap().take() {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// Requests waiting at the gate now.
+    pub fn waiting(&self) -> u64 {
+        self.shared.waiting.load(Ordering::SeqCst)
+    }
+}
+
+fn status_response(status: StatusCode, code: &str) -> Response<Body> {
+    let xml =
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>test</Message></Error>");
+    let mut res = Response::new(Body::from(xml));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    res
+}
 
 /// Reads a whole body (driving a fill to its end).
 pub async fn body_of(res: Response<Body>) -> Bytes {
