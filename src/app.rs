@@ -39,9 +39,10 @@ use yatagarasu_middleware::cache::{CacheLayer, CacheStore, X_CACHE};
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
-use yatagarasu_middleware::object::{request_id, ObjectRequest, ObjectService, REQUEST_ID};
+use yatagarasu_middleware::object::{request_id, ObjectRequest, REQUEST_ID};
 use yatagarasu_middleware::protect::{LoadShedLayer, RateLimitLayer, RequestLimitsLayer};
 use yatagarasu_middleware::routing::{MatchedBucket, PrefixRouter};
+use yatagarasu_middleware::s3api::S3Api;
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream, REPLICA_HEADER};
 
 use crate::config::{CacheConfig, Config, HealthCheckConfig, ResolvedReplica, ServerConfig};
@@ -409,6 +410,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 Duration::from_millis(retry.max_interval),
             );
         let bucket_cache = bucket.cache.clone().unwrap_or_default();
+        let uncached: ObjectStack = BoxCloneSyncService::new(failover.clone());
         let objects: ObjectStack = match &cache_store {
             Some(store) => BoxCloneSyncService::new(
                 CacheLayer::new(store.clone(), bucket_name.clone())
@@ -417,7 +419,10 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             ),
             None => BoxCloneSyncService::new(failover),
         };
-        let http = ObjectService::new(objects);
+        // The S3 API: listings and bucket calls, object reads (see docs/s3-tools.md).
+        let s3_name = bucket.path_prefix.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(&bucket.name);
+        let region = bucket.s3.resolved_replicas().first().map(|r| r.region.clone());
+        let http = S3Api::new(s3_name, objects, uncached).with_region(region.unwrap_or_else(|| "us-east-1".into()));
         let auth = bucket.auth.clone().unwrap_or_default();
         let jwt = auth
             .effective(config.jwt.as_ref())

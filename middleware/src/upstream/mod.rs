@@ -18,7 +18,7 @@ use tower::Service;
 use url::Url;
 
 use crate::error::FetchError;
-use crate::object::{ObjectMethod, ObjectRequest};
+use crate::object::{ObjectMethod, ObjectRequest, Operation};
 
 /// The response header naming the replica that served a request.
 pub const REPLICA_HEADER: HeaderName = HeaderName::from_static("x-yatagarasu-replica");
@@ -144,12 +144,22 @@ impl S3Upstream {
         self.inner.timeout
     }
 
-    /// The presigned URL for a request (the secret never appears in it).
+    /// The presigned URL for a request (the secret never appears in it); the
+    /// request's query parameters are signed into it.
     pub fn presign(&self, req: &ObjectRequest) -> Url {
+        fn with_query<'a, A: S3Action<'a>>(mut action: A, req: &'a ObjectRequest) -> Url {
+            for (name, value) in req.query() {
+                action.query_mut().insert(name.as_str(), value.as_str());
+            }
+            action.sign(PRESIGN_TTL)
+        }
         let creds = self.inner.credentials.as_ref();
-        match req.method() {
-            ObjectMethod::Get => self.inner.bucket.get_object(creds, req.key()).sign(PRESIGN_TTL),
-            ObjectMethod::Head => self.inner.bucket.head_object(creds, req.key()).sign(PRESIGN_TTL),
+        let bucket = &self.inner.bucket;
+        match (req.operation(), req.method()) {
+            (Operation::ListObjectsV2, _) => with_query(bucket.list_objects_v2(creds), req),
+            (Operation::HeadBucket, _) => with_query(bucket.head_bucket(creds), req),
+            (Operation::Object, ObjectMethod::Get) => with_query(bucket.get_object(creds, req.key()), req),
+            (Operation::Object, ObjectMethod::Head) => with_query(bucket.head_object(creds, req.key()), req),
         }
     }
 
