@@ -32,7 +32,7 @@ use tower::retry::budget::TpsBudget;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use yatagarasu_middleware::auth::{AuthLayer, AuthStats, Identity};
+use yatagarasu_middleware::auth::{AuthLayer, AuthStats, Identity, SigV4Layer};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
 use yatagarasu_middleware::bulkhead::BulkheadLayer;
 use yatagarasu_middleware::cache::{CacheLayer, CacheStore, X_CACHE};
@@ -427,15 +427,29 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         let jwt = auth
             .effective(config.jwt.as_ref())
             .map_err(|e| BuildError::Config(format!("buckets[{i}].{e}")))?;
+        let plain: HttpStack = BoxCloneSyncService::new(http);
         let http: HttpStack = match jwt {
             Some(jwt) => {
                 let layer = AuthLayer::from_config_async(jwt)
                     .await
                     .map_err(|e| BuildError::Config(format!("buckets[{i}].auth.{e}")))?
                     .with_stats(auth_stats.clone());
-                BoxCloneSyncService::new(layer.layer(http))
+                BoxCloneSyncService::new(layer.layer(plain.clone()))
             }
-            None => BoxCloneSyncService::new(http),
+            None => plain.clone(),
+        };
+        // SigV4-signed clients; a Bearer token still goes to the JWT layer when there is one.
+        let http: HttpStack = match auth.effective_sigv4() {
+            Some(sigv4) => {
+                let layer = SigV4Layer::from_config(sigv4)
+                    .map_err(|e| BuildError::Config(format!("buckets[{i}].{e}")))?
+                    .with_stats(auth_stats.clone());
+                match jwt {
+                    Some(_) => BoxCloneSyncService::new(layer.with_unsigned(plain, http)),
+                    None => BoxCloneSyncService::new(layer.layer(plain)),
+                }
+            }
+            None => http,
         };
         router = router
             .mount(&bucket.path_prefix, bucket.name.clone(), http)

@@ -9,3 +9,4 @@ mod failover;
 mod ops;
 mod redis;
 mod request_path;
+mod s3_api;

@@ -76,6 +76,9 @@ pub enum SigV4Error {
     /// A malformed `Authorization` header or `x-amz-date`.
     #[error("malformed authorization header: {0}")]
     MalformedHeader(&'static str),
+    /// Signature Version 2 (`AWS key:sig`, `AWSAccessKeyId=`): not accepted.
+    #[error("signature version 2")]
+    SigV2,
     /// Malformed presigned query parameters.
     #[error("malformed presigned parameters: {0}")]
     MalformedQuery(&'static str),
@@ -104,6 +107,11 @@ impl SigV4Error {
                 "RequestTimeTooSkewed",
                 "The difference between the request time and the current time is too large.",
             ),
+            SigV4Error::SigV2 => S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
+            ),
             SigV4Error::MalformedHeader(why) => S3Error::new(
                 StatusCode::BAD_REQUEST,
                 "AuthorizationHeaderMalformed",
@@ -124,19 +132,20 @@ impl SigV4Error {
             SigV4Error::SignatureMismatch => AuthOutcome::BadSignature,
             SigV4Error::Expired => AuthOutcome::Expired,
             SigV4Error::NotYetValid | SigV4Error::Skewed => AuthOutcome::NotYetValid,
-            SigV4Error::MalformedHeader(_) | SigV4Error::MalformedQuery(_) => AuthOutcome::Malformed,
+            SigV4Error::MalformedHeader(_) | SigV4Error::MalformedQuery(_) | SigV4Error::SigV2 => AuthOutcome::Malformed,
         }
     }
 }
 
-/// Whether a request carries SigV4 credentials (header or presigned form).
+/// Whether a request carries S3 credentials: SigV4 (header or presigned
+/// form), or SigV2 (refused with a clear error rather than taken as anonymous).
 pub fn is_sigv4<B>(req: &Request<B>) -> bool {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(ALGORITHM));
-    header || query_pairs(req.uri().query()).any(|(k, _)| k == "X-Amz-Algorithm")
+        .is_some_and(|v| v.starts_with(ALGORITHM) || v.starts_with("AWS "));
+    header || query_pairs(req.uri().query()).any(|(k, _)| k == "X-Amz-Algorithm" || k == "AWSAccessKeyId")
 }
 
 fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
@@ -204,6 +213,8 @@ impl SigV4Verifier {
         let signed = match (auth_header, presigned) {
             (Some(h), _) if h.starts_with(ALGORITHM) => parse_header(h, headers)?,
             (_, true) => parse_query(&query)?,
+            (Some(h), _) if h.starts_with("AWS ") => return Err(SigV4Error::SigV2),
+            _ if query.iter().any(|(k, _)| k == "AWSAccessKeyId") => return Err(SigV4Error::SigV2),
             _ => return Err(SigV4Error::Missing),
         };
         let secret = self.keys.get(signed.access_key).ok_or(SigV4Error::UnknownAccessKey)?;

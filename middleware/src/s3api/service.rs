@@ -287,6 +287,7 @@ where
     let params = ListParams::parse(query)?;
     let upstream = params.upstream(version, &shared.name, &shared.tokens)?;
     let res = call(bucket, upstream).await?;
+    let replica = res.headers().get(crate::upstream::REPLICA_HEADER).cloned();
     let body = axum::body::to_bytes(res.into_body(), MAX_PAGE_BYTES)
         .await
         .map_err(|e| {
@@ -298,7 +299,11 @@ where
         tracing::warn!(bucket = %shared.name, error = %e, "unreadable listing from the replica");
         S3Error::from_fetch_error(&FetchError::Status(StatusCode::BAD_GATEWAY))
     })?;
-    Ok(xml_response(listing::render(version, &shared.name, &params, &page, &shared.tokens)))
+    let mut out = xml_response(listing::render(version, &shared.name, &params, &page, &shared.tokens));
+    if let Some(replica) = replica {
+        out.headers_mut().insert(crate::upstream::REPLICA_HEADER, replica);
+    }
+    Ok(out)
 }
 
 async fn head_bucket<U>(bucket: U, shared: &Shared) -> Result<Response<Body>, S3Error>
