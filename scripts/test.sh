@@ -20,6 +20,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# --- S3 clients for the S3 API tests (aws-cli, boto3) in a venv ---------------
+export YATAGARASU_TOOLS_VENV=${YATAGARASU_TOOLS_VENV:-$PWD/.venv-tools}
+if ! "$YATAGARASU_TOOLS_VENV/bin/python" -c 'import boto3, awscli' >/dev/null 2>&1; then
+  echo "==> installing awscli and boto3 into $YATAGARASU_TOOLS_VENV"
+  python3 -m venv "$YATAGARASU_TOOLS_VENV"
+  "$YATAGARASU_TOOLS_VENV/bin/pip" install -q awscli boto3
+fi
+
 # --- Rust tools ---------------------------------------------------------------
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
