@@ -420,7 +420,12 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             None => BoxCloneSyncService::new(failover),
         };
         // The S3 API: listings and bucket calls, object reads (see docs/s3-tools.md).
-        let s3_name = bucket.path_prefix.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(&bucket.name);
+        let s3_name = bucket
+            .path_prefix
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&bucket.name);
         let region = bucket.s3.resolved_replicas().first().map(|r| r.region.clone());
         let http = S3Api::new(s3_name, objects, uncached).with_region(region.unwrap_or_else(|| "us-east-1".into()));
         let auth = bucket.auth.clone().unwrap_or_default();

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use yatagarasu_bench as micro;
 
+mod listing;
+
 const ACCESS_KEY: &str = "AKIABENCHPROXY001";
 const SECRET_KEY: &str = "bench-secret-5e4d3c2b1a";
 const BUCKET: &str = "bench";
@@ -25,7 +27,7 @@ const BIG_KEY: &str = "stream.bin";
 const MIB: u64 = 1024 * 1024;
 const GIB: f64 = (1u64 << 30) as f64;
 
-const SCENARIOS: [&str; 5] = ["cache-hit", "pass-through", "stream", "failover", "micro"];
+const SCENARIOS: [&str; 6] = ["cache-hit", "pass-through", "stream", "failover", "micro", "listing"];
 
 const USAGE: &str = "\
 yatagarasu-bench [--quick] [--only LIST] [--bin PATH] [--connections N] [--threads N]
@@ -38,6 +40,7 @@ Scenarios (--only takes a comma-separated subset):
   failover      breaker-open added latency; primary death to first backup answer
   micro         routing, SigV4 presign, HS256 JWT, cache hit (in-binary timing;
                 `cargo bench -p yatagarasu-bench` runs the criterion version)
+  listing       a paginated ListObjectsV2 of 10,000 keys through the proxy vs direct
 
 Options:
   --quick            short runs: everything in under two minutes
@@ -1294,12 +1297,13 @@ fn main() {
     };
     debug_assert_eq!(env.small.len(), SMALL_SIZE);
     type Scenario = fn(&mut Env) -> Result<Outcome, String>;
-    let scenarios: [(&str, &str, Scenario); 5] = [
+    let scenarios: [(&str, &str, Scenario); 6] = [
         ("cache-hit", "cache-hit-4KiB", scenario_cache_hit),
         ("pass-through", "pass-through-4KiB", scenario_pass_through),
         ("stream", "stream", scenario_stream),
         ("failover", "failover", scenario_failover),
         ("micro", "micro", scenario_micro),
+        ("listing", "listing-10k", listing::scenario_listing),
     ];
     let mut failed = false;
     for (name, label, run) in scenarios {

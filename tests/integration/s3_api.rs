@@ -23,7 +23,10 @@ fn tools() -> Option<PathBuf> {
         return Some(venv);
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("no aws-cli/boto3 venv at {}: scripts/test.sh creates it", venv.display());
+        panic!(
+            "no aws-cli/boto3 venv at {}: scripts/test.sh creates it",
+            venv.display()
+        );
     }
     eprintln!(
         "\n!!!!! SKIPPED: no aws-cli/boto3 venv at {} (run scripts/test.sh once to create it) !!!!!\n",
@@ -42,7 +45,11 @@ struct Clients {
 impl Clients {
     fn new(venv: PathBuf) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config"), "[default]\ns3 =\n    addressing_style = path\n    signature_version = s3v4\n").unwrap();
+        std::fs::write(
+            dir.path().join("config"),
+            "[default]\ns3 =\n    addressing_style = path\n    signature_version = s3v4\n",
+        )
+        .unwrap();
         Self { venv, dir }
     }
 
@@ -93,8 +100,7 @@ impl Clients {
             "boto3 {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 }
 
@@ -115,6 +121,14 @@ async fn pair(big: usize) -> Pair {
         }
         if big > 0 {
             s3.put_object("data-bucket", "big.bin", &pattern(big, 11)).unwrap();
+            // s3s-fs's ETag sidecar (as in bench/): no MD5 of the whole file on
+            // every ranged GET; the same ETag on both replicas.
+            std::fs::write(
+                s3.root()
+                    .join(".bucket-ZGF0YS1idWNrZXQ.object-YmlnLmJpbg.internal.json"),
+                format!("{{\"e_tag\":\"{:032x}\"}}", big),
+            )
+            .unwrap();
         }
         s3.put_object("data-bucket", "test.txt", b"hello\n").unwrap();
     }
@@ -172,7 +186,15 @@ async fn aws_cli_lists_every_key_and_copies_a_50_mib_object() {
     let clients = Clients::new(venv);
     let listing = clients
         .aws(
-            &["s3", "ls", "s3://data", "--recursive", "--endpoint-url", &proxy.base, "--no-sign-request"],
+            &[
+                "s3",
+                "ls",
+                "s3://data",
+                "--recursive",
+                "--endpoint-url",
+                &proxy.base,
+                "--no-sign-request",
+            ],
             None,
         )
         .await;
@@ -185,7 +207,15 @@ async fn aws_cli_lists_every_key_and_copies_a_50_mib_object() {
     let out_s = out.to_str().unwrap();
     let cp = clients
         .command(&clients.venv.join("bin/aws"), None)
-        .args(["s3", "cp", "s3://data/big.bin", out_s, "--endpoint-url", &proxy.base, "--no-sign-request"])
+        .args([
+            "s3",
+            "cp",
+            "s3://data/big.bin",
+            out_s,
+            "--endpoint-url",
+            &proxy.base,
+            "--no-sign-request",
+        ])
         .output()
         .await
         .unwrap();
@@ -207,7 +237,9 @@ async fn listing_pages_continue_on_the_backup_after_the_primary_dies() {
     let mut token: Option<String> = None;
     loop {
         let mut url = reqwest::Url::parse(&proxy.url("/data")).unwrap();
-        url.query_pairs_mut().append_pair("list-type", "2").append_pair("prefix", "k/");
+        url.query_pairs_mut()
+            .append_pair("list-type", "2")
+            .append_pair("prefix", "k/");
         if let Some(t) = &token {
             url.query_pairs_mut().append_pair("continuation-token", t);
         }
@@ -244,16 +276,28 @@ async fn bucket_calls_answer_as_s3_does() {
     let proxy = Proxy::start(&config(&p, ""));
     // V1 with a marker and a delimiter; the trailing-slash form of V2.
     let xml = get_text(proxy.url("/data?prefix=k/&delimiter=/&marker=k/dir1/")).await;
-    assert_eq!(elements(&xml, "Prefix")[1..], ["k/dir2/", "k/dir3/", "k/dir4/"], "{xml}");
+    assert_eq!(
+        elements(&xml, "Prefix")[1..],
+        ["k/dir2/", "k/dir3/", "k/dir4/"],
+        "{xml}"
+    );
     let xml = get_text(proxy.url("/data/?list-type=2&prefix=k/dir0/&max-keys=3&encoding-type=url")).await;
-    assert_eq!(elements(&xml, "Key"), ["k/dir0/key-00000.txt", "k/dir0/key-00005.txt", "k/dir0/key-00010.txt"]);
+    assert_eq!(
+        elements(&xml, "Key"),
+        ["k/dir0/key-00000.txt", "k/dir0/key-00005.txt", "k/dir0/key-00010.txt"]
+    );
     assert_eq!(elements(&xml, "KeyCount"), ["3"]);
     assert_eq!(elements(&xml, "IsTruncated"), ["true"]);
     let xml = get_text(proxy.url("/data?location")).await;
     assert!(xml.contains("<LocationConstraint"), "{xml}");
     let res = client().head(proxy.url("/data")).send().await.unwrap();
     assert_eq!(res.status(), 200);
-    for (method, path) in [("PUT", "/data"), ("DELETE", "/data"), ("POST", "/data?delete"), ("PUT", "/data/new.txt")] {
+    for (method, path) in [
+        ("PUT", "/data"),
+        ("DELETE", "/data"),
+        ("POST", "/data?delete"),
+        ("PUT", "/data/new.txt"),
+    ] {
         let res = client()
             .request(method.parse().unwrap(), proxy.url(path))
             .send()
@@ -291,27 +335,49 @@ async fn boto3_paginates_prefixes_and_downloads_ranges_across_a_primary_kill() {
     let common = ["--endpoint", base.as_str(), "--bucket", "data", "--unsigned"];
     let v = clients
         .boto3_json(
-            &[&["paginate"][..], &common, &["--prefix", "k/", "--delimiter", "/", "--page-size", "2"]].concat(),
+            &[
+                &["paginate"][..],
+                &common,
+                &["--prefix", "k/", "--delimiter", "/", "--page-size", "2"],
+            ]
+            .concat(),
             None,
         )
         .await;
-    assert_eq!(v["prefixes"], serde_json::json!(["k/dir0/", "k/dir1/", "k/dir2/", "k/dir3/", "k/dir4/"]), "{v}");
+    assert_eq!(
+        v["prefixes"],
+        serde_json::json!(["k/dir0/", "k/dir1/", "k/dir2/", "k/dir3/", "k/dir4/"]),
+        "{v}"
+    );
     assert_eq!(v["keys"], serde_json::json!([]));
     let v = clients
         .boto3_json(&[&["paginate"][..], &common, &["--prefix", "k/dir3/"]].concat(), None)
         .await;
     assert_eq!(v["keys"].as_array().unwrap().len(), KEYS / 5);
+    // With auth disabled, a signed request is served as an anonymous one.
+    let v = clients
+        .boto3_json(
+            &["get", "--endpoint", &base, "--bucket", "data", "--key", "test.txt"],
+            Some((CLIENT_KEY, CLIENT_SECRET)),
+        )
+        .await;
+    assert_eq!(v["sha256"], sha256(b"hello\n"), "{v}");
     // Parallel ranged GETs of 1 MiB; the primary dies after the first chunk.
     let (pause, go) = (clients.dir.path().join("paused"), clients.dir.path().join("go"));
     let out = clients.dir.path().join("big.bin");
-    let mut child = clients
+    let child = clients
         .boto3(
             &[
                 &["download"][..],
                 &common,
                 &["--key", "big.bin", "--chunk", "1048576"],
                 &["--out", out.to_str().unwrap()],
-                &["--pause-file", pause.to_str().unwrap(), "--go-file", go.to_str().unwrap()],
+                &[
+                    "--pause-file",
+                    pause.to_str().unwrap(),
+                    "--go-file",
+                    go.to_str().unwrap(),
+                ],
             ]
             .concat(),
             None,
@@ -319,7 +385,10 @@ async fn boto3_paginates_prefixes_and_downloads_ranges_across_a_primary_kill() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(eventually(Duration::from_secs(60), || async { pause.exists() }).await, "download never started");
+    assert!(
+        eventually(Duration::from_secs(60), || async { pause.exists() }).await,
+        "download never started"
+    );
     p.primary.stop().await;
     std::fs::write(&go, b"").unwrap();
     let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
@@ -328,7 +397,10 @@ async fn boto3_paginates_prefixes_and_downloads_ranges_across_a_primary_kill() {
         .unwrap();
     let v: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(v["sha256"], sha256(&pattern(size, 11)), "{v}");
-    assert!(proxy.settled_logs().await.contains("Replica 'primary' failed, trying 'backup'"));
+    assert!(proxy
+        .settled_logs()
+        .await
+        .contains("Replica 'primary' failed, trying 'backup'"));
 }
 
 #[tokio::test]
@@ -342,24 +414,38 @@ async fn sigv4_clients_sign_with_proxy_keys_and_get_s3_errors() {
     let good = Some((CLIENT_KEY, CLIENT_SECRET));
     let v = clients.boto3_json(&[&["list"][..], &common].concat(), good).await;
     assert_eq!(v["keys"].as_array().unwrap().len(), 5, "{v}");
-    let v = clients.boto3_json(&[&["get"][..], &common, &["--key", "test.txt"]].concat(), good).await;
+    let v = clients
+        .boto3_json(&[&["get"][..], &common, &["--key", "test.txt"]].concat(), good)
+        .await;
     assert_eq!(v["sha256"], sha256(b"hello\n"), "{v}");
-    let v = clients.boto3_json(&[&["head-bucket"][..], &common].concat(), good).await;
+    let v = clients
+        .boto3_json(&[&["head-bucket"][..], &common].concat(), good)
+        .await;
     assert_eq!(v["ok"], true, "{v}");
     // A paginated listing past 1,000 keys, signed.
     let v = clients.boto3_json(&[&["paginate"][..], &common].concat(), good).await;
     assert_eq!(v["keys"].as_array().unwrap().len(), KEYS + 1);
 
     let get = [&["get"][..], &common, &["--key", "test.txt"]].concat();
-    let cases: [(&[&str], Option<(&str, &str)>, &str, u64); 4] = [
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a str, u64);
+    let cases: [Case; 4] = [
         (&[], Some((CLIENT_KEY, "wrong-secret")), "SignatureDoesNotMatch", 403),
-        (&[], Some(("AKIAUNKNOWN00000", CLIENT_SECRET)), "InvalidAccessKeyId", 403),
+        (
+            &[],
+            Some(("AKIAUNKNOWN00000", CLIENT_SECRET)),
+            "InvalidAccessKeyId",
+            403,
+        ),
         (&["--skew-minutes", "-30"], good, "RequestTimeTooSkewed", 403),
         (&["--unsigned"], None, "AccessDenied", 403),
     ];
     for (extra, creds, code, status) in cases {
         let v = clients.boto3_json(&[&get[..], extra].concat(), creds).await;
-        assert_eq!((v["error"].as_str(), v["status"].as_u64()), (Some(code), Some(status)), "{extra:?}: {v}");
+        assert_eq!(
+            (v["error"].as_str(), v["status"].as_u64()),
+            (Some(code), Some(status)),
+            "{extra:?}: {v}"
+        );
     }
 
     // Presigned links: boto3's and aws-cli's work; an expired one is refused.
@@ -376,15 +462,26 @@ async fn sigv4_clients_sign_with_proxy_keys_and_get_s3_errors() {
     assert_eq!(res.status(), 200);
     let v = clients
         .boto3_json(
-            &[&["presign"][..], &common, &["--key", "test.txt", "--expires", "60", "--skew-minutes", "-10"]].concat(),
+            &[
+                &["presign"][..],
+                &common,
+                &["--key", "test.txt", "--expires", "60", "--skew-minutes", "-10"],
+            ]
+            .concat(),
             good,
         )
         .await;
     let res = client().get(v["url"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(res.status(), 403);
     let body = res.text().await.unwrap();
-    assert!(body.contains("<Code>AccessDenied</Code>") && body.contains("Request has expired"), "{body}");
+    assert!(
+        body.contains("<Code>AccessDenied</Code>") && body.contains("Request has expired"),
+        "{body}"
+    );
 
     let logs = proxy.settled_logs().await;
-    assert!(!logs.contains(CLIENT_SECRET) && !logs.contains("X-Amz-Signature"), "{logs}");
+    assert!(
+        !logs.contains(CLIENT_SECRET) && !logs.contains("X-Amz-Signature"),
+        "{logs}"
+    );
 }

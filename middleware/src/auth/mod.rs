@@ -69,8 +69,9 @@ mod stats;
 mod verify;
 
 pub use config::{
-    Audience, AuthConfig, AuthConfigError, ClaimRule, JwtConfig, Secret, SigV4Config, SigV4Credential, TokenSource, DEFAULT_JWKS_MIN_REFETCH_SECONDS,
-    DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_JWKS_TIMEOUT_SECONDS, DEFAULT_LEEWAY_SECONDS,
+    Audience, AuthConfig, AuthConfigError, ClaimRule, JwtConfig, Secret, SigV4Config, SigV4Credential, TokenSource,
+    DEFAULT_JWKS_MIN_REFETCH_SECONDS, DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_JWKS_TIMEOUT_SECONDS,
+    DEFAULT_LEEWAY_SECONDS,
 };
 pub use future::ResponseFuture;
 pub use layer::AuthLayer;

@@ -132,7 +132,9 @@ impl SigV4Error {
             SigV4Error::SignatureMismatch => AuthOutcome::BadSignature,
             SigV4Error::Expired => AuthOutcome::Expired,
             SigV4Error::NotYetValid | SigV4Error::Skewed => AuthOutcome::NotYetValid,
-            SigV4Error::MalformedHeader(_) | SigV4Error::MalformedQuery(_) | SigV4Error::SigV2 => AuthOutcome::Malformed,
+            SigV4Error::MalformedHeader(_) | SigV4Error::MalformedQuery(_) | SigV4Error::SigV2 => {
+                AuthOutcome::Malformed
+            }
         }
     }
 }
@@ -149,11 +151,15 @@ pub fn is_sigv4<B>(req: &Request<B>) -> bool {
 }
 
 fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
-    query.unwrap_or_default().split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-        (decode(k), decode(v))
-    })
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+            (decode(k), decode(v))
+        })
 }
 
 /// The keys the proxy issued, and how to check a request against them.
@@ -195,7 +201,10 @@ impl SigV4Verifier {
                     "sigv4.credentials[{i}]: access_key_id and secret_access_key are required"
                 )));
             }
-            if keys.insert(c.access_key_id.clone(), c.secret_access_key.clone()).is_some() {
+            if keys
+                .insert(c.access_key_id.clone(), c.secret_access_key.clone())
+                .is_some()
+            {
                 return Err(AuthConfigError::SigV4(format!(
                     "sigv4.credentials[{i}].access_key_id: listed twice"
                 )));
@@ -206,7 +215,13 @@ impl SigV4Verifier {
 
     /// Verifies a request signed at most [`MAX_SKEW`] from `now`: `uri` is the
     /// URI the client sent. Returns the access key id.
-    pub fn verify(&self, method: &Method, uri: &Uri, headers: &HeaderMap, now: SystemTime) -> Result<String, SigV4Error> {
+    pub fn verify(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<String, SigV4Error> {
         let query: Vec<(String, String)> = query_pairs(uri.query()).collect();
         let auth_header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let presigned = query.iter().any(|(k, _)| k == "X-Amz-Algorithm");
@@ -225,7 +240,8 @@ impl SigV4Verifier {
         if signed.service != "s3" {
             return Err(malformed("the credential scope's service must be 's3'"));
         }
-        let time = parse_amz_date(signed.amz_date).ok_or_else(|| malformed("X-Amz-Date is not YYYYMMDD'T'HHMMSS'Z'"))?;
+        let time =
+            parse_amz_date(signed.amz_date).ok_or_else(|| malformed("X-Amz-Date is not YYYYMMDD'T'HHMMSS'Z'"))?;
         if !signed.amz_date.starts_with(signed.date) {
             return Err(malformed("the credential scope's date is not the request's date"));
         }
@@ -299,10 +315,13 @@ fn parse_header<'a>(value: &'a str, headers: &'a HeaderMap) -> Result<Signed<'a>
         }
     }
     let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature) else {
-        return Err(SigV4Error::MalformedHeader("Credential, SignedHeaders and Signature are required"));
+        return Err(SigV4Error::MalformedHeader(
+            "Credential, SignedHeaders and Signature are required",
+        ));
     };
-    let (access_key, date, region, service) =
-        parse_credential(credential).ok_or(SigV4Error::MalformedHeader("the Credential is not KEY/DATE/REGION/s3/aws4_request"))?;
+    let (access_key, date, region, service) = parse_credential(credential).ok_or(SigV4Error::MalformedHeader(
+        "the Credential is not KEY/DATE/REGION/s3/aws4_request",
+    ))?;
     let amz_date = headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
@@ -331,18 +350,23 @@ fn parse_query(query: &[(String, String)]) -> Result<Signed<'_>, SigV4Error> {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-            .ok_or(SigV4Error::MalformedQuery("X-Amz-Credential, -Date, -Expires, -SignedHeaders and -Signature are required"))
+            .ok_or(SigV4Error::MalformedQuery(
+                "X-Amz-Credential, -Date, -Expires, -SignedHeaders and -Signature are required",
+            ))
     };
     if get("X-Amz-Algorithm")? != ALGORITHM {
         return Err(SigV4Error::MalformedQuery("X-Amz-Algorithm must be AWS4-HMAC-SHA256"));
     }
-    let (access_key, date, region, service) = parse_credential(get("X-Amz-Credential")?)
-        .ok_or(SigV4Error::MalformedQuery("the X-Amz-Credential is not KEY/DATE/REGION/s3/aws4_request"))?;
+    let (access_key, date, region, service) = parse_credential(get("X-Amz-Credential")?).ok_or(
+        SigV4Error::MalformedQuery("the X-Amz-Credential is not KEY/DATE/REGION/s3/aws4_request"),
+    )?;
     let expires: u64 = get("X-Amz-Expires")?
         .parse()
         .map_err(|_| SigV4Error::MalformedQuery("X-Amz-Expires must be a number of seconds"))?;
     if expires == 0 || expires > MAX_EXPIRES_SECONDS {
-        return Err(SigV4Error::MalformedQuery("X-Amz-Expires must be between 1 and 604800 seconds"));
+        return Err(SigV4Error::MalformedQuery(
+            "X-Amz-Expires must be between 1 and 604800 seconds",
+        ));
     }
     let payload = query
         .iter()
@@ -391,7 +415,13 @@ fn parse_amz_date(s: &str) -> Option<i64> {
 const SIGV4_QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 const SIGV4_PATH: &AsciiSet = &SIGV4_QUERY.remove(b'/');
 
-fn canonical_request(method: &Method, path: &str, query: &[(String, String)], headers: &HeaderMap, s: &Signed<'_>) -> String {
+fn canonical_request(
+    method: &Method,
+    path: &str,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    s: &Signed<'_>,
+) -> String {
     let decoded = percent_decode_str(path).decode_utf8_lossy();
     let mut uri = utf8_percent_encode(&decoded, SIGV4_PATH).to_string();
     if uri.is_empty() {
@@ -418,7 +448,12 @@ fn canonical_request(method: &Method, path: &str, query: &[(String, String)], he
         let values: Vec<String> = headers
             .get_all(name)
             .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).split_whitespace().collect::<Vec<_>>().join(" "))
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         canonical_headers.push_str(name);
         canonical_headers.push(':');
@@ -534,7 +569,8 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = futures_util::future::Either<Oneshot<S, Request<B>>, std::future::Ready<Result<Response<Body>, Infallible>>>;
+    type Future =
+        futures_util::future::Either<Oneshot<S, Request<B>>, std::future::Ready<Result<Response<Body>, Infallible>>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The service called is picked per request; it is driven to readiness by `oneshot`.
@@ -552,7 +588,10 @@ where
             .extensions()
             .get::<OriginalUri>()
             .map_or_else(|| req.uri().clone(), |o| o.0.clone());
-        match self.verifier.verify(req.method(), &uri, req.headers(), SystemTime::now()) {
+        match self
+            .verifier
+            .verify(req.method(), &uri, req.headers(), SystemTime::now())
+        {
             Ok(access_key) => {
                 self.stats.record(AuthOutcome::Success);
                 strip_credentials(&mut req);
@@ -620,12 +659,21 @@ mod tests {
         let uri: Uri = "/test.txt".parse().unwrap();
         let v = verifier();
         let now = at("20130524T000500Z");
-        assert_eq!(v.verify(&Method::GET, &uri, &example_get(), now).unwrap(), "AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(
+            v.verify(&Method::GET, &uri, &example_get(), now).unwrap(),
+            "AKIAIOSFODNN7EXAMPLE"
+        );
         let mut tampered = example_get();
         tampered.insert("range", "bytes=0-10".parse().unwrap());
-        assert_eq!(v.verify(&Method::GET, &uri, &tampered, now), Err(SigV4Error::SignatureMismatch));
+        assert_eq!(
+            v.verify(&Method::GET, &uri, &tampered, now),
+            Err(SigV4Error::SignatureMismatch)
+        );
         let other: Uri = "/test2.txt".parse().unwrap();
-        assert_eq!(v.verify(&Method::GET, &other, &example_get(), now), Err(SigV4Error::SignatureMismatch));
+        assert_eq!(
+            v.verify(&Method::GET, &other, &example_get(), now),
+            Err(SigV4Error::SignatureMismatch)
+        );
         assert_eq!(
             v.verify(&Method::GET, &uri, &example_get(), at("20130524T001600Z")),
             Err(SigV4Error::Skewed)
@@ -648,7 +696,10 @@ mod tests {
             v.verify(&Method::GET, &uri, &h, at("20130523T000000Z")),
             Err(SigV4Error::NotYetValid)
         );
-        assert_eq!(v.verify(&Method::HEAD, &uri, &h, at("20130524T120000Z")), Err(SigV4Error::SignatureMismatch));
+        assert_eq!(
+            v.verify(&Method::HEAD, &uri, &h, at("20130524T120000Z")),
+            Err(SigV4Error::SignatureMismatch)
+        );
     }
 
     #[test]
@@ -656,9 +707,15 @@ mod tests {
         let v = verifier();
         let uri: Uri = "/test.txt".parse().unwrap();
         let now = at("20130524T000000Z");
-        assert_eq!(v.verify(&Method::GET, &uri, &HeaderMap::new(), now), Err(SigV4Error::Missing));
+        assert_eq!(
+            v.verify(&Method::GET, &uri, &HeaderMap::new(), now),
+            Err(SigV4Error::Missing)
+        );
         let mut h = example_get();
-        let auth = h["authorization"].to_str().unwrap().replace("AKIAIOSFODNN7EXAMPLE", "AKIAUNKNOWN");
+        let auth = h["authorization"]
+            .to_str()
+            .unwrap()
+            .replace("AKIAIOSFODNN7EXAMPLE", "AKIAUNKNOWN");
         h.insert("authorization", auth.parse().unwrap());
         assert_eq!(v.verify(&Method::GET, &uri, &h, now), Err(SigV4Error::UnknownAccessKey));
         h.insert("authorization", "AWS4-HMAC-SHA256 Credential=x".parse().unwrap());
@@ -667,7 +724,10 @@ mod tests {
         assert_eq!(err.to_s3_error().status(), StatusCode::BAD_REQUEST);
         assert_eq!(SigV4Error::Skewed.to_s3_error().code(), "RequestTimeTooSkewed");
         assert_eq!(SigV4Error::Expired.to_s3_error().code(), "AccessDenied");
-        assert_eq!(SigV4Error::SignatureMismatch.to_s3_error().code(), "SignatureDoesNotMatch");
+        assert_eq!(
+            SigV4Error::SignatureMismatch.to_s3_error().code(),
+            "SignatureDoesNotMatch"
+        );
         assert_eq!(SigV4Error::UnknownAccessKey.to_s3_error().code(), "InvalidAccessKeyId");
     }
 
@@ -677,6 +737,44 @@ mod tests {
         assert_eq!(parse_amz_date("20130524T000000Z"), Some(1_369_353_600));
         assert_eq!(parse_amz_date("20130524T000000"), None);
         assert_eq!(parse_amz_date("2013052xT000000Z"), None);
+    }
+
+    #[tokio::test]
+    async fn unsigned_requests_go_to_the_fallback_signed_ones_are_checked() {
+        let echo = |tag: &'static str| {
+            tower::util::BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| async move {
+                let who = req.extensions().get::<Identity>().and_then(|i| i.subject.clone());
+                let auth = req.headers().contains_key(header::AUTHORIZATION);
+                Ok::<_, Infallible>(Response::new(Body::from(format!("{tag} {who:?} {auth}"))))
+            }))
+        };
+        let layer = SigV4Layer::from_config(&SigV4Config {
+            credentials: vec![SigV4Credential {
+                access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                secret_access_key: Secret::new(SECRET),
+            }],
+        })
+        .unwrap();
+        let both = layer.with_unsigned(echo("signed"), echo("jwt"));
+        let bearer = Request::get("/k")
+            .header("authorization", "Bearer x")
+            .body(Body::empty())
+            .unwrap();
+        let res = both.clone().oneshot(bearer).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"jwt None true");
+        let only = layer.layer(echo("signed"));
+        let res = only
+            .clone()
+            .oneshot(Request::get("/k").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let sigv2 = Request::get("/k?AWSAccessKeyId=A&Signature=s&Expires=1")
+            .body(Body::empty())
+            .unwrap();
+        let res = both.oneshot(sigv2).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

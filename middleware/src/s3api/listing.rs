@@ -65,7 +65,9 @@ impl ListParams {
                         .parse()
                         .map_err(|_| invalid_argument("Provided max-keys not an integer or within integer range"))?;
                     if n < 0 {
-                        return Err(invalid_argument("Argument maxKeys must be an integer between 0 and 2147483647"));
+                        return Err(invalid_argument(
+                            "Argument maxKeys must be an integer between 0 and 2147483647",
+                        ));
                     }
                     p.max_keys = n.min(i64::from(MAX_KEYS)) as u32;
                 }
@@ -92,9 +94,11 @@ impl ListParams {
         let after = match version {
             ListVersion::V1 => self.marker.clone(),
             ListVersion::V2 => match &self.continuation_token {
-                Some(token) => Some(tokens.open(bucket, token).ok_or_else(|| {
-                    invalid_argument("The continuation token provided is incorrect")
-                })?),
+                Some(token) => Some(
+                    tokens
+                        .open(bucket, token)
+                        .ok_or_else(|| invalid_argument("The continuation token provided is incorrect"))?,
+                ),
                 None => self.start_after.clone(),
             },
         };
@@ -117,7 +121,12 @@ impl ListParams {
 
 /// Characters kept as they are in `encoding-type=url` values: S3's
 /// unreserved set (a space is `%20`, never `+`, so both decoders agree).
-const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 
 /// Escapes text for an XML element.
 fn escape_into(out: &mut String, text: &str) {
@@ -265,15 +274,26 @@ mod tests {
 
     #[test]
     fn parses_client_parameters() {
-        let p = ListParams::parse(Some("list-type=2&prefix=a%2Fb&delimiter=%2F&max-keys=5000&fetch-owner=true"))
-            .unwrap();
+        let p = ListParams::parse(Some(
+            "list-type=2&prefix=a%2Fb&delimiter=%2F&max-keys=5000&fetch-owner=true",
+        ))
+        .unwrap();
         assert_eq!(p.prefix, "a/b");
         assert_eq!(p.delimiter.as_deref(), Some("/"));
         assert_eq!(p.max_keys, 1000);
         assert!(p.fetch_owner);
-        assert_eq!(ListParams::parse(Some("max-keys=x")).unwrap_err().code(), "InvalidArgument");
-        assert_eq!(ListParams::parse(Some("max-keys=-1")).unwrap_err().code(), "InvalidArgument");
-        assert_eq!(ListParams::parse(Some("encoding-type=b64")).unwrap_err().code(), "InvalidArgument");
+        assert_eq!(
+            ListParams::parse(Some("max-keys=x")).unwrap_err().code(),
+            "InvalidArgument"
+        );
+        assert_eq!(
+            ListParams::parse(Some("max-keys=-1")).unwrap_err().code(),
+            "InvalidArgument"
+        );
+        assert_eq!(
+            ListParams::parse(Some("encoding-type=b64")).unwrap_err().code(),
+            "InvalidArgument"
+        );
     }
 
     #[test]
@@ -301,7 +321,13 @@ mod tests {
         assert!(xml.contains("<Key>a b&amp;c.txt</Key>"), "{xml}");
         assert!(xml.contains("<ETag>&quot;e1&quot;</ETag>"), "{xml}");
         assert!(xml.contains("<KeyCount>3</KeyCount><MaxKeys>3</MaxKeys>"), "{xml}");
-        let token = xml.split("<NextContinuationToken>").nth(1).unwrap().split('<').next().unwrap();
+        let token = xml
+            .split("<NextContinuationToken>")
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap();
         assert_eq!(tokens.open("data", token).as_deref(), Some("z.txt"));
         let encoded = ListParams::parse(Some("encoding-type=url")).unwrap();
         let xml = render(ListVersion::V1, "data", &encoded, &page, &tokens);

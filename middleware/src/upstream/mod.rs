@@ -288,6 +288,23 @@ mod tests {
             "{url}"
         );
         assert!(!url.as_str().contains("s3cr3t-value"));
+        let url = up.presign(
+            &ObjectRequest::get("k")
+                .with_query("versionId", "v 1")
+                .with_query("response-content-type", "text/plain"),
+        );
+        assert!(url.query().unwrap().contains("versionId=v%201"), "{url}");
+        assert!(
+            url.query().unwrap().contains("response-content-type=text%2Fplain"),
+            "{url}"
+        );
+        let url = up.presign(&ObjectRequest::list_objects_v2(vec![(
+            "start-after".into(),
+            "a/b".into(),
+        )]));
+        assert!(url.as_str().starts_with("http://127.0.0.1:9000/b/?"), "{url}");
+        assert!(url.query().unwrap().contains("list-type=2"), "{url}");
+        assert!(url.query().unwrap().contains("start-after=a%2Fb"), "{url}");
         assert!(!format!("{up:?}").contains("s3cr3t"));
     }
 }
