@@ -30,6 +30,13 @@ if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
   "$MOTO_VENV/bin/pip" install -q "moto[server]"
 fi
 export YATAGARASU_MOTO_SERVER="$MOTO_VENV/bin/moto_server"
+# --- S3 clients for the S3 API tests (aws-cli, boto3) in a venv ---------------
+export YATAGARASU_TOOLS_VENV=${YATAGARASU_TOOLS_VENV:-$PWD/.venv-tools}
+if ! "$YATAGARASU_TOOLS_VENV/bin/python" -c 'import boto3, awscli' >/dev/null 2>&1; then
+  echo "==> installing awscli and boto3 into $YATAGARASU_TOOLS_VENV"
+  python3 -m venv "$YATAGARASU_TOOLS_VENV"
+  "$YATAGARASU_TOOLS_VENV/bin/pip" install -q awscli boto3
+fi
 
 # --- Rust tools ---------------------------------------------------------------
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -31,7 +31,7 @@ use tower::retry::budget::TpsBudget;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use yatagarasu_middleware::auth::{AuthLayer, AuthStats, Identity};
+use yatagarasu_middleware::auth::{AuthLayer, AuthStats, Identity, SigV4Layer};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
 use yatagarasu_middleware::bulkhead::BulkheadLayer;
 use yatagarasu_middleware::cache::{CacheLayer, CacheStore, X_CACHE};
@@ -39,9 +39,10 @@ use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
-use yatagarasu_middleware::object::{request_id, ObjectRequest, ObjectService, REQUEST_ID};
+use yatagarasu_middleware::object::{request_id, ObjectRequest, REQUEST_ID};
 use yatagarasu_middleware::protect::{LoadShedLayer, RateLimitLayer, RequestLimitsLayer};
 use yatagarasu_middleware::routing::{MatchedBucket, PrefixRouter};
+use yatagarasu_middleware::s3api::S3Api;
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream, REPLICA_HEADER};
 
 use crate::config::{CacheConfig, Config, HealthCheckConfig, ResolvedReplica, ServerConfig};
@@ -365,6 +366,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             )
             .with_failover_on_404(bucket.s3.failover_on_404);
         let bucket_cache = bucket.cache.clone().unwrap_or_default();
+        let uncached: ObjectStack = BoxCloneSyncService::new(failover.clone());
         let objects: ObjectStack = match &cache_store {
             Some(store) => BoxCloneSyncService::new(
                 CacheLayer::new(store.clone(), bucket_name.clone())
@@ -373,20 +375,42 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             ),
             None => BoxCloneSyncService::new(failover),
         };
-        let http = ObjectService::new(objects);
+        // The S3 API: listings and bucket calls, object reads (see docs/s3-tools.md).
+        let s3_name = bucket
+            .path_prefix
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&bucket.name);
+        let region = bucket.s3.resolved_replicas().first().map(|r| r.region.clone());
+        let http = S3Api::new(s3_name, objects, uncached).with_region(region.unwrap_or_else(|| "us-east-1".into()));
         let auth = bucket.auth.clone().unwrap_or_default();
         let jwt = auth
             .effective(config.jwt.as_ref())
             .map_err(|e| BuildError::Config(format!("buckets[{i}].{e}")))?;
+        let plain: HttpStack = BoxCloneSyncService::new(http);
         let http: HttpStack = match jwt {
             Some(jwt) => {
                 let layer = AuthLayer::from_config_async(jwt)
                     .await
                     .map_err(|e| BuildError::Config(format!("buckets[{i}].auth.{e}")))?
                     .with_stats(auth_stats.clone());
-                BoxCloneSyncService::new(layer.layer(http))
+                BoxCloneSyncService::new(layer.layer(plain.clone()))
             }
-            None => BoxCloneSyncService::new(http),
+            None => plain.clone(),
+        };
+        // SigV4-signed clients; a Bearer token still goes to the JWT layer when there is one.
+        let http: HttpStack = match auth.effective_sigv4() {
+            Some(sigv4) => {
+                let layer = SigV4Layer::from_config(sigv4)
+                    .map_err(|e| BuildError::Config(format!("buckets[{i}].{e}")))?
+                    .with_stats(auth_stats.clone());
+                match jwt {
+                    Some(_) => BoxCloneSyncService::new(layer.with_unsigned(plain, http)),
+                    None => BoxCloneSyncService::new(layer.layer(plain)),
+                }
+            }
+            None => http,
         };
         router = router
             .mount(&bucket.path_prefix, bucket.name.clone(), http)

@@ -11,6 +11,7 @@
 mod cache_hit;
 mod data;
 mod failover;
+mod listing;
 mod measure;
 mod micro;
 mod nginx;
@@ -37,6 +38,7 @@ const SCENARIOS: &[Scenario] = &[
     stream::SCENARIO,
     failover::SCENARIO,
     micro::SCENARIO,
+    listing::SCENARIO,
 ];
 
 fn scenario_names() -> PossibleValuesParser {

@@ -335,7 +335,8 @@ impl axum::response::IntoResponse for S3Error {
     }
 }
 
-fn escape_into(out: &mut String, s: &str) {
+/// Escapes text for an XML element (also used by the listing XML).
+pub(crate) fn escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '<' => out.push_str("&lt;"),

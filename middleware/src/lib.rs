@@ -102,6 +102,7 @@ pub mod health;
 pub mod object;
 pub mod protect;
 pub mod routing;
+pub mod s3api;
 pub mod upstream;
 
 pub use error::{FetchError, S3Error};

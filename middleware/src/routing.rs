@@ -20,6 +20,11 @@ use crate::object::request_id;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedBucket(pub Arc<str>);
 
+/// The URI as the client sent it, before the prefix was stripped, as a
+/// request extension (SigV4 signs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalUri(pub Uri);
+
 type Route = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// Why a prefix cannot be mounted.
@@ -134,6 +139,7 @@ impl Service<Request<Body>> for PrefixRouter {
         };
         let rest = if prefix == "/" { path } else { &path[prefix.len()..] };
         let rest = if rest.is_empty() { "/" } else { rest };
+        let original = OriginalUri(req.uri().clone());
         let pq = match req.uri().query() {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_owned(),
@@ -143,6 +149,9 @@ impl Service<Request<Body>> for PrefixRouter {
         }
         let matched = MatchedBucket(name.clone());
         req.extensions_mut().insert(matched.clone());
+        if req.extensions().get::<OriginalUri>().is_none() {
+            req.extensions_mut().insert(original);
+        }
         RouteFuture {
             state: RouteState::Routed {
                 fut: route.clone().oneshot(req),

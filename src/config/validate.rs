@@ -139,6 +139,11 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
                 }
                 Ok(None) => {}
             }
+            if let Some(sigv4) = auth.effective_sigv4() {
+                if let Err(e) = yatagarasu_middleware::auth::sigv4::SigV4Verifier::from_config(sigv4) {
+                    err(String::new(), format!("{at}.{e}"));
+                }
+            }
         }
     }
     errors

@@ -14,3 +14,4 @@ mod redis;
 mod redis_cluster;
 mod request_path;
 mod tls;
+mod s3_api;

@@ -148,8 +148,10 @@ async fn errors_are_s3_xml_with_the_right_status() {
         assert_eq!(res.headers()["allow"], "GET, HEAD");
     }
 
+    // The bucket's root is its listing (issue #11: ListObjects for SDK clients).
     let res = c.get(proxy.url("/data/")).send().await.unwrap();
-    assert_eq!(res.status(), 404);
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("<ListBucketResult"));
 }
 
 #[tokio::test]

@@ -27,22 +27,50 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// The bucket's own JWT settings; the top-level `jwt:` block when absent.
     pub jwt: Option<JwtConfig>,
+    /// SigV4-signed S3 clients, with keys the proxy issues to them.
+    pub sigv4: Option<SigV4Config>,
+}
+
+/// A `sigv4:` block: the access keys the proxy issues to its S3 clients
+/// (never the replicas' keys).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SigV4Config {
+    /// The accepted keys.
+    pub credentials: Vec<SigV4Credential>,
+}
+
+/// One client key pair of a [`SigV4Config`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SigV4Credential {
+    /// The access key id clients sign with.
+    pub access_key_id: String,
+    /// Its secret. Never printed by `Debug`.
+    pub secret_access_key: Secret,
 }
 
 impl AuthConfig {
     /// The JWT settings to enforce: `None` when auth is disabled, the bucket's
     /// own block, else `default` (the top-level `jwt:` block).
     ///
-    /// Fails closed: auth enabled with no block anywhere is an error.
+    /// Fails closed: auth enabled with no block anywhere is an error, unless
+    /// the bucket has a `sigv4:` block (then JWT is optional).
     pub fn effective<'a>(&'a self, default: Option<&'a JwtConfig>) -> Result<Option<&'a JwtConfig>, AuthConfigError> {
         if !self.enabled {
             return Ok(None);
         }
-        self.jwt
-            .as_ref()
-            .or(default)
-            .map(Some)
-            .ok_or(AuthConfigError::MissingJwt)
+        match (self.jwt.as_ref().or(default), &self.sigv4) {
+            (Some(jwt), _) => Ok(Some(jwt)),
+            (None, Some(_)) => Ok(None),
+            (None, None) => Err(AuthConfigError::MissingJwt),
+        }
+    }
+
+    /// The SigV4 settings to enforce: `None` when auth is disabled or the
+    /// bucket has no `sigv4:` block.
+    pub fn effective_sigv4(&self) -> Option<&SigV4Config> {
+        self.sigv4.as_ref().filter(|_| self.enabled)
     }
 }
 
@@ -205,8 +233,11 @@ pub struct ClaimRule {
 #[non_exhaustive]
 pub enum AuthConfigError {
     /// `auth.enabled: true` but no `jwt:` block for the bucket nor at the top level.
-    #[error("auth.jwt: auth is enabled but neither the bucket nor the top level has a jwt block")]
+    #[error("auth.jwt: auth is enabled but neither the bucket nor the top level has a jwt block (nor the bucket a sigv4 block)")]
     MissingJwt,
+    /// A `sigv4:` block that cannot be used (the message names the key).
+    #[error("auth.{0}")]
+    SigV4(String),
     /// `jwt.algorithm` is empty.
     #[error("jwt.algorithm: not set (one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)")]
     MissingAlgorithm,
@@ -310,7 +341,7 @@ mod tests {
         assert!(off.effective(Some(&top)).unwrap().is_none());
         let on = AuthConfig {
             enabled: true,
-            jwt: None,
+            ..Default::default()
         };
         assert_eq!(on.effective(Some(&top)).unwrap().unwrap().algorithm, "HS256");
         assert!(matches!(on.effective(None), Err(AuthConfigError::MissingJwt)));

@@ -1,4 +1,5 @@
-//! Stateless JWT authentication: [`AuthLayer`] / [`Auth`].
+//! Stateless JWT authentication: [`AuthLayer`] / [`Auth`]; SigV4-signed S3
+//! clients: [`SigV4Layer`] / [`SigV4`] (see [`sigv4`]).
 //!
 //! One layer enforces one `jwt:` block ([`JwtConfig`]):
 //!
@@ -63,15 +64,18 @@ mod future;
 mod keys;
 mod layer;
 mod service;
+pub mod sigv4;
 mod stats;
 mod verify;
 
 pub use config::{
-    Audience, AuthConfig, AuthConfigError, ClaimRule, JwtConfig, Secret, TokenSource, DEFAULT_JWKS_MIN_REFETCH_SECONDS,
-    DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_JWKS_TIMEOUT_SECONDS, DEFAULT_LEEWAY_SECONDS,
+    Audience, AuthConfig, AuthConfigError, ClaimRule, JwtConfig, Secret, SigV4Config, SigV4Credential, TokenSource,
+    DEFAULT_JWKS_MIN_REFETCH_SECONDS, DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_JWKS_TIMEOUT_SECONDS,
+    DEFAULT_LEEWAY_SECONDS,
 };
 pub use future::ResponseFuture;
 pub use layer::AuthLayer;
 pub use service::Auth;
+pub use sigv4::{SigV4, SigV4Layer};
 pub use stats::{AuthOutcome, AuthStats};
 pub use verify::Identity;

@@ -34,6 +34,32 @@ impl ObjectMethod {
     }
 }
 
+/// What an [`ObjectRequest`] reads: an object (the default), a page of the
+/// bucket's listing, or the bucket's existence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Operation {
+    /// `GetObject` / `HeadObject` of the request's key.
+    #[default]
+    Object,
+    /// `ListObjectsV2` of the bucket (the key is empty; the query holds its parameters).
+    ListObjectsV2,
+    /// `HeadBucket` (the key is empty).
+    HeadBucket,
+}
+
+/// The S3 query parameters of an object read that are passed upstream
+/// (signed into the presigned URL); any other client parameter stays at the proxy.
+pub const FORWARDED_OBJECT_PARAMS: [&str; 8] = [
+    "versionId",
+    "partNumber",
+    "response-content-type",
+    "response-content-disposition",
+    "response-cache-control",
+    "response-content-encoding",
+    "response-content-language",
+    "response-expires",
+];
+
 /// A read of one object of one bucket, as it travels through the layers.
 ///
 /// Cheap to clone (the key is shared), so failover and retries replay it.
@@ -42,6 +68,8 @@ pub struct ObjectRequest {
     method: ObjectMethod,
     key: Arc<str>,
     headers: HeaderMap,
+    operation: Operation,
+    query: Vec<(String, String)>,
 }
 
 impl ObjectRequest {
@@ -61,7 +89,44 @@ impl ObjectRequest {
             method,
             key: key.into(),
             headers: HeaderMap::new(),
+            operation: Operation::Object,
+            query: Vec::new(),
         }
+    }
+
+    /// A `ListObjectsV2` page of the bucket, with these upstream parameters
+    /// (`prefix`, `delimiter`, `max-keys`, `start-after`, `fetch-owner`).
+    pub fn list_objects_v2(query: Vec<(String, String)>) -> Self {
+        Self {
+            operation: Operation::ListObjectsV2,
+            query,
+            ..Self::new(ObjectMethod::Get, "")
+        }
+    }
+
+    /// A `HeadBucket`.
+    pub fn head_bucket() -> Self {
+        Self {
+            operation: Operation::HeadBucket,
+            ..Self::new(ObjectMethod::Head, "")
+        }
+    }
+
+    /// Adds one query parameter signed into the upstream request (e.g.
+    /// `versionId`, `response-content-type`).
+    pub fn with_query(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query.push((name.into(), value.into()));
+        self
+    }
+
+    /// What is read: an object, a listing page, the bucket.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The query parameters signed into the upstream request.
+    pub fn query(&self) -> &[(String, String)] {
+        &self.query
     }
 
     /// Copies the [`FORWARDED_REQUEST_HEADERS`] of a client request.
@@ -72,6 +137,24 @@ impl ObjectRequest {
             }
         }
         self
+    }
+
+    /// Copies the [`FORWARDED_OBJECT_PARAMS`] of a client query string
+    /// (percent-decoded; other parameters, such as SigV4's, are left out).
+    pub fn with_forwarded_query(mut self, query: Option<&str>) -> Self {
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            if FORWARDED_OBJECT_PARAMS.contains(&name.as_ref()) {
+                self.query.push((name.into_owned(), value.into_owned()));
+            }
+        }
+        self
+    }
+
+    /// Whether a client query string holds any of the [`FORWARDED_OBJECT_PARAMS`]
+    /// (such reads vary by more than the key: the cache must not serve them).
+    pub fn query_has_forwarded_params(query: Option<&str>) -> bool {
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .any(|(name, _)| FORWARDED_OBJECT_PARAMS.contains(&name.as_ref()))
     }
 
     /// Sets one upstream header (e.g. `Range`).

@@ -146,7 +146,9 @@ fn to_object_request<B>(req: &Request<B>) -> Result<ObjectRequest, S3Error> {
         KeyError::Empty => S3Error::no_such_key(),
         other => S3Error::invalid_uri(other.to_string()),
     })?;
-    Ok(ObjectRequest::new(method, key).with_forwarded_headers(req.headers()))
+    Ok(ObjectRequest::new(method, key)
+        .with_forwarded_headers(req.headers())
+        .with_forwarded_query(req.uri().query()))
 }
 
 /// Turns the inner service's result into the client's response.

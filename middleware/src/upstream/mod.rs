@@ -19,7 +19,7 @@ use url::Url;
 
 use crate::credentials::ReplicaCredentials;
 use crate::error::{s3_error_code, FetchError};
-use crate::object::{ObjectMethod, ObjectRequest};
+use crate::object::{ObjectMethod, ObjectRequest, Operation};
 
 /// The response header naming the replica that served a request.
 pub const REPLICA_HEADER: HeaderName = HeaderName::from_static("x-yatagarasu-replica");
@@ -160,8 +160,9 @@ impl S3Upstream {
         self.inner.timeout
     }
 
-    /// The presigned URL for a request (the secret never appears in it);
-    /// unsigned when the replica has no usable credentials (see [`try_presign`](Self::try_presign)).
+    /// The presigned URL for a request (the secret never appears in it); the
+    /// request's query parameters are signed into it. Unsigned when the
+    /// replica has no usable credentials (see [`try_presign`](Self::try_presign)).
     pub fn presign(&self, req: &ObjectRequest) -> Url {
         let creds = self.inner.credentials.current().ok().flatten();
         self.sign_with(creds.as_deref(), req)
@@ -175,9 +176,18 @@ impl S3Upstream {
     }
 
     fn sign_with(&self, creds: Option<&Credentials>, req: &ObjectRequest) -> Url {
-        match req.method() {
-            ObjectMethod::Get => self.inner.bucket.get_object(creds, req.key()).sign(PRESIGN_TTL),
-            ObjectMethod::Head => self.inner.bucket.head_object(creds, req.key()).sign(PRESIGN_TTL),
+        fn with_query<'a, A: S3Action<'a>>(mut action: A, req: &'a ObjectRequest) -> Url {
+            for (name, value) in req.query() {
+                action.query_mut().insert(name.as_str(), value.as_str());
+            }
+            action.sign(PRESIGN_TTL)
+        }
+        let bucket = &self.inner.bucket;
+        match (req.operation(), req.method()) {
+            (Operation::ListObjectsV2, _) => with_query(bucket.list_objects_v2(creds), req),
+            (Operation::HeadBucket, _) => with_query(bucket.head_bucket(creds), req),
+            (Operation::Object, ObjectMethod::Get) => with_query(bucket.get_object(creds, req.key()), req),
+            (Operation::Object, ObjectMethod::Head) => with_query(bucket.head_object(creds, req.key()), req),
         }
     }
 
@@ -354,6 +364,23 @@ mod tests {
             "{url}"
         );
         assert!(!url.as_str().contains("s3cr3t-value"));
+        let url = up.presign(
+            &ObjectRequest::get("k")
+                .with_query("versionId", "v 1")
+                .with_query("response-content-type", "text/plain"),
+        );
+        assert!(url.query().unwrap().contains("versionId=v%201"), "{url}");
+        assert!(
+            url.query().unwrap().contains("response-content-type=text%2Fplain"),
+            "{url}"
+        );
+        let url = up.presign(&ObjectRequest::list_objects_v2(vec![(
+            "start-after".into(),
+            "a/b".into(),
+        )]));
+        assert!(url.as_str().starts_with("http://127.0.0.1:9000/b/?"), "{url}");
+        assert!(url.query().unwrap().contains("list-type=2"), "{url}");
+        assert!(url.query().unwrap().contains("start-after=a%2Fb"), "{url}");
         assert!(!format!("{up:?}").contains("s3cr3t"));
     }
 }
