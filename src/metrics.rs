@@ -123,6 +123,14 @@ impl Metrics {
         register_observers(&meter, &replicas, &cache, &auth);
         let credentials: Arc<Mutex<CredentialGauges>> = Arc::default();
         register_credentials_gauge(&meter, &credentials);
+        let reloads = meter
+            .u64_counter("yatagarasu_config_reloads_total")
+            .with_description("Configuration reloads, by result.")
+            .build();
+        // Both series from startup (at 0), so `increase()` sees the first reload.
+        for result in ["success", "failure"] {
+            reloads.add(0, &[KeyValue::new("result", result)]);
+        }
         Self {
             requests: meter
                 .u64_counter("yatagarasu_requests_total")
@@ -158,10 +166,7 @@ impl Metrics {
                 .with_description("Time from sending a request to a replica to its response headers (or its failure).")
                 .with_boundaries(REPLICA_DURATION_BUCKETS.to_vec())
                 .build(),
-            reloads: meter
-                .u64_counter("yatagarasu_config_reloads_total")
-                .with_description("Configuration reloads, by result.")
-                .build(),
+            reloads,
             registry,
             _provider: provider,
             replicas,
@@ -554,6 +559,10 @@ mod tests {
         }
         assert!(!text.contains("otel_scope"), "{text}");
         assert!(!text.contains("target_info"), "{text}");
+        assert!(
+            text.contains(r#"yatagarasu_config_reloads_total{result="failure"} 0"#),
+            "{text}"
+        );
         assert!(!text.contains("_total_total"), "{text}");
 
         m.retain_replicas(&HashSet::new());
