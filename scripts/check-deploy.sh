@@ -6,6 +6,7 @@
 #   Kubernetes schemas ........ PyPI kubernetes-validate --strict
 #   kustomize ................. kubectl kustomize (kubectl ships with the machine image)
 #   Prometheus rules .......... promtool check rules / test rules (Debian prometheus)
+#   Grafana dashboard ......... every query parsed by promtool (one recording rule each)
 #   compose ................... docker-compose config -q (Debian docker-compose v1)
 #   nginx ..................... nginx -t on a loopback copy of compose/ha/nginx.conf
 #   config files .............. `yatagarasu check -c FILE` (the real binary)
@@ -270,6 +271,76 @@ def alerts(path, *others):
                 if d.get("kind") == "PrometheusRule":
                     need(d["spec"].get("groups") == doc["groups"], f"{other}: PrometheusRule groups differ")
     print(f"{len(rules)} alerts match the seed")
+
+
+# ------------------------------------------------------------------ grafana
+def _dashboard_exprs(dash):
+    """Every PromQL expression of the dashboard: panel targets (rows' nested
+    panels too) and the metric of each label_values() variable query."""
+    exprs = []
+
+    def walk(panels):
+        for p in panels:
+            if p.get("type") == "row":
+                walk(p.get("panels", []))
+                continue
+            targets = p.get("targets") or []
+            need(targets, f"panel {p.get('title')!r} has no query")
+            need(len({t["refId"] for t in targets}) == len(targets), f"panel {p.get('title')!r}: duplicate refId")
+            need(p.get("datasource", {}).get("uid") == "${datasource}", f"panel {p.get('title')!r}: datasource must be ${{datasource}}")
+            for t in targets:
+                need(t.get("expr", "").strip(), f"panel {p.get('title')!r}: empty expr")
+                exprs.append((p["title"], t["expr"]))
+
+    walk(dash.get("panels", []))
+    for v in dash.get("templating", {}).get("list", []):
+        if v.get("type") != "query":
+            continue
+        query = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+        m = re.fullmatch(r"\s*label_values\((.+),\s*(\w+)\)\s*", query)
+        need(m, f"variable {v['name']}: only label_values(<PromQL>, <label>) is supported: {query!r}")
+        exprs.append((f"variable {v['name']}", m.group(1)))
+    return exprs
+
+
+def dashboard(path, chart_copy, rules_out):
+    """Structure of the Grafana dashboard, the chart's copy identical, and a
+    rules file with one recording rule per expression (Grafana's $variables
+    replaced by PromQL) for `promtool check rules` to parse offline."""
+    text = open(path).read()
+    dash = json.loads(text)
+    need(dash.get("uid") and dash.get("title"), "dashboard needs uid and title")
+    need(open(chart_copy).read() == text, f"{chart_copy} is not a copy of {path}")
+    exprs = _dashboard_exprs(dash)
+    rules = []
+    for i, (title, e) in enumerate(exprs):
+        e = re.sub(r"\$(__rate_interval|__interval|__range)\b|\$\{(__rate_interval|__interval|__range)\}", "5m", e)
+        e = re.sub(r"\$\{?\w+\}?", ".*", e)
+        need("$" not in e, f"{title}: unresolved variable in {e!r}")
+        rules.append({"record": f"yatagarasu_dashboard:expr_{i}", "expr": e})
+    with open(rules_out, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f, sort_keys=False)
+    names = sorted({n for _, e in exprs for n in re.findall(r"\byatagarasu_[a-z0-9_]+", e)})
+    need(names, "the dashboard reads no yatagarasu_ metric")
+    print(f"{len(exprs)} expressions, metrics: {' '.join(names)}")
+
+
+def grafana_configmap(path, dashboard_file):
+    """The chart's dashboard ConfigMap: the Grafana sidecar label, the JSON as is."""
+    cms = [d for d in by_kind(load_docs(path), "ConfigMap")
+           if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    need(len(cms) == 1, f"expected 1 ConfigMap labelled grafana_dashboard: \"1\", got {len(cms)}")
+    data = cms[0]["data"]
+    need(list(data) == ["yatagarasu.json"], f"data keys {list(data)}")
+    need(json.loads(data["yatagarasu.json"]) == json.load(open(dashboard_file)), "ConfigMap JSON differs from the dashboard")
+    print(f"ok ConfigMap/{cms[0]['metadata']['name']}")
+
+
+def no_grafana_configmap(path):
+    docs = load_docs(path)
+    need(not [d for d in by_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"].get("labels", {})],
+         "grafanaDashboard.enabled is off by default, yet a dashboard ConfigMap rendered")
+    print("no dashboard ConfigMap")
 
 
 # ------------------------------------------------------------------ HA properties
@@ -699,6 +770,16 @@ fi
 check "alerts match the seed; chart and k8s/monitoring copies identical" \
     py alerts k8s/prometheus/yatagarasu-alerts.yaml k8s/helm/yatagarasu/files/yatagarasu-alerts.yaml k8s/monitoring/prometheusrule.yaml
 
+log "== grafana dashboard"
+check "dashboard structure; chart copy identical; one recording rule per query" \
+    py dashboard k8s/grafana/yatagarasu-dashboard.json k8s/helm/yatagarasu/files/yatagarasu-dashboard.json "$WORK/dashboard-rules.yaml"
+if command -v promtool >/dev/null 2>&1; then
+    # Every query (Grafana variables replaced) parsed by promtool; that each
+    # metric is exported is checked against the real binary by the
+    # integration test every_metric_of_the_grafana_dashboard_is_exported.
+    check "promtool parses every dashboard query" promtool check rules "$WORK/dashboard-rules.yaml"
+fi
+
 log "== helm chart (helm-python-sdk)"
 CHART=k8s/helm/yatagarasu
 MONITORING_APIS=monitoring.coreos.com/v1,monitoring.coreos.com/v1/ServiceMonitor,monitoring.coreos.com/v1/PrometheusRule
@@ -723,8 +804,8 @@ check "helm: cache.redis.mode cluster without urls refuses to install" \
     py helm-render-fails $CHART "$WORK/values-cluster-no-urls.yaml" "cache.redis.urls"
 # scenario name, values file, Prometheus Operator APIs served, profile checks
 HELM_SCENARIOS=(
-    "minimal|$CHART/ci/minimal-values.yaml||ha:helm-minimal"
-    "ha|$CHART/ci/ha-values.yaml|$MONITORING_APIS|ha:helm-ha crds"
+    "minimal|$CHART/ci/minimal-values.yaml||ha:helm-minimal no-grafana"
+    "ha|$CHART/ci/ha-values.yaml|$MONITORING_APIS|ha:helm-ha crds grafana"
     "ha-no-crds|$CHART/ci/ha-values.yaml||no-monitoring"
     "tls-netpol|$CHART/ci/tls-netpol-values.yaml||ha:helm-tls tls netpol"
     "external-redis|$CHART/ci/external-redis-values.yaml||ha:helm-extredis extredis netpol"
@@ -746,6 +827,8 @@ for sc in "${HELM_SCENARIOS[@]}"; do
         tls) check "TLS from a Secret, probes over HTTPS: helm $name render" py tls "$f" ;;
         netpol) check "NetworkPolicy: helm $name render" py netpol "$f" ;;
         extredis) check "external Valkey Sentinel/Cluster: helm $name render" py extredis "$f" ;;
+        grafana) check "Grafana dashboard ConfigMap: helm $name render" py grafana-configmap "$f" k8s/grafana/yatagarasu-dashboard.json ;;
+        no-grafana) check "no Grafana dashboard ConfigMap by default: helm $name render" py no-grafana-configmap "$f" ;;
         esac
     done
 done

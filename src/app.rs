@@ -343,10 +343,24 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 breaker: breaker.clone(),
                 checked: hc.enabled,
             });
+            // Innermost, so only attempts that reach the replica are timed
+            // (not those the breaker or the bulkhead turn away).
+            let timed = {
+                let (metrics, b, name) = (metrics.clone(), bucket_name.clone(), r.name.clone());
+                move |answer| {
+                    let (metrics, b, name, start) = (metrics.clone(), b.clone(), name.clone(), Instant::now());
+                    async move {
+                        let answer = answer.await;
+                        metrics.replica_answered(&b, &name, start.elapsed());
+                        answer
+                    }
+                }
+            };
             let stack: ObjectStack = BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .layer(CircuitBreakerLayer::new(breaker.clone()))
                     .layer(BulkheadLayer::new(r.max_concurrent_requests))
+                    .map_future(timed)
                     .service(up),
             );
             replicas.push(

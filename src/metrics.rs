@@ -16,6 +16,7 @@
 //! | `yatagarasu_replica_requests_total` | counter | `bucket`, `replica` |
 //! | `yatagarasu_replica_failures_total` | counter | `bucket`, `replica` |
 //! | `yatagarasu_replica_failover_total` | counter | `bucket`, `from`, `to` |
+//! | `yatagarasu_replica_request_duration_seconds` | histogram (time to the replica's headers) | `bucket`, `replica` |
 //! | `yatagarasu_cache_*_total`, `yatagarasu_cache_memory_{entries,bytes}` | counters, gauges | |
 //! | `yatagarasu_cache_redis_up` | gauge (1 answering, 0 not) | `mode` |
 //! | `yatagarasu_auth_total` | counter | `reason` |
@@ -45,6 +46,12 @@ const DURATION_BUCKETS: [f64; 15] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// Histogram buckets of a replica's time to response headers, in seconds
+/// (up to the longest replica timeout of the deployment guide).
+const REPLICA_DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0,
+];
+
 /// Replica gauges: `(bucket, replica)` -> `(health, breaker state)`.
 type ReplicaGauges = BTreeMap<(String, String), (i64, i64)>;
 
@@ -59,6 +66,7 @@ pub struct Metrics {
     replica_requests: Counter<u64>,
     replica_failures: Counter<u64>,
     failovers: Counter<u64>,
+    replica_duration: Histogram<f64>,
     reloads: Counter<u64>,
     replicas: Arc<Mutex<ReplicaGauges>>,
     cache: Arc<Mutex<Option<CacheStore>>>,
@@ -121,6 +129,14 @@ impl Metrics {
         register_observers(&meter, &replicas, &cache, &auth);
         let credentials: Arc<Mutex<CredentialGauges>> = Arc::default();
         register_credentials_gauge(&meter, &credentials);
+        let reloads = meter
+            .u64_counter("yatagarasu_config_reloads_total")
+            .with_description("Configuration reloads, by result.")
+            .build();
+        // Both series from startup (at 0), so `increase()` sees the first reload.
+        for result in ["success", "failure"] {
+            reloads.add(0, &[KeyValue::new("result", result)]);
+        }
         Self {
             requests: meter
                 .u64_counter("yatagarasu_requests_total")
@@ -151,10 +167,12 @@ impl Metrics {
                 .u64_counter("yatagarasu_replica_failover_total")
                 .with_description("Requests moved from one replica to the next.")
                 .build(),
-            reloads: meter
-                .u64_counter("yatagarasu_config_reloads_total")
-                .with_description("Configuration reloads, by result.")
+            replica_duration: meter
+                .f64_histogram("yatagarasu_replica_request_duration_seconds")
+                .with_description("Time from sending a request to a replica to its response headers (or its failure).")
+                .with_boundaries(REPLICA_DURATION_BUCKETS.to_vec())
                 .build(),
+            reloads,
             registry,
             _provider: provider,
             replicas,
@@ -228,6 +246,13 @@ impl Metrics {
                 KeyValue::new("cache", cache.to_owned()),
             ],
         );
+    }
+
+    /// One attempt on `replica` ended with its response headers (or failed)
+    /// after `elapsed`: `yatagarasu_replica_request_duration_seconds`.
+    pub fn replica_answered(&self, bucket: &str, replica: &str, elapsed: Duration) {
+        self.replica_duration
+            .record(elapsed.as_secs_f64(), &replica_labels(bucket, replica));
     }
 
     /// Body bytes sent for a request of `bucket`.
@@ -551,6 +576,7 @@ mod tests {
         m.request("assets", "primary");
         m.failover("assets", "primary", "backup");
         m.bytes_sent("assets", 10);
+        m.replica_answered("assets", "primary", Duration::from_millis(60));
         let text = m.render();
         for line in [
             r#"yatagarasu_replica_health{bucket="assets",replica="primary"} 1"#,
@@ -560,11 +586,18 @@ mod tests {
             r#"yatagarasu_replica_failover_total{bucket="assets",from="primary",to="backup"} 1"#,
             r#"yatagarasu_response_bytes_total{bucket="assets"} 10"#,
             "# TYPE yatagarasu_request_duration_seconds histogram",
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.05"} 0"#,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.075"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_count{bucket="assets",replica="primary"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }
         assert!(!text.contains("otel_scope"), "{text}");
         assert!(!text.contains("target_info"), "{text}");
+        assert!(
+            text.contains(r#"yatagarasu_config_reloads_total{result="failure"} 0"#),
+            "{text}"
+        );
         assert!(!text.contains("_total_total"), "{text}");
 
         m.retain_replicas(&HashSet::new());

@@ -198,15 +198,176 @@ async fn every_metric_of_the_alert_rules_is_exported() {
     );
 
     let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"x").unwrap();
     let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", ""));
-    // Before any traffic: every metric the alerts read is already there.
+    let exported = |text: &str, name: &str| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+    };
+    names.retain(|n| n != ONLY_WITH_EXPIRING_KEYS);
+    // Before any traffic: every gauge and counter the alerts read is already
+    // there (a histogram has no series before its first observation).
     let text = scrape(&proxy).await;
+    for name in names.iter().filter(|n| !n.ends_with("_bucket")) {
+        assert!(
+            exported(&text, name),
+            "{name} (used by the alert rules) is not exported:\n{text}"
+        );
+    }
+    // After one request, the histograms too.
+    let res = client().get(proxy.url("/d/obj.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let text = wait_for_sample(
+        &proxy,
+        r#"yatagarasu_requests_total{bucket="ha",method="GET",status_class="2xx"}"#,
+        |v| v >= 1.0,
+    )
+    .await;
     for name in &names {
+        assert!(
+            exported(&text, name),
+            "{name} (used by the alert rules) is not exported:\n{text}"
+        );
+    }
+}
+
+/// Exported only for replicas whose keys expire (IRSA, role_arn...), which
+/// these static-key configs have none of: tests/integration/credentials.rs
+/// reads it from the binary.
+const ONLY_WITH_EXPIRING_KEYS: &str = "yatagarasu_credentials_expiry_seconds";
+
+/// The `yatagarasu_*` names in a PromQL expression.
+fn metric_names(expr: &str, names: &mut Vec<String>) {
+    let mut rest = expr;
+    while let Some(i) = rest.find("yatagarasu_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+}
+
+/// Every metric the Grafana dashboard reads (panel queries and variables) is
+/// exported by the binary once it has served a cached bucket (promtool parses
+/// the queries in scripts/check-deploy.sh).
+#[tokio::test]
+async fn every_metric_of_the_grafana_dashboard_is_exported() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/k8s/grafana/yatagarasu-dashboard.json"
+    ))
+    .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut names = Vec::new();
+    let mut panels: Vec<&serde_json::Value> = dash["panels"].as_array().unwrap().iter().collect();
+    while let Some(p) = panels.pop() {
+        if let Some(nested) = p["panels"].as_array() {
+            panels.extend(nested);
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            metric_names(t["expr"].as_str().unwrap(), &mut names);
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]["query"].as_str() {
+            metric_names(q, &mut names);
+        }
+    }
+    names.sort();
+    names.dedup();
+    for name in [
+        "yatagarasu_requests_total",
+        "yatagarasu_replica_request_duration_seconds_bucket",
+        "yatagarasu_circuit_breaker_state",
+        "yatagarasu_cache_redis_errors_total",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"dashboard").unwrap();
+    let extra = "cache:\n  memory: { max_capacity: 16777216, ttl_seconds: 60 }";
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", extra));
+    let c = client();
+    for _ in 0..2 {
+        let res = c.get(proxy.url("/d/obj.txt")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.bytes().await.unwrap().as_ref(), b"dashboard");
+    }
+    let text = wait_for_sample(
+        &proxy,
+        r#"yatagarasu_requests_total{bucket="ha",method="GET",status_class="2xx"}"#,
+        |v| v >= 2.0,
+    )
+    .await;
+    for name in &names {
+        if name == ONLY_WITH_EXPIRING_KEYS {
+            continue;
+        }
         let exported = text
             .lines()
             .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
-        assert!(exported, "{name} (used by the alert rules) is not exported:\n{text}");
+        assert!(
+            exported,
+            "{name} (read by the Grafana dashboard) is not exported:\n{text}"
+        );
     }
+}
+
+/// `yatagarasu_replica_request_duration_seconds{bucket,replica}` observes
+/// every attempt that reaches a replica: its count equals the replica's
+/// `yatagarasu_replica_requests_total`, failed attempts (the dead primary)
+/// included, and none is observed once the breaker turns requests away.
+#[tokio::test]
+async fn replica_latency_histogram_counts_every_attempt() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"latency").unwrap();
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", ""));
+    let text = scrape(&proxy).await;
+    assert!(
+        !text.contains("yatagarasu_replica_request_duration_seconds_count{"),
+        "observed before any request:\n{text}"
+    );
+    let c = client();
+    const N: usize = 5;
+    for _ in 0..N {
+        let res = c.get(proxy.url("/d/obj.txt")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.bytes().await.unwrap().as_ref(), b"latency");
+    }
+    let count = |replica: &str| {
+        format!(r#"yatagarasu_replica_request_duration_seconds_count{{bucket="ha",replica="{replica}"}}"#)
+    };
+    let text = wait_for_sample(&proxy, &count("backup"), |v| v >= N as f64).await;
+    assert!(
+        text.contains("# TYPE yatagarasu_replica_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(sample(&text, &count("backup")), Some(N as f64), "{text}");
+    // The primary's breaker opened after 2 failures (failure_threshold: 2):
+    // the attempts sent to it are observed, the ones the breaker refused not.
+    let primary_sent = sample(
+        &text,
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"}"#,
+    );
+    assert!(primary_sent.is_some_and(|n| (2.0..N as f64).contains(&n)), "{text}");
+    assert_eq!(sample(&text, &count("primary")), primary_sent, "{text}");
+    // Every observation is in the +Inf bucket; the sum is a duration.
+    assert_eq!(
+        sample(
+            &text,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="+Inf"}"#
+        ),
+        Some(N as f64),
+        "{text}"
+    );
+    let sum = sample(
+        &text,
+        r#"yatagarasu_replica_request_duration_seconds_sum{bucket="ha",replica="backup"}"#,
+    );
+    assert!(sum.is_some_and(|s| s > 0.0 && s < 2.0 * N as f64), "{text}");
 }
 
 #[tokio::test]
