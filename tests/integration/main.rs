@@ -13,5 +13,5 @@ mod ops;
 mod redis;
 mod redis_cluster;
 mod request_path;
-mod tls;
 mod s3_api;
+mod tls;

@@ -204,7 +204,6 @@ async fn every_metric_of_the_alert_rules_is_exported() {
         text.lines()
             .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
     };
-    names.retain(|n| n != ONLY_WITH_EXPIRING_KEYS);
     // Before any traffic: every gauge and counter the alerts read is already
     // there (a histogram has no series before its first observation).
     let text = scrape(&proxy).await;
@@ -230,11 +229,6 @@ async fn every_metric_of_the_alert_rules_is_exported() {
         );
     }
 }
-
-/// Exported only for replicas whose keys expire (IRSA, role_arn...), which
-/// these static-key configs have none of: tests/integration/credentials.rs
-/// reads it from the binary.
-const ONLY_WITH_EXPIRING_KEYS: &str = "yatagarasu_credentials_expiry_seconds";
 
 /// The `yatagarasu_*` names in a PromQL expression.
 fn metric_names(expr: &str, names: &mut Vec<String>) {
@@ -303,9 +297,6 @@ async fn every_metric_of_the_grafana_dashboard_is_exported() {
     )
     .await;
     for name in &names {
-        if name == ONLY_WITH_EXPIRING_KEYS {
-            continue;
-        }
         let exported = text
             .lines()
             .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
