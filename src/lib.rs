@@ -1,10 +1,12 @@
 //! The Yatagarasu binary's parts: configuration, composition of the
 //! middleware layers, the server loop, and the embedded demo.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod local_s3;
 pub mod metrics;
 pub mod reload;
