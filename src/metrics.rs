@@ -19,6 +19,9 @@
 //! | `yatagarasu_cache_*_total`, `yatagarasu_cache_memory_{entries,bytes}` | counters, gauges | |
 //! | `yatagarasu_auth_total` | counter | `reason` |
 //! | `yatagarasu_config_reloads_total` | counter | `result` (`success`, `failure`) |
+//! | `yatagarasu_client_connections_open` | gauge | |
+//! | `yatagarasu_client_connections_refused_total` | counter | |
+//! | `yatagarasu_client_connections_closed_total` | counter | `reason` (`idle`, `header_timeout`, `send_timeout`) |
 //!
 //! Label values come from the config (bucket and replica names) or from small
 //! fixed sets, so cardinality is bounded; the gauges of replicas removed by a
@@ -57,6 +60,9 @@ pub struct Metrics {
     replica_failures: Counter<u64>,
     failovers: Counter<u64>,
     reloads: Counter<u64>,
+    connections_open: UpDownCounter<i64>,
+    connections_refused: Counter<u64>,
+    connections_closed: Counter<u64>,
     replicas: Arc<Mutex<ReplicaGauges>>,
     cache: Arc<Mutex<Option<CacheStore>>>,
     auth: Arc<Mutex<Option<Arc<AuthStats>>>>,
@@ -107,7 +113,7 @@ impl Metrics {
         let cache: Arc<Mutex<Option<CacheStore>>> = Arc::default();
         let auth: Arc<Mutex<Option<Arc<AuthStats>>>> = Arc::default();
         register_observers(&meter, &replicas, &cache, &auth);
-        Self {
+        let this = Self {
             requests: meter
                 .u64_counter("yatagarasu_requests_total")
                 .with_description("Requests answered by the proxy.")
@@ -141,12 +147,31 @@ impl Metrics {
                 .u64_counter("yatagarasu_config_reloads_total")
                 .with_description("Configuration reloads, by result.")
                 .build(),
+            connections_open: meter
+                .i64_up_down_counter("yatagarasu_client_connections_open")
+                .with_description("Client connections open now.")
+                .build(),
+            connections_refused: meter
+                .u64_counter("yatagarasu_client_connections_refused_total")
+                .with_description("Client connections refused past server.max_client_connections.")
+                .build(),
+            connections_closed: meter
+                .u64_counter("yatagarasu_client_connections_closed_total")
+                .with_description("Client connections closed by a timeout, by reason.")
+                .build(),
             registry,
             _provider: provider,
             replicas,
             cache,
             auth,
+        };
+        // The connection series exist from the start, at zero.
+        this.connections_open.add(0, &[]);
+        this.connections_refused.add(0, &[]);
+        for reason in ["idle", "header_timeout", "send_timeout"] {
+            this.connections_closed.add(0, &[KeyValue::new("reason", reason)]);
         }
+        this
     }
 
     /// `yatagarasu_replica_health{bucket,replica}`: 1 healthy, 0 not.
@@ -215,6 +240,22 @@ impl Metrics {
         InFlight(self.clone())
     }
 
+    /// One more open client connection until the guard drops.
+    pub fn connection_open(self: &Arc<Self>) -> OpenConnection {
+        self.connections_open.add(1, &[]);
+        OpenConnection(self.clone())
+    }
+
+    /// A client connection refused past the connection limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.add(1, &[]);
+    }
+
+    /// A client connection closed by a timeout: `idle`, `header_timeout` or `send_timeout`.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed.add(1, &[KeyValue::new("reason", reason)]);
+    }
+
     /// A configuration reload, successful or not.
     pub fn reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
@@ -246,6 +287,16 @@ impl Metrics {
 /// Counts a request in `yatagarasu_requests_in_flight` while alive.
 #[derive(Debug)]
 pub struct InFlight(Arc<Metrics>);
+
+/// An open client connection, counted in `yatagarasu_client_connections_open` until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.add(-1, &[]);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

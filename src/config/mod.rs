@@ -55,6 +55,23 @@ pub struct ServerConfig {
     pub max_uri_length: usize,
     /// Rate limiting; off by default.
     pub rate_limit: RateLimitConfig,
+    /// Once a client sends the first byte of a request, the whole header
+    /// block must arrive within this time, or the connection is closed.
+    pub header_read_timeout_seconds: u64,
+    /// A connection with no request in progress is closed after this time.
+    pub keepalive_idle_timeout_seconds: u64,
+    /// A response body the client takes nothing of for this long is aborted
+    /// (its connection closed), which frees its request slot.
+    pub send_timeout_seconds: u64,
+    /// Client connections open at once; past it new ones are refused (closed
+    /// at once). Lowered at start to fit the open-file limit.
+    pub max_client_connections: usize,
+    /// Interval of HTTP/2 keep-alive pings on a connection (0: none).
+    pub http2_keepalive_interval_seconds: u64,
+    /// An HTTP/2 keep-alive ping unanswered for this long closes the connection.
+    pub http2_keepalive_timeout_seconds: u64,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// `server.rate_limit`: token buckets, refusals answered `429 SlowDown`.
@@ -131,6 +148,13 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_uri_length: 16 * 1024,
             rate_limit: RateLimitConfig::default(),
+            header_read_timeout_seconds: 10,
+            keepalive_idle_timeout_seconds: 60,
+            send_timeout_seconds: 60,
+            max_client_connections: 10_000,
+            http2_keepalive_interval_seconds: 30,
+            http2_keepalive_timeout_seconds: 20,
+            http2_max_concurrent_streams: 128,
         }
     }
 }

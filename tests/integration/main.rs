@@ -5,6 +5,7 @@ mod cache;
 mod common;
 mod config;
 mod demo;
+mod edge;
 mod failover;
 mod ops;
 mod redis;
