@@ -296,9 +296,13 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     let client = http_client(config)?;
     let cache_store = match (&config.cache, inherited.cache) {
         (Some(cache), Some((old, store))) if *cache == old => Some(store),
-        (Some(cache), _) => {
-            Some(CacheStore::new(cache).map_err(|e| BuildError::Config(format!("cache.{}: {}", e.key, e.message)))?)
-        }
+        (Some(cache), _) => Some(CacheStore::new(cache).map_err(|e| {
+            BuildError::Config(format!(
+                "cache.{}: {}",
+                e.key.strip_prefix("cache.").unwrap_or(e.key),
+                e.message
+            ))
+        })?),
         (None, _) => None,
     };
     let auth_stats = inherited.auth_stats;

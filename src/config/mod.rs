@@ -159,6 +159,19 @@ impl Default for ServerConfig {
     }
 }
 
+impl Config {
+    /// The metrics listener's address: `metrics.address` (an IP), or the host
+    /// of `server.address` when unset; `None` when either does not parse.
+    pub fn metrics_socket_addr(&self) -> Option<SocketAddr> {
+        let ip = if self.metrics.address.trim().is_empty() {
+            self.server.address.parse::<SocketAddr>().ok()?.ip()
+        } else {
+            self.metrics.address.trim().parse().ok()?
+        };
+        Some(SocketAddr::new(ip, self.metrics.port))
+    }
+}
+
 impl ServerConfig {
     /// The parsed listen address (validated at load).
     pub fn socket_addr(&self) -> SocketAddr {
@@ -442,7 +455,9 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Its port.
     pub port: u16,
-    /// Its bind address (host part).
+    /// Its bind address (host part); by default the host of `server.address`,
+    /// so a proxy bound to loopback does not expose its metrics and admin
+    /// endpoints on every interface.
     #[serde(deserialize_with = "de::string")]
     pub address: String,
     /// Bearer token for the admin endpoints on this listener (`POST
@@ -456,7 +471,7 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             port: 9090,
-            address: "0.0.0.0".into(),
+            address: String::new(),
             admin_token: None,
         }
     }
