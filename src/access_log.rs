@@ -99,16 +99,16 @@ impl Drop for AccessRecord {
         }
         tracing::info!(
             target: "yatagarasu::access",
-            request_id = %self.id,
-            method = %self.method,
-            path = %self.path,
+            request_id = %LogSafe(&self.id),
+            method = %LogSafe(self.method.as_str()),
+            path = %LogSafe(&self.path),
             bucket = %self.bucket,
             status = self.status,
             bytes = self.bytes,
             complete = self.complete,
             replica = %self.replica,
             cache = %self.cache,
-            identity = %self.identity,
+            identity = %LogSafe(&self.identity),
             duration_ms = duration.as_secs_f64() * 1000.0,
             "request"
         );
@@ -156,5 +156,48 @@ impl http_body::Body for LoggedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A client-controlled value as it goes into a log line: bytes outside a
+/// safe set (space, `"`, `=`, `\\`, control and non-ASCII bytes...) are
+/// percent-escaped and long values cut, so that no value can forge another
+/// field or line of the text format.
+pub struct LogSafe<'a>(pub &'a str);
+
+/// The longest value written, in bytes.
+const LOG_VALUE_MAX: usize = 1024;
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        let safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/@!$&'()*+,;%?[]|^`{}<>#".contains(&b);
+        for (i, &b) in self.0.as_bytes().iter().enumerate() {
+            if i >= LOG_VALUE_MAX {
+                return f.write_str("...");
+            }
+            if safe(b) {
+                f.write_char(b as char)?;
+            } else {
+                write!(f, "%{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogSafe;
+
+    #[test]
+    fn client_values_cannot_forge_fields() {
+        assert_eq!(LogSafe("/data/a.txt").to_string(), "/data/a.txt");
+        assert_eq!(
+            LogSafe("x status=200 path=\"/y\"\nnext").to_string(),
+            "x%20status%3D200%20path%3D%22/y%22%0Anext"
+        );
+        assert_eq!(LogSafe("caf\u{e9}\\").to_string(), "caf%C3%A9%5C");
+        assert!(LogSafe(&"a".repeat(5000)).to_string().len() <= 1027);
     }
 }
