@@ -24,7 +24,7 @@ server:
 buckets:
   - name: main
     path_prefix: /data
-    s3: {{ bucket: bucket-a, endpoint: "{endpoint}", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY}, timeout_seconds: 5 }}
+    s3: {{ bucket: bucket-a, endpoint: "{endpoint}", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY}, timeout_seconds: 30 }}
 health_check: {{ enabled: false }}
 metrics: {{ enabled: true, address: 127.0.0.1, port: 0 }}
 "#
@@ -170,7 +170,11 @@ async fn a_client_that_stops_reading_frees_its_slot() {
             .unwrap();
         let mut first = [0u8; 100];
         s.read_exact(&mut first).await.unwrap();
-        assert!(first.starts_with(b"HTTP/1.1 200"));
+        assert!(
+            first.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&first)
+        );
         stalled.push(s); // and never read again
     }
     // With both slots held for ever, this would stay 503 SlowDown.
@@ -228,4 +232,124 @@ async fn connections_past_the_limit_are_refused_with_503() {
     })
     .await;
     assert!(served, "a closed connection did not free its place");
+}
+
+/// Sends `request` as written and reads one response: status and text.
+async fn raw(addr: &str, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let (status, head, body) = read_response(&mut s).await;
+    (status, format!("{head}{}", String::from_utf8_lossy(&body)))
+}
+
+#[tokio::test]
+async fn protocol_edges_get_their_statuses_with_s3_errors() {
+    let (_s3, proxy) = setup("").await;
+    let addr = proxy.addr();
+    let cases = [
+        ("GET /data/small.txt HTTP/1.1\r\n\r\n", 400, "InvalidRequest"),
+        (
+            "GET /data/small.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            400,
+            "InvalidRequest",
+        ),
+        ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 405, "MethodNotAllowed"),
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            "GET /data/dir%5c..%5csmall.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+            400,
+            "InvalidURI",
+        ),
+        (
+            "GET /data/..%5Csmall.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+            400,
+            "InvalidURI",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got, text) = raw(&addr, request).await;
+        assert_eq!(got, status, "{request:?}: {text}");
+        assert!(text.contains(&format!("<Code>{code}</Code>")), "{request:?}: {text}");
+    }
+    // HTTP/1.0 needs no Host.
+    let (got, _) = raw(&addr, "GET /data/small.txt HTTP/1.0\r\n\r\n").await;
+    assert_eq!(got, 200);
+}
+
+#[tokio::test]
+async fn only_short_safe_request_ids_are_kept_and_logs_cannot_be_forged() {
+    let (_s3, proxy) = setup("").await;
+    let id_of = |id: String| {
+        let url = proxy.url("/data/small.txt");
+        async move {
+            let res = client().get(url).header("x-request-id", id).send().await.unwrap();
+            res.headers()["x-request-id"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(id_of("trace-0123.abc:9_x".into()).await, "trace-0123.abc:9_x");
+    for bad in [
+        "a".repeat(129),
+        "x status=599 bucket=forged".into(),
+        "\"quoted\"".into(),
+    ] {
+        let got = id_of(bad.clone()).await;
+        assert_ne!(got, bad);
+        assert!(uuid::Uuid::parse_str(&got).is_ok(), "{got}");
+    }
+    let logs = proxy.settled_logs().await;
+    assert!(!logs.contains("status=599"), "a forged field in:\n{logs}");
+    assert!(!logs.contains("bucket=forged"), "a forged field in:\n{logs}");
+}
+
+#[tokio::test]
+async fn http2_allows_the_same_header_size_as_http1() {
+    let (_s3, proxy) = setup("").await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let big = "t".repeat(20 * 1024);
+    for client in [client(), h2.clone()] {
+        let res = client
+            .get(proxy.url("/data/small.txt"))
+            .header("x-big", &big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((res.version(), res.status().as_u16()).1, 200, "{:?}", res.version());
+    }
+    let res = h2
+        .get(proxy.url("/data/small.txt"))
+        .header("x-big", "t".repeat(70 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status().as_u16(), 431);
+    assert!(res.text().await.unwrap().contains("<Error>"));
+}
+
+#[tokio::test]
+async fn the_admin_bearer_scheme_is_case_insensitive() {
+    let s3 = s3().await;
+    let config = config(&s3.endpoint(), "").replace("port: 0 }", "port: 0, admin_token: t0ken-for-admin }");
+    let proxy = Proxy::start(&config);
+    let purge = proxy.metrics_url("/admin/reload");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let res = client()
+            .post(&purge)
+            .header("authorization", format!("{scheme} t0ken-for-admin"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{scheme}");
+    }
+    let res = client()
+        .post(&purge)
+        .header("authorization", "Basic t0ken-for-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
 }
