@@ -409,5 +409,54 @@ mod properties {
         ) {
             let _ = super::load_str(&format!("{key}: {value}\n"), "<prop>", &|_| None);
         }
+
+        /// `${VAR}` expansion of arbitrary text never panics; text without
+        /// `$` is left as is.
+        #[test]
+        fn substitution_never_panics(text in "[a-z$:{}\\-_ ]{0,60}") {
+            let out = super::env::substitute(&text, &|name| (name == "A").then(|| "v".to_owned()));
+            if !text.contains('$') {
+                prop_assert_eq!(out.unwrap(), text);
+            }
+        }
+
+        /// Substituted values fill numeric and string keys alike, whatever
+        /// the characters of the value; numbers out of range are named errors.
+        #[test]
+        fn substituted_values_take_their_key_type(port in any::<u64>(), secret in "[ -~]{1,40}") {
+            let yaml = "metrics: { port: \"${P}\", admin_token: \"${T}\" }\nbuckets: [{ name: a, path_prefix: /a, s3: { bucket: b } }]\n";
+            let lookup = |name: &str| match name {
+                "P" => Some(port.to_string()),
+                "T" => Some(secret.clone()),
+                _ => None,
+            };
+            match super::load_str(yaml, "<prop>", &lookup) {
+                Ok(c) => {
+                    prop_assert_eq!(u64::from(c.metrics.port), port);
+                    let token = c.metrics.admin_token.unwrap();
+                    prop_assert_eq!(token.expose(), secret.as_str());
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    prop_assert!(port > u64::from(u16::MAX) || port == 8080 || secret.trim().is_empty(), "{}", text);
+                    if secret.len() >= 3 {
+                        prop_assert!(!text.contains(&secret), "{}", text);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A share of generated configs is accepted (the property above is not vacuous).
+    #[test]
+    fn typed_substitution_accepts_valid_values() {
+        let mut accepted = 0;
+        for port in [0u64, 1, 80, 9090, 65535, 65536, u64::MAX] {
+            let yaml = "metrics: { port: \"${P}\" }\nbuckets: [{ name: a, path_prefix: /a, s3: { bucket: b } }]\n";
+            if super::load_str(yaml, "<t>", &|_| Some(port.to_string())).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 5);
     }
 }
