@@ -136,7 +136,9 @@ proptest! {
 fn if_range_values_are_not_all_refused() {
     not_vacuous(if_range_value(), 1000, 0.1, |value| {
         let mut headers = HeaderMap::new();
-        let Ok(v) = HeaderValue::from_str(&value) else { return false };
+        let Ok(v) = HeaderValue::from_str(&value) else {
+            return false;
+        };
         headers.insert(http::header::IF_RANGE, v);
         conditional::if_range_holds(&headers, Some("\"v1\""), Some("Wed, 21 Oct 2015 07:28:00 GMT"))
     });
@@ -147,7 +149,10 @@ fn if_range_values_are_not_all_refused() {
 fn token() -> impl Strategy<Value = String> {
     let claims = (
         proptest::option::of("[a-z]{0,8}"),
-        proptest::option::weighted(0.9, prop_oneof![4 => Just(4_000_000_000i64), 1 => Just(1i64), 1 => any::<i64>()]),
+        proptest::option::weighted(
+            0.9,
+            prop_oneof![4 => Just(4_000_000_000i64), 1 => Just(1i64), 1 => any::<i64>()],
+        ),
         proptest::option::weighted(0.9, prop_oneof![3 => Just("admin".to_owned()), 1 => "[a-z]{0,5}"]),
     );
     let crit = any::<bool>();
@@ -193,12 +198,17 @@ fn arbitrary_tokens_never_panic_and_valid_ones_pass() {
     }))
     .unwrap();
     let layer = AuthLayer::from_config(&cfg).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     not_vacuous(token(), 500, 0.05, |token| {
         let svc = layer.layer(tower::service_fn(|_req: http::Request<Body>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
         }));
-        let Ok(req) = http::Request::get("/k").header("authorization", format!("Bearer {token}")).body(Body::empty())
+        let Ok(req) = http::Request::get("/k")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
         else {
             return false;
         };

@@ -10,3 +10,4 @@ mod failover;
 mod ops;
 mod redis;
 mod request_path;
+mod soak;
