@@ -59,7 +59,11 @@ async fn require_token(State(live): State<Arc<Live>>, req: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 9110 §11.1), as in the JWT layer.
+            let (scheme, token) = v.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .unwrap_or_default();
     if !same(given.trim().as_bytes(), token.expose().as_bytes()) {
         return (

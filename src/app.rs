@@ -1,7 +1,7 @@
 //! Composes the layers of `middleware/` from a [`Config`]: one object stack
-//! per bucket behind the prefix router, plus `/health` and `/ready` ([`build`]);
-//! and the edge every request crosses first, whatever config is live
-//! ([`edge`]): request ids, the access log and metrics, and protection.
+//! per bucket behind the prefix router, plus `/health` and `/ready` ([`build`]).
+//! The edge every request crosses first, whatever config is live, is in
+//! [`crate::edge`]; the access log in [`crate::access_log`].
 //!
 //! A build may inherit from the running app ([`Inherited`]): the circuit
 //! breaker and health of every replica whose settings did not change, the
@@ -11,16 +11,12 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::Request;
-use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,24 +25,23 @@ use std::convert::Infallible;
 use tokio::task::JoinHandle;
 use tower::retry::budget::TpsBudget;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceBuilder};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use yatagarasu_middleware::auth::{AuthLayer, AuthStats, Identity, SigV4Layer};
+use tower::{Layer, ServiceBuilder};
+use yatagarasu_middleware::auth::{AuthLayer, AuthStats, SigV4Layer};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
 use yatagarasu_middleware::bulkhead::BulkheadLayer;
-use yatagarasu_middleware::cache::{CacheLayer, CacheStore, X_CACHE};
+use yatagarasu_middleware::cache::{CacheLayer, CacheStore};
 use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
-use yatagarasu_middleware::object::{request_id, ObjectRequest, REQUEST_ID};
-use yatagarasu_middleware::protect::{LoadShedLayer, RateLimitLayer, RequestLimitsLayer};
-use yatagarasu_middleware::routing::{MatchedBucket, PrefixRouter};
+use yatagarasu_middleware::object::ObjectRequest;
+use yatagarasu_middleware::routing::PrefixRouter;
 use yatagarasu_middleware::s3api::S3Api;
-use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream, REPLICA_HEADER};
+use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 
-use crate::config::{CacheConfig, Config, HealthCheckConfig, ResolvedReplica, ServerConfig};
-use crate::metrics::{InFlight, Metrics};
+use crate::config::{CacheConfig, Config, HealthCheckConfig, ResolvedReplica};
+pub use crate::edge::edge;
+use crate::metrics::Metrics;
 
 /// Why the service could not be assembled from a (validated) config.
 #[derive(Debug, thiserror::Error)]
@@ -256,9 +251,13 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     let client = http_client(config)?;
     let cache_store = match (&config.cache, inherited.cache) {
         (Some(cache), Some((old, store))) if *cache == old => Some(store),
-        (Some(cache), _) => {
-            Some(CacheStore::new(cache).map_err(|e| BuildError::Config(format!("cache.{}: {}", e.key, e.message)))?)
-        }
+        (Some(cache), _) => Some(CacheStore::new(cache).map_err(|e| {
+            BuildError::Config(format!(
+                "cache.{}: {}",
+                e.key.strip_prefix("cache.").unwrap_or(e.key),
+                e.message
+            ))
+        })?),
         (None, _) => None,
     };
     let auth_stats = inherited.auth_stats;
@@ -454,175 +453,4 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         auth_stats,
         cache_config: config.cache.clone(),
     })
-}
-
-/// The edge in front of `inner` (the live app): request ids, the access log
-/// and metrics, request limits (414/431), then, except for `/health` and
-/// `/ready`, rate limiting (429) and load shedding (503).
-pub fn edge<S>(inner: S, metrics: Arc<Metrics>, server: &ServerConfig) -> Router
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    let mut rate_limit = RateLimitLayer::new();
-    let rl = &server.rate_limit;
-    if rl.enabled {
-        rate_limit = rate_limit.with_global(rl.requests_per_second, rl.burst);
-    }
-    if rl.per_ip.enabled {
-        rate_limit = rate_limit
-            .with_per_ip(rl.per_ip.requests_per_second, rl.per_ip.burst)
-            .with_trusted_proxies(rl.per_ip.trusted_networks().unwrap_or_default());
-    }
-    let protected = ServiceBuilder::new()
-        .layer(rate_limit)
-        .layer(LoadShedLayer::new(server.max_concurrent_requests))
-        .service(inner.clone());
-    Router::new()
-        .route_service("/health", inner.clone())
-        .route_service("/ready", inner)
-        .fallback_service(protected)
-        .layer(RequestLimitsLayer::new(server.max_uri_length, server.max_header_bytes))
-        .layer(middleware::from_fn_with_state(metrics, log_request))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-/// One structured line per request, written when its response body ends (or
-/// is dropped: `complete=false` for a download the client abandoned), with
-/// the bytes sent; the request metrics are recorded at the same moment.
-async fn log_request(State(metrics): State<Arc<Metrics>>, req: Request<Body>, next: Next) -> Response {
-    let started = Instant::now();
-    let in_flight = metrics.in_flight();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let id = request_id(req.headers()).unwrap_or_default().to_owned();
-    let res = next.run(req).await;
-    let header = |name: axum::http::HeaderName| {
-        res.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned()
-    };
-    let record = AccessRecord {
-        replica: header(REPLICA_HEADER),
-        cache: header(X_CACHE),
-        bucket: res
-            .extensions()
-            .get::<MatchedBucket>()
-            .map_or_else(|| Arc::from("-"), |b| b.0.clone()),
-        identity: res
-            .extensions()
-            .get::<Identity>()
-            .and_then(|i| i.subject.clone())
-            .unwrap_or_else(|| "-".into()),
-        status: res.status().as_u16(),
-        expected: res
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok()),
-        complete: method == axum::http::Method::HEAD,
-        method,
-        path,
-        id,
-        started,
-        bytes: 0,
-        metrics,
-        _in_flight: in_flight,
-    };
-    res.map(|inner| {
-        let mut record = record;
-        record.complete |= http_body::Body::is_end_stream(&inner);
-        Body::new(LoggedBody { inner, record })
-    })
-}
-
-/// What the access line and the request metrics say, emitted on drop.
-struct AccessRecord {
-    metrics: Arc<Metrics>,
-    _in_flight: InFlight,
-    started: Instant,
-    method: axum::http::Method,
-    path: String,
-    id: String,
-    bucket: Arc<str>,
-    status: u16,
-    replica: String,
-    cache: String,
-    identity: String,
-    bytes: u64,
-    /// `Content-Length`, when known: the body is complete once it is sent.
-    expected: Option<u64>,
-    complete: bool,
-}
-
-impl Drop for AccessRecord {
-    fn drop(&mut self) {
-        let duration = self.started.elapsed();
-        self.metrics
-            .request_done(&self.bucket, self.method.as_str(), self.status, &self.cache, duration);
-        if self.bytes > 0 {
-            self.metrics.bytes_sent(&self.bucket, self.bytes);
-        }
-        tracing::info!(
-            target: "yatagarasu::access",
-            request_id = %self.id,
-            method = %self.method,
-            path = %self.path,
-            bucket = %self.bucket,
-            status = self.status,
-            bytes = self.bytes,
-            complete = self.complete,
-            replica = %self.replica,
-            cache = %self.cache,
-            identity = %self.identity,
-            duration_ms = duration.as_secs_f64() * 1000.0,
-            "request"
-        );
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that counts its bytes into its [`AccessRecord`].
-    struct LoggedBody {
-        #[pin]
-        inner: Body,
-        record: AccessRecord,
-    }
-}
-
-impl http_body::Body for LoggedBody {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
-        let mut this = self.project();
-        let frame = this.inner.as_mut().poll_frame(cx);
-        match &frame {
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(data) = f.data_ref() {
-                    this.record.bytes += data.len() as u64;
-                }
-                // A sized body is not necessarily polled to its end.
-                if this.record.expected == Some(this.record.bytes) || this.inner.is_end_stream() {
-                    this.record.complete = true;
-                }
-            }
-            Poll::Ready(None) => this.record.complete = true,
-            _ => {}
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }

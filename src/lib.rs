@@ -1,11 +1,13 @@
 //! The Yatagarasu binary's parts: configuration, composition of the
 //! middleware layers, the server loop, and the embedded demo.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod edge;
 pub mod local_s3;
 pub mod metrics;
 pub mod readiness;

@@ -120,6 +120,9 @@ fn main() -> ExitCode {
                             );
                         }
                     }
+                    for warning in runtime.block_on(jwks_warnings(&c)) {
+                        eprintln!("warning: {warning}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {
@@ -147,6 +150,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every `jwks_url` that cannot be fetched from here: serving would refuse
+/// to start without its keys, but the URL may be reachable only from where
+/// the proxy runs, so `check` warns instead of failing.
+async fn jwks_warnings(config: &config::Config) -> Vec<String> {
+    let mut urls: Vec<(String, String)> = Vec::new();
+    if let Some(url) = config.jwt.as_ref().and_then(|j| j.jwks_url.clone()) {
+        urls.push(("jwt.jwks_url".into(), url));
+    }
+    for (i, b) in config.buckets.iter().enumerate() {
+        if let Some(url) = b
+            .auth
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .and_then(|j| j.jwks_url.clone())
+        {
+            urls.push((format!("buckets[{i}].auth.jwt.jwks_url"), url));
+        }
+    }
+    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    for (key, url) in urls {
+        let problem = match client.get(&url).send().await {
+            Ok(res) if res.status().is_success() => match res
+                .bytes()
+                .await
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b))
+            {
+                Ok(Ok(v)) if v.get("keys").is_some_and(serde_json::Value::is_array) => None,
+                _ => Some("the answer is not a JWKS (no \"keys\" array)".to_owned()),
+            },
+            Ok(res) => Some(format!("it answers {}", res.status())),
+            Err(e) => Some(format!("unreachable from here ({})", e.without_url())),
+        };
+        if let Some(p) = problem {
+            warnings.push(format!("{key}: {p}; serving would not start without its keys"));
+        }
+    }
+    warnings
+}
+
 fn report(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,7 +209,7 @@ async fn serve(config: config::Config, path: PathBuf) -> Result<(), Box<dyn std:
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let metrics_listener = if config.metrics.enabled {
-        let maddr = format!("{}:{}", config.metrics.address, config.metrics.port);
+        let maddr = config.metrics_socket_addr().expect("validated at load");
         let l = tokio::net::TcpListener::bind(&maddr)
             .await
             .map_err(|e| format!("cannot listen on {maddr} (metrics.port): {e}"))?;

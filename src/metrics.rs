@@ -22,6 +22,9 @@
 //! | `yatagarasu_auth_total` | counter | `reason` |
 //! | `yatagarasu_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //! | `yatagarasu_credentials_expiry_seconds` | gauge (keys that never expire: 100 years; 0 or negative: none usable) | `bucket`, `replica` |
+//! | `yatagarasu_client_connections_open` | gauge | |
+//! | `yatagarasu_client_connections_refused_total` | counter | |
+//! | `yatagarasu_client_connections_closed_total` | counter | `reason` (`idle`, `header_timeout`, `send_timeout`) |
 //!
 //! Label values come from the config (bucket and replica names) or from small
 //! fixed sets, so cardinality is bounded; the gauges of replicas removed by a
@@ -68,6 +71,9 @@ pub struct Metrics {
     failovers: Counter<u64>,
     replica_duration: Histogram<f64>,
     reloads: Counter<u64>,
+    connections_open: UpDownCounter<i64>,
+    connections_refused: Counter<u64>,
+    connections_closed: Counter<u64>,
     replicas: Arc<Mutex<ReplicaGauges>>,
     cache: Arc<Mutex<Option<CacheStore>>>,
     auth: Arc<Mutex<Option<Arc<AuthStats>>>>,
@@ -137,7 +143,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             reloads.add(0, &[KeyValue::new("result", result)]);
         }
-        Self {
+        let this = Self {
             requests: meter
                 .u64_counter("yatagarasu_requests_total")
                 .with_description("Requests answered by the proxy.")
@@ -173,13 +179,32 @@ impl Metrics {
                 .with_boundaries(REPLICA_DURATION_BUCKETS.to_vec())
                 .build(),
             reloads,
+            connections_open: meter
+                .i64_up_down_counter("yatagarasu_client_connections_open")
+                .with_description("Client connections open now.")
+                .build(),
+            connections_refused: meter
+                .u64_counter("yatagarasu_client_connections_refused_total")
+                .with_description("Client connections refused past server.max_client_connections.")
+                .build(),
+            connections_closed: meter
+                .u64_counter("yatagarasu_client_connections_closed_total")
+                .with_description("Client connections closed by a timeout, by reason.")
+                .build(),
             registry,
             _provider: provider,
             replicas,
             cache,
             auth,
             credentials,
+        };
+        // The connection series exist from the start, at zero.
+        this.connections_open.add(0, &[]);
+        this.connections_refused.add(0, &[]);
+        for reason in ["idle", "header_timeout", "send_timeout"] {
+            this.connections_closed.add(0, &[KeyValue::new("reason", reason)]);
         }
+        this
     }
 
     /// Exports `yatagarasu_credentials_expiry_seconds{bucket,replica}` for
@@ -266,6 +291,22 @@ impl Metrics {
         InFlight(self.clone())
     }
 
+    /// One more open client connection until the guard drops.
+    pub fn connection_open(self: &Arc<Self>) -> OpenConnection {
+        self.connections_open.add(1, &[]);
+        OpenConnection(self.clone())
+    }
+
+    /// A client connection refused past the connection limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.add(1, &[]);
+    }
+
+    /// A client connection closed by a timeout: `idle`, `header_timeout` or `send_timeout`.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed.add(1, &[KeyValue::new("reason", reason)]);
+    }
+
     /// A configuration reload, successful or not.
     pub fn reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
@@ -297,6 +338,16 @@ impl Metrics {
 /// Counts a request in `yatagarasu_requests_in_flight` while alive.
 #[derive(Debug)]
 pub struct InFlight(Arc<Metrics>);
+
+/// An open client connection, counted in `yatagarasu_client_connections_open` until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.add(-1, &[]);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

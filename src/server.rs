@@ -1,15 +1,39 @@
 //! Serving the composed app: the proxy listener behind the [`edge`] layers,
 //! the metrics/admin listener, hot reload on SIGHUP, and a graceful drain on
 //! SIGTERM/SIGINT.
+//!
+//! Each client connection is served by [`serve_connection`] under a
+//! watchdog that closes it when idle, when a request head trickles in, or
+//! when the client stops taking a response; past
+//! `server.max_client_connections` new connections are refused at once.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt;
 
-use crate::app::{edge, App};
+use crate::app::App;
+use crate::config::ServerConfig;
+use crate::edge::edge;
+use crate::metrics::Metrics;
 use crate::reload::Live;
+
+/// Longest TLS handshake a client connection may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until SIGTERM or SIGINT (or `shutdown`
 /// resolves), then stops accepting, turns `/ready` to 503 and lets in-flight
@@ -41,6 +65,8 @@ pub async fn run(
     let service = edge(live.service(), app.metrics.clone(), &app.config.server);
     // TLS (issue 14): certificates loaded now, then watched for rotation.
     let tls = crate::tls::reloaders(&app.config)?;
+    let edge_conf = Arc::new(ConnectionLimits::from_config(&app.config.server));
+    let metrics = app.metrics.clone();
     drop(app);
     let scheme = crate::tls::scheme(tls.server.is_some());
     tracing::info!("Yatagarasu listening on {scheme}://{addr}");
@@ -64,44 +90,35 @@ pub async fn run(
         }
         None => None,
     };
-    let ready_live = live.clone();
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        tokio::select! {
-            _ = shutdown_signal(term) => {}
-            _ = shutdown => {}
-        }
-        tracing::info!(
-            grace_seconds = grace.as_secs(),
-            "shutting down: draining in-flight requests"
-        );
-        ready_live.app().ready.start_draining();
-        let _ = drained_tx.send(());
-    };
-    // TCP_NODELAY on every client connection: a streamed body goes out in a
-    // write after the headers, which would otherwise wait for the client's
-    // delayed ACK (40 ms on Linux).
-    // (The TLS listener sets it itself.)
-    let make = service.into_make_service_with_connect_info::<SocketAddr>();
-    let server = match tls.server.clone() {
-        Some(t) => {
-            let listener = axum::serve::ListenerExt::tap_io(crate::tls::TlsListener::new(listener, t)?, |_| {});
-            let server = axum::serve(listener, make).with_graceful_shutdown(signal);
-            tokio::spawn(async move { server.await })
-        }
-        None => {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let server = axum::serve(listener, make).with_graceful_shutdown(signal);
-            tokio::spawn(async move { server.await })
-        }
-    };
-    let _ = drained_rx.await;
-    // Once the signal fired, the server drains; bound it by the grace period.
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result.map_err(std::io::Error::other)??,
-        Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(edge_conf.max_connections));
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        service,
+        edge_conf.clone(),
+        metrics,
+        connections.clone(),
+        tls.server.clone(),
+        stop_rx,
+    ));
+    tokio::select! {
+        _ = shutdown_signal(term) => {}
+        _ = shutdown => {}
+    }
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: draining in-flight requests"
+    );
+    live.app().ready.start_draining();
+    // Stop accepting; every connection finishes its requests and closes.
+    let _ = stop_tx.send(true);
+    let _ = accept.await;
+    let all = u32::try_from(edge_conf.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: closing the remaining connections");
     }
     reload_task.abort();
     tls.stop();
@@ -111,6 +128,426 @@ pub async fn run(
     live.stop();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The connection-level settings of `server:` (timeouts and limits).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// `server.header_read_timeout_seconds`.
+    pub header_read_timeout: Duration,
+    /// `server.keepalive_idle_timeout_seconds`.
+    pub idle_timeout: Duration,
+    /// `server.send_timeout_seconds`.
+    pub send_timeout: Duration,
+    /// `server.max_client_connections`, lowered to fit the open-file limit.
+    pub max_connections: usize,
+    /// `server.http2_keepalive_interval_seconds` (`None`: no pings).
+    pub http2_keepalive_interval: Option<Duration>,
+    /// `server.http2_keepalive_timeout_seconds`.
+    pub http2_keepalive_timeout: Duration,
+    /// `server.http2_max_concurrent_streams`.
+    pub http2_max_concurrent_streams: u32,
+    /// The HTTP/2 header list size advertised: above `server.max_header_bytes`,
+    /// so that the edge's own check (431 with an S3 error body) is the one
+    /// that applies, as for HTTP/1.1.
+    pub http2_max_header_list_size: u32,
+}
+
+/// File descriptors kept for everything but client connections (upstream
+/// connections, Redis, the metrics listener, logs).
+const FD_RESERVE: u64 = 256;
+
+impl ConnectionLimits {
+    /// From `server:`, with the connection limit fitted to the open-file
+    /// limit (raised to its hard limit first).
+    pub fn from_config(server: &ServerConfig) -> Self {
+        let mut max_connections = server.max_client_connections.max(1);
+        if let Some(nofile) = raise_nofile_limit() {
+            let fits = usize::try_from(nofile.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);
+            if max_connections > fits {
+                tracing::warn!(
+                    configured = max_connections,
+                    open_file_limit = nofile,
+                    using = fits,
+                    "server.max_client_connections is above what the open-file limit allows: lowered"
+                );
+                max_connections = fits;
+            }
+        }
+        let secs = Duration::from_secs;
+        Self {
+            header_read_timeout: secs(server.header_read_timeout_seconds),
+            idle_timeout: secs(server.keepalive_idle_timeout_seconds),
+            send_timeout: secs(server.send_timeout_seconds),
+            max_connections: max_connections.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize),
+            http2_keepalive_interval: (server.http2_keepalive_interval_seconds > 0)
+                .then(|| secs(server.http2_keepalive_interval_seconds)),
+            http2_keepalive_timeout: secs(server.http2_keepalive_timeout_seconds),
+            http2_max_concurrent_streams: server.http2_max_concurrent_streams,
+            http2_max_header_list_size: u32::try_from(server.max_header_bytes.saturating_mul(2).max(16 * 1024))
+                .unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; the limit now in force.
+fn raise_nofile_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).ok().map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// What a connection refused past the limit gets, written without waiting.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 116\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Too many connections.</Message></Error>\n";
+
+/// Accepts client connections until `stop`, each served by
+/// [`serve_connection`] while it holds a permit of `connections`; past the
+/// limit a connection is answered 503 (best effort) and closed at once.
+async fn accept_loop(
+    listener: TcpListener,
+    service: Router,
+    limits: Arc<ConnectionLimits>,
+    metrics: Arc<Metrics>,
+    connections: Arc<Semaphore>,
+    tls: Option<Arc<crate::tls::TlsReloader>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(http_builder(&limits));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and the like: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics.connection_refused();
+            let _ = tcp.try_write(REFUSED);
+            continue;
+        };
+        // TCP_NODELAY: a streamed body goes out in a write after the headers,
+        // which would otherwise wait for the client's delayed ACK (40 ms).
+        let _ = tcp.set_nodelay(true);
+        let conn = ConnectionContext {
+            peer,
+            service: service.clone(),
+            limits: limits.clone(),
+            metrics: metrics.clone(),
+            builder: builder.clone(),
+            stop: stop.clone(),
+        };
+        // With TLS, the handshake runs in the connection's own task (bounded,
+        // so a silent client cannot hold a slot) with the certificate current
+        // at accept time.
+        let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
+        tokio::spawn(async move {
+            match acceptor {
+                None => serve_connection(tcp, conn).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, conn).await,
+                    Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                },
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn http_builder(limits: &ConnectionLimits) -> AutoBuilder<TokioExecutor> {
+    let mut builder = AutoBuilder::new(TokioExecutor::new());
+    // The header timeout is the watchdog's (hyper's own would also close
+    // idle keep-alive connections at the header timeout).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(limits.http2_max_header_list_size);
+    builder
+}
+
+/// What [`serve_connection`] needs besides the connection itself.
+#[derive(Clone)]
+pub struct ConnectionContext {
+    /// The client's address (per-IP rate limits, logs).
+    pub peer: SocketAddr,
+    /// The edge service.
+    pub service: Router,
+    /// Timeouts and limits.
+    pub limits: Arc<ConnectionLimits>,
+    /// Connection metrics.
+    pub metrics: Arc<Metrics>,
+    builder: Arc<AutoBuilder<TokioExecutor>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Serves one accepted connection, HTTP/1.1 or HTTP/2 (h2c or, over TLS,
+/// h2), until it ends, the server stops (graceful), or a timeout closes it:
+/// no request for `keepalive_idle_timeout` (idle), a request head not
+/// complete `header_read_timeout` after its first byte or after the
+/// connection opened (HTTP/1.1), or a
+/// response body not taken by the client for `send_timeout`. Generic over the
+/// transport so that a TLS acceptor can hand over its stream.
+pub async fn serve_connection<IO>(io: IO, ctx: ConnectionContext)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _open = ctx.metrics.connection_open();
+    let state = Arc::new(ConnState::new());
+    let io = TokioIo::new(Watched {
+        inner: io,
+        state: state.clone(),
+    });
+    let svc = {
+        let (state, service, peer) = (state.clone(), ctx.service.clone(), ctx.peer);
+        hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let request = state.request_started();
+            let fut = service.clone().oneshot(req.map(Body::new));
+            async move {
+                let res = match fut.await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                };
+                request.responding();
+                Ok::<_, Infallible>(res.map(|inner| Body::new(TrackedBody { inner, request })))
+            }
+        })
+    };
+    let conn = ctx.builder.serve_connection(io, svc).into_owned();
+    tokio::pin!(conn);
+    let mut stop = ctx.stop.clone();
+    let mut stopping = false;
+    let mut tick = tokio::time::interval(WATCHDOG_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, peer = %ctx.peer, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => {
+                if let Some(reason) = state.expired(&ctx.limits) {
+                    tracing::debug!(peer = %ctx.peer, reason, "closing the client connection");
+                    ctx.metrics.connection_closed(reason);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How often each connection's timeouts are checked (their resolution).
+const WATCHDOG_TICK: Duration = Duration::from_millis(500);
+
+/// What the watchdog of one connection reads: requests in progress, when the
+/// connection last became idle, when a request head started, and the
+/// progress of every response body.
+#[derive(Debug)]
+struct ConnState {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch`.
+    idle_since: AtomicU64,
+    /// Milliseconds since `epoch` + 1 of the first byte of a request head; 0: none.
+    head_started: AtomicU64,
+    /// Set once the client spoke HTTP/2 (no head timer: frames arrive while idle).
+    http2: AtomicBool,
+    bodies: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            // A new connection owes its first request head from the start.
+            head_started: AtomicU64::new(1),
+            http2: AtomicBool::new(false),
+            bodies: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        RequestGuard {
+            state: self.clone(),
+            progress: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn on_read(&self, bytes: &[u8]) {
+        if self.in_flight.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        // Only the first bytes of a connection can be the HTTP/2 preface.
+        if bytes.starts_with(b"PRI * HTTP/2") {
+            self.http2.store(true, Ordering::SeqCst);
+        }
+        if self.head_started.load(Ordering::SeqCst) == 0 {
+            self.head_started.store(self.now_ms() + 1, Ordering::SeqCst);
+        }
+    }
+
+    /// Why the connection must close now, if it must.
+    fn expired(&self, limits: &ConnectionLimits) -> Option<&'static str> {
+        let now = self.now_ms();
+        let over = |since: u64, limit: Duration| Duration::from_millis(now.saturating_sub(since)) >= limit;
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            let head = self.head_started.load(Ordering::SeqCst);
+            if head != 0 && !self.http2.load(Ordering::SeqCst) && over(head - 1, limits.header_read_timeout) {
+                return Some("header_timeout");
+            }
+            if (head == 0 || self.http2.load(Ordering::SeqCst))
+                && over(self.idle_since.load(Ordering::SeqCst), limits.idle_timeout)
+            {
+                return Some("idle");
+            }
+            return None;
+        }
+        let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|p| over(p.load(Ordering::SeqCst), limits.send_timeout))
+            .then_some("send_timeout")
+    }
+}
+
+/// A request in progress on its connection, until its response body is
+/// dropped; the body's last poll is its progress.
+#[derive(Debug)]
+struct RequestGuard {
+    state: Arc<ConnState>,
+    progress: Arc<AtomicU64>,
+}
+
+impl RequestGuard {
+    /// The response is ready: from now on the client must take its body.
+    fn responding(&self) {
+        self.progress.store(self.state.now_ms(), Ordering::SeqCst);
+        let mut bodies = self.state.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies.retain(|b| b.strong_count() > 0);
+        bodies.push(Arc::downgrade(&self.progress));
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let now = self.state.now_ms();
+        if self.state.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.state.idle_since.store(now, Ordering::SeqCst);
+            self.state.head_started.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records when the connection last asked for more.
+    struct TrackedBody {
+        #[pin]
+        inner: Body,
+        request: RequestGuard,
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.project();
+        let now = this.request.state.now_ms();
+        this.request.progress.store(now, Ordering::SeqCst);
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client transport, reporting the bytes that start a request head.
+    struct Watched<IO> {
+        #[pin]
+        inner: IO,
+        state: Arc<ConnState>,
+    }
+}
+
+impl<IO: AsyncRead> AsyncRead for Watched<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.state.on_read(&buf.filled()[before..]);
+        }
+        res
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 #[cfg(unix)]

@@ -47,6 +47,26 @@ pub fn evaluate(request: &HeaderMap, etag: Option<&str>, last_modified: Option<&
     Precondition::Pass
 }
 
+/// Whether the request's `If-Range` (RFC 9110 §13.1.5), if any, holds for
+/// an object with these validators, so that its `Range` applies: an entity
+/// tag compares strongly (a weak one never matches), a date must equal
+/// `Last-Modified` exactly. Anything else, or a missing validator, fails.
+pub fn if_range_holds(request: &HeaderMap, etag: Option<&str>, last_modified: Option<&str>) -> bool {
+    let Some(cond) = request.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(cond) = cond.to_str() else { return false };
+    let cond = cond.trim();
+    if cond.starts_with('"') || cond.starts_with("W/") {
+        return !cond.starts_with("W/") && !cond.contains(',') && etag_list_matches(cond, etag, true);
+    }
+    let modified = last_modified.and_then(|v| httpdate::parse_http_date(v).ok());
+    match (httpdate::parse_http_date(cond).ok(), modified) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Whether the request carries any precondition header.
 pub fn has_preconditions(request: &HeaderMap) -> bool {
     [
@@ -124,6 +144,21 @@ mod tests {
 
     const ETAG: Option<&str> = Some("\"abc\"");
     const LM: Option<&str> = Some("Wed, 21 Oct 2015 07:28:00 GMT");
+
+    #[test]
+    fn if_range_needs_a_strong_match_or_the_exact_date() {
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let r = |v: &str| req(&[(&header::IF_RANGE, v)]);
+        assert!(if_range_holds(&HeaderMap::new(), None, None));
+        assert!(if_range_holds(&r("\"v1\""), Some("\"v1\""), None));
+        assert!(!if_range_holds(&r("\"v0\""), Some("\"v1\""), None));
+        assert!(!if_range_holds(&r("W/\"v1\""), Some("\"v1\""), None));
+        assert!(!if_range_holds(&r("\"v1\""), Some("W/\"v1\""), None));
+        assert!(!if_range_holds(&r("\"v1\""), None, Some(date)));
+        assert!(if_range_holds(&r(date), None, Some(date)));
+        assert!(!if_range_holds(&r("Thu, 22 Oct 2015 07:28:00 GMT"), None, Some(date)));
+        assert!(!if_range_holds(&r("garbage"), Some("\"v1\""), Some(date)));
+    }
 
     #[test]
     fn if_none_match_quoted_weak_list_and_star() {

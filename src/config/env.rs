@@ -6,7 +6,8 @@
 //! literal `${`.
 
 /// Expands the variables in `input` with `lookup`; every unset variable
-/// without a default is reported by name.
+/// without a default, and a `${` never closed, is reported (by name, never
+/// by value).
 pub fn substitute(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
     let mut out = String::with_capacity(input.len());
     let mut missing = Vec::new();
@@ -19,7 +20,7 @@ pub fn substitute(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
             rest = after;
         } else if let Some(body) = tail.strip_prefix("${") {
             let Some(end) = body.find('}') else {
-                out.push_str(tail);
+                missing.push("'${' is never closed by '}' (write $${ for a literal ${)".to_owned());
                 rest = "";
                 break;
             };
@@ -28,10 +29,20 @@ pub fn substitute(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
                 Some((name, default)) => (name, Some(default)),
                 None => (expr, None),
             };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                missing.push(format!(
+                    "'${{{}}}' is not a variable name (letters, digits and _)",
+                    name.chars().take(40).collect::<String>()
+                ));
+                rest = &body[end + 1..];
+                continue;
+            }
             match (lookup(name).filter(|v| !(v.is_empty() && default.is_some())), default) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
-                (None, None) => missing.push(name.to_owned()),
+                (None, None) => missing.push(format!(
+                    "environment variable {name} is not set (use ${{{name}:-default}} for a default)"
+                )),
             }
             rest = &body[end + 1..];
         } else {
@@ -66,11 +77,14 @@ mod tests {
         assert_eq!(substitute("${EMPTY:-def}", &env).unwrap(), "def");
         assert_eq!(substitute("${EMPTY}", &env).unwrap(), "");
         assert_eq!(substitute("pa$$w$A$${A}", &env).unwrap(), "pa$$w$A${A}");
-        assert_eq!(substitute("${A", &env).unwrap(), "${A");
+        assert!(substitute("${A", &env).unwrap_err()[0].contains("never closed"));
+        assert!(substitute("${A B}", &env).unwrap_err()[0].contains("not a variable name"));
     }
 
     #[test]
     fn names_every_missing_variable() {
-        assert_eq!(substitute("${X}/${A}/${Y}", &env).unwrap_err(), vec!["X", "Y"]);
+        let errors = substitute("${X}/${A}/${Y}", &env).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].contains("variable X is not set") && errors[1].contains("variable Y is not set"));
     }
 }

@@ -55,6 +55,23 @@ pub struct ServerConfig {
     pub max_uri_length: usize,
     /// Rate limiting; off by default.
     pub rate_limit: RateLimitConfig,
+    /// Once a client sends the first byte of a request, the whole header
+    /// block must arrive within this time, or the connection is closed.
+    pub header_read_timeout_seconds: u64,
+    /// A connection with no request in progress is closed after this time.
+    pub keepalive_idle_timeout_seconds: u64,
+    /// A response body the client takes nothing of for this long is aborted
+    /// (its connection closed), which frees its request slot.
+    pub send_timeout_seconds: u64,
+    /// Client connections open at once; past it new ones are refused (closed
+    /// at once). Lowered at start to fit the open-file limit.
+    pub max_client_connections: usize,
+    /// Interval of HTTP/2 keep-alive pings on a connection (0: none).
+    pub http2_keepalive_interval_seconds: u64,
+    /// An HTTP/2 keep-alive ping unanswered for this long closes the connection.
+    pub http2_keepalive_timeout_seconds: u64,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
     /// HTTPS on the listener; plain HTTP when absent.
     pub tls: Option<TlsConfig>,
     /// What `/ready` requires.
@@ -187,7 +204,27 @@ impl Default for ServerConfig {
             rate_limit: RateLimitConfig::default(),
             tls: None,
             readiness: ReadinessConfig::default(),
+            header_read_timeout_seconds: 10,
+            keepalive_idle_timeout_seconds: 60,
+            send_timeout_seconds: 60,
+            max_client_connections: 10_000,
+            http2_keepalive_interval_seconds: 30,
+            http2_keepalive_timeout_seconds: 20,
+            http2_max_concurrent_streams: 128,
         }
+    }
+}
+
+impl Config {
+    /// The metrics listener's address: `metrics.address` (an IP), or the host
+    /// of `server.address` when unset; `None` when either does not parse.
+    pub fn metrics_socket_addr(&self) -> Option<SocketAddr> {
+        let ip = if self.metrics.address.trim().is_empty() {
+            self.server.address.parse::<SocketAddr>().ok()?.ip()
+        } else {
+            self.metrics.address.trim().parse().ok()?
+        };
+        Some(SocketAddr::new(ip, self.metrics.port))
     }
 }
 
@@ -555,7 +592,9 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Its port.
     pub port: u16,
-    /// Its bind address (host part).
+    /// Its bind address (host part); by default the host of `server.address`,
+    /// so a proxy bound to loopback does not expose its metrics and admin
+    /// endpoints on every interface.
     #[serde(deserialize_with = "de::string")]
     pub address: String,
     /// Bearer token for the admin endpoints on this listener (`POST
@@ -571,7 +610,7 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             port: 9090,
-            address: "0.0.0.0".into(),
+            address: String::new(),
             admin_token: None,
             tls: None,
         }

@@ -160,3 +160,170 @@ fn running_with_a_bad_config_exits_non_zero_without_panic() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+/// `check`'s stderr for a config that must be refused.
+fn refused(config: &str, env: &[(&str, &str)]) -> String {
+    let out = check(config, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "accepted:\n{config}");
+    stderr
+}
+
+const BUCKET: &str = r#"
+buckets:
+  - name: a
+    path_prefix: /a
+    s3: { bucket: b, endpoint: "http://127.0.0.1:9" }
+"#;
+
+#[test]
+fn values_that_would_overflow_are_refused_by_key() {
+    let max = u64::MAX;
+    let err = refused(
+        &format!(
+            "server: {{ upstream_read_timeout_seconds: {max}, send_timeout_seconds: 0 }}\n\
+             cache: {{ redis: {{ enabled: true, url: \"redis://127.0.0.1:6379\", ttl_seconds: {max} }} }}\n{BUCKET}"
+        ),
+        &[],
+    );
+    for key in [
+        "server.upstream_read_timeout_seconds: 18446744073709551615 is out of range",
+        "server.send_timeout_seconds: 0 is out of range",
+        "cache.redis.ttl_seconds: 18446744073709551615 is out of range",
+    ] {
+        assert!(err.contains(key), "no '{key}' in:\n{err}");
+    }
+}
+
+#[test]
+fn substituted_values_take_the_type_of_their_key_and_secrets_never_show() {
+    let config = "server: { max_header_bytes: \"${MHB}\" }\n\
+         metrics: { port: \"${PORT}\", admin_token: \"${TOKEN}\" }\n\
+         buckets:\n  - name: a\n    path_prefix: /a\n    s3: { bucket: b, endpoint: \"http://127.0.0.1:9\", access_key: \"${AK}\", secret_key: \"${SK}\" }\n".to_owned();
+    for (ak, sk, token) in [
+        ("12345678901234567890", "0x1F", "true"),
+        ("1e5", "+5", "12.50"),
+        ("1234567890123456789012345678901234567890123", "false", "007"),
+    ] {
+        let env = [
+            ("MHB", "65536"),
+            ("PORT", "9191"),
+            ("AK", ak),
+            ("SK", sk),
+            ("TOKEN", token),
+        ];
+        let out = check(&config, &env);
+        assert!(
+            out.status.success(),
+            "{ak}/{sk}/{token}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // An error elsewhere never echoes a secret's value.
+    let secret = "98765432109876543210";
+    let err = refused(
+        &format!("{config}logging: {{ format: \"${{SK}}\" }}\n"),
+        &[
+            ("MHB", "65536"),
+            ("PORT", "9191"),
+            ("AK", secret),
+            ("SK", secret),
+            ("TOKEN", secret),
+        ],
+    );
+    assert!(err.contains("logging.format"), "{err}");
+    assert!(!err.contains(secret), "a secret in:\n{err}");
+    // A numeric key still wants a number.
+    let err = refused(
+        &config,
+        &[("MHB", "lots"), ("PORT", "1"), ("AK", "a"), ("SK", "b"), ("TOKEN", "c")],
+    );
+    assert!(err.contains("server.max_header_bytes"), "{err}");
+}
+
+#[test]
+fn unbounded_or_malformed_files_are_refused() {
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"));
+
+    let deep = format!("server: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    assert!(refused(&deep, &[]).contains("nest deeper"));
+
+    let err = refused(&format!("logging: {{ level: \"${{NOPE\" }}\n{BUCKET}"), &[]);
+    assert!(err.contains("logging.level") && err.contains("never closed"), "{err}");
+}
+
+#[test]
+fn auth_rules_and_sources_are_checked_in_full() {
+    let jwt = |extra: &str| {
+        format!(
+            "jwt: {{ algorithm: HS256, secret: \"0123456789abcdef0123456789abcdef\", {extra} }}\n\
+             buckets:\n  - name: a\n    path_prefix: /a\n    s3: {{ bucket: b, endpoint: \"http://127.0.0.1:9\" }}\n    auth: {{ enabled: true }}\n"
+        )
+    };
+    let err = refused(&jwt("claims: [{ claim: role, equals: admin, in: [admin] }]"), &[]);
+    assert!(err.contains("jwt.claims[0]: more than one operator"), "{err}");
+    let err = refused(
+        &jwt("token_sources: [{ type: header, name: X-Token, prefx: \"T \" }]"),
+        &[],
+    );
+    assert!(err.contains("jwt.token_sources[0].prefx: unknown key"), "{err}");
+}
+
+#[test]
+fn a_root_prefix_is_refused_for_what_it_is() {
+    let err = refused(
+        "buckets:\n  - name: a\n    path_prefix: /\n    s3: { bucket: b, endpoint: \"http://127.0.0.1:9\" }\n",
+        &[],
+    );
+    assert!(
+        err.contains("buckets[0].path_prefix") && err.contains("every path"),
+        "{err}"
+    );
+    assert!(!err.contains("/health"), "{err}");
+}
+
+#[test]
+fn check_warns_about_an_unreachable_jwks_url() {
+    // A port nothing listens on: bound, then closed at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = check(
+        &format!(
+            "jwt: {{ algorithm: RS256, jwks_url: \"http://127.0.0.1:{port}/jwks.json\" }}\n\
+             buckets:\n  - name: a\n    path_prefix: /a\n    s3: {{ bucket: b, endpoint: \"http://127.0.0.1:9\" }}\n    auth: {{ enabled: true }}\n"
+        ),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: jwt.jwks_url: unreachable from here"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn metrics_listen_on_the_host_of_the_proxy_by_default() {
+    let config: yatagarasu::config::Config = yatagarasu::config::load_str(
+        &format!("server: {{ address: \"127.0.0.1:8080\" }}\n{BUCKET}"),
+        "t",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(config.metrics_socket_addr().unwrap().to_string(), "127.0.0.1:9090");
+    let config = yatagarasu::config::load_str(
+        &format!("server: {{ address: \"127.0.0.1:8080\" }}\nmetrics: {{ address: 0.0.0.0 }}\n{BUCKET}"),
+        "t",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(config.metrics_socket_addr().unwrap().to_string(), "0.0.0.0:9090");
+}

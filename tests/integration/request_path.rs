@@ -307,3 +307,34 @@ async fn sigterm_drains_and_exits_zero() {
     assert_eq!(sha256(&body), sha256(&pattern(32 * 1024 * 1024, 3)));
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// S3 (and s3s-fs) ignore `If-Range`: on a cache miss the proxy checks it
+/// against the upstream's validators and sends the whole object when it does
+/// not hold, never 4 bytes of a version the client did not ask for.
+#[tokio::test]
+async fn if_range_is_checked_against_the_upstream_on_a_miss() {
+    let (_s3, proxy) = setup().await;
+    let url = proxy.url("/data/small.txt");
+    let head = client().head(&url).send().await.unwrap();
+    let etag = head.headers()["etag"].to_str().unwrap().to_owned();
+    let modified = head.headers()["last-modified"].to_str().unwrap().to_owned();
+    let get = |if_range: String| {
+        let url = url.clone();
+        async move {
+            let res = client()
+                .get(url)
+                .header("range", "bytes=0-3")
+                .header("if-range", if_range)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let whole = b"hello, yatagarasu\n".to_vec();
+    assert_eq!(get("\"an-old-etag\"".into()).await, (200, whole.clone()));
+    assert_eq!(get(format!("W/{etag}")).await, (200, whole.clone()));
+    assert_eq!(get("Wed, 21 Oct 2015 07:28:00 GMT".into()).await, (200, whole.clone()));
+    assert_eq!(get(etag).await, (206, b"hell".to_vec()));
+    assert_eq!(get(modified).await, (206, b"hell".to_vec()));
+}

@@ -13,14 +13,19 @@ pub(crate) fn validate_rules(rules: &[ClaimRule]) -> Result<(), AuthConfigError>
                 reason: "claim: not set",
             });
         }
-        let has_operator = rule.equals.is_some()
-            || rule.one_of.is_some()
-            || rule.contains.is_some()
-            || rule.gt.is_some()
-            || rule.gte.is_some()
-            || rule.lt.is_some()
-            || rule.lte.is_some();
-        if !has_operator {
+        let lower = rule.gt.is_some() as u8 + rule.gte.is_some() as u8;
+        let upper = rule.lt.is_some() as u8 + rule.lte.is_some() as u8;
+        let operators = rule.equals.is_some() as u8
+            + rule.one_of.is_some() as u8
+            + rule.contains.is_some() as u8
+            + u8::from(lower + upper > 0);
+        if lower > 1 || upper > 1 || operators > 1 {
+            return Err(AuthConfigError::BadClaimRule {
+                index,
+                reason: "more than one operator: use one of equals, in, contains, or a range (gt/gte with lt/lte); write one rule per condition",
+            });
+        }
+        if operators == 0 {
             return Err(AuthConfigError::BadClaimRule {
                 index,
                 reason: "no operator: set equals, in, contains, gt, gte, lt or lte",
@@ -85,13 +90,13 @@ pub(crate) fn holds(rule: &ClaimRule, claims: &Value) -> bool {
     true
 }
 
-/// The claim named `name`, or else the value at the dotted path `name`.
+/// The value `name` designates, one way only: a URL-shaped name
+/// (`https://example.com/roles`, a namespaced claim) is a top-level claim;
+/// any other name is a path, each `.` going one object deeper (`org.tier`
+/// is `tier` inside `org`, never a top-level claim named `org.tier`).
 fn lookup<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(name) {
-        return Some(v);
-    }
-    if !name.contains('.') {
-        return None;
+    if name.contains("://") {
+        return claims.get(name);
     }
     name.split('.').try_fold(claims, |v, part| v.get(part))
 }
@@ -144,5 +149,26 @@ mod tests {
         assert!(validate_rules(&[rule(json!({"equals": 1}))]).is_err());
         assert!(validate_rules(&[rule(json!({"claim": "r", "in": []}))]).is_err());
         assert!(validate_rules(&[rule(json!({"claim": "r", "lt": 1}))]).is_ok());
+    }
+
+    #[test]
+    fn rejects_rules_with_two_operators() {
+        for two in [
+            json!({"claim": "r", "equals": "a", "in": ["a"]}),
+            json!({"claim": "r", "contains": "a", "equals": "a"}),
+            json!({"claim": "r", "gt": 1, "gte": 2}),
+            json!({"claim": "r", "equals": 1, "lt": 4}),
+        ] {
+            assert!(validate_rules(&[rule(two.clone())]).is_err(), "{two}");
+        }
+        assert!(validate_rules(&[rule(json!({"claim": "r", "gte": 1, "lt": 4}))]).is_ok());
+    }
+
+    #[test]
+    fn dotted_paths_resolve_nested_only() {
+        let claims = json!({"org.tier": "gold", "org": {"tier": "free"}});
+        assert!(holds(&rule(json!({"claim": "org.tier", "equals": "free"})), &claims));
+        assert!(!holds(&rule(json!({"claim": "org.tier", "equals": "gold"})), &claims));
+        assert!(!holds(&rule(json!({"claim": "a.b", "equals": 1})), &json!({"a.b": 1})));
     }
 }

@@ -194,11 +194,12 @@ pub enum TokenSource {
     },
 }
 
-/// A rule on one claim; every operator given must hold (else 403).
+/// A rule on one claim; its one operator must hold (else 403).
 ///
-/// `claim` names a top-level claim; if none has that exact name, a dotted
-/// path (`realm_access.roles`) is followed through nested objects. A missing
-/// claim fails every rule.
+/// `claim` is a path: each `.` goes one object deeper (`realm_access.roles`);
+/// a URL-shaped name (`https://example.com/roles`) is one top-level claim.
+/// A missing claim fails every rule. One operator per rule (`gt`/`gte` and
+/// `lt`/`lte` together make one range).
 ///
 /// - `equals`: the claim equals the value (numbers compare numerically);
 /// - `in`: the claim equals one of the values;

@@ -131,6 +131,11 @@ impl Verifier {
         if header.alg != self.algorithm {
             return Check::Done(Err(AuthOutcome::BadAlgorithm));
         }
+        // RFC 7515 §4.1.11: a critical extension we do not implement (we
+        // implement none) makes the token invalid, as does an empty list.
+        if header.crit.is_some() {
+            return Check::Done(Err(AuthOutcome::Malformed));
+        }
         match &self.keys {
             Keys::Static(key) => Check::Done(self.verify(&token, key)),
             Keys::Jwks(cache) => {
@@ -322,5 +327,25 @@ mod tests {
         let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(r#"{"sub":"a"}"#));
         assert_eq!(classify_bad_header(&none), AuthOutcome::BadAlgorithm);
         assert_eq!(classify_bad_header("not-a-jwt"), AuthOutcome::Malformed);
+    }
+
+    #[test]
+    fn a_critical_extension_is_refused() {
+        let cfg: JwtConfig = serde_json::from_value(serde_json::json!({
+            "algorithm": "HS256", "secret": "a-test-secret-of-32-bytes-length!"
+        }))
+        .unwrap();
+        let verifier = Verifier::from_config(&cfg).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_secret(b"a-test-secret-of-32-bytes-length!");
+        let claims = serde_json::json!({"sub": "a", "exp": 4_000_000_000u64});
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        let plain = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert!(matches!(verifier.check(plain), Check::Done(Ok(_))));
+        header.crit = Some(vec!["exp-ext".into()]);
+        let critical = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert!(matches!(
+            verifier.check(critical),
+            Check::Done(Err(AuthOutcome::Malformed))
+        ));
     }
 }

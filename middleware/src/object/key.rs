@@ -36,7 +36,8 @@ pub fn decode_key(path: &str) -> Result<String, KeyError> {
     if key.chars().any(|c| c.is_control()) {
         return Err(KeyError::BadEncoding);
     }
-    if key.split('/').any(|seg| seg == "." || seg == "..") {
+    // A backslash separates segments too for some stores and gateways.
+    if key.split(['/', '\\']).any(|seg| seg == "." || seg == "..") {
         return Err(KeyError::DotSegment);
     }
     if key.len() > 1024 {
@@ -58,6 +59,8 @@ mod tests {
         );
         assert_eq!(decode_key("/100%25.txt").unwrap(), "100%.txt");
         assert_eq!(decode_key("/a..b/..c").unwrap(), "a..b/..c");
+        assert_eq!(decode_key("/dir%5c..%5cx"), Err(KeyError::DotSegment));
+        assert_eq!(decode_key("/..%5Cx"), Err(KeyError::DotSegment));
     }
 
     #[test]

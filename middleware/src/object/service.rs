@@ -34,6 +34,9 @@ pub fn request_id(headers: &HeaderMap) -> Option<&str> {
 ///
 /// Preconditions are evaluated again on the upstream's `ETag`/`Last-Modified`,
 /// so `304`/`412` come out right even from S3-compatible servers that ignore them.
+/// So is `If-Range`: a `206` whose validators do not match it (an upstream that
+/// ignores `If-Range`, as S3 itself does) is dropped and the whole object is
+/// fetched and sent with `200`, so a resuming client never splices two versions.
 #[derive(Debug, Clone)]
 pub struct ObjectService<S> {
     inner: S,
@@ -80,9 +83,12 @@ where
         };
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let conditional_range =
+            object.headers().contains_key(header::RANGE) && object.headers().contains_key(header::IF_RANGE);
         ResponseFuture {
             state: State::Fetching {
                 fut: inner.oneshot(object.clone()),
+                whole: conditional_range.then(|| self.inner.clone()),
                 object,
                 request_id,
             },
@@ -114,6 +120,8 @@ pin_project! {
             fut: Oneshot<S, ObjectRequest>,
             object: ObjectRequest,
             request_id: String,
+            // For a second, whole-object fetch when `If-Range` does not hold.
+            whole: Option<S>,
         },
     }
 }
@@ -125,16 +133,37 @@ where
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Answered { res } => Poll::Ready(Ok(res.take().expect("polled after completion"))),
-            StateProj::Fetching {
-                fut,
-                object,
-                request_id,
-            } => {
-                let result = ready!(fut.poll(cx));
-                Poll::Ready(Ok(finish(result, object, std::mem::take(request_id))))
-            }
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Answered { res } => return Poll::Ready(Ok(res.take().expect("polled after completion"))),
+                StateProj::Fetching {
+                    fut,
+                    object,
+                    request_id,
+                    whole,
+                } => {
+                    let result = ready!(fut.poll(cx));
+                    match (result, whole.take()) {
+                        (Ok(res), Some(svc)) if !range_applies(object.headers(), &res) => {
+                            tracing::debug!(key = %object.key(), "If-Range does not match the upstream's answer: fetching the whole object");
+                            let mut whole_object = object.clone();
+                            whole_object.headers_mut().remove(header::RANGE);
+                            whole_object.headers_mut().remove(header::IF_RANGE);
+                            State::Fetching {
+                                fut: svc.oneshot(whole_object.clone()),
+                                object: whole_object,
+                                request_id: std::mem::take(request_id),
+                                whole: None,
+                            }
+                        }
+                        (result, _) => {
+                            return Poll::Ready(Ok(finish(result, object, std::mem::take(request_id))));
+                        }
+                    }
+                }
+            };
+            state.set(next);
         }
     }
 }
@@ -149,6 +178,17 @@ fn to_object_request<B>(req: &Request<B>) -> Result<ObjectRequest, S3Error> {
     Ok(ObjectRequest::new(method, key)
         .with_forwarded_headers(req.headers())
         .with_forwarded_query(req.uri().query()))
+}
+
+/// Whether a partial answer may be sent as is: it is not a `206`, or the
+/// request's `If-Range` matches the answer's own validators.
+fn range_applies(req: &HeaderMap, res: &Response<Body>) -> bool {
+    if res.status() != StatusCode::PARTIAL_CONTENT {
+        return true;
+    }
+    let etag = res.headers().get(header::ETAG).and_then(|v| v.to_str().ok());
+    let modified = res.headers().get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok());
+    conditional::if_range_holds(req, etag, modified)
 }
 
 /// Turns the inner service's result into the client's response.

@@ -1,0 +1,203 @@
+//! The access log: one structured line per request, written when its
+//! response body ends (or is dropped), with the request metrics recorded at
+//! the same moment.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use yatagarasu_middleware::auth::Identity;
+use yatagarasu_middleware::cache::X_CACHE;
+use yatagarasu_middleware::object::request_id;
+use yatagarasu_middleware::routing::MatchedBucket;
+use yatagarasu_middleware::upstream::REPLICA_HEADER;
+
+use crate::metrics::{InFlight, Metrics};
+
+/// One structured line per request, written when its response body ends (or
+/// is dropped: `complete=false` for a download the client abandoned), with
+/// the bytes sent; the request metrics are recorded at the same moment.
+pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let in_flight = metrics.in_flight();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let id = request_id(req.headers()).unwrap_or_default().to_owned();
+    let res = next.run(req).await;
+    let header = |name: axum::http::HeaderName| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let record = AccessRecord {
+        replica: header(REPLICA_HEADER),
+        cache: header(X_CACHE),
+        bucket: res
+            .extensions()
+            .get::<MatchedBucket>()
+            .map_or_else(|| Arc::from("-"), |b| b.0.clone()),
+        identity: res
+            .extensions()
+            .get::<Identity>()
+            .and_then(|i| i.subject.clone())
+            .unwrap_or_else(|| "-".into()),
+        status: res.status().as_u16(),
+        expected: res
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok()),
+        complete: method == axum::http::Method::HEAD,
+        method,
+        path,
+        id,
+        started,
+        bytes: 0,
+        metrics,
+        _in_flight: in_flight,
+    };
+    res.map(|inner| {
+        let mut record = record;
+        record.complete |= http_body::Body::is_end_stream(&inner);
+        Body::new(LoggedBody { inner, record })
+    })
+}
+
+/// What the access line and the request metrics say, emitted on drop.
+struct AccessRecord {
+    metrics: Arc<Metrics>,
+    _in_flight: InFlight,
+    started: Instant,
+    method: axum::http::Method,
+    path: String,
+    id: String,
+    bucket: Arc<str>,
+    status: u16,
+    replica: String,
+    cache: String,
+    identity: String,
+    bytes: u64,
+    /// `Content-Length`, when known: the body is complete once it is sent.
+    expected: Option<u64>,
+    complete: bool,
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        self.metrics
+            .request_done(&self.bucket, self.method.as_str(), self.status, &self.cache, duration);
+        if self.bytes > 0 {
+            self.metrics.bytes_sent(&self.bucket, self.bytes);
+        }
+        tracing::info!(
+            target: "yatagarasu::access",
+            request_id = %LogSafe(&self.id),
+            method = %LogSafe(self.method.as_str()),
+            path = %LogSafe(&self.path),
+            bucket = %self.bucket,
+            status = self.status,
+            bytes = self.bytes,
+            complete = self.complete,
+            replica = %self.replica,
+            cache = %self.cache,
+            identity = %LogSafe(&self.identity),
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its bytes into its [`AccessRecord`].
+    struct LoggedBody {
+        #[pin]
+        inner: Body,
+        record: AccessRecord,
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let mut this = self.project();
+        let frame = this.inner.as_mut().poll_frame(cx);
+        match &frame {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(data) = f.data_ref() {
+                    this.record.bytes += data.len() as u64;
+                }
+                // A sized body is not necessarily polled to its end.
+                if this.record.expected == Some(this.record.bytes) || this.inner.is_end_stream() {
+                    this.record.complete = true;
+                }
+            }
+            Poll::Ready(None) => this.record.complete = true,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client-controlled value as it goes into a log line: bytes outside a
+/// safe set (space, `"`, `=`, `\\`, control and non-ASCII bytes...) are
+/// percent-escaped and long values cut, so that no value can forge another
+/// field or line of the text format.
+pub struct LogSafe<'a>(pub &'a str);
+
+/// The longest value written, in bytes.
+const LOG_VALUE_MAX: usize = 1024;
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        let safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/@!$&'()*+,;%?[]|^`{}<>#".contains(&b);
+        for (i, &b) in self.0.as_bytes().iter().enumerate() {
+            if i >= LOG_VALUE_MAX {
+                return f.write_str("...");
+            }
+            if safe(b) {
+                f.write_char(b as char)?;
+            } else {
+                write!(f, "%{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogSafe;
+
+    #[test]
+    fn client_values_cannot_forge_fields() {
+        assert_eq!(LogSafe("/data/a.txt").to_string(), "/data/a.txt");
+        assert_eq!(
+            LogSafe("x status=200 path=\"/y\"\nnext").to_string(),
+            "x%20status%3D200%20path%3D%22/y%22%0Anext"
+        );
+        assert_eq!(LogSafe("caf\u{e9}\\").to_string(), "caf%C3%A9%5C");
+        assert!(LogSafe(&"a".repeat(5000)).to_string().len() <= 1027);
+    }
+}

@@ -1,0 +1,355 @@
+//! The edge against misbehaving clients, over raw sockets to the real
+//! binary: idle and trickling connections are closed, a client that stops
+//! reading frees its request slot, the connection limit refuses, and the
+//! protocol edges (Host, `OPTIONS *`, `CONNECT`, request ids, HTTP/2 header
+//! sizes) are answered as RFC 9110/9112 say.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+/// Upper bound for anything the proxy must do on its own; reaching it fails the test.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn config(endpoint: &str, server_extra: &str) -> String {
+    format!(
+        r#"
+server:
+  address: "127.0.0.1:0"
+  shutdown_grace_seconds: 1
+{server_extra}
+buckets:
+  - name: main
+    path_prefix: /data
+    s3: {{ bucket: bucket-a, endpoint: "{endpoint}", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY}, timeout_seconds: 30 }}
+health_check: {{ enabled: false }}
+metrics: {{ enabled: true, address: 127.0.0.1, port: 0 }}
+"#
+    )
+}
+
+async fn setup(server_extra: &str) -> (S3, Proxy) {
+    let s3 = s3().await;
+    s3.put_object("bucket-a", "small.txt", b"hello, yatagarasu\n").unwrap();
+    s3.put_object("bucket-a", "large.bin", &pattern(32 * 1024 * 1024, 7))
+        .unwrap();
+    let proxy = Proxy::start(&config(&s3.endpoint(), server_extra));
+    (s3, proxy)
+}
+
+/// Reads one response (headers, then `Content-Length` bytes): status, head, body.
+async fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.unwrap();
+        assert!(
+            n == 1,
+            "connection closed inside a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).await.unwrap();
+    (status, head, body)
+}
+
+/// Waits until the peer closes `s` (EOF or reset), reading and discarding
+/// whatever arrives; false when it is still open after [`PATIENCE`].
+async fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    let wait = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait).await.is_ok()
+}
+
+/// A metric's value from the metrics listener (0 when absent).
+async fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let text = get_text(proxy.metrics_url("/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    let (_s3, proxy) = setup("  header_read_timeout_seconds: 1\n  keepalive_idle_timeout_seconds: 300").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert!(closed_by_peer(&mut s).await, "a silent connection stayed open");
+    assert!(
+        metric(
+            &proxy,
+            "yatagarasu_client_connections_closed_total{reason=\"header_timeout\"}"
+        )
+        .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let (_s3, proxy) = setup("  header_read_timeout_seconds: 300\n  keepalive_idle_timeout_seconds: 1").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET /data/small.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _, body) = read_response(&mut s).await;
+    assert_eq!((status, body.as_slice()), (200, &b"hello, yatagarasu\n"[..]));
+    assert!(
+        closed_by_peer(&mut s).await,
+        "an idle keep-alive connection stayed open"
+    );
+    assert!(metric(&proxy, "yatagarasu_client_connections_closed_total{reason=\"idle\"}").await >= 1.0);
+}
+
+#[tokio::test]
+async fn headers_trickled_byte_by_byte_are_cut_off() {
+    let (_s3, proxy) = setup("  header_read_timeout_seconds: 2\n  keepalive_idle_timeout_seconds: 300").await;
+    let s = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    // A header block far longer than what a byte every 50 ms sends before the timeout.
+    let head = format!(
+        "GET /data/small.txt HTTP/1.1\r\nHost: test\r\nX-Slow: {}\r\n\r\n",
+        "a".repeat(4000)
+    );
+    let writer = tokio::spawn(async move {
+        for b in head.bytes() {
+            if wr.write_all(&[b]).await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    });
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a trickling client was still being read");
+    writer.abort();
+    assert!(
+        !writer.await.unwrap_or(false),
+        "the whole trickled header block was accepted"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_frees_its_slot() {
+    let (_s3, proxy) = setup("  max_concurrent_requests: 2\n  send_timeout_seconds: 2").await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(b"GET /data/large.bin HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 100];
+        s.read_exact(&mut first).await.unwrap();
+        assert!(
+            first.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&first)
+        );
+        stalled.push(s); // and never read again
+    }
+    // With both slots held for ever, this would stay 503 SlowDown.
+    let served = eventually(PATIENCE, || async {
+        client()
+            .get(proxy.url("/data/small.txt"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    assert!(served, "the stalled readers kept every slot");
+    // Both are aborted (reading them before would let them go on).
+    let aborted = eventually(PATIENCE, || async {
+        metric(
+            &proxy,
+            "yatagarasu_client_connections_closed_total{reason=\"send_timeout\"}",
+        )
+        .await
+            >= 2.0
+    })
+    .await;
+    assert!(aborted, "a stalled reader was not aborted");
+    for mut s in stalled {
+        assert!(
+            closed_by_peer(&mut s).await,
+            "a stalled reader's connection stayed open"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_refused_with_503() {
+    let (_s3, proxy) = setup("  max_client_connections: 3").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut s).await.0, 200);
+        held.push(s);
+    }
+    let (status, text) = raw_get(&proxy.addr(), "/data/small.txt").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("<Code>SlowDown</Code>"), "{text}");
+    assert!(metric(&proxy, "yatagarasu_client_connections_refused_total").await >= 1.0);
+    assert_eq!(metric(&proxy, "yatagarasu_client_connections_open").await, 3.0);
+    // A freed connection makes room again.
+    drop(held.pop());
+    let served = eventually(PATIENCE, || async {
+        raw_get(&proxy.addr(), "/data/small.txt").await.0 == 200
+    })
+    .await;
+    assert!(served, "a closed connection did not free its place");
+}
+
+/// Sends `request` as written and reads one response: status and text.
+async fn raw(addr: &str, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let (status, head, body) = read_response(&mut s).await;
+    (status, format!("{head}{}", String::from_utf8_lossy(&body)))
+}
+
+#[tokio::test]
+async fn protocol_edges_get_their_statuses_with_s3_errors() {
+    let (_s3, proxy) = setup("").await;
+    let addr = proxy.addr();
+    let cases = [
+        ("GET /data/small.txt HTTP/1.1\r\n\r\n", 400, "InvalidRequest"),
+        (
+            "GET /data/small.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            400,
+            "InvalidRequest",
+        ),
+        ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 405, "MethodNotAllowed"),
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            "GET /data/dir%5c..%5csmall.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+            400,
+            "InvalidURI",
+        ),
+        (
+            "GET /data/..%5Csmall.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+            400,
+            "InvalidURI",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got, text) = raw(&addr, request).await;
+        assert_eq!(got, status, "{request:?}: {text}");
+        assert!(text.contains(&format!("<Code>{code}</Code>")), "{request:?}: {text}");
+    }
+    // HTTP/1.0 needs no Host.
+    let (got, _) = raw(&addr, "GET /data/small.txt HTTP/1.0\r\n\r\n").await;
+    assert_eq!(got, 200);
+}
+
+#[tokio::test]
+async fn only_short_safe_request_ids_are_kept_and_logs_cannot_be_forged() {
+    let (_s3, proxy) = setup("").await;
+    let id_of = |id: String| {
+        let url = proxy.url("/data/small.txt");
+        async move {
+            let res = client().get(url).header("x-request-id", id).send().await.unwrap();
+            res.headers()["x-request-id"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(id_of("trace-0123.abc:9_x".into()).await, "trace-0123.abc:9_x");
+    for bad in [
+        "a".repeat(129),
+        "x status=599 bucket=forged".into(),
+        "\"quoted\"".into(),
+    ] {
+        let got = id_of(bad.clone()).await;
+        assert_ne!(got, bad);
+        assert!(uuid::Uuid::parse_str(&got).is_ok(), "{got}");
+    }
+    let logs = proxy.settled_logs().await;
+    assert!(!logs.contains("status=599"), "a forged field in:\n{logs}");
+    assert!(!logs.contains("bucket=forged"), "a forged field in:\n{logs}");
+}
+
+#[tokio::test]
+async fn http2_allows_the_same_header_size_as_http1() {
+    let (_s3, proxy) = setup("").await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let big = "t".repeat(20 * 1024);
+    for client in [client(), h2.clone()] {
+        let res = client
+            .get(proxy.url("/data/small.txt"))
+            .header("x-big", &big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((res.version(), res.status().as_u16()).1, 200, "{:?}", res.version());
+    }
+    let res = h2
+        .get(proxy.url("/data/small.txt"))
+        .header("x-big", "t".repeat(70 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status().as_u16(), 431);
+    assert!(res.text().await.unwrap().contains("<Error>"));
+}
+
+#[tokio::test]
+async fn the_admin_bearer_scheme_is_case_insensitive() {
+    let s3 = s3().await;
+    let config = config(&s3.endpoint(), "").replace("port: 0 }", "port: 0, admin_token: t0ken-for-admin }");
+    let proxy = Proxy::start(&config);
+    let purge = proxy.metrics_url("/admin/reload");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let res = client()
+            .post(&purge)
+            .header("authorization", format!("{scheme} t0ken-for-admin"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{scheme}");
+    }
+    let res = client()
+        .post(&purge)
+        .header("authorization", "Basic t0ken-for-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+}
