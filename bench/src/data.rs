@@ -100,7 +100,7 @@ pub fn write(root: &Path, object: Object, sidecar: bool) -> Result<u64, String> 
 
 /// `1 GiB`, `256 MiB`, `4 KiB`.
 pub fn human_size(bytes: u64) -> String {
-    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
         format!("{} GiB", bytes >> 30)
     } else if bytes >= MIB {
         format!("{} MiB", bytes / MIB)
