@@ -104,17 +104,6 @@ impl PrefixRouter {
         routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Ok(self)
     }
-
-    /// The bucket name and remaining path for a request path, if any prefix matches.
-    pub fn route<'a>(&self, path: &'a str) -> Option<(&Arc<str>, &'a str)> {
-        self.routes
-            .iter()
-            .find(|(p, _, _)| prefix_matches(p, path))
-            .map(|(p, name, _)| {
-                let rest = if p == "/" { path } else { &path[p.len()..] };
-                (name, rest)
-            })
-    }
 }
 
 impl Service<Request<Body>> for PrefixRouter {
