@@ -68,6 +68,22 @@ pub struct LocalS3 {
 struct Shared {
     fault: Mutex<Fault>,
     requests: AtomicU64,
+    received: Mutex<std::collections::VecDeque<ReceivedRequest>>,
+}
+
+/// How many requests [`LocalS3::received`] keeps (the newest).
+const RECEIVED_KEPT: usize = 256;
+
+/// A request as the server received it, before the signature check: what a
+/// client (the proxy) really sent upstream.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    /// The method.
+    pub method: http::Method,
+    /// The path and query, as sent.
+    pub uri: http::Uri,
+    /// Every header, as sent.
+    pub headers: http::HeaderMap,
 }
 
 impl LocalS3 {
@@ -194,6 +210,18 @@ impl LocalS3 {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
+    /// The last requests received (up to 256, oldest first), in every fault
+    /// mode, signed correctly or not.
+    pub fn received(&self) -> Vec<ReceivedRequest> {
+        self.shared
+            .received
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Whether the server is listening.
     pub fn is_running(&self) -> bool {
         self.tasks.is_some()
@@ -243,6 +271,17 @@ async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<BoxBody>, s3s::HttpError> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut received = shared.received.lock().expect("not poisoned");
+        if received.len() == RECEIVED_KEPT {
+            received.pop_front();
+        }
+        received.push_back(ReceivedRequest {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        });
+    }
     let fault = {
         let mut mode = shared.fault.lock().expect("not poisoned");
         let now = *mode;

@@ -113,6 +113,8 @@ pub async fn run(
     // Stop accepting; every connection finishes its requests and closes.
     let _ = stop_tx.send(true);
     let _ = accept.await;
+    // The listener is closed: a new connection is refused from here on.
+    tracing::info!("stopped accepting connections");
     let all = u32::try_from(edge_conf.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(grace, connections.acquire_many(all))
         .await

@@ -117,3 +117,82 @@ metrics: { enabled: false }
     assert!(err.contains("buckets[0].auth.jwt"), "{err}");
     assert!(err.contains("buckets[1].auth.jwt.algorithm"), "{err}");
 }
+
+/// A throwaway P-256 key for the JWKS test (generated for it, used nowhere else).
+const ES256_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg5C037P5WX+/8JV6g
+9eQbpb8DcsJ7qnLxOVwS74pW05ihRANCAAQjhQVfjUlAajY3tGbbT5+IuUFHzpbf
+JDAr/JKwGXMbYBV65eeiEozjSmVYxY5rG0kmcxL1CVdgdM8/cpX61UK7
+-----END PRIVATE KEY-----
+";
+
+fn es256_token(kid: &str, claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(ES256_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+// Multi-thread: `Proxy::start` blocks while the binary fetches the JWKS from
+// the server running on this runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_url_through_the_binary_accepts_its_key_and_refuses_an_unknown_kid() {
+    // The issuer: a loopback HTTP server serving the JWKS of the key above.
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(ES256_KEY.as_bytes()).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("k1".to_owned());
+    let jwks = serde_json::json!({ "keys": [jwk] });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let s3 = s3().await;
+    s3.put_object("docs-bkt", "guide.txt", b"the guide").unwrap();
+    let config = format!(
+        r#"
+server: {{ address: "127.0.0.1:0" }}
+jwt:
+  algorithm: ES256
+  jwks_url: "http://{issuer}/jwks.json"
+  issuer: "https://issuer.test"
+buckets:
+  - name: docs
+    path_prefix: /docs
+    s3: {{ bucket: docs-bkt, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
+    auth: {{ enabled: true }}
+health_check: {{ enabled: false }}
+metrics: {{ enabled: false }}
+"#,
+        endpoint = s3.endpoint()
+    );
+    let proxy = Proxy::start(&config);
+    let c = client();
+    let url = proxy.url("/docs/guide.txt");
+    let claims = serde_json::json!({"sub": "carol", "iss": "https://issuer.test", "exp": now() + 600});
+
+    let res = c
+        .get(&url)
+        .bearer_auth(es256_token("k1", claims.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "the guide");
+
+    let res = c
+        .get(&url)
+        .bearer_auth(es256_token("unknown", claims))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.text().await.unwrap().contains("<Error><Code>"));
+    server.abort();
+}

@@ -86,10 +86,10 @@ impl Proxy {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Some(i) = line.find("listening on http://") {
                         let addr = line[i + "listening on http://".len()..]
-                            .split_whitespace()
+                            // Text or JSON log lines: the address ends at a space or quote.
+                            .split(|c: char| c.is_whitespace() || c == '"')
                             .next()
                             .unwrap_or_default()
-                            .trim_end_matches('"')
                             .to_owned();
                         if line.contains("metrics listening on http://") {
                             *metrics_addr.lock().unwrap() = Some(addr);

@@ -635,7 +635,18 @@ async fn long_targets_get_414_and_large_headers_431() {
 }
 
 #[tokio::test]
-async fn after_sigterm_new_connections_are_refused_or_503_while_downloads_finish() {
+async fn after_sigterm_new_connections_are_refused_while_downloads_finish() {
+    drains_on("TERM").await;
+}
+
+#[tokio::test]
+async fn after_sigint_new_connections_are_refused_while_downloads_finish() {
+    drains_on("INT").await;
+}
+
+/// README: on SIGTERM / SIGINT the proxy "stops accepting at once" while
+/// in-flight downloads go on, then exits 0.
+async fn drains_on(signal: &str) {
     let s3 = s3().await;
     let big = pattern(32 * 1024 * 1024, 11);
     s3.put_object("bkt", "big.bin", &big).unwrap();
@@ -644,16 +655,15 @@ async fn after_sigterm_new_connections_are_refused_or_503_while_downloads_finish
     assert_eq!(download.status(), 200);
     let mut body = download.chunk().await.unwrap().unwrap().to_vec();
 
-    proxy.signal("TERM");
+    proxy.signal(signal);
     assert!(proxy.wait_for_log("shutting down", WAIT).await);
-    // A fresh client, so a new connection.
-    match client().get(proxy.url("/ready")).send().await {
-        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
-        Ok(res) => assert_eq!(res.status(), 503),
-    }
-    match client().get(proxy.url("/d/big.bin")).send().await {
-        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
-        Ok(res) => assert_eq!(res.status(), 503),
+    assert!(proxy.wait_for_log("stopped accepting connections", WAIT).await);
+    // A fresh client, so a new connection: the listener is closed.
+    for path in ["/ready", "/d/big.bin"] {
+        match client().get(proxy.url(path)).send().await {
+            Err(e) => assert!(e.is_connect(), "{path}: {e:?}"),
+            Ok(res) => panic!("{path}: accepted after {signal}: {}", res.status()),
+        }
     }
 
     while let Some(chunk) = download.chunk().await.unwrap() {
@@ -715,4 +725,93 @@ async fn admin_purges_the_cache_and_its_counters_are_exported() {
         sample(&text, "yatagarasu_cache_purges_total").is_some_and(|v| v >= 3.0),
         "{text}"
     );
+}
+
+/// The field `name` of a JSON log line, at the top level or under `fields`.
+fn json_field<'a>(line: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    line.get(name).or_else(|| line.get("fields").and_then(|f| f.get(name)))
+}
+
+#[tokio::test]
+async fn json_logging_gives_one_object_per_request_with_the_documented_fields() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"json log body").unwrap();
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", "logging: { format: json }"));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let res = client().get(proxy.url("/d/obj.txt")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        ids.push(res.headers()["x-request-id"].to_str().unwrap().to_owned());
+        assert_eq!(res.bytes().await.unwrap().len(), 13);
+    }
+    let wanted = ids.clone();
+    let logged = eventually(WAIT, || {
+        let logs = proxy.logs();
+        let wanted = wanted.clone();
+        async move { wanted.iter().all(|id| logs.contains(id.as_str())) }
+    })
+    .await;
+    assert!(logged, "{}", proxy.logs());
+    let logs = proxy.settled_logs().await;
+    let mut access = Vec::new();
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object: {line}: {e}"));
+        // The target is a name for filters, not a printed field (README).
+        if json_field(&value, "request_id").is_some() && json_field(&value, "complete").is_some() {
+            access.push(value);
+        }
+    }
+    for id in &ids {
+        let lines: Vec<_> = access
+            .iter()
+            .filter(|v| json_field(v, "request_id").and_then(|r| r.as_str()) == Some(id.as_str()))
+            .collect();
+        assert_eq!(lines.len(), 1, "{id}: {logs}");
+        let line = lines[0];
+        for field in [
+            "method",
+            "path",
+            "bucket",
+            "status",
+            "bytes",
+            "complete",
+            "replica",
+            "cache",
+            "identity",
+            "duration_ms",
+        ] {
+            assert!(json_field(line, field).is_some(), "{field} missing: {line}");
+        }
+        assert_eq!(json_field(line, "method").unwrap(), "GET", "{line}");
+        assert_eq!(json_field(line, "path").unwrap(), "/d/obj.txt", "{line}");
+        assert_eq!(json_field(line, "bucket").unwrap(), "ha", "{line}");
+        assert_eq!(json_field(line, "status").unwrap().as_u64(), Some(200), "{line}");
+        assert_eq!(json_field(line, "bytes").unwrap().as_u64(), Some(13), "{line}");
+        assert_eq!(json_field(line, "complete").unwrap().as_bool(), Some(true), "{line}");
+        assert_eq!(json_field(line, "replica").unwrap(), "backup", "{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_download_the_client_abandons_is_logged_complete_false() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "big.bin", &pattern(32 * 1024 * 1024, 5)).unwrap();
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", ""));
+    let c = client();
+    let mut res = c.get(proxy.url("/d/big.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(!res.chunk().await.unwrap().unwrap().is_empty());
+    // The client leaves mid-body: the connection goes with the client.
+    drop(res);
+    drop(c);
+    assert!(proxy.wait_for_log("complete=false", WAIT).await, "{}", proxy.logs());
+    let logs = proxy.settled_logs().await;
+    let line = logs
+        .lines()
+        .find(|l| l.contains(id.as_str()) && l.contains("complete="))
+        .unwrap_or_else(|| panic!("no access line for {id}: {logs}"));
+    assert!(line.contains("complete=false"), "{line}");
+    assert!(line.contains("status=200"), "{line}");
 }
