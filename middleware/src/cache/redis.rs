@@ -360,8 +360,11 @@ impl RedisTier {
             }
         };
         if refresh {
-            if let Ok(info) = self.run::<String>(redis::cmd("INFO").arg("memory"), self.timeout).await {
-                if let Some(used) = parse_used_memory(&info) {
+            if let Ok(info) = self
+                .run::<redis::Value>(redis::cmd("INFO").arg("memory"), self.timeout)
+                .await
+            {
+                if let Some(used) = used_memory_of(&info) {
                     self.used_memory.store(used, Ordering::Relaxed);
                 }
             }
@@ -519,6 +522,21 @@ fn scrub(err: &RedisFailure, urls: &[String]) -> String {
         .fold(err.to_string(), |e, url| e.replace(url.as_str(), &redact_url(url)))
 }
 
+/// `used_memory` from an `INFO memory` reply: one node's text, or (cluster
+/// mode, where `INFO` goes to every primary) the sum over the per-node map.
+fn used_memory_of(info: &redis::Value) -> Option<u64> {
+    match info {
+        redis::Value::BulkString(b) => parse_used_memory(&String::from_utf8_lossy(b)),
+        redis::Value::SimpleString(s) => parse_used_memory(s),
+        redis::Value::VerbatimString { text, .. } => parse_used_memory(text),
+        redis::Value::Map(nodes) => nodes
+            .iter()
+            .map(|(_, v)| used_memory_of(v))
+            .try_fold(0u64, |sum, n| n.map(|n| sum.saturating_add(n))),
+        _ => None,
+    }
+}
+
 fn parse_used_memory(info: &str) -> Option<u64> {
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -545,6 +563,12 @@ mod tests {
     fn parses_info_memory() {
         let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n";
         assert_eq!(parse_used_memory(info), Some(1_048_576));
+        let node = |n: &str| redis::Value::BulkString(format!("# Memory\r\nused_memory:{n}\r\n").into_bytes());
+        let cluster = redis::Value::Map(vec![
+            (redis::Value::SimpleString("127.0.0.1:7001".into()), node("100")),
+            (redis::Value::SimpleString("127.0.0.1:7002".into()), node("23")),
+        ]);
+        assert_eq!(used_memory_of(&cluster), Some(123));
     }
 
     #[test]
