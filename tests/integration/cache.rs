@@ -114,6 +114,15 @@ async fn cached_objects_survive_an_origin_outage_and_redis_crashes() {
     })
     .await;
     assert!(went_stale, "the copy never turned STALE during the outage");
+    // Stale-if-error from Redis: an instance started during the outage has
+    // nothing in memory, and serves the shared copy as STALE.
+    let fresh = Proxy::start_with_env(&config, &[("REDIS_URL", &url)]);
+    let (status, cache, body) = get(&fresh, "/short/a.css", &[]).await;
+    assert_eq!(
+        (status, cache.as_str(), body.as_slice()),
+        (200, "STALE", b"body { color: black }".as_slice())
+    );
+    drop(fresh);
     s3.restart().await.unwrap();
 
     // Redis killed mid-run: zero client errors.
