@@ -3,7 +3,10 @@
 //! A request flows through small services, outermost first:
 //!
 //! - [`routing::PrefixRouter`]: picks the bucket by path prefix;
-//! - [`auth::AuthLayer`]: JWT authentication (401/403 as S3 XML), before anything else sees the request;
+//! - [`auth::AuthLayer`] and [`auth::SigV4Layer`]: JWT and S3 SigV4 client
+//!   authentication (401/403 as S3 XML), in front of the object and bucket services;
+//! - [`s3api::S3Api`]: bucket calls (`ListObjectsV2`/V1 with the proxy's own
+//!   continuation tokens, `HeadBucket`, `GetBucketLocation`) beside objects;
 //! - [`object::ObjectService`]: turns `GET`/`HEAD /{key}` into an
 //!   [`ObjectRequest`](object::ObjectRequest), and every failure into the
 //!   S3-style XML answer a client expects ([`error`]);
