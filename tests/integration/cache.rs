@@ -346,3 +346,73 @@ async fn large_objects_are_served_from_slices_through_the_binary() {
     assert!(body == object);
     assert_eq!(s3.requests() - base, LEN / MIB);
 }
+
+/// The value of the counter `name` (no labels) on `proxy`'s metrics port.
+async fn counter(proxy: &Proxy, name: &str) -> u64 {
+    let metrics = get_text(proxy.metrics_url("/metrics")).await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} missing from the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn redis_max_capacity_refuses_writes_at_its_boundary() {
+    let redis = Redis::start();
+    let info = crate::redis::cli(redis.port, &["INFO", "memory"]);
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .expect("used_memory in INFO")
+        .trim()
+        .parse()
+        .unwrap();
+    // Room for one 1.5 MB object (plus the proxy's connections and Redis'
+    // own overhead, well under 0.5 MB), not for a second one of 1 MB.
+    let capacity = used + 2_000_000;
+    let s3 = s3().await;
+    s3.put_object("assets-bkt", "fits.bin", &pattern(1_500_000, 3)).unwrap();
+    s3.put_object("assets-bkt", "over.bin", &pattern(1_000_000, 4)).unwrap();
+    let config = cached_config(&s3.endpoint(), "")
+        .replace(
+            "memory: { max_capacity: 16777216, ttl_seconds: 60 }",
+            "memory: { max_capacity: 0 }",
+        )
+        .replace("pool_size: 4 }", &format!("pool_size: 4, max_capacity: {capacity} }}"));
+    assert!(config.contains(&format!("max_capacity: {capacity}")), "{config}");
+    let env = [("REDIS_URL", redis.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Proxy::start_with_env(&config, &env);
+
+    assert_eq!(get(&a, "/assets/fits.bin", &[]).await.2, pattern(1_500_000, 3));
+    let written = eventually(Duration::from_secs(10), || async {
+        counter(&a, "yatagarasu_cache_redis_writes_total").await == 1
+    })
+    .await;
+    assert!(written, "the object under the limit was not written to Redis");
+    assert_eq!(counter(&a, "yatagarasu_cache_redis_writes_refused_total").await, 0);
+
+    // Past the limit: served in full, refused by the tier, counted.
+    assert_eq!(get(&a, "/assets/over.bin", &[]).await.2, pattern(1_000_000, 4));
+    let refused = eventually(Duration::from_secs(10), || async {
+        counter(&a, "yatagarasu_cache_redis_writes_refused_total").await == 1
+    })
+    .await;
+    assert!(refused, "the write past redis.max_capacity was not refused");
+    assert_eq!(counter(&a, "yatagarasu_cache_redis_writes_total").await, 1);
+    let keys = crate::redis::cli(redis.port, &["--scan", "--pattern", "yatagarasu:cache:*"]);
+    assert_eq!(keys.lines().filter(|k| k.contains("fits.bin")).count(), 1, "{keys}");
+    assert!(!keys.contains("over.bin"), "{keys}");
+
+    // A second instance: the stored object is a Redis hit, the refused one a miss.
+    let b = Proxy::start_with_env(&config, &env);
+    let (status, cache, body) = get(&b, "/assets/fits.bin", &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "HIT-REDIS"));
+    assert_eq!(body, pattern(1_500_000, 3));
+    let (status, cache, body) = get(&b, "/assets/over.bin", &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "MISS"));
+    assert_eq!(body, pattern(1_000_000, 4));
+}
