@@ -8,5 +8,4 @@ mod service;
 pub use key::{decode_key, KeyError};
 pub use request::{ObjectMethod, ObjectRequest, Operation, FORWARDED_OBJECT_PARAMS, FORWARDED_REQUEST_HEADERS};
 #[allow(unused_imports)]
-pub(crate) use service::not_modified;
 pub use service::{request_id, ObjectService, ResponseFuture, REQUEST_ID};

@@ -10,9 +10,9 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::{decode_key, KeyError, ObjectMethod, ObjectRequest};
-use crate::cache::X_CACHE;
-use crate::conditional::{self, Precondition};
 use crate::error::{FetchError, S3Error};
+use crate::http::conditional::{self, not_modified, Precondition};
+use crate::http::headers::{REPLICA_HEADER, X_CACHE};
 
 /// The request-id header read from requests to name them in error bodies and logs.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -220,7 +220,7 @@ fn finish(result: Result<Response<Body>, FetchError>, req: &ObjectRequest, reque
         let mut err = S3Error::from_upstream_status(status)
             .with_request_id(request_id)
             .into_response();
-        for name in [header::CONTENT_RANGE, X_CACHE, crate::upstream::REPLICA_HEADER] {
+        for name in [header::CONTENT_RANGE, X_CACHE, REPLICA_HEADER] {
             if let Some(v) = res.headers().get(&name) {
                 err.headers_mut().insert(name, v.clone());
             }
@@ -230,26 +230,6 @@ fn finish(result: Result<Response<Body>, FetchError>, req: &ObjectRequest, reque
     if req.method() == ObjectMethod::Head {
         let (parts, _body) = res.into_parts();
         return Response::from_parts(parts, Body::empty());
-    }
-    res
-}
-
-/// A `304 Not Modified` carrying the validators and caching headers of `from`.
-pub(crate) fn not_modified(from: &HeaderMap) -> Response<Body> {
-    let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::NOT_MODIFIED;
-    for name in [
-        header::ETAG,
-        header::LAST_MODIFIED,
-        header::CACHE_CONTROL,
-        header::EXPIRES,
-    ] {
-        if let Some(v) = from.get(&name) {
-            res.headers_mut().insert(name, v.clone());
-        }
-    }
-    if let Some(v) = from.get(crate::upstream::REPLICA_HEADER) {
-        res.headers_mut().insert(crate::upstream::REPLICA_HEADER, v.clone());
     }
     res
 }

@@ -21,8 +21,7 @@ use crate::credentials::ReplicaCredentials;
 use crate::error::{s3_error_code, FetchError};
 use crate::object::{ObjectMethod, ObjectRequest, Operation};
 
-/// The response header naming the replica that served a request.
-pub const REPLICA_HEADER: HeaderName = HeaderName::from_static("x-yatagarasu-replica");
+pub use crate::http::headers::REPLICA_HEADER;
 
 /// Response headers passed from S3 to the client (plus every `x-amz-meta-*`).
 pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 11] = [
