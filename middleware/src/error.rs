@@ -126,11 +126,6 @@ impl FetchError {
             _ => false,
         }
     }
-
-    /// Whether another replica may succeed where this one failed.
-    pub fn is_retryable(&self) -> bool {
-        true
-    }
 }
 
 /// An error answer in the format S3 uses: status code, `Code`, `Message`.

@@ -7,5 +7,4 @@ mod service;
 
 pub use key::{decode_key, KeyError};
 pub use request::{ObjectMethod, ObjectRequest, Operation, FORWARDED_OBJECT_PARAMS, FORWARDED_REQUEST_HEADERS};
-#[allow(unused_imports)]
 pub use service::{request_id, ObjectService, ResponseFuture, REQUEST_ID};

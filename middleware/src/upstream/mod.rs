@@ -149,11 +149,6 @@ impl S3Upstream {
         &self.inner.name
     }
 
-    /// The replica's name, shared.
-    pub fn name_arc(&self) -> Arc<str> {
-        self.inner.name.clone()
-    }
-
     /// The header timeout.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
@@ -309,11 +304,7 @@ fn into_client_response(res: reqwest::Response, replica: &str) -> Response<Body>
     let res: Response<reqwest::Body> = res.into();
     let (parts, body) = res.into_parts();
     let mut out = Response::new(Body::new(body.map_err(|e| e.without_url())));
-    *out.status_mut() = if parts.status == StatusCode::NOT_MODIFIED {
-        StatusCode::NOT_MODIFIED
-    } else {
-        parts.status
-    };
+    *out.status_mut() = parts.status;
     copy_forwarded(&parts.headers, out.headers_mut());
     if let Ok(v) = HeaderValue::from_str(replica) {
         out.headers_mut().insert(REPLICA_HEADER, v);
