@@ -251,7 +251,8 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         (None, _) => None,
     };
     let auth_stats = inherited.auth_stats;
-    // One retry budget for the process: a full outage cannot multiply load.
+    // One retry budget for every bucket of this config (a reload builds a new
+    // one): a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
     let mut router = PrefixRouter::new();
     let mut ready = ReadyState::new(inherited.draining)

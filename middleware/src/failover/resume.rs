@@ -81,9 +81,11 @@ where
     fn start_resume(&mut self, cause: &dyn std::fmt::Display) -> Result<(), BoxError> {
         let failed = &self.shared.replicas[self.serving];
         failed.breaker().record_failure();
-        self.shared
-            .events
-            .failure(&self.shared.bucket, failed.name(), &FetchError::NoReplica);
+        self.shared.events.failure(
+            &self.shared.bucket,
+            failed.name(),
+            &FetchError::BodyCut(cause.to_string()),
+        );
         if self.resumes_left == 0 {
             tracing::warn!(bucket = %self.shared.bucket, replica = %failed.name(), error = %cause,
                 "Replica '{}' failed mid-body, no resume left: aborting the response", failed.name());

@@ -1,4 +1,5 @@
-//! The proxy's own response headers, and `Content-Length` read once.
+//! The proxy's own headers (request id, cache and replica markers), and
+//! `Content-Length` read once.
 
 use http::{header, HeaderMap, HeaderName};
 
@@ -8,6 +9,14 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// The response header naming the replica that served a request.
 pub const REPLICA_HEADER: HeaderName = HeaderName::from_static("x-yatagarasu-replica");
+
+/// The request-id header read from requests to name them in error bodies and logs.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id (the [`REQUEST_ID`] header), when a layer in front set one.
+pub fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+}
 
 /// The `Content-Length` of a message, when it has one that parses
 /// (RFC 9110 §8.6: one non-negative decimal number).

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
-use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode};
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
@@ -12,15 +12,7 @@ use tower::{Service, ServiceExt};
 use super::{decode_key, KeyError, ObjectMethod, ObjectRequest};
 use crate::error::{FetchError, S3Error};
 use crate::http::conditional::{self, not_modified, Precondition};
-use crate::http::headers::{REPLICA_HEADER, X_CACHE};
-
-/// The request-id header read from requests to name them in error bodies and logs.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The request's id (the [`REQUEST_ID`] header), when a layer in front set one.
-pub fn request_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
-}
+use crate::http::headers::{request_id, REPLICA_HEADER, X_CACHE};
 
 /// The client-facing end of an object stack.
 ///
