@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use yatagarasu_middleware::auth::Identity;
 use yatagarasu_middleware::cache::X_CACHE;
+use yatagarasu_middleware::http::headers::content_length;
 use yatagarasu_middleware::object::request_id;
 use yatagarasu_middleware::routing::MatchedBucket;
 use yatagarasu_middleware::upstream::REPLICA_HEADER;
@@ -50,10 +51,7 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
             .and_then(|i| i.subject.clone())
             .unwrap_or_else(|| "-".into()),
         status: res.status().as_u16(),
-        expected: res
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok()),
+        expected: content_length(res.headers()),
         complete: method == axum::http::Method::HEAD,
         method,
         path,

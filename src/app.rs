@@ -22,7 +22,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use std::convert::Infallible;
-use tokio::task::JoinHandle;
 use tower::retry::budget::TpsBudget;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder};
@@ -165,15 +164,6 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the background health checks; they stop when the handles are aborted.
-    pub fn spawn_health_checks(&self) -> Vec<JoinHandle<()>> {
-        self.replicas
-            .iter()
-            .filter_map(|r| r.check.clone())
-            .map(HealthCheck::spawn)
-            .collect()
-    }
-
     /// What a build of the next config may take over from this one.
     pub fn inherited(&self) -> Inherited {
         Inherited {
@@ -261,7 +251,8 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         (None, _) => None,
     };
     let auth_stats = inherited.auth_stats;
-    // One retry budget for the process: a full outage cannot multiply load.
+    // One retry budget for every bucket of this config (a reload builds a new
+    // one): a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
     let mut router = PrefixRouter::new();
     let mut ready = ReadyState::new(inherited.draining)

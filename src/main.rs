@@ -233,9 +233,5 @@ async fn serve_s3(
     tracing::info!("local S3 server on {} serving {}", server.endpoint(), root.display());
     println!("S3 listening on {}", server.endpoint());
     tokio::signal::ctrl_c().await?;
-    #[cfg(unix)]
-    {
-        // SIGTERM also ends it (ctrl_c covers SIGINT only).
-    }
     Ok(())
 }

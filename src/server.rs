@@ -26,7 +26,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
-use crate::app::App;
 use crate::config::ServerConfig;
 use crate::edge::edge;
 use crate::metrics::Metrics;
@@ -35,20 +34,10 @@ use crate::reload::Live;
 /// Longest TLS handshake a client connection may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until SIGTERM or SIGINT (or `shutdown`
+/// Serves a [`Live`] app on `listener` until SIGTERM or SIGINT (or `shutdown`
 /// resolves), then stops accepting, turns `/ready` to 503 and lets in-flight
-/// requests finish for up to `grace`. No metrics listener, no reload.
-pub async fn serve(
-    app: App,
-    listener: TcpListener,
-    grace: Duration,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    run(Live::new(app, None), listener, None, grace, shutdown).await
-}
-
-/// [`serve`] for a [`Live`] app, with the metrics/admin listener when given,
-/// and a reload of the config file on every SIGHUP.
+/// requests finish for up to `grace`; with the metrics/admin listener when
+/// given, and a reload of the config file on every SIGHUP.
 pub async fn run(
     live: Arc<Live>,
     listener: TcpListener,

@@ -29,12 +29,10 @@ impl BulkheadLayer {
     }
 }
 
+/// The inner service's own error, or `Overloaded`: the only other error this
+/// stack makes is `LoadShed`'s refusal.
 fn to_fetch_error(e: BoxError) -> FetchError {
-    match e.downcast::<FetchError>() {
-        Ok(e) => *e,
-        Err(e) if e.is::<tower::load_shed::error::Overloaded>() => FetchError::Overloaded,
-        Err(_) => FetchError::Overloaded,
-    }
+    e.downcast::<FetchError>().map_or(FetchError::Overloaded, |e| *e)
 }
 
 impl<S> Layer<S> for BulkheadLayer {

@@ -56,6 +56,11 @@ pub enum FetchError {
     /// No replica is configured or admissible.
     #[error("no replica available")]
     NoReplica,
+    /// The replica's body broke after its headers were sent on (a failure
+    /// of that replica, reported to [`FailoverEvents`](crate::failover::FailoverEvents)
+    /// when a resume starts; the client's response cannot become an error any more).
+    #[error("response body cut after the headers: {0}")]
+    BodyCut(String),
     /// The replica has no usable credentials (expired, or never obtained):
     /// a failure of that replica.
     #[error("no usable credentials: {0}")]
@@ -125,11 +130,6 @@ impl FetchError {
             StatusCode::BAD_REQUEST => code.is_some_and(|c| REJECTION_CODES.contains(&c)),
             _ => false,
         }
-    }
-
-    /// Whether another replica may succeed where this one failed.
-    pub fn is_retryable(&self) -> bool {
-        true
     }
 }
 
@@ -254,12 +254,14 @@ impl S3Error {
                 "The upstream storage refused the proxy's request.",
             )
             .with_retry_after(1),
-            FetchError::Connect(_) | FetchError::Transport(_) | FetchError::Status(_) => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "BadGateway",
-                "The upstream storage failed to answer.",
-            )
-            .with_retry_after(1),
+            FetchError::Connect(_) | FetchError::Transport(_) | FetchError::Status(_) | FetchError::BodyCut(_) => {
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "BadGateway",
+                    "The upstream storage failed to answer.",
+                )
+                .with_retry_after(1)
+            }
         }
     }
 
@@ -273,6 +275,16 @@ impl S3Error {
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
         self
+    }
+
+    /// Sets the `RequestId` of the body to the request's
+    /// [`X-Request-Id`](crate::http::headers::REQUEST_ID), or to a new id
+    /// when no layer in front set one, so every error body names its request.
+    pub fn with_request_id_of(self, request: &http::HeaderMap) -> Self {
+        match crate::http::headers::request_id(request) {
+            Some(id) => self.with_request_id(id),
+            None => self.with_request_id(uuid::Uuid::new_v4().to_string()),
+        }
     }
 
     /// Adds `Retry-After: secs`.

@@ -22,7 +22,8 @@
 //! - beside them, [`health::HealthCheck`] probes replicas in the background;
 //! - in front of everything, [`protect`] bounds request size, rate and
 //!   concurrency (414/431, 429 and 503 with `Retry-After`);
-//! - [`builder::ServiceBuilderExt`] stacks these layers on a `ServiceBuilder`.
+//! - [`builder::ServiceBuilderExt`] stacks these layers on a `ServiceBuilder`;
+//! - [`http`]: the RFC 9110 rules they share (preconditions, ranges, `304`s).
 //!
 //! # Mounting an S3 bucket in your own axum app
 //!
@@ -97,15 +98,17 @@ pub mod breaker;
 pub mod builder;
 pub mod bulkhead;
 pub mod cache;
-pub mod conditional;
 pub mod credentials;
 pub mod error;
 pub mod failover;
 pub mod health;
+pub mod http;
 pub mod object;
 pub mod protect;
 pub mod routing;
 pub mod s3api;
 pub mod upstream;
 
+/// Preconditions, now part of [`http`](crate::http); kept at this path for existing users.
+pub use crate::http::conditional;
 pub use error::{FetchError, S3Error};

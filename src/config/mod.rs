@@ -138,7 +138,7 @@ pub struct RateLimitConfig {
     pub requests_per_second: u32,
     /// Requests allowed at once above the sustained rate.
     pub burst: u32,
-    /// One bucket per client IP (the TCP peer address).
+    /// One bucket per client IP (the TCP peer, or the forwarded client behind `trusted_proxies`).
     pub per_ip: PerIpRateLimitConfig,
 }
 

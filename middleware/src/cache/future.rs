@@ -15,11 +15,12 @@ use tower::Service;
 
 use super::body::{Fill, TeeBody};
 use super::entry::CachedObject;
-use super::serve::{respond, X_CACHE};
+use super::serve::respond;
 use super::slice::{self, Fetcher};
 use super::stats::CacheStats;
 use super::store::{CacheStore, FillGuard, Found, Join, Tier};
 use crate::error::FetchError;
+use crate::http::headers::X_CACHE;
 use crate::object::{ObjectMethod, ObjectRequest};
 
 /// What one bucket's layer does with the shared store.
@@ -179,10 +180,7 @@ fn cacheable(res: &Response<Body>) -> bool {
 }
 
 fn content_length(res: &Response<Body>) -> Option<u64> {
-    res.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+    crate::http::headers::content_length(res.headers())
 }
 
 fn after_miss(res: Response<Body>, miss: Miss, policy: &Policy) -> Response<Body> {
@@ -248,11 +246,7 @@ fn hit(obj: &CachedObject, tier: Tier, req: &ObjectRequest, store: &CacheStore) 
 }
 
 fn content_length_of(res: &Response<Body>) -> u64 {
-    res.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    content_length(res).unwrap_or(0)
 }
 
 /// Memory, then (once per object across concurrent misses) Redis; a plain

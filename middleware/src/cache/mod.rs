@@ -77,13 +77,13 @@ mod slice;
 mod stats;
 mod store;
 
+pub use crate::http::headers::X_CACHE;
 pub use body::TeeBody;
 pub use config::{BucketCacheConfig, CacheConfig, CacheConfigError, MemoryCacheConfig, RedisCacheConfig, RedisMode};
 pub use entry::{CachedObject, STORED_HEADERS};
 pub use future::ResponseFuture;
 pub use layer::CacheLayer;
 pub use redis::RedisHealth;
-pub use serve::X_CACHE;
 pub use service::Cache;
 pub use stats::{CacheStats, CacheStatsSnapshot};
 pub use store::{CacheStore, PurgeError};

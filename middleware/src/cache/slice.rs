@@ -21,10 +21,11 @@ use http_body_util::BodyExt;
 
 use super::entry::CachedObject;
 use super::future::Policy;
-use super::serve::{parse_range, RangeSpec, X_CACHE};
 use super::stats::CacheStats;
 use super::store::{CacheStore, Found, Join};
 use crate::error::FetchError;
+use crate::http::headers::X_CACHE;
+use crate::http::range::{parse_range, RangeSpec};
 use crate::object::{ObjectMethod, ObjectRequest};
 
 /// Calls the inner service (the replicas) from a slice fetch.

@@ -19,20 +19,8 @@ use crate::object::{ObjectMethod, ObjectRequest};
 
 /// The absolute byte range `first..=last` a response body carries.
 fn body_range(res: &Response<Body>) -> Option<(u64, u64)> {
-    match res.status() {
-        StatusCode::OK => {
-            let len: u64 = res.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
-            (len > 0).then(|| (0, len - 1))
-        }
-        StatusCode::PARTIAL_CONTENT => {
-            let v = res.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
-            let (first, last) = v.strip_prefix("bytes ")?.split_once('/')?.0.split_once('-')?;
-            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
-            // A range that runs backwards cannot be resumed (and must not underflow).
-            (first <= last).then_some((first, last))
-        }
-        _ => None,
-    }
+    // A range that runs backwards cannot be resumed (and must not underflow): `None`.
+    crate::http::range::body_range(res.status(), res.headers())
 }
 
 /// Wraps a served response's body so that it can resume elsewhere, when it
@@ -93,9 +81,11 @@ where
     fn start_resume(&mut self, cause: &dyn std::fmt::Display) -> Result<(), BoxError> {
         let failed = &self.shared.replicas[self.serving];
         failed.breaker().record_failure();
-        self.shared
-            .events
-            .failure(&self.shared.bucket, failed.name(), &FetchError::NoReplica);
+        self.shared.events.failure(
+            &self.shared.bucket,
+            failed.name(),
+            &FetchError::BodyCut(cause.to_string()),
+        );
         if self.resumes_left == 0 {
             tracing::warn!(bucket = %self.shared.bucket, replica = %failed.name(), error = %cause,
                 "Replica '{}' failed mid-body, no resume left: aborting the response", failed.name());

@@ -5,8 +5,7 @@ mod key;
 mod request;
 mod service;
 
+pub use crate::http::headers::{request_id, REQUEST_ID};
 pub use key::{decode_key, KeyError};
 pub use request::{ObjectMethod, ObjectRequest, Operation, FORWARDED_OBJECT_PARAMS, FORWARDED_REQUEST_HEADERS};
-#[allow(unused_imports)]
-pub(crate) use service::not_modified;
-pub use service::{request_id, ObjectService, ResponseFuture, REQUEST_ID};
+pub use service::{ObjectService, ResponseFuture};

@@ -4,23 +4,15 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
-use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode};
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::{decode_key, KeyError, ObjectMethod, ObjectRequest};
-use crate::cache::X_CACHE;
-use crate::conditional::{self, Precondition};
 use crate::error::{FetchError, S3Error};
-
-/// The request-id header read from requests to name them in error bodies and logs.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The request's id (the [`REQUEST_ID`] header), when a layer in front set one.
-pub fn request_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
-}
+use crate::http::conditional::{self, not_modified, Precondition};
+use crate::http::headers::{request_id, REPLICA_HEADER, X_CACHE};
 
 /// The client-facing end of an object stack.
 ///
@@ -220,7 +212,7 @@ fn finish(result: Result<Response<Body>, FetchError>, req: &ObjectRequest, reque
         let mut err = S3Error::from_upstream_status(status)
             .with_request_id(request_id)
             .into_response();
-        for name in [header::CONTENT_RANGE, X_CACHE, crate::upstream::REPLICA_HEADER] {
+        for name in [header::CONTENT_RANGE, X_CACHE, REPLICA_HEADER] {
             if let Some(v) = res.headers().get(&name) {
                 err.headers_mut().insert(name, v.clone());
             }
@@ -230,26 +222,6 @@ fn finish(result: Result<Response<Body>, FetchError>, req: &ObjectRequest, reque
     if req.method() == ObjectMethod::Head {
         let (parts, _body) = res.into_parts();
         return Response::from_parts(parts, Body::empty());
-    }
-    res
-}
-
-/// A `304 Not Modified` carrying the validators and caching headers of `from`.
-pub(crate) fn not_modified(from: &HeaderMap) -> Response<Body> {
-    let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::NOT_MODIFIED;
-    for name in [
-        header::ETAG,
-        header::LAST_MODIFIED,
-        header::CACHE_CONTROL,
-        header::EXPIRES,
-    ] {
-        if let Some(v) = from.get(&name) {
-            res.headers_mut().insert(name, v.clone());
-        }
-    }
-    if let Some(v) = from.get(crate::upstream::REPLICA_HEADER) {
-        res.headers_mut().insert(crate::upstream::REPLICA_HEADER, v.clone());
     }
     res
 }

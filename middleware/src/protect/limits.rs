@@ -88,6 +88,7 @@ where
                         self.limits.max_uri_length
                     ),
                 )
+                .with_request_id_of(req.headers())
                 .into_response(),
             );
         }
@@ -98,6 +99,7 @@ where
                     "RequestHeaderSectionTooLarge",
                     format!("The request headers exceed {} bytes.", self.limits.max_header_bytes),
                 )
+                .with_request_id_of(req.headers())
                 .into_response(),
             );
         }

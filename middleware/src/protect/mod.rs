@@ -44,3 +44,61 @@ use std::time::Duration;
 pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::body::Body;
+    use http::{Request, Response, StatusCode};
+    use tower::{service_fn, Layer, Service, ServiceExt};
+
+    use super::*;
+
+    fn ok() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone {
+        service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::from("ok"))) })
+    }
+
+    fn req(uri: &str, id: Option<&str>) -> Request<Body> {
+        let mut b = Request::get(uri);
+        if let Some(id) = id {
+            b = b.header("x-request-id", id);
+        }
+        b.body(Body::empty()).unwrap()
+    }
+
+    async fn request_id_of(res: Response<Body>, status: StatusCode) -> String {
+        assert_eq!(res.status(), status);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let xml = String::from_utf8(body.to_vec()).unwrap();
+        let start = xml.find("<RequestId>").expect("a RequestId element") + "<RequestId>".len();
+        let end = xml.find("</RequestId>").unwrap();
+        xml[start..end].to_owned()
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_request() {
+        let limits = RequestLimitsLayer::new(8, 1 << 16).layer(ok());
+        let res = limits
+            .clone()
+            .oneshot(req("/a-long-target", Some("rid-414")))
+            .await
+            .unwrap();
+        assert_eq!(request_id_of(res, StatusCode::URI_TOO_LONG).await, "rid-414");
+        // Without an id from a layer in front, one is minted.
+        let res = limits.oneshot(req("/a-long-target", None)).await.unwrap();
+        assert!(!request_id_of(res, StatusCode::URI_TOO_LONG).await.is_empty());
+
+        let rate = RateLimitLayer::new().with_global(1, 1).layer(ok());
+        let first = rate.clone().oneshot(req("/", None)).await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        let res = rate.oneshot(req("/", Some("rid-429"))).await.unwrap();
+        assert_eq!(request_id_of(res, StatusCode::TOO_MANY_REQUESTS).await, "rid-429");
+
+        let shed = LoadShedLayer::new(1).layer(ok());
+        let held = shed.clone().oneshot(req("/", None)).await.unwrap();
+        let res = shed.oneshot(req("/", Some("rid-503"))).await.unwrap();
+        assert_eq!(request_id_of(res, StatusCode::SERVICE_UNAVAILABLE).await, "rid-503");
+        drop(held);
+    }
+}

@@ -190,6 +190,7 @@ where
                     "Please reduce your request rate.",
                 )
                 .with_retry_after(retry_after_secs(wait))
+                .with_request_id_of(req.headers())
                 .into_response(),
             ),
         }

@@ -106,6 +106,7 @@ where
                     "The proxy is at its limit of concurrent requests; retry later.",
                 )
                 .with_retry_after(self.layer.retry_after)
+                .with_request_id_of(req.headers())
                 .into_response(),
             ),
         }

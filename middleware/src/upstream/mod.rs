@@ -21,8 +21,7 @@ use crate::credentials::ReplicaCredentials;
 use crate::error::{s3_error_code, FetchError};
 use crate::object::{ObjectMethod, ObjectRequest, Operation};
 
-/// The response header naming the replica that served a request.
-pub const REPLICA_HEADER: HeaderName = HeaderName::from_static("x-yatagarasu-replica");
+pub use crate::http::headers::REPLICA_HEADER;
 
 /// Response headers passed from S3 to the client (plus every `x-amz-meta-*`).
 pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 11] = [
@@ -148,11 +147,6 @@ impl S3Upstream {
     /// The replica's name.
     pub fn name(&self) -> &str {
         &self.inner.name
-    }
-
-    /// The replica's name, shared.
-    pub fn name_arc(&self) -> Arc<str> {
-        self.inner.name.clone()
     }
 
     /// The header timeout.
@@ -310,11 +304,7 @@ fn into_client_response(res: reqwest::Response, replica: &str) -> Response<Body>
     let res: Response<reqwest::Body> = res.into();
     let (parts, body) = res.into_parts();
     let mut out = Response::new(Body::new(body.map_err(|e| e.without_url())));
-    *out.status_mut() = if parts.status == StatusCode::NOT_MODIFIED {
-        StatusCode::NOT_MODIFIED
-    } else {
-        parts.status
-    };
+    *out.status_mut() = parts.status;
     copy_forwarded(&parts.headers, out.headers_mut());
     if let Ok(v) = HeaderValue::from_str(replica) {
         out.headers_mut().insert(REPLICA_HEADER, v);

@@ -3,11 +3,14 @@
 //! `Last-Modified`, in the order section 13.2.2 gives.
 //!
 //! Used on upstream answers (some S3-compatible servers ignore preconditions)
-//! and on cached objects.
+//! and on cached objects; [`not_modified`] builds the `304` both send.
 
 use std::time::SystemTime;
 
-use http::{header, HeaderMap};
+use axum::body::Body;
+use http::{header, HeaderMap, Response, StatusCode};
+
+use super::headers::REPLICA_HEADER;
 
 /// What the preconditions of a request say about an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +68,25 @@ pub fn if_range_holds(request: &HeaderMap, etag: Option<&str>, last_modified: Op
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
+}
+
+/// A `304 Not Modified` carrying the validators and caching headers of
+/// `from` (RFC 9110 §15.4.5), and the replica that answered, if named.
+pub fn not_modified(from: &HeaderMap) -> Response<Body> {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in [
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::CACHE_CONTROL,
+        header::EXPIRES,
+        REPLICA_HEADER,
+    ] {
+        if let Some(v) = from.get(&name) {
+            res.headers_mut().insert(name, v.clone());
+        }
+    }
+    res
 }
 
 /// Whether the request carries any precondition header.
@@ -214,6 +236,27 @@ mod tests {
             evaluate(&req(&[(&header::IF_MODIFIED_SINCE, "garbage")]), ETAG, LM),
             Precondition::Pass
         );
+    }
+
+    #[test]
+    fn not_modified_keeps_validators_and_drops_the_rest() {
+        let from = req(&[
+            (&header::ETAG, "\"abc\""),
+            (&header::LAST_MODIFIED, LM.unwrap()),
+            (&header::CACHE_CONTROL, "max-age=60"),
+            (&header::CONTENT_TYPE, "text/plain"),
+            (&header::CONTENT_LENGTH, "10"),
+            (&REPLICA_HEADER, "r1"),
+        ]);
+        let res = not_modified(&from);
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        let h = res.headers();
+        assert_eq!(h[header::ETAG], "\"abc\"");
+        assert_eq!(h[header::LAST_MODIFIED], LM.unwrap());
+        assert_eq!(h[header::CACHE_CONTROL], "max-age=60");
+        assert_eq!(h[REPLICA_HEADER], "r1");
+        assert!(!h.contains_key(header::CONTENT_TYPE));
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]

@@ -1,0 +1,55 @@
+//! The proxy's own headers (request id, cache and replica markers), and
+//! `Content-Length` read once.
+
+use http::{header, HeaderMap, HeaderName};
+
+/// The response header saying how the cache took part (`HIT-MEMORY`,
+/// `HIT-REDIS`, `MISS`, `BYPASS`, `STALE`, ...).
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The response header naming the replica that served a request.
+pub const REPLICA_HEADER: HeaderName = HeaderName::from_static("x-yatagarasu-replica");
+
+/// The request-id header read from requests to name them in error bodies and logs.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id (the [`REQUEST_ID`] header), when a layer in front set one.
+pub fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+}
+
+/// The `Content-Length` of a message, when it has one that parses
+/// (RFC 9110 §8.6: one non-negative decimal number).
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn with(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn content_length_is_one_decimal_number() {
+        assert_eq!(content_length(&HeaderMap::new()), None);
+        assert_eq!(content_length(&with("0")), Some(0));
+        assert_eq!(content_length(&with("1234")), Some(1234));
+        assert_eq!(content_length(&with(" 7 ")), Some(7));
+        assert_eq!(content_length(&with("+7")), None);
+        assert_eq!(content_length(&with("-1")), None);
+        assert_eq!(content_length(&with("7, 7")), None);
+        assert_eq!(content_length(&with("")), None);
+        assert_eq!(content_length(&with("99999999999999999999999")), None);
+    }
+}
