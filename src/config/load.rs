@@ -868,6 +868,9 @@ mod overrides {
             assert_eq!(c.buckets[0].s3.endpoint, yaml.buckets[0].s3.endpoint);
             assert_eq!(c.metrics.port, 9191);
         }
+        let deep = format!("{} = 1\n", vec!["a"; 20_000].join("."));
+        let err = with(&deep, Format::Toml, &[]).unwrap_err().to_string();
+        assert!(err.contains("not valid TOML"), "{err}");
         let err = with("[server\n", Format::Toml, &[]).unwrap_err().to_string();
         assert!(err.contains("not valid TOML"), "{err}");
         let err = with("{\"server\": 1,}", Format::Json, &[]).unwrap_err().to_string();
