@@ -219,10 +219,8 @@ impl Builder {
                 let (k, key_mark) = key.take().ok_or("a value without a key")?;
                 if k == "<<" {
                     merges.push(value);
-                } else if map.contains_key(&k) {
+                } else if map.insert(k.clone(), value).is_some() {
                     return Err(format!("duplicate key '{k}' {}", at(key_mark)));
-                } else {
-                    map.insert(k, value);
                 }
             }
         }

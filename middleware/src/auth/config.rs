@@ -381,4 +381,17 @@ mod tests {
         assert_eq!(on.effective(Some(&top)).unwrap().unwrap().algorithm, "HS256");
         assert!(matches!(on.effective(None), Err(AuthConfigError::MissingJwt)));
     }
+
+    #[test]
+    fn a_secret_is_any_scalar_as_text_and_never_debug_printed() {
+        let secret = |v: serde_json::Value| serde_json::from_value::<Secret>(v);
+        assert_eq!(secret(serde_json::json!("0123")).unwrap().expose(), "0123");
+        assert_eq!(secret(serde_json::json!(123456)).unwrap().expose(), "123456");
+        assert_eq!(secret(serde_json::json!(true)).unwrap().expose(), "true");
+        assert!(secret(serde_json::json!({"a": 1}))
+            .unwrap_err()
+            .to_string()
+            .contains("expected a string"));
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+    }
 }
