@@ -5,15 +5,15 @@
 mod env;
 mod load;
 mod validate;
+mod yaml;
 
-use std::fmt;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
-pub use yatagarasu_middleware::auth::{AuthConfig, JwtConfig};
+pub use yatagarasu_middleware::auth::{AuthConfig, JwtConfig, Secret};
 pub use yatagarasu_middleware::cache::{BucketCacheConfig, CacheConfig};
 
-pub use load::{load_file, load_str, ConfigError, ConfigErrors};
+pub use load::{load, load_file, load_str, ConfigError, ConfigErrors, Format, ENV_PREFIX};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -638,33 +638,11 @@ impl Default for LoggingConfig {
     }
 }
 
-/// A credential: its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for signing.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 mod de {
     //! Strings that may arrive as YAML numbers or booleans after `${VAR}`
     //! substitution (a secret of digits must stay a string).
     use serde::{Deserialize, Deserializer};
-    use serde_yaml::Value;
+    use serde_json::Value;
 
     use super::Secret;
 
@@ -689,6 +667,6 @@ mod de {
     }
 
     pub fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
-        opt_string(d).map(|o| o.map(Secret))
+        opt_string(d).map(|o| o.map(Secret::new))
     }
 }

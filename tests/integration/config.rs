@@ -327,3 +327,82 @@ fn metrics_listen_on_the_host_of_the_proxy_by_default() {
     .unwrap();
     assert_eq!(config.metrics_socket_addr().unwrap().to_string(), "0.0.0.0:9090");
 }
+
+/// `yatagarasu check -c` on a config file with the given extension.
+fn check_as(config: &str, extension: &str, env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    let mut file = tempfile::Builder::new()
+        .suffix(&format!(".{extension}"))
+        .tempfile()
+        .unwrap();
+    file.write_all(config.as_bytes()).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("check").arg("-c").arg(file.path()).env_remove("RUST_LOG");
+    cmd.envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
+#[test]
+fn environment_overrides_fix_and_set_keys() {
+    let config = format!("server: {{ address: \"not-an-address\" }}\n{BUCKET}");
+    let err = refused(&config, &[]);
+    assert!(err.contains("server.address"), "{err}");
+    let out = check(&config, &[("YATAGARASU__SERVER__ADDRESS", "127.0.0.1:0")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The seed tutorial's secret key from an override rather than from
+    // `${MINIO_SECRET_KEY}` (left unset), and a numeric key from another.
+    let out = check(
+        &example("ha-tutorial.yaml"),
+        &[
+            ("MINIO_ACCESS_KEY", "minioadmin"),
+            ("YATAGARASU__BUCKETS__0__S3__SECRET_KEY", "0123"),
+            ("YATAGARASU__METRICS__PORT", "9191"),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_bad_override_is_named_in_the_error() {
+    let err = refused(BUCKET, &[("YATAGARASU__METRICS__PORT", "lots")]);
+    assert!(
+        err.contains("metrics.port") && err.contains("(set by YATAGARASU__METRICS__PORT)"),
+        "{err}"
+    );
+    let err = refused(BUCKET, &[("YATAGARASU__SERVER__ADRESS", "127.0.0.1:0")]);
+    assert!(
+        err.contains("server.adress: unknown key (set by YATAGARASU__SERVER__ADRESS)"),
+        "{err}"
+    );
+    let err = refused(BUCKET, &[("YATAGARASU__BUCKETS__4__NAME", "x")]);
+    assert!(
+        err.contains("buckets: is a list of 1 entries") && err.contains("YATAGARASU__BUCKETS__4__NAME"),
+        "{err}"
+    );
+}
+
+#[test]
+fn toml_and_json_files_load() {
+    let toml = "[server]\naddress = \"127.0.0.1:0\"\n\n[[buckets]]\nname = \"a\"\npath_prefix = \"/a\"\n\
+                [buckets.s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9\"\nsecret_key = \"${SK}\"\naccess_key = \"k\"\n";
+    let json = r#"{"server": {"address": "127.0.0.1:0"},
+        "buckets": [{"name": "a", "path_prefix": "/a",
+                     "s3": {"bucket": "b", "endpoint": "http://127.0.0.1:9", "access_key": "k", "secret_key": "${SK}"}}]}"#;
+    for (text, extension) in [(toml, "toml"), (json, "json")] {
+        let out = check_as(text, extension, &[("SK", "s")]);
+        assert!(
+            out.status.success(),
+            "{extension}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The loader is the same: an unknown key is an error by its path.
+        let bad = text.replace("path_prefix", "path_prefx");
+        let out = check_as(&bad, extension, &[("SK", "s")]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extension}: accepted");
+        assert!(err.contains("buckets[0].path_prefx: unknown key"), "{extension}: {err}");
+    }
+    let out = check_as("{\"server\": ", "json", &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
+}

@@ -89,9 +89,9 @@ fn variables(text: &str) -> BTreeSet<String> {
 }
 
 /// Key paths of a YAML document: `server.address`, `buckets[].s3.replicas[].name`.
-fn shown_keys(value: &serde_yaml::Value, path: &str, out: &mut BTreeSet<String>) {
+fn shown_keys(value: &yaml_rust2::Yaml, path: &str, out: &mut BTreeSet<String>) {
     match value {
-        serde_yaml::Value::Mapping(map) => {
+        yaml_rust2::Yaml::Hash(map) => {
             for (k, v) in map {
                 let key = k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}"));
                 let p = if path.is_empty() { key } else { format!("{path}.{key}") };
@@ -99,7 +99,7 @@ fn shown_keys(value: &serde_yaml::Value, path: &str, out: &mut BTreeSet<String>)
                 shown_keys(v, &p, out);
             }
         }
-        serde_yaml::Value::Sequence(items) => {
+        yaml_rust2::Yaml::Array(items) => {
             for v in items {
                 shown_keys(v, &format!("{path}[]"), out);
             }
@@ -206,8 +206,9 @@ fn every_key_the_code_accepts_is_in_the_reference() {
     let (blocks, _) = yaml_blocks(&page);
     let mut shown = BTreeSet::new();
     for block in &blocks {
-        let value: serde_yaml::Value = serde_yaml::from_str(block).unwrap();
-        shown_keys(&value, "", &mut shown);
+        for value in yaml_rust2::YamlLoader::load_from_str(block).unwrap() {
+            shown_keys(&value, "", &mut shown);
+        }
     }
     // A struct used at several places (`jwt` and `buckets[].auth.jwt`,
     // `health_check` and `buckets[].s3.health_check`) is documented once.

@@ -124,9 +124,12 @@ impl Default for JwtConfig {
     }
 }
 
-/// A secret string whose `Debug` output is redacted.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+/// A credential (a JWT HMAC key, an S3 secret key, an admin token...): its
+/// `Debug` output never shows the value.
+///
+/// It deserializes from any scalar, so a secret made of digits written
+/// without quotes stays that text (`123456` becomes `"123456"`).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {
@@ -150,6 +153,37 @@ impl fmt::Debug for Secret {
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
         Self::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Scalar;
+        impl serde::de::Visitor<'_> for Scalar {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Scalar)
     }
 }
 
@@ -346,5 +380,18 @@ mod tests {
         };
         assert_eq!(on.effective(Some(&top)).unwrap().unwrap().algorithm, "HS256");
         assert!(matches!(on.effective(None), Err(AuthConfigError::MissingJwt)));
+    }
+
+    #[test]
+    fn a_secret_is_any_scalar_as_text_and_never_debug_printed() {
+        let secret = |v: serde_json::Value| serde_json::from_value::<Secret>(v);
+        assert_eq!(secret(serde_json::json!("0123")).unwrap().expose(), "0123");
+        assert_eq!(secret(serde_json::json!(123456)).unwrap().expose(), "123456");
+        assert_eq!(secret(serde_json::json!(true)).unwrap().expose(), "true");
+        assert!(secret(serde_json::json!({"a": 1}))
+            .unwrap_err()
+            .to_string()
+            .contains("expected a string"));
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
     }
 }
