@@ -738,7 +738,7 @@ async fn slow_redis_costs_no_request() {
     assert_eq!(x_cache(&res), "HIT-REDIS");
 }
 
-/// Deterministic pseudo-random bytes (xorshift), fast enough for 64 MiB.
+/// Deterministic pseudo-random bytes (xorshift), fast enough for 200 MiB.
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(6364136223846793005) | 1;
     let mut out = Vec::with_capacity(len + 8);
@@ -759,11 +759,15 @@ fn ranged(key: &str, first: u64, last: u64) -> ObjectRequest {
     )
 }
 
+/// The object: 200 MiB in 8 MiB slices (25). The ranges are small
+/// (at most 1 MiB, every third one across a slice boundary) so the test
+/// stays within seconds in a debug build: the test S3 server hashes every
+/// body it serves, so the cost is the slices fetched, not the ranges.
 #[tokio::test]
 async fn large_objects_are_cached_in_slices() {
     const MIB: u64 = 1024 * 1024;
-    const SLICE: u64 = 4 * MIB;
-    const LEN: u64 = 64 * MIB;
+    const SLICE: u64 = 8 * MIB;
+    const LEN: u64 = 200 * MIB;
     let redis = RedisServer::start().await;
     let mut cfg = config(Some(&redis));
     cfg.slice_size = SLICE;
@@ -777,15 +781,16 @@ async fn large_objects_are_cached_in_slices() {
     // Random ranges, byte for byte; one upstream request per distinct slice.
     let mut touched = std::collections::BTreeSet::new();
     let mut x: u64 = 0x9e3779b97f4a7c15;
-    for i in 0..24 {
+    for i in 0..12 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let first = x % LEN;
-        let len = if i % 3 == 0 {
-            1 + x % (2 * MIB)
+        let len = 1 + (x >> 20) % MIB;
+        let first = if i % 3 == 0 {
+            // Across the boundary after a random slice.
+            ((x % (LEN / SLICE - 1)) + 1) * SLICE - len / 2
         } else {
-            1 + (x >> 20) % (9 * MIB)
+            x % LEN
         };
         let last = (first + len - 1).min(LEN - 1);
         let res = get(&svc, ranged("video.bin", first, last)).await;
@@ -818,25 +823,23 @@ async fn large_objects_are_cached_in_slices() {
         touched.extend(a..=b);
     }
 
-    // A full GET streams every slice (fetching the rest once).
-    let before = s3.requests();
-    let res = get(&svc, ObjectRequest::get("video.bin")).await;
-    assert_eq!((res.status(), x_cache(&res).as_str()), (StatusCode::OK, "SLICE"));
-    assert_eq!(res.headers()[header::CONTENT_LENGTH], LEN.to_string());
-    assert!(body_of(res).await == object);
-    assert_eq!(s3.requests(), before + (LEN / SLICE) - touched.len() as u64);
+    // (A full GET streaming slice after slice is checked on a smaller object
+    // in `a_plain_get_of_a_large_object_indexes_it_for_slices`: here it
+    // would fetch all 200 MiB through the hashing test server.)
 
-    // Another instance sharing Redis answers from the slices there.
-    let slices = LEN / SLICE;
+    // Another instance sharing Redis answers from the slices there: every
+    // slice touched and the index written (the writes end in the background).
     eventually("slices in redis", || {
-        store.stats().redis_writes.load(Ordering::Relaxed) > slices
+        store.stats().redis_writes.load(Ordering::Relaxed) > touched.len() as u64
     })
     .await;
     let other = self::store(&cfg);
     let before = s3.requests();
-    let res = get(&cache(&other, "media", &s3), ranged("video.bin", 3 * MIB, 13 * MIB)).await;
+    let n = *touched.iter().next().unwrap();
+    let (first, last) = (n * SLICE + 3, n * SLICE + 3 * MIB);
+    let res = get(&cache(&other, "media", &s3), ranged("video.bin", first, last)).await;
     assert_eq!(x_cache(&res), "SLICE");
-    assert!(body_of(res).await == object.slice(3 * MIB as usize..=13 * MIB as usize));
+    assert!(body_of(res).await == object.slice(first as usize..=last as usize));
     assert_eq!(s3.requests(), before);
 }
 

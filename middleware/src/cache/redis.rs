@@ -9,14 +9,17 @@
 //! each new connection asks the sentinels for the current primary). Reads and
 //! writes go to primaries in every mode.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deadpool_redis::redis::{self, RedisError};
-use deadpool_redis::{PoolConfig, PoolError, Runtime, Timeouts};
+use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 use serde::Serialize;
+use tokio::time::timeout_at;
+
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, SystemClock, TransitionHook};
 
 use super::config::{redact_url, CacheConfigError, RedisCacheConfig, RedisMode};
 use super::stats::CacheStats;
@@ -44,7 +47,7 @@ pub(crate) enum RedisFailure {
 /// The pool of one deployment mode.
 enum Backend {
     Standalone(deadpool_redis::Pool),
-    Cluster(deadpool_redis::cluster::Pool),
+    Cluster(deadpool::managed::Pool<ClusterManager>),
     Sentinel(deadpool_redis::sentinel::Pool),
 }
 
@@ -68,41 +71,77 @@ pub struct RedisHealth {
     pub breaker_open: bool,
 }
 
-/// A consecutive-failure breaker: `threshold` failures in a row open it for
-/// `cooldown`; after that operations are tried again, and one failure
-/// re-opens it.
-#[derive(Debug)]
-struct Breaker {
-    threshold: u32,
-    cooldown: Duration,
-    failures: AtomicU32,
-    open_until: Mutex<Option<Instant>>,
+/// deadpool's manager of cluster connections, built on a [`ClusterClient`]
+/// of our own. deadpool-redis's manager cannot be given one, and its
+/// recycle check sends `PING`, which the cluster client fans out to every
+/// primary of its slot map: after a primary dies, the client keeps that node
+/// in its map (an I/O error only makes it reconnect to the node, and reads of
+/// the node's slots go on to the promoted replica without a `MOVED`), so every
+/// recycle failed, every pooled connection was thrown away, and each new one
+/// needed a full cluster handshake within the operation timeout, which a
+/// loaded host does not make: the tier answered nothing but misses.
+///
+/// [`ClusterClient`]: redis::cluster::ClusterClient
+struct ClusterManager {
+    client: redis::cluster::ClusterClient,
 }
 
-impl Breaker {
-    fn allows(&self) -> bool {
-        let guard = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
-        match *guard {
-            Some(until) => Instant::now() >= until,
-            None => true,
-        }
+impl deadpool::managed::Manager for ClusterManager {
+    type Type = redis::cluster_async::ClusterConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Self::Type, RedisError> {
+        self.client.get_async_connection().await
     }
 
-    fn success(&self) {
-        if self.failures.swap(0, Ordering::Relaxed) != 0 {
-            *self.open_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
+    /// No check: the cluster client reconnects node by node and refreshes
+    /// its slot map by itself; a connection that timed out or broke is
+    /// detached by [`RedisTier::query`] instead of coming back here.
+    async fn recycle(
+        &self,
+        _: &mut Self::Type,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<RedisError> {
+        Ok(())
     }
+}
 
-    /// Records a failure; true when it opened the breaker.
-    fn failure(&self) -> bool {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= self.threshold {
-            *self.open_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.cooldown);
-            return true;
+/// The cluster client, bounded by the operation `timeout`: each attempt
+/// (connect or answer) gives up within it, and retries wait milliseconds,
+/// not the crate's default of 1.28 s or more, so a request routed to a dead
+/// node fails (and makes the client refresh its slots) before the operation
+/// times out, instead of sleeping past it.
+fn cluster_client(seeds: &[String], timeout: Duration) -> Result<redis::cluster::ClusterClient, RedisError> {
+    let wait_ms = (timeout.as_millis() as u64 / 4).max(2);
+    redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(2)
+        .min_retry_wait(1)
+        .max_retry_wait(wait_ms)
+        .build()
+}
+
+/// The tier's circuit breaker (the proxy's one breaker type): after
+/// `failure_threshold` failures in a row operations are skipped for
+/// `cooldown_ms`; then a few trial operations go through, one success closes
+/// it and a failure re-opens it. Each opening is counted.
+fn tier_breaker(cfg: &RedisCacheConfig, stats: Arc<CacheStats>) -> Arc<CircuitBreaker> {
+    let hook: TransitionHook = Arc::new(move |to| {
+        if to == BreakerState::Open {
+            CacheStats::inc(&stats.redis_breaker_opened);
         }
-        false
-    }
+    });
+    CircuitBreaker::with_clock(
+        BreakerConfig {
+            failure_threshold: cfg.failure_threshold.max(1),
+            success_threshold: 1,
+            open_timeout: Duration::from_millis(cfg.cooldown_ms),
+            half_open_requests: cfg.pool_size.max(1) as u32,
+        },
+        Arc::new(SystemClock),
+        Some(hook),
+    )
 }
 
 pub(crate) struct RedisTier {
@@ -114,7 +153,7 @@ pub(crate) struct RedisTier {
     /// Whether the last operation succeeded (for the metrics).
     up: AtomicBool,
     timeout: Duration,
-    breaker: Breaker,
+    breaker: Arc<CircuitBreaker>,
     max_capacity: u64,
     used_memory: AtomicU64,
     used_checked: Mutex<Option<Instant>>,
@@ -156,10 +195,13 @@ impl RedisTier {
                 )
             }
             RedisMode::Cluster => {
-                let mut c = deadpool_redis::cluster::Config::from_urls(seeds.clone());
-                c.pool = Some(pc);
+                let client =
+                    cluster_client(&seeds, timeout).map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?;
                 Backend::Cluster(
-                    c.create_pool(Some(Runtime::Tokio1))
+                    deadpool::managed::Pool::builder(ClusterManager { client })
+                        .config(pc)
+                        .runtime(deadpool::Runtime::Tokio1)
+                        .build()
                         .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?,
                 )
             }
@@ -183,12 +225,7 @@ impl RedisTier {
             mode: cfg.mode,
             up: AtomicBool::new(false),
             timeout,
-            breaker: Breaker {
-                threshold: cfg.failure_threshold.max(1),
-                cooldown: Duration::from_millis(cfg.cooldown_ms),
-                failures: AtomicU32::new(0),
-                open_until: Mutex::new(None),
-            },
+            breaker: tier_breaker(cfg, stats.clone()),
             max_capacity: cfg.max_capacity,
             used_memory: AtomicU64::new(0),
             used_checked: Mutex::new(None),
@@ -200,24 +237,21 @@ impl RedisTier {
 
     /// Runs one command within the timeout, through the breaker.
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<T, RedisFailure> {
-        if !self.breaker.allows() {
+        let Some(permit) = self.breaker.try_acquire() else {
             CacheStats::inc(&self.stats.redis_skipped);
             return Err(RedisFailure::BreakerOpen);
-        }
-        let op = self.query::<T>(cmd);
-        let result = tokio::time::timeout(timeout, op)
-            .await
-            .unwrap_or(Err(RedisFailure::Timeout));
+        };
+        let result = self.query::<T>(cmd, timeout).await;
         self.up.store(result.is_ok(), Ordering::Relaxed);
         match &result {
-            Ok(_) => self.breaker.success(),
+            Ok(_) => permit.success(),
             Err(err) => {
                 if matches!(err, RedisFailure::Timeout) {
                     CacheStats::inc(&self.stats.redis_timeouts);
                 }
                 CacheStats::inc(&self.stats.redis_errors);
-                if self.breaker.failure() {
-                    CacheStats::inc(&self.stats.redis_breaker_opened);
+                permit.failure();
+                if self.breaker.state() == BreakerState::Open {
                     tracing::warn!(redis = ?self.urls, mode = self.mode.as_str(), error = %scrub(err, &self.seeds), "redis cache unavailable, breaker open");
                 } else {
                     tracing::debug!(redis = ?self.urls, error = %scrub(err, &self.seeds), "redis cache operation failed");
@@ -227,43 +261,59 @@ impl RedisTier {
         result
     }
 
-    /// One command on a pooled connection of the mode's pool. A connection
-    /// that failed is dropped rather than returned (after a Sentinel
-    /// failover, one still open to the demoted primary would answer
-    /// `READONLY` for ever).
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisFailure> {
-        fn pool_error(e: PoolError) -> RedisFailure {
+    /// One command on a pooled connection of the mode's pool, within
+    /// `timeout` (waiting for the connection included). A connection whose
+    /// command failed or timed out is detached rather than returned: after a
+    /// Sentinel failover one still open to the demoted primary would answer
+    /// `READONLY` for ever, and one stuck on a dead node would be handed to
+    /// the next operation. (A cluster connection repairs itself after an
+    /// ordinary error; it is only replaced when broken or stuck.)
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<T, RedisFailure> {
+        fn pool_error<E: std::fmt::Display>(e: deadpool::managed::PoolError<E>) -> RedisFailure {
             match e {
-                PoolError::Timeout(_) => RedisFailure::Timeout,
+                deadpool::managed::PoolError::Timeout(_) => RedisFailure::Timeout,
                 other => RedisFailure::Pool(other.to_string()),
             }
         }
+        let deadline = tokio::time::Instant::now() + timeout;
         match &self.backend {
             Backend::Standalone(pool) => {
-                let mut conn = pool.get().await.map_err(pool_error)?;
-                let r = cmd.query_async::<T>(&mut conn).await;
-                if r.is_err() {
+                let mut conn = timeout_at(deadline, pool.get())
+                    .await
+                    .map_err(|_| RedisFailure::Timeout)?
+                    .map_err(pool_error)?;
+                let r = timeout_at(deadline, cmd.query_async::<T>(&mut conn)).await;
+                if !matches!(r, Ok(Ok(_))) {
                     drop(deadpool_redis::Connection::take(conn));
                 }
-                Ok(r?)
+                Ok(r.map_err(|_| RedisFailure::Timeout)??)
             }
             Backend::Cluster(pool) => {
-                let mut conn = pool.get().await.map_err(pool_error)?;
-                let r = cmd.query_async::<T>(&mut conn).await;
-                // The cluster client reconnects node by node and refreshes
-                // its slot map by itself; only a broken client is replaced.
-                if r.as_ref().is_err_and(|e| e.is_unrecoverable_error()) {
-                    drop(deadpool_redis::cluster::Connection::take(conn));
+                let mut conn = timeout_at(deadline, pool.get())
+                    .await
+                    .map_err(|_| RedisFailure::Timeout)?
+                    .map_err(pool_error)?;
+                let r = timeout_at(deadline, cmd.query_async::<T>(&mut *conn)).await;
+                let stuck = match &r {
+                    Ok(Ok(_)) => false,
+                    Ok(Err(e)) => e.is_unrecoverable_error(),
+                    Err(_) => true,
+                };
+                if stuck {
+                    drop(deadpool::managed::Object::take(conn));
                 }
-                Ok(r?)
+                Ok(r.map_err(|_| RedisFailure::Timeout)??)
             }
             Backend::Sentinel(pool) => {
-                let mut conn = pool.get().await.map_err(pool_error)?;
-                let r = cmd.query_async::<T>(&mut conn).await;
-                if r.is_err() {
+                let mut conn = timeout_at(deadline, pool.get())
+                    .await
+                    .map_err(|_| RedisFailure::Timeout)?
+                    .map_err(pool_error)?;
+                let r = timeout_at(deadline, cmd.query_async::<T>(&mut conn)).await;
+                if !matches!(r, Ok(Ok(_))) {
                     drop(deadpool_redis::sentinel::Connection::take(conn));
                 }
-                Ok(r?)
+                Ok(r.map_err(|_| RedisFailure::Timeout)??)
             }
         }
     }
@@ -275,7 +325,7 @@ impl RedisTier {
 
     /// Whether the last operation succeeded and the breaker is closed.
     pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed) && self.breaker.allows()
+        self.up.load(Ordering::Relaxed) && self.breaker.is_usable()
     }
 
     /// Asks the tier now (bypassing the breaker, within the timeout): a
@@ -287,16 +337,14 @@ impl RedisTier {
             endpoints: self.urls.clone(),
             primaries: None,
             cluster_state_ok: None,
-            breaker_open: !self.breaker.allows(),
+            breaker_open: !self.breaker.is_usable(),
         };
         match self.mode {
             RedisMode::Cluster => {
-                let info = tokio::time::timeout(
-                    self.timeout,
-                    self.query::<String>(&redis::cmd("CLUSTER").arg("INFO").to_owned()),
-                )
-                .await;
-                if let Ok(Ok(info)) = info {
+                let info = self
+                    .query::<String>(&redis::cmd("CLUSTER").arg("INFO").to_owned(), self.timeout)
+                    .await;
+                if let Ok(info) = info {
                     let field = |name: &str| {
                         info.lines()
                             .find_map(|l| l.strip_prefix(name))
@@ -309,8 +357,8 @@ impl RedisTier {
                 }
             }
             RedisMode::Standalone | RedisMode::Sentinel => {
-                let pong = tokio::time::timeout(self.timeout, self.query::<String>(&redis::cmd("PING"))).await;
-                health.reachable = matches!(pong, Ok(Ok(_)));
+                let pong = self.query::<String>(&redis::cmd("PING"), self.timeout).await;
+                health.reachable = pong.is_ok();
             }
         }
         self.up.store(health.reachable, Ordering::Relaxed);
@@ -572,19 +620,31 @@ mod tests {
     }
 
     #[test]
-    fn breaker_opens_after_threshold_and_closes_on_success() {
-        let b = Breaker {
-            threshold: 2,
-            cooldown: Duration::from_secs(60),
-            failures: AtomicU32::new(0),
-            open_until: Mutex::new(None),
+    fn the_tier_breaker_opens_after_threshold_counts_it_and_closes_on_success() {
+        let stats = Arc::new(CacheStats::default());
+        let cfg = RedisCacheConfig {
+            failure_threshold: 2,
+            cooldown_ms: 0,
+            ..RedisCacheConfig::default()
         };
-        assert!(!b.failure());
-        assert!(b.allows());
-        assert!(b.failure());
-        assert!(!b.allows());
-        b.success();
-        assert!(b.allows());
+        let b = tier_breaker(&cfg, stats.clone());
+        b.try_acquire().unwrap().failure();
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.try_acquire().unwrap().failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(stats.redis_breaker_opened.load(Ordering::Relaxed), 1);
+        // cooldown 0: the next operation is a trial; its success closes it.
+        b.try_acquire().unwrap().success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn the_cluster_client_is_bounded_by_the_operation_timeout() {
+        let seeds = vec![
+            "redis://127.0.0.1:7001".to_owned(),
+            "redis://:pw@127.0.0.1:7002".to_owned(),
+        ];
+        assert!(cluster_client(&seeds, Duration::from_millis(300)).is_ok());
     }
 
     #[test]
