@@ -4,6 +4,8 @@
 
 mod env;
 mod load;
+mod overrides;
+mod tree;
 mod validate;
 mod yaml;
 
@@ -13,7 +15,8 @@ use serde::Deserialize;
 pub use yatagarasu_middleware::auth::{AuthConfig, JwtConfig, Secret};
 pub use yatagarasu_middleware::cache::{BucketCacheConfig, CacheConfig};
 
-pub use load::{load, load_file, load_str, ConfigError, ConfigErrors, Format, ENV_PREFIX};
+pub use load::{load, load_file, load_str, ConfigError, ConfigErrors, Format};
+pub use overrides::ENV_PREFIX;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
