@@ -8,6 +8,7 @@
 //! One module per scenario; each exports a [`suite::Scenario`] that
 //! [`SCENARIOS`] lists, so adding a scenario is a module and one line there.
 
+mod cache_cluster;
 mod cache_hit;
 mod data;
 mod failover;
@@ -39,6 +40,7 @@ const SCENARIOS: &[Scenario] = &[
     failover::SCENARIO,
     micro::SCENARIO,
     listing::SCENARIO,
+    cache_cluster::SCENARIO,
 ];
 
 fn scenario_names() -> PossibleValuesParser {
