@@ -19,6 +19,7 @@ mod nginx;
 mod pass_through;
 mod procs;
 mod servers;
+mod slices;
 mod stream;
 mod suite;
 mod wrk;
@@ -41,6 +42,7 @@ const SCENARIOS: &[Scenario] = &[
     micro::SCENARIO,
     listing::SCENARIO,
     cache_cluster::SCENARIO,
+    slices::SCENARIO,
 ];
 
 fn scenario_names() -> PossibleValuesParser {
