@@ -8,6 +8,7 @@
 //! One module per scenario; each exports a [`suite::Scenario`] that
 //! [`SCENARIOS`] lists, so adding a scenario is a module and one line there.
 
+mod cache_cluster;
 mod cache_hit;
 mod data;
 mod failover;
@@ -18,6 +19,7 @@ mod nginx;
 mod pass_through;
 mod procs;
 mod servers;
+mod slices;
 mod stream;
 mod suite;
 mod wrk;
@@ -39,6 +41,8 @@ const SCENARIOS: &[Scenario] = &[
     failover::SCENARIO,
     micro::SCENARIO,
     listing::SCENARIO,
+    cache_cluster::SCENARIO,
+    slices::SCENARIO,
 ];
 
 fn scenario_names() -> PossibleValuesParser {
