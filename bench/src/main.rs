@@ -18,6 +18,7 @@ mod nginx;
 mod pass_through;
 mod procs;
 mod servers;
+mod slow_replica;
 mod stream;
 mod suite;
 mod wrk;
@@ -39,6 +40,7 @@ const SCENARIOS: &[Scenario] = &[
     failover::SCENARIO,
     micro::SCENARIO,
     listing::SCENARIO,
+    slow_replica::SCENARIO,
 ];
 
 fn scenario_names() -> PossibleValuesParser {

@@ -389,7 +389,10 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
         err(format!("{at}.timeout_seconds"), "must be at least 1".into());
     }
     if s3.hedge.max_extra_percent > 100 {
-        err(format!("{at}.hedge.max_extra_percent"), "must be between 0 and 100".into());
+        err(
+            format!("{at}.hedge.max_extra_percent"),
+            "must be between 0 and 100".into(),
+        );
     }
     if s3.hedge.delay_ms == super::HedgeDelayMs::Fixed(0) {
         err(format!("{at}.hedge.delay_ms"), "must be at least 1 (or \"p95\")".into());
@@ -399,10 +402,16 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
         err(format!("{at}.latency_aware.decay_seconds"), "must be at least 1".into());
     }
     if !(la.outlier_factor.is_finite() && la.outlier_factor > 1.0) {
-        err(format!("{at}.latency_aware.outlier_factor"), "must be a number above 1".into());
+        err(
+            format!("{at}.latency_aware.outlier_factor"),
+            "must be a number above 1".into(),
+        );
     }
     if la.outlier_consecutive == 0 {
-        err(format!("{at}.latency_aware.outlier_consecutive"), "must be at least 1".into());
+        err(
+            format!("{at}.latency_aware.outlier_consecutive"),
+            "must be at least 1".into(),
+        );
     }
     let cb = &s3.circuit_breaker;
     for (key, v) in [
