@@ -50,7 +50,7 @@ async fn delaying_proxy(upstream: std::net::SocketAddr, delay: Delay) -> String 
                         let count = seen.fetch_add(1, Ordering::SeqCst) + 1;
                         let hold = match delay {
                             Delay::Fixed(d) => d,
-                            Delay::StallEvery { nth, stall } if count % nth == 0 => stall,
+                            Delay::StallEvery { nth, stall } if count.is_multiple_of(nth) => stall,
                             Delay::StallEvery { .. } => Duration::ZERO,
                         };
                         tokio::time::sleep(hold).await;
