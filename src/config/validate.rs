@@ -588,4 +588,34 @@ metrics: { admin_token: "" }
             .iter()
             .any(|e| e.contains("rate_limit")));
     }
+
+    #[test]
+    fn hedge_and_latency_keys_are_checked_by_name() {
+        let bucket = |s3: &str| {
+            format!("buckets:\n  - name: b\n    path_prefix: /b\n    s3: {{ bucket: b, anonymous: true, {s3} }}\n")
+        };
+        assert_eq!(
+            errors(&bucket(r#"hedge: { enabled: true, delay_ms: "p95" }"#)),
+            Vec::<String>::new()
+        );
+        let config = load_str(&bucket("hedge: { enabled: true, delay_ms: 75 }"), "test", &|_| None).unwrap();
+        assert_eq!(
+            config.buckets[0].s3.hedge.to_hedge().unwrap().delay,
+            yatagarasu_middleware::failover::HedgeDelay::Fixed(std::time::Duration::from_millis(75))
+        );
+        let errs = errors(&bucket(
+            "hedge: { delay_ms: 0, max_extra_percent: 150 }, latency_aware: { decay_seconds: 0, outlier_factor: 0.5, outlier_consecutive: 0 }",
+        ));
+        for key in [
+            "buckets[0].s3.hedge.delay_ms",
+            "buckets[0].s3.hedge.max_extra_percent",
+            "buckets[0].s3.latency_aware.decay_seconds",
+            "buckets[0].s3.latency_aware.outlier_factor",
+            "buckets[0].s3.latency_aware.outlier_consecutive",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        let errs = errors(&bucket(r#"hedge: { delay_ms: "soon" }"#));
+        assert!(errs.iter().any(|e| e.contains("hedge.delay_ms")), "{errs:?}");
+    }
 }
