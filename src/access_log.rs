@@ -15,6 +15,7 @@ use axum::response::Response;
 use yatagarasu_middleware::auth::Identity;
 use yatagarasu_middleware::cache::X_CACHE;
 use yatagarasu_middleware::http::headers::content_length;
+use yatagarasu_middleware::failover::HedgeOutcome;
 use yatagarasu_middleware::object::request_id;
 use yatagarasu_middleware::routing::MatchedBucket;
 use yatagarasu_middleware::upstream::REPLICA_HEADER;
@@ -41,6 +42,7 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
     let record = AccessRecord {
         replica: header(REPLICA_HEADER),
         cache: header(X_CACHE),
+        hedge: res.extensions().get::<HedgeOutcome>().map_or("-", |h| h.as_str()),
         bucket: res
             .extensions()
             .get::<MatchedBucket>()
@@ -80,6 +82,8 @@ struct AccessRecord {
     status: u16,
     replica: String,
     cache: String,
+    /// `won` / `lost` when a hedge was sent, `-` otherwise.
+    hedge: &'static str,
     identity: String,
     bytes: u64,
     /// `Content-Length`, when known: the body is complete once it is sent.
@@ -106,6 +110,7 @@ impl Drop for AccessRecord {
             complete = self.complete,
             replica = %self.replica,
             cache = %self.cache,
+            hedge = self.hedge,
             identity = %LogSafe(&self.identity),
             duration_ms = duration.as_secs_f64() * 1000.0,
             "request"

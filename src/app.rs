@@ -360,15 +360,18 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             );
         }
         let retry = &bucket.s3.retry;
-        let failover = Failover::new(bucket_name.clone(), replicas)
-            .with_events(metrics.clone())
-            .with_budget(budget.clone())
-            .with_retries(
+        let failover = Failover::builder(bucket_name.clone(), replicas)
+            .events(metrics.clone())
+            .budget(budget.clone())
+            .retries(
                 retry.max_attempts.saturating_sub(1),
                 Duration::from_millis(retry.initial_interval),
                 Duration::from_millis(retry.max_interval),
             )
-            .with_failover_on_404(bucket.s3.failover_on_404);
+            .failover_on_404(bucket.s3.failover_on_404)
+            .hedge(bucket.s3.hedge.to_hedge())
+            .latency_aware(bucket.s3.latency_aware.to_latency())
+            .build();
         let bucket_cache = bucket.cache.clone().unwrap_or_default();
         let uncached: ObjectStack = BoxCloneSyncService::new(failover.clone());
         let objects: ObjectStack = match &cache_store {

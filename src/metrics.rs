@@ -17,6 +17,8 @@
 //! | `yatagarasu_replica_failures_total` | counter | `bucket`, `replica` |
 //! | `yatagarasu_replica_failover_total` | counter | `bucket`, `from`, `to` |
 //! | `yatagarasu_replica_request_duration_seconds` | histogram (time to the replica's headers) | `bucket`, `replica` |
+//! | `yatagarasu_hedges_total` | counter (`sent`; `won`: the hedge answered first) | `bucket`, `replica` (the hedge's), `outcome` |
+//! | `yatagarasu_replica_latency_demotions_total` | counter | `bucket`, `replica` |
 //! | `yatagarasu_cache_*_total`, `yatagarasu_cache_memory_{entries,bytes}` | counters, gauges | |
 //! | `yatagarasu_cache_redis_up` | gauge (1 answering, 0 not) | `mode` |
 //! | `yatagarasu_auth_total` | counter | `reason` |
@@ -42,7 +44,7 @@ use yatagarasu_middleware::breaker::BreakerState;
 use yatagarasu_middleware::cache::{CacheStatsSnapshot, CacheStore};
 use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
-use yatagarasu_middleware::failover::FailoverEvents;
+use yatagarasu_middleware::failover::{FailoverEvents, HedgeEvent};
 
 /// Histogram buckets of request durations, in seconds (long downloads included).
 const DURATION_BUCKETS: [f64; 15] = [
@@ -69,6 +71,8 @@ pub struct Metrics {
     replica_requests: Counter<u64>,
     replica_failures: Counter<u64>,
     failovers: Counter<u64>,
+    hedges: Counter<u64>,
+    demotions: Counter<u64>,
     replica_duration: Histogram<f64>,
     reloads: Counter<u64>,
     connections_open: UpDownCounter<i64>,
@@ -172,6 +176,14 @@ impl Metrics {
             failovers: meter
                 .u64_counter("yatagarasu_replica_failover_total")
                 .with_description("Requests moved from one replica to the next.")
+                .build(),
+            hedges: meter
+                .u64_counter("yatagarasu_hedges_total")
+                .with_description("Hedged requests sent to a replica, and those that answered first.")
+                .build(),
+            demotions: meter
+                .u64_counter("yatagarasu_replica_latency_demotions_total")
+                .with_description("Replicas demoted as latency outliers (tried after their peers for a while).")
                 .build(),
             replica_duration: meter
                 .f64_histogram("yatagarasu_replica_request_duration_seconds")
@@ -612,6 +624,15 @@ impl FailoverEvents for Metrics {
     fn failover(&self, bucket: &str, from: &str, to: &str) {
         self.failovers.add(1, &failover_labels(bucket, from, to));
     }
+
+    fn hedge(&self, bucket: &str, replica: &str, event: HedgeEvent) {
+        let [b, r] = replica_labels(bucket, replica);
+        self.hedges.add(1, &[b, r, KeyValue::new("outcome", event.as_str())]);
+    }
+
+    fn demoted(&self, bucket: &str, replica: &str) {
+        self.demotions.add(1, &replica_labels(bucket, replica));
+    }
 }
 
 #[cfg(test)]
@@ -628,6 +649,7 @@ mod tests {
         m.failover("assets", "primary", "backup");
         m.bytes_sent("assets", 10);
         m.replica_answered("assets", "primary", Duration::from_millis(60));
+        m.hedge("assets", "backup", HedgeEvent::Sent);
         let text = m.render();
         for line in [
             r#"yatagarasu_replica_health{bucket="assets",replica="primary"} 1"#,
@@ -636,6 +658,7 @@ mod tests {
             r#"yatagarasu_replica_requests_total{bucket="assets",replica="primary"} 1"#,
             r#"yatagarasu_replica_failover_total{bucket="assets",from="primary",to="backup"} 1"#,
             r#"yatagarasu_response_bytes_total{bucket="assets"} 10"#,
+            r#"yatagarasu_hedges_total{bucket="assets",outcome="sent",replica="backup"} 1"#,
             "# TYPE yatagarasu_request_duration_seconds histogram",
             r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.05"} 0"#,
             r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.075"} 1"#,

@@ -20,6 +20,7 @@ mod pass_through;
 mod procs;
 mod servers;
 mod slices;
+mod slow_replica;
 mod stream;
 mod suite;
 mod wrk;
@@ -43,6 +44,7 @@ const SCENARIOS: &[Scenario] = &[
     listing::SCENARIO,
     cache_cluster::SCENARIO,
     slices::SCENARIO,
+    slow_replica::SCENARIO,
 ];
 
 fn scenario_names() -> PossibleValuesParser {

@@ -388,6 +388,31 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
     if s3.timeout_seconds == 0 {
         err(format!("{at}.timeout_seconds"), "must be at least 1".into());
     }
+    if s3.hedge.max_extra_percent > 100 {
+        err(
+            format!("{at}.hedge.max_extra_percent"),
+            "must be between 0 and 100".into(),
+        );
+    }
+    if s3.hedge.delay_ms == super::HedgeDelayMs::Fixed(0) {
+        err(format!("{at}.hedge.delay_ms"), "must be at least 1 (or \"p95\")".into());
+    }
+    let la = &s3.latency_aware;
+    if la.decay_seconds == 0 {
+        err(format!("{at}.latency_aware.decay_seconds"), "must be at least 1".into());
+    }
+    if !(la.outlier_factor.is_finite() && la.outlier_factor > 1.0) {
+        err(
+            format!("{at}.latency_aware.outlier_factor"),
+            "must be a number above 1".into(),
+        );
+    }
+    if la.outlier_consecutive == 0 {
+        err(
+            format!("{at}.latency_aware.outlier_consecutive"),
+            "must be at least 1".into(),
+        );
+    }
     let cb = &s3.circuit_breaker;
     for (key, v) in [
         ("failure_threshold", cb.failure_threshold as u64),
@@ -562,5 +587,35 @@ metrics: { admin_token: "" }
         assert!(!errors("server: { rate_limit: { requests_per_second: 0 } }")
             .iter()
             .any(|e| e.contains("rate_limit")));
+    }
+
+    #[test]
+    fn hedge_and_latency_keys_are_checked_by_name() {
+        let bucket = |s3: &str| {
+            format!("buckets:\n  - name: b\n    path_prefix: /b\n    s3: {{ bucket: b, anonymous: true, {s3} }}\n")
+        };
+        assert_eq!(
+            errors(&bucket(r#"hedge: { enabled: true, delay_ms: "p95" }"#)),
+            Vec::<String>::new()
+        );
+        let config = load_str(&bucket("hedge: { enabled: true, delay_ms: 75 }"), "test", &|_| None).unwrap();
+        assert_eq!(
+            config.buckets[0].s3.hedge.to_hedge().unwrap().delay,
+            yatagarasu_middleware::failover::HedgeDelay::Fixed(std::time::Duration::from_millis(75))
+        );
+        let errs = errors(&bucket(
+            "hedge: { delay_ms: 0, max_extra_percent: 150 }, latency_aware: { decay_seconds: 0, outlier_factor: 0.5, outlier_consecutive: 0 }",
+        ));
+        for key in [
+            "buckets[0].s3.hedge.delay_ms",
+            "buckets[0].s3.hedge.max_extra_percent",
+            "buckets[0].s3.latency_aware.decay_seconds",
+            "buckets[0].s3.latency_aware.outlier_factor",
+            "buckets[0].s3.latency_aware.outlier_consecutive",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        let errs = errors(&bucket(r#"hedge: { delay_ms: "soon" }"#));
+        assert!(errs.iter().any(|e| e.contains("hedge.delay_ms")), "{errs:?}");
     }
 }

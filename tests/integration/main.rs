@@ -10,6 +10,7 @@ mod demo;
 mod edge;
 mod failover;
 mod faults;
+mod hedge;
 mod ops;
 mod redis;
 mod redis_cluster;

@@ -1,12 +1,13 @@
 //! Failover across a bucket's replicas: a selector over per-replica stacks,
-//! each gated by its own circuit breaker.
+//! each gated by its own circuit breaker, with optional hedged requests and
+//! latency-aware choice among equal priorities (see docs/reliability.md).
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use tower::ServiceBuilder;
 //! use yatagarasu_middleware::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
 //! use yatagarasu_middleware::bulkhead::BulkheadLayer;
-//! use yatagarasu_middleware::failover::{Failover, Replica};
+//! use yatagarasu_middleware::failover::{Failover, HedgeConfig, HedgeDelay, LatencyConfig, Replica};
 //! use yatagarasu_middleware::health::ReplicaHealth;
 //! use yatagarasu_middleware::object::ObjectService;
 //! use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
@@ -27,15 +28,23 @@
 //!         .service(fetch);
 //!     replicas.push(Replica::new(name, stack, breaker, ReplicaHealth::new()).with_priority(priority as u32));
 //! }
-//! let service = ObjectService::new(Failover::new("data", replicas));
+//! let failover = Failover::builder("data", replicas)
+//!     .hedge(Some(HedgeConfig { delay: HedgeDelay::P95, max_extra_percent: 10.0 }))
+//!     .latency_aware(Some(LatencyConfig::default()))
+//!     .build();
+//! let service = ObjectService::new(failover);
 //! # let _ = service; Ok(()) }
 //! ```
 
+mod attempt;
 mod events;
+mod latency;
 mod replica;
 mod resume;
 mod service;
 
-pub use events::{FailoverEvents, NoEvents};
+pub use attempt::{Attempt, AttemptKind, HedgeOutcome};
+pub use events::{FailoverEvents, HedgeEvent, NoEvents};
+pub use latency::LatencyConfig;
 pub use replica::Replica;
-pub use service::Failover;
+pub use service::{Failover, FailoverBuilder, HedgeConfig, HedgeDelay};

@@ -1,5 +1,7 @@
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::latency::{LatencyConfig, ReplicaLatency};
 use crate::breaker::CircuitBreaker;
 use crate::health::{Health, ReplicaHealth};
 
@@ -13,6 +15,7 @@ pub struct Replica<S> {
     service: S,
     breaker: Arc<CircuitBreaker>,
     health: Arc<ReplicaHealth>,
+    latency: Arc<ReplicaLatency>,
 }
 
 impl<S> Replica<S> {
@@ -30,6 +33,7 @@ impl<S> Replica<S> {
             service,
             breaker,
             health,
+            latency: Arc::default(),
         }
     }
 
@@ -69,14 +73,28 @@ impl<S> Replica<S> {
     pub fn service(&self) -> &S {
         &self.service
     }
+
+    pub(crate) fn latency(&self) -> &ReplicaLatency {
+        &self.latency
+    }
 }
 
 /// The order in which to try replicas: known-unhealthy ones last, then by
-/// priority; among equal priorities a weighted random order, so load is
-/// shared by weight.
-pub(crate) fn try_order<S>(replicas: &[Replica<S>]) -> Vec<usize> {
+/// priority, then (with `latency`) latency outliers after their peers; among
+/// equal ranks a weighted random order, so load is shared by weight, or with
+/// `latency` by weight divided by the replica's cost (its peak-EWMA latency
+/// times its requests in flight plus one), so a slow twin gets less traffic.
+pub(crate) fn try_order<S>(replicas: &[Replica<S>], latency: Option<&LatencyConfig>) -> Vec<usize> {
+    let now = Instant::now();
     let mut order: Vec<usize> = (0..replicas.len()).collect();
-    let rank = |i: usize| (replicas[i].health.health() == Health::Unhealthy, replicas[i].priority);
+    let demoted = |i: usize| latency.is_some() && replicas[i].latency.demoted(now);
+    let rank = |i: usize| {
+        (
+            replicas[i].health.health() == Health::Unhealthy,
+            replicas[i].priority,
+            demoted(i),
+        )
+    };
     order.sort_by_key(|&i| rank(i));
     let mut start = 0;
     while start < order.len() {
@@ -85,25 +103,36 @@ pub(crate) fn try_order<S>(replicas: &[Replica<S>]) -> Vec<usize> {
             end += 1;
         }
         if end - start > 1 {
-            weighted_shuffle(&mut order[start..end], |i| replicas[i].weight);
+            match latency {
+                Some(config) => weighted_shuffle(&mut order[start..end], |i| {
+                    f64::from(replicas[i].weight) / replicas[i].latency.cost(now, config.decay)
+                }),
+                None => weighted_shuffle(&mut order[start..end], |i| f64::from(replicas[i].weight)),
+            }
         }
         start = end;
     }
     order
 }
 
-fn weighted_shuffle(slice: &mut [usize], weight: impl Fn(usize) -> u32) {
-    for pos in 0..slice.len() {
-        let total: u64 = slice[pos..].iter().map(|&i| weight(i) as u64).sum();
-        let mut pick = fastrand::u64(0..total.max(1));
-        for j in pos..slice.len() {
-            let w = weight(slice[j]) as u64;
-            if pick < w {
-                slice.swap(pos, j);
+fn weighted_shuffle(slice: &mut [usize], weight: impl Fn(usize) -> f64) {
+    let weights: Vec<f64> = slice.iter().map(|&i| weight(i).max(f64::MIN_POSITIVE)).collect();
+    let mut weights: Vec<(usize, f64)> = slice.iter().copied().zip(weights).collect();
+    for pos in 0..weights.len() {
+        let total: f64 = weights[pos..].iter().map(|(_, w)| w).sum();
+        let mut pick = fastrand::f64() * total;
+        let mut chosen = weights.len() - 1;
+        for (j, (_, w)) in weights.iter().enumerate().skip(pos) {
+            if pick < *w {
+                chosen = j;
                 break;
             }
             pick -= w;
         }
+        weights.swap(pos, chosen);
+    }
+    for (slot, (i, _)) in slice.iter_mut().zip(weights) {
+        *slot = i;
     }
 }
 
@@ -126,9 +155,9 @@ mod tests {
     #[test]
     fn priority_then_health() {
         let rs = [replica("b", 2, 1), replica("a", 1, 1), replica("c", 3, 1)];
-        assert_eq!(try_order(&rs), vec![1, 0, 2]);
+        assert_eq!(try_order(&rs, None), vec![1, 0, 2]);
         rs[1].health().record(&Err(crate::error::FetchError::NoReplica));
-        assert_eq!(try_order(&rs), vec![0, 2, 1]);
+        assert_eq!(try_order(&rs, None), vec![0, 2, 1]);
     }
 
     #[test]
@@ -136,7 +165,7 @@ mod tests {
         let rs = [replica("a", 1, 300), replica("b", 1, 100), replica("z", 2, 1)];
         let mut first_a = 0;
         for _ in 0..4000 {
-            let order = try_order(&rs);
+            let order = try_order(&rs, None);
             assert_eq!(order[2], 2);
             if order[0] == 0 {
                 first_a += 1;
@@ -144,5 +173,25 @@ mod tests {
         }
         // Expect about 3000 of 4000; the bound is loose enough never to flake.
         assert!((2600..3400).contains(&first_a), "{first_a}");
+    }
+
+    #[test]
+    fn a_slow_twin_gets_less_traffic_and_an_outlier_goes_last() {
+        let rs = [replica("fast", 1, 100), replica("slow", 1, 100)];
+        let config = LatencyConfig::default();
+        let now = Instant::now();
+        rs[0]
+            .latency()
+            .record(std::time::Duration::from_millis(5), now, config.decay);
+        rs[1]
+            .latency()
+            .record(std::time::Duration::from_millis(200), now, config.decay);
+        let slow_first = (0..1000).filter(|_| try_order(&rs, Some(&config))[0] == 1).count();
+        // Expect about 1000 * 5/205 = 24; without latency, about 500.
+        assert!(slow_first < 100, "{slow_first}");
+        for _ in 0..config.outlier_consecutive {
+            rs[1].latency().outlier(true, now, &config);
+        }
+        assert!((0..100).all(|_| try_order(&rs, Some(&config)) == vec![0, 1]));
     }
 }

@@ -30,7 +30,7 @@ where
     S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    if !shared.resume || req.method() != ObjectMethod::Get || shared.replicas.is_empty() {
+    if req.method() != ObjectMethod::Get || shared.replicas.is_empty() {
         return res;
     }
     let (Some(etag), Some((first, last))) = (res.headers().get(header::ETAG).cloned(), body_range(&res)) else {
@@ -108,8 +108,9 @@ where
                     && res.headers().get(header::ETAG) == Some(&etag)
                     && body_range(res).map(|(f, _)| f) == Some(from)
             };
+            let mut attempts = 1;
             let (index, res) = shared
-                .pass(&req, Some(last), Some(&accept))
+                .pass(&req, Some(last), Some(&accept), &mut attempts)
                 .await
                 .map_err(|failed| failed.error)?;
             tracing::info!(bucket = %shared.bucket, replica = %shared.replicas[index].name(), offset = from, "response resumed");

@@ -70,6 +70,7 @@ pub struct ObjectRequest {
     headers: HeaderMap,
     operation: Operation,
     query: Vec<(String, String)>,
+    extensions: http::Extensions,
 }
 
 impl ObjectRequest {
@@ -91,6 +92,7 @@ impl ObjectRequest {
             headers: HeaderMap::new(),
             operation: Operation::Object,
             query: Vec::new(),
+            extensions: http::Extensions::new(),
         }
     }
 
@@ -181,5 +183,16 @@ impl ObjectRequest {
     /// Mutable access to the headers sent upstream.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.headers
+    }
+
+    /// Typed values the layers attach for the layers below (e.g. the
+    /// failover's [`Attempt`](crate::failover::Attempt)); never sent upstream.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// Mutable access to the extensions.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
     }
 }
