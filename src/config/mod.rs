@@ -9,6 +9,7 @@ mod tree;
 mod validate;
 mod yaml;
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
