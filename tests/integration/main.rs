@@ -11,6 +11,7 @@ mod edge;
 mod failover;
 mod faults;
 mod ops;
+mod rclone;
 mod redis;
 mod redis_cluster;
 mod request_path;
