@@ -585,4 +585,25 @@ metrics: { admin_token: "" }
             .iter()
             .any(|e| e.contains("rate_limit")));
     }
+
+    #[test]
+    fn s3_api_keys_are_checked_by_name() {
+        let yaml = r#"
+server: { s3_api: { token_key: "short" }, s3_domain: "s3..example com" }
+buckets:
+  - { name: a, path_prefix: /a, s3: { bucket: b, listing_cache_ttl_seconds: 100000000 } }
+"#;
+        let errs = errors(yaml);
+        for key in [
+            "server.s3_api.token_key",
+            "server.s3_domain",
+            "buckets[0].s3.listing_cache_ttl_seconds",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        assert!(
+            !errs.iter().any(|e| e.contains("short")),
+            "the key is never echoed: {errs:?}"
+        );
+    }
 }
