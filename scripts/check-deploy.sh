@@ -741,7 +741,7 @@ config_check() {
         sed "s#/etc/yatagarasu-tls/#$WORK/tls/#g" "$1" >"$cfg"
     fi
     env AWS_ACCESS_KEY_ID=dummy AWS_SECRET_ACCESS_KEY=dummy MINIO_ACCESS_KEY=dummy MINIO_SECRET_KEY=dummy \
-        R2_ACCESS_KEY=dummy R2_SECRET_KEY=dummy REDIS_PASSWORD=dummy YATAGARASU_ADMIN_TOKEN=dummy \
+        R2_ACCESS_KEY=dummy R2_SECRET_KEY=dummy REDIS_PASSWORD=dummy YATAGARASU_ADMIN_TOKEN=dummy YATAGARASU_LISTING_TOKEN_KEY=dummy-listing-token-key \
         "$BIN" check -c "$cfg"
 }
 

@@ -16,6 +16,7 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+command -v rclone >/dev/null 2>&1 || need+=(rclone)  # the S3 API tests drive it (tests/integration/rclone.rs)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   as_root apt-get update -qq

@@ -18,6 +18,7 @@ use yatagarasu_middleware::http::headers::content_length;
 use yatagarasu_middleware::failover::HedgeOutcome;
 use yatagarasu_middleware::object::request_id;
 use yatagarasu_middleware::routing::MatchedBucket;
+use yatagarasu_middleware::s3api::S3Operation;
 use yatagarasu_middleware::upstream::REPLICA_HEADER;
 
 use crate::metrics::{InFlight, Metrics};
@@ -47,6 +48,7 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
             .extensions()
             .get::<MatchedBucket>()
             .map_or_else(|| Arc::from("-"), |b| b.0.clone()),
+        operation: res.extensions().get::<S3Operation>().map_or("-", |op| op.as_str()),
         identity: res
             .extensions()
             .get::<Identity>()
@@ -79,6 +81,8 @@ struct AccessRecord {
     path: String,
     id: String,
     bucket: Arc<str>,
+    /// The S3 call (`GetObject`...), `-` when no bucket was routed to.
+    operation: &'static str,
     status: u16,
     replica: String,
     cache: String,
@@ -94,8 +98,14 @@ struct AccessRecord {
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
-        self.metrics
-            .request_done(&self.bucket, self.method.as_str(), self.status, &self.cache, duration);
+        self.metrics.request_done(
+            &self.bucket,
+            self.method.as_str(),
+            self.operation,
+            self.status,
+            &self.cache,
+            duration,
+        );
         if self.bytes > 0 {
             self.metrics.bytes_sent(&self.bucket, self.bytes);
         }
@@ -105,6 +115,7 @@ impl Drop for AccessRecord {
             method = %LogSafe(self.method.as_str()),
             path = %LogSafe(&self.path),
             bucket = %self.bucket,
+            operation = self.operation,
             status = self.status,
             bytes = self.bytes,
             complete = self.complete,

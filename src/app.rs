@@ -35,7 +35,7 @@ use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
 use yatagarasu_middleware::object::ObjectRequest;
 use yatagarasu_middleware::routing::PrefixRouter;
-use yatagarasu_middleware::s3api::S3Api;
+use yatagarasu_middleware::s3api::{S3Api, TokenKey};
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 
 use crate::config::{CacheConfig, Config, HealthCheckConfig, ResolvedReplica};
@@ -228,6 +228,26 @@ fn http_client_with_ca(config: &Config, path: &str) -> Result<reqwest::Client, S
         .map_err(|e| format!("cannot create the HTTP client for ca_file '{path}': {e}"))
 }
 
+/// The key of listing continuation tokens: `server.s3_api.token_key`, else
+/// the process's random key (with a warning, once: behind a load balancer,
+/// page 2 of a listing must then reach the instance that served page 1).
+fn listing_token_key(config: &Config) -> TokenKey {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    match &config.server.s3_api.token_key {
+        Some(key) => TokenKey::new(key.expose().trim().as_bytes()),
+        None => {
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "server.s3_api.token_key is not set: listing continuation tokens use a random key of this \
+                     process, so a paginated listing fails (InvalidArgument) when its next page reaches another \
+                     instance or this one after a restart; set the same secret on every instance"
+                )
+            });
+            TokenKey::process()
+        }
+    }
+}
+
 /// Builds the proxy from a validated config: per bucket, auth -> cache ->
 /// failover over per-replica (breaker -> bulkhead -> presigned fetch) stacks.
 pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<App, BuildError> {
@@ -255,6 +275,10 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     // one): a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
     let mut router = PrefixRouter::new();
+    if let Some(domain) = &config.server.s3_domain {
+        router = router.with_s3_domain(domain);
+    }
+    let tokens = listing_token_key(config);
     let mut ready = ReadyState::new(inherited.draining)
         .with_require_replicas(config.server.readiness.require_replicas)
         .with_cache(cache_store.clone());
@@ -390,7 +414,10 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             .filter(|s| !s.is_empty())
             .unwrap_or(&bucket.name);
         let region = bucket.s3.resolved_replicas().first().map(|r| r.region.clone());
-        let http = S3Api::new(s3_name, objects, uncached).with_region(region.unwrap_or_else(|| "us-east-1".into()));
+        let http = S3Api::new(s3_name, objects, uncached)
+            .with_region(region.unwrap_or_else(|| "us-east-1".into()))
+            .with_token_key(tokens.clone())
+            .with_listing_cache(Duration::from_secs(bucket.s3.listing_cache_ttl_seconds));
         let auth = bucket.auth.clone().unwrap_or_default();
         let jwt = auth
             .effective(config.jwt.as_ref())

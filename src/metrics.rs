@@ -7,8 +7,8 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `yatagarasu_requests_total` | counter | `bucket`, `method`, `status_class` |
-//! | `yatagarasu_request_duration_seconds` | histogram | `bucket`, `status_class`, `cache` |
+//! | `yatagarasu_requests_total` | counter | `bucket`, `method`, `operation`, `status_class` |
+//! | `yatagarasu_request_duration_seconds` | histogram | `bucket`, `operation`, `status_class`, `cache` |
 //! | `yatagarasu_response_bytes_total` | counter | `bucket` |
 //! | `yatagarasu_requests_in_flight` | gauge | |
 //! | `yatagarasu_replica_health` | gauge (1 healthy, 0 not) | `bucket`, `replica` |
@@ -265,13 +265,23 @@ impl Metrics {
 
     /// A finished request (its response body ended or was dropped):
     /// `yatagarasu_requests_total` and `yatagarasu_request_duration_seconds`.
-    pub fn request_done(&self, bucket: &str, method: &str, status: u16, cache: &str, duration: Duration) {
+    /// `operation` is the S3 call (`GetObject`, `ListObjectsV2`..., a fixed set).
+    pub fn request_done(
+        &self,
+        bucket: &str,
+        method: &str,
+        operation: &'static str,
+        status: u16,
+        cache: &str,
+        duration: Duration,
+    ) {
         let class = status_class(status);
         self.requests.add(
             1,
             &[
                 KeyValue::new("bucket", bucket.to_owned()),
                 KeyValue::new("method", method.to_owned()),
+                KeyValue::new("operation", operation),
                 KeyValue::new("status_class", class),
             ],
         );
@@ -279,6 +289,7 @@ impl Metrics {
             duration.as_secs_f64(),
             &[
                 KeyValue::new("bucket", bucket.to_owned()),
+                KeyValue::new("operation", operation),
                 KeyValue::new("status_class", class),
                 KeyValue::new("cache", cache.to_owned()),
             ],
@@ -644,7 +655,7 @@ mod tests {
         let m = Metrics::new();
         m.replica_health("assets", "primary", true);
         m.breaker_state("assets", "primary", BreakerState::Open);
-        m.request_done("assets", "GET", 200, "miss", Duration::from_millis(3));
+        m.request_done("assets", "GET", "GetObject", 200, "miss", Duration::from_millis(3));
         m.request("assets", "primary");
         m.failover("assets", "primary", "backup");
         m.bytes_sent("assets", 10);
@@ -654,7 +665,7 @@ mod tests {
         for line in [
             r#"yatagarasu_replica_health{bucket="assets",replica="primary"} 1"#,
             r#"yatagarasu_circuit_breaker_state{bucket="assets",replica="primary"} 1"#,
-            r#"yatagarasu_requests_total{bucket="assets",method="GET",status_class="2xx"} 1"#,
+            r#"yatagarasu_requests_total{bucket="assets",method="GET",operation="GetObject",status_class="2xx"} 1"#,
             r#"yatagarasu_replica_requests_total{bucket="assets",replica="primary"} 1"#,
             r#"yatagarasu_replica_failover_total{bucket="assets",from="primary",to="backup"} 1"#,
             r#"yatagarasu_response_bytes_total{bucket="assets"} 10"#,

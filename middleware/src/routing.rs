@@ -1,5 +1,7 @@
 //! Routing by path prefix: `/assets/logo.png` goes to the bucket mounted at
-//! `/assets`, as `/logo.png`.
+//! `/assets`, as `/logo.png`; with an S3 domain, also by host name
+//! (virtual-hosted style): `Host: assets.s3.example.com` + `/logo.png` goes
+//! to the same bucket.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,6 +17,7 @@ use tower::{Service, ServiceExt};
 
 use crate::error::S3Error;
 use crate::object::request_id;
+use crate::s3api::S3Operation;
 
 /// The name of the bucket a request was routed to, as a request extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +45,19 @@ pub enum PrefixError {
 /// matches on a `/` boundary (`/assets` matches `/assets/a`, never `/assetsX/a`),
 /// strips the prefix from the URI (the query is kept) and records
 /// [`MatchedBucket`]. Unmatched paths get a 404 `NoSuchBucket`.
+///
+/// With [`with_s3_domain`](Self::with_s3_domain), a request whose host is
+/// `NAME.<domain>` goes to the bucket mounted at `/NAME`, with its path
+/// unchanged (virtual-hosted-style S3 addressing).
+///
+/// The response of a routed request carries [`MatchedBucket`] and the
+/// [`S3Operation`] it called, as extensions (for the access log).
 #[derive(Clone, Default)]
 pub struct PrefixRouter {
     // Longest prefix first.
     routes: Arc<Vec<(String, Arc<str>, Route)>>,
+    // `.s3.example.com`: lower case, with its leading dot.
+    s3_domain: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for PrefixRouter {
@@ -89,6 +101,37 @@ impl PrefixRouter {
         Self::default()
     }
 
+    /// Also routes virtual-hosted-style requests: host `NAME.domain` (any
+    /// port) is the bucket mounted at `/NAME`. Path-style requests keep
+    /// working, on `domain` itself or any other host.
+    pub fn with_s3_domain(mut self, domain: &str) -> Self {
+        let domain = domain.trim().trim_matches('.').to_ascii_lowercase();
+        self.s3_domain = (!domain.is_empty()).then(|| format!(".{domain}").into());
+        self
+    }
+
+    /// The bucket label of a virtual-hosted-style request, if its host is
+    /// `NAME.<s3 domain>`.
+    fn virtual_bucket<'a>(&self, req: &'a Request<Body>) -> Option<&'a str> {
+        let domain = self.s3_domain.as_deref()?;
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())?;
+        // Drop a port (`[v6]:port` never names a bucket).
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let cut = host.len().checked_sub(domain.len())?;
+        if !host.is_char_boundary(cut) || !host[cut..].eq_ignore_ascii_case(domain) {
+            return None;
+        }
+        let label = &host[..cut];
+        (!label.is_empty() && !label.contains('.')).then_some(label)
+    }
+
     /// Mounts `service` for bucket `name` at `prefix`.
     pub fn mount<S>(mut self, prefix: &str, name: impl Into<Arc<str>>, service: S) -> Result<Self, PrefixError>
     where
@@ -117,8 +160,19 @@ impl Service<Request<Body>> for PrefixRouter {
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let path = req.uri().path();
-        let found = self.routes.iter().find(|(p, _, _)| prefix_matches(p, path));
-        let Some((prefix, name, route)) = found else {
+        let found = match self.virtual_bucket(&req) {
+            Some(label) => self
+                .routes
+                .iter()
+                .find(|(p, _, _)| p.strip_prefix('/').is_some_and(|p| p.eq_ignore_ascii_case(label)))
+                .map(|route| (route, true)),
+            None => self
+                .routes
+                .iter()
+                .find(|(p, _, _)| prefix_matches(p, path))
+                .map(|route| (route, false)),
+        };
+        let Some(((prefix, name, route), by_host)) = found else {
             let id = request_id(req.headers()).unwrap_or_default().to_owned();
             return RouteFuture {
                 state: RouteState::Answered {
@@ -126,8 +180,13 @@ impl Service<Request<Body>> for PrefixRouter {
                 },
             };
         };
-        let rest = if prefix == "/" { path } else { &path[prefix.len()..] };
+        let rest = if prefix == "/" || by_host {
+            path
+        } else {
+            &path[prefix.len()..]
+        };
         let rest = if rest.is_empty() { "/" } else { rest };
+        let operation = S3Operation::classify(req.method(), rest, req.uri().query());
         let original = OriginalUri(req.uri().clone());
         let pq = match req.uri().query() {
             Some(q) => format!("{rest}?{q}"),
@@ -144,7 +203,7 @@ impl Service<Request<Body>> for PrefixRouter {
         RouteFuture {
             state: RouteState::Routed {
                 fut: route.clone().oneshot(req),
-                matched: Some(matched),
+                matched: Some((matched, operation)),
             },
         }
     }
@@ -152,8 +211,9 @@ impl Service<Request<Body>> for PrefixRouter {
 
 pin_project! {
     /// The response future of [`PrefixRouter`]: a `NoSuchBucket` answer, or
-    /// the routed bucket's response with [`MatchedBucket`] added to its
-    /// extensions (for the request log around the router).
+    /// the routed bucket's response with [`MatchedBucket`] and
+    /// [`S3Operation`] added to its extensions (for the request log around
+    /// the router).
     pub struct RouteFuture {
         #[pin]
         state: RouteState,
@@ -167,7 +227,7 @@ pin_project! {
         Routed {
             #[pin]
             fut: Oneshot<Route, Request<Body>>,
-            matched: Option<MatchedBucket>,
+            matched: Option<(MatchedBucket, S3Operation)>,
         },
     }
 }
@@ -180,8 +240,9 @@ impl Future for RouteFuture {
             RouteStateProj::Answered { res } => Poll::Ready(Ok(res.take().expect("polled after completion"))),
             RouteStateProj::Routed { fut, matched } => {
                 let mut res = ready!(fut.poll(cx))?;
-                if let Some(matched) = matched.take() {
+                if let Some((matched, operation)) = matched.take() {
                     res.extensions_mut().insert(matched);
+                    res.extensions_mut().insert(operation);
                 }
                 Poll::Ready(Ok(res))
             }
@@ -232,6 +293,46 @@ mod tests {
         );
         assert_eq!(get(&router, "/assetsX/a").await.0, 404);
         assert!(get(&router, "/other/a").await.1.contains("NoSuchBucket"));
+    }
+
+    #[tokio::test]
+    async fn virtual_hosted_requests_go_to_the_bucket_named_by_the_host() {
+        let router = PrefixRouter::new()
+            .mount("/data", "ha-data", echo("D"))
+            .unwrap()
+            .mount("/", "root", echo("R"))
+            .unwrap()
+            .with_s3_domain("S3.Example.com.");
+        let get = |host: &'static str, uri: &'static str| {
+            let router = router.clone();
+            async move {
+                let res = router
+                    .oneshot(Request::get(uri).header("host", host).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let op = res.extensions().get::<S3Operation>().copied();
+                let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+                (String::from_utf8(body.to_vec()).unwrap(), op)
+            }
+        };
+        assert_eq!(
+            get("data.s3.example.com:8080", "/a/b.txt").await,
+            ("D ha-data /a/b.txt".into(), Some(S3Operation::GetObject))
+        );
+        assert_eq!(
+            get("DATA.s3.example.com", "/?list-type=2").await,
+            ("D ha-data /?list-type=2".into(), Some(S3Operation::ListObjectsV2))
+        );
+        assert_eq!(
+            get("data.s3.example.com", "/data/x").await.0,
+            "D ha-data /data/x",
+            "the host names the bucket; the path is all key"
+        );
+        // Path style on the domain itself and on other hosts.
+        assert_eq!(get("s3.example.com", "/data/x").await.0, "D ha-data /x");
+        assert_eq!(get("127.0.0.1:8080", "/data").await.0, "D ha-data /");
+        assert_eq!(get("a.b.s3.example.com", "/data/x").await.0, "D ha-data /x");
+        assert!(get("nope.s3.example.com", "/x").await.0.contains("NoSuchBucket"));
     }
 
     #[test]

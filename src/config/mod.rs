@@ -80,6 +80,23 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// What `/ready` requires.
     pub readiness: ReadinessConfig,
+    /// The S3 API for SDK clients (listings).
+    pub s3_api: S3ApiConfig,
+    /// Virtual-hosted-style addressing: host `NAME.<s3_domain>` is the
+    /// bucket whose `path_prefix` is `/NAME` (path style keeps working).
+    #[serde(deserialize_with = "de::opt_string")]
+    pub s3_domain: Option<String>,
+}
+
+/// `server.s3_api` (see `docs/s3-tools.md`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct S3ApiConfig {
+    /// The HMAC key of the proxy's listing continuation tokens. Set the same
+    /// secret on every instance behind a load balancer so that a token one
+    /// minted is honoured by all; unset: a random key per process.
+    #[serde(deserialize_with = "de::opt_secret")]
+    pub token_key: Option<Secret>,
 }
 
 /// `server.readiness` (see `docs/readiness.md`).
@@ -208,6 +225,8 @@ impl Default for ServerConfig {
             rate_limit: RateLimitConfig::default(),
             tls: None,
             readiness: ReadinessConfig::default(),
+            s3_api: S3ApiConfig::default(),
+            s3_domain: None,
             header_read_timeout_seconds: 10,
             keepalive_idle_timeout_seconds: 60,
             send_timeout_seconds: 60,
@@ -312,6 +331,9 @@ pub struct S3Config {
     pub hedge: HedgeConfig,
     /// Latency-aware choice among equal priorities (off by default).
     pub latency_aware: LatencyAwareConfig,
+    /// How long a listing page is kept in memory and answered again without
+    /// a replica (0, the default: listings are never cached).
+    pub listing_cache_ttl_seconds: u64,
 }
 
 impl Default for S3Config {
@@ -337,6 +359,7 @@ impl Default for S3Config {
             failover_on_404: false,
             hedge: HedgeConfig::default(),
             latency_aware: LatencyAwareConfig::default(),
+            listing_cache_ttl_seconds: 0,
         }
     }
 }

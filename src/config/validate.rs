@@ -64,6 +64,22 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
             err(format!("server.{key}"), format!("must be at least {min}"));
         }
     }
+    if matches!(&server.s3_api.token_key, Some(k) if k.expose().trim().len() < 16) {
+        err(
+            "server.s3_api.token_key".into(),
+            "must be at least 16 characters (a random secret, the same on every instance)".into(),
+        );
+    }
+    if let Some(domain) = &server.s3_domain {
+        let d = domain.trim().trim_matches('.');
+        let label_ok = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !d.split('.').all(label_ok) {
+            err(
+                "server.s3_domain".into(),
+                format!("'{domain}' is not a DNS name like s3.example.com"),
+            );
+        }
+    }
     let rl = &server.rate_limit;
     for (key, on, v) in [
         ("requests_per_second", rl.enabled, rl.requests_per_second),
@@ -292,6 +308,12 @@ fn bounds(config: &Config) -> Vec<(String, u64, u64, u64)> {
                 DAY * 1000,
             ),
             (format!("{at}.retry.max_interval"), s3.retry.max_interval, 1, DAY * 1000),
+            (
+                format!("{at}.listing_cache_ttl_seconds"),
+                s3.listing_cache_ttl_seconds,
+                0,
+                DAY,
+            ),
             (
                 format!("{at}.circuit_breaker.timeout_seconds"),
                 s3.circuit_breaker.timeout_seconds,
@@ -617,5 +639,26 @@ metrics: { admin_token: "" }
         }
         let errs = errors(&bucket(r#"hedge: { delay_ms: "soon" }"#));
         assert!(errs.iter().any(|e| e.contains("hedge.delay_ms")), "{errs:?}");
+    }
+
+    #[test]
+    fn s3_api_keys_are_checked_by_name() {
+        let yaml = r#"
+server: { s3_api: { token_key: "short" }, s3_domain: "s3..example com" }
+buckets:
+  - { name: a, path_prefix: /a, s3: { bucket: b, listing_cache_ttl_seconds: 100000000 } }
+"#;
+        let errs = errors(yaml);
+        for key in [
+            "server.s3_api.token_key",
+            "server.s3_domain",
+            "buckets[0].s3.listing_cache_ttl_seconds",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        assert!(
+            !errs.iter().any(|e| e.contains("short")),
+            "the key is never echoed: {errs:?}"
+        );
     }
 }

@@ -28,9 +28,11 @@ def client(args):
         shift = datetime.timedelta(minutes=args.skew_minutes)
         botocore.auth.get_current_datetime = lambda *a, **k: real(*a, **k) + shift
     cfg = Config(
-        s3={"addressing_style": "path"},
+        s3={"addressing_style": args.addressing},
         retries={"total_max_attempts": 1},
         signature_version=UNSIGNED if args.unsigned else "s3v4",
+        # Virtual-hosted names need no DNS when sent through an HTTP proxy.
+        proxies={"http": args.http_proxy} if args.http_proxy else None,
     )
     return boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1", config=cfg)
 
@@ -113,6 +115,8 @@ def main():
     p.add_argument("--expires", type=int, default=3600)
     p.add_argument("--skew-minutes", type=int, default=0)
     p.add_argument("--unsigned", action="store_true")
+    p.add_argument("--addressing", default="path", choices=["path", "virtual"])
+    p.add_argument("--http-proxy")
     args = p.parse_args()
     s3 = client(args)
     commands = {

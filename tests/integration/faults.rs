@@ -532,7 +532,7 @@ async fn failover_and_breaker_metrics_have_their_label_sets_and_values() {
     let counted = eventually(WAIT, || async {
         series(
             &scrape(&proxy).await,
-            r#"yatagarasu_requests_total{bucket="ha",method="GET",status_class="2xx"}"#,
+            r#"yatagarasu_requests_total{bucket="ha",method="GET",operation="GetObject",status_class="2xx"}"#,
         ) == Some(5.0)
     })
     .await;

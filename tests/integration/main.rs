@@ -12,6 +12,7 @@ mod failover;
 mod faults;
 mod hedge;
 mod ops;
+mod rclone;
 mod redis;
 mod redis_cluster;
 mod request_path;

@@ -114,7 +114,7 @@ async fn metrics_use_the_seed_names_and_move() {
     }
     let text = wait_for_sample(
         &proxy,
-        r#"yatagarasu_requests_total{bucket="ha",method="GET",status_class="2xx"}"#,
+        r#"yatagarasu_requests_total{bucket="ha",method="GET",operation="GetObject",status_class="2xx"}"#,
         |v| v >= 3.0,
     )
     .await;
@@ -139,7 +139,7 @@ async fn metrics_use_the_seed_names_and_move() {
     );
     at_least(r#"yatagarasu_response_bytes_total{bucket="ha"}"#, 3.0 * 13.0);
     at_least(
-        r#"yatagarasu_request_duration_seconds_count{bucket="ha",cache="-",status_class="2xx"}"#,
+        r#"yatagarasu_request_duration_seconds_count{bucket="ha",cache="-",operation="GetObject",status_class="2xx"}"#,
         3.0,
     );
     // Two failures opened the primary's breaker.
@@ -218,7 +218,7 @@ async fn every_metric_of_the_alert_rules_is_exported() {
     assert_eq!(res.status(), 200);
     let text = wait_for_sample(
         &proxy,
-        r#"yatagarasu_requests_total{bucket="ha",method="GET",status_class="2xx"}"#,
+        r#"yatagarasu_requests_total{bucket="ha",method="GET",operation="GetObject",status_class="2xx"}"#,
         |v| v >= 1.0,
     )
     .await;
@@ -292,7 +292,7 @@ async fn every_metric_of_the_grafana_dashboard_is_exported() {
     }
     let text = wait_for_sample(
         &proxy,
-        r#"yatagarasu_requests_total{bucket="ha",method="GET",status_class="2xx"}"#,
+        r#"yatagarasu_requests_total{bucket="ha",method="GET",operation="GetObject",status_class="2xx"}"#,
         |v| v >= 2.0,
     )
     .await;

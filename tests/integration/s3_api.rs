@@ -485,3 +485,344 @@ async fn sigv4_clients_sign_with_proxy_keys_and_get_s3_errors() {
         "{logs}"
     );
 }
+
+/// One S3 server holding `data-bucket` with `test.txt` and `n` keys `k/key-NNN`.
+async fn small_s3(n: usize) -> S3 {
+    let s3 = s3().await;
+    for i in 0..n {
+        s3.put_object("data-bucket", &format!("k/key-{i:03}"), b"x").unwrap();
+    }
+    s3.put_object("data-bucket", "test.txt", b"hello\n").unwrap();
+    s3
+}
+
+/// `buckets` over one S3 server, health checks off (so only clients' calls
+/// reach it); `server` and `metrics` lines are added as given.
+fn one_server_config(s3: &S3, server: &str, buckets: &[(&str, &str, &str)], metrics: bool) -> String {
+    let mut out = format!(
+        "server:\n  address: \"127.0.0.1:0\"\n  shutdown_grace_seconds: 2\n{server}\nhealth_check: {{ enabled: false }}\nbuckets:\n"
+    );
+    for (name, prefix, extra) in buckets {
+        out.push_str(&format!(
+            r#"  - name: {name}
+    path_prefix: {prefix}
+    s3:
+      bucket: data-bucket
+      endpoint: "{}"
+      access_key: "{ACCESS_KEY}"
+      secret_key: "{SECRET_KEY}"
+{extra}
+"#,
+            s3.endpoint()
+        ));
+    }
+    out.push_str(if metrics {
+        "metrics: { enabled: true, address: 127.0.0.1, port: 0 }\n"
+    } else {
+        "metrics: { enabled: false }\n"
+    });
+    out
+}
+
+/// Listing calls the S3 server received.
+fn upstream_listings(s3: &S3) -> usize {
+    s3.received()
+        .iter()
+        .filter(|r| r.uri.query().is_some_and(|q| q.contains("list-type=2")))
+        .count()
+}
+
+/// The value of the exact series `name{labels}` in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn request_metrics_carry_the_s3_operation() {
+    let s3 = small_s3(3).await;
+    let proxy = Proxy::start(&one_server_config(&s3, "", &[("ha-data", "/data", "")], true));
+    let c = client();
+    for (method, path, status) in [
+        ("GET", "/data/test.txt", 200),
+        ("HEAD", "/data/test.txt", 200),
+        ("GET", "/data?list-type=2", 200),
+        ("GET", "/data/?prefix=k/", 200),
+        ("HEAD", "/data", 200),
+        ("GET", "/data?location", 200),
+        ("PUT", "/data/new.txt", 405),
+        ("DELETE", "/data", 405),
+        ("GET", "/data?versioning", 501),
+        ("GET", "/nowhere/x", 404),
+    ] {
+        let res = c
+            .request(method.parse().unwrap(), proxy.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        res.bytes().await.unwrap();
+    }
+    let expected = [
+        r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="GetObject",status_class="2xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="HEAD",operation="HeadObject",status_class="2xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="ListObjectsV2",status_class="2xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="ListObjects",status_class="2xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="HEAD",operation="HeadBucket",status_class="2xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="GetBucketLocation",status_class="2xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="PUT",operation="Refused",status_class="4xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="DELETE",operation="Refused",status_class="4xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="Unsupported",status_class="5xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="-",method="GET",operation="-",status_class="4xx"} 1"#,
+        r#"yatagarasu_request_duration_seconds_count{bucket="ha-data",cache="-",operation="ListObjectsV2",status_class="2xx"} 1"#,
+        r#"yatagarasu_request_duration_seconds_count{bucket="ha-data",cache="-",operation="HeadBucket",status_class="2xx"} 1"#,
+    ];
+    let scrape = || async {
+        let res = client().get(proxy.metrics_url("/metrics")).send().await.unwrap();
+        res.text().await.unwrap()
+    };
+    // Counted when each response body ends: wait for the last ones.
+    let all = eventually(Duration::from_secs(10), || async {
+        let text = scrape().await;
+        expected.iter().all(|line| text.lines().any(|l| l == *line))
+    })
+    .await;
+    let text = scrape().await;
+    for line in expected {
+        assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
+    }
+    assert!(all);
+    assert_eq!(
+        sample(
+            &text,
+            r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="GetObject",status_class="2xx"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn listing_cache_is_opt_in_keyed_by_every_parameter_and_expires() {
+    let s3 = small_s3(12).await;
+    let cached = format!("      listing_cache_ttl_seconds: 2\n{SIGV4_AUTH}");
+    let proxy = Proxy::start(&one_server_config(
+        &s3,
+        "",
+        &[("cached", "/cached", &cached), ("plain", "/data", "")],
+        false,
+    ));
+    // Presigned listing URLs with a proxy-issued key (the bucket has SigV4 auth).
+    let bucket = rusty_s3::Bucket::new(
+        reqwest::Url::parse(&proxy.base).unwrap(),
+        rusty_s3::UrlStyle::Path,
+        "cached",
+        "us-east-1",
+    )
+    .unwrap();
+    let creds = rusty_s3::Credentials::new(CLIENT_KEY, CLIENT_SECRET);
+    let signed = |extra: &[(&str, &str)]| {
+        use rusty_s3::S3Action;
+        let mut action = bucket.list_objects_v2(Some(&creds));
+        action.with_prefix("k/");
+        for (k, v) in extra {
+            action.query_mut().insert(*k, *v);
+        }
+        action.sign(Duration::from_secs(600))
+    };
+    let get = |url: reqwest::Url| async move {
+        let res = client().get(url).send().await.unwrap();
+        let status = res.status().as_u16();
+        let x_cache = res.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
+        (status, x_cache, res.text().await.unwrap())
+    };
+    let n0 = upstream_listings(&s3);
+    let (status, x_cache, first) = get(signed(&[])).await;
+    assert_eq!((status, x_cache.as_deref()), (200, Some("MISS")), "{first}");
+    assert_eq!(elements(&first, "Key").len(), 12, "{first}");
+    assert_eq!(upstream_listings(&s3), n0 + 1);
+    // Again within the TTL (a new signature, the same listing): nothing upstream.
+    let (status, x_cache, again) = get(signed(&[])).await;
+    assert_eq!((status, x_cache.as_deref()), (200, Some("HIT-MEMORY")));
+    assert_eq!(again, first);
+    assert_eq!(upstream_listings(&s3), n0 + 1);
+    // A client that fails the bucket's auth gets no cached page.
+    let mut unsigned = signed(&[]);
+    unsigned.set_query(Some("list-type=2&prefix=k%2F"));
+    let (status, _, body) = get(unsigned).await;
+    assert_eq!(status, 403, "{body}");
+    // Any other parameter is another page.
+    for extra in [
+        &[("max-keys", "5")][..],
+        &[("start-after", "k/key-003")],
+        &[("delimiter", "/")],
+    ] {
+        let (status, x_cache, _) = get(signed(extra)).await;
+        assert_eq!((status, x_cache.as_deref()), (200, Some("MISS")), "{extra:?}");
+    }
+    assert_eq!(upstream_listings(&s3), n0 + 4);
+    // Off by default: every listing of the other bucket goes upstream.
+    for _ in 0..2 {
+        let (status, x_cache, _) = get(reqwest::Url::parse(&proxy.url("/data?list-type=2&prefix=k/")).unwrap()).await;
+        assert_eq!((status, x_cache), (200, None));
+    }
+    assert_eq!(upstream_listings(&s3), n0 + 6);
+    // Past the TTL the page is asked of the replica again.
+    let refreshed = eventually(Duration::from_secs(20), || async {
+        let (_, x_cache, _) = get(signed(&[])).await;
+        x_cache.as_deref() == Some("MISS")
+    })
+    .await;
+    assert!(refreshed, "the cached page never expired");
+    assert_eq!(upstream_listings(&s3), n0 + 7);
+}
+
+/// A config whose proxies share `server.s3_api.token_key` from `${TOKEN_KEY}`.
+fn token_config(s3: &S3, keyed: bool) -> String {
+    let server = if keyed {
+        "  s3_api: { token_key: \"${TOKEN_KEY}\" }"
+    } else {
+        ""
+    };
+    one_server_config(s3, server, &[("ha-data", "/data", "")], false)
+}
+
+#[tokio::test]
+async fn continuation_tokens_are_valid_on_every_instance_sharing_the_key() {
+    let s3 = small_s3(25).await;
+    let env = [("TOKEN_KEY", "fleet-wide-listing-secret-0123")];
+    let a = Proxy::start_with_env(&token_config(&s3, true), &env);
+    let b = Proxy::start_with_env(&token_config(&s3, true), &env);
+    let lonely = Proxy::start(&token_config(&s3, false));
+    let page = |proxy: &Proxy, token: Option<&str>| {
+        let mut url = reqwest::Url::parse(&proxy.url("/data")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("list-type", "2")
+            .append_pair("prefix", "k/")
+            .append_pair("max-keys", "10");
+        if let Some(t) = token {
+            url.query_pairs_mut().append_pair("continuation-token", t);
+        }
+        async move {
+            let res = client().get(url).send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    // Pages 1 and 3 from one instance, page 2 from the other.
+    let mut keys = Vec::new();
+    let mut token = None;
+    for proxy in [&a, &b, &a] {
+        let (status, xml) = page(proxy, token.as_deref()).await;
+        assert_eq!(status, 200, "{xml}");
+        keys.extend(elements(&xml, "Key"));
+        token = elements(&xml, "NextContinuationToken").pop();
+        if keys.len() < 25 {
+            let t = token.as_deref().expect("a next page");
+            // Tampered with: refused on every instance.
+            let mut forged = t.to_owned();
+            let last = forged.pop().unwrap();
+            forged.push(if last == 'A' { 'B' } else { 'A' });
+            for p in [&a, &b] {
+                let (status, body) = page(p, Some(&forged)).await;
+                assert_eq!(status, 400, "{body}");
+                assert!(body.contains("<Code>InvalidArgument</Code>"), "{body}");
+            }
+            // An instance with its own random key cannot continue it.
+            let (status, body) = page(&lonely, Some(t)).await;
+            assert_eq!(status, 400, "{body}");
+            assert!(body.contains("<Code>InvalidArgument</Code>"), "{body}");
+        }
+    }
+    assert!(token.is_none());
+    let expected: Vec<String> = (0..25).map(|i| format!("k/key-{i:03}")).collect();
+    assert_eq!(keys, expected, "every key once, in order");
+    let warning = "server.s3_api.token_key is not set";
+    assert!(lonely.settled_logs().await.contains(warning));
+    assert!(!a.settled_logs().await.contains(warning));
+}
+
+#[tokio::test]
+async fn virtual_hosted_style_names_the_bucket_in_the_host() {
+    let Some(venv) = tools() else { return };
+    let s3 = small_s3(3).await;
+    let server = "  s3_domain: s3.localhost";
+    let proxy = Proxy::start(&one_server_config(
+        &s3,
+        server,
+        &[("ha-data", "/data", SIGV4_AUTH)],
+        false,
+    ));
+    let port = proxy.addr().rsplit(':').next().unwrap().to_owned();
+    let clients = Clients::new(venv);
+    // boto3 with virtual-hosted addressing: it signs for host data.s3.localhost;
+    // its HTTP proxy setting reaches the proxy without DNS for that name.
+    let endpoint = format!("http://s3.localhost:{port}");
+    let common = [
+        "--endpoint",
+        endpoint.as_str(),
+        "--bucket",
+        "data",
+        "--addressing",
+        "virtual",
+        "--http-proxy",
+        proxy.base.as_str(),
+    ];
+    let good = Some((CLIENT_KEY, CLIENT_SECRET));
+    let v = clients.boto3_json(&[&["list"][..], &common].concat(), good).await;
+    assert_eq!(
+        v["keys"],
+        serde_json::json!(["k/key-000", "k/key-001", "k/key-002", "test.txt"]),
+        "{v}"
+    );
+    let v = clients
+        .boto3_json(&[&["get"][..], &common, &["--key", "test.txt"]].concat(), good)
+        .await;
+    assert_eq!(v["sha256"], sha256(b"hello\n"), "{v}");
+    let v = clients
+        .boto3_json(
+            &[&["get"][..], &common, &["--key", "test.txt"]].concat(),
+            Some((CLIENT_KEY, "wrong")),
+        )
+        .await;
+    assert_eq!(v["error"], "SignatureDoesNotMatch", "{v}");
+    // A presigned virtual-hosted link, fetched by curl with the name resolved to loopback.
+    let v = clients
+        .boto3_json(&[&["presign"][..], &common, &["--key", "test.txt"]].concat(), good)
+        .await;
+    let url = v["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("http://data.s3.localhost:{port}/test.txt?")),
+        "{url}"
+    );
+    let curl = |url: String| {
+        let resolve = format!("data.s3.localhost:{port}:127.0.0.1");
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-sS", "--resolve", &resolve, "-w", "\n%{http_code}", &url])
+                .output()
+                .await
+                .expect("curl");
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    assert_eq!(curl(url.to_owned()).await, "hello\n\n200");
+    // The same host without a signature: the bucket's auth answers, not NoSuchBucket.
+    let out = curl(format!("http://data.s3.localhost:{port}/test.txt")).await;
+    assert!(out.contains("AccessDenied") && out.ends_with("403"), "{out}");
+    // Path style keeps working beside it.
+    let v = clients
+        .boto3_json(
+            &[
+                "get",
+                "--endpoint",
+                &proxy.base,
+                "--bucket",
+                "data",
+                "--key",
+                "test.txt",
+            ],
+            good,
+        )
+        .await;
+    assert_eq!(v["sha256"], sha256(b"hello\n"), "{v}");
+}

@@ -14,7 +14,7 @@ use crate::object::ObjectRequest;
 pub const MAX_KEYS: u32 = 1000;
 
 /// Which listing API the client called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListVersion {
     /// `ListObjects` (`marker`, `NextMarker`).
     V1,
@@ -23,7 +23,7 @@ pub enum ListVersion {
 }
 
 /// The parameters of one listing call, as the client sent them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ListParams {
     /// Only keys starting with this.
     pub prefix: String,

@@ -27,9 +27,11 @@
 //! ```
 
 mod listing;
+mod operation;
 mod service;
 mod token;
 
 pub use listing::{render, ListParams, ListVersion, MAX_KEYS};
+pub use operation::S3Operation;
 pub use service::{ResponseFuture, S3Api};
 pub use token::TokenKey;

@@ -3,8 +3,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -12,7 +14,9 @@ use rusty_s3::actions::ListObjectsV2;
 use tower::{Service, ServiceExt};
 
 use super::listing::{self, ListParams, ListVersion};
+use super::operation::{S3Operation, UNSUPPORTED_SUBRESOURCES};
 use super::token::TokenKey;
+use crate::cache::X_CACHE;
 use crate::error::{FetchError, S3Error};
 use crate::object::{request_id, ObjectRequest, ObjectService, ResponseFuture as ObjectFuture};
 
@@ -45,6 +49,19 @@ struct Shared {
     name: Arc<str>,
     region: String,
     tokens: TokenKey,
+    listings: Option<ListingCache>,
+}
+
+/// The most bytes of rendered listing pages kept per bucket.
+const LISTING_CACHE_BYTES: u64 = 32 << 20;
+
+/// Rendered listing pages by every parameter of the call (version, prefix,
+/// delimiter, page size, position, owner and encoding flags).
+type ListingCache = mini_moka::sync::Cache<(ListVersion, ListParams), CachedPage>;
+
+#[derive(Clone)]
+struct CachedPage {
+    xml: Bytes,
 }
 
 impl<O: Clone, U: Clone> Clone for S3Api<O, U> {
@@ -80,6 +97,7 @@ impl<O, U: Clone> S3Api<O, U> {
                 name: name.into(),
                 region: "us-east-1".to_owned(),
                 tokens: TokenKey::process(),
+                listings: None,
             }),
         }
     }
@@ -99,6 +117,22 @@ impl<O, U: Clone> S3Api<O, U> {
     /// Mints and checks continuation tokens with this key.
     pub fn with_token_key(self, tokens: TokenKey) -> Self {
         self.update(|s| s.tokens = tokens)
+    }
+
+    /// Keeps each listing page answered for `ttl` (none when zero, the
+    /// default) in memory, keyed by every listing parameter: a page asked
+    /// again within `ttl` is answered without a replica. Listings are per
+    /// bucket, so once a client passed the bucket's auth (in front of this
+    /// service) it gets the same page as any other client.
+    pub fn with_listing_cache(self, ttl: Duration) -> Self {
+        let cache = (!ttl.is_zero()).then(|| {
+            mini_moka::sync::Cache::builder()
+                .max_capacity(LISTING_CACHE_BYTES)
+                .weigher(|_: &(ListVersion, ListParams), v: &CachedPage| u32::try_from(v.xml.len()).unwrap_or(u32::MAX))
+                .time_to_live(ttl)
+                .build()
+        });
+        self.update(|s| s.listings = cache)
     }
 
     /// The object service for plain reads.
@@ -198,24 +232,6 @@ where
     }
 }
 
-/// Bucket subresources that name an API the proxy does not serve.
-const UNSUPPORTED_SUBRESOURCES: [&str; 14] = [
-    "acl",
-    "cors",
-    "encryption",
-    "lifecycle",
-    "logging",
-    "notification",
-    "object-lock",
-    "policy",
-    "replication",
-    "tagging",
-    "uploads",
-    "versioning",
-    "versions",
-    "website",
-];
-
 fn bucket_call<U>(
     bucket: U,
     shared: Arc<Shared>,
@@ -229,9 +245,24 @@ where
 {
     Box::pin(async move {
         let resource = format!("/{}", shared.name);
-        let result = match method {
-            Method::GET => get_bucket(bucket, &shared, query.as_deref()).await,
-            Method::HEAD => head_bucket(bucket, &shared).await,
+        let query = query.as_deref();
+        let result = match S3Operation::classify(&method, "/", query) {
+            S3Operation::HeadBucket => head_bucket(bucket, &shared).await,
+            S3Operation::GetBucketLocation => Ok(bucket_location(&shared)),
+            S3Operation::Unsupported => {
+                let sub = UNSUPPORTED_SUBRESOURCES
+                    .iter()
+                    .find(|s| has_param(query, s))
+                    .copied()
+                    .unwrap_or_default();
+                Err(S3Error::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "NotImplemented",
+                    format!("The proxy does not serve the '{sub}' bucket API."),
+                ))
+            }
+            S3Operation::ListObjectsV2 => list(bucket, &shared, ListVersion::V2, query).await,
+            S3Operation::ListObjects => list(bucket, &shared, ListVersion::V1, query).await,
             _ => Err(S3Error::method_not_allowed()),
         };
         result.unwrap_or_else(|err| {
@@ -244,7 +275,7 @@ where
     })
 }
 
-fn xml_response(xml: String) -> Response<Body> {
+fn xml_response(xml: Bytes) -> Response<Body> {
     let mut res = Response::new(Body::from(xml));
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
@@ -255,37 +286,37 @@ fn has_param(query: Option<&str>, name: &str) -> bool {
     url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).any(|(k, _)| k == name)
 }
 
-async fn get_bucket<U>(bucket: U, shared: &Shared, query: Option<&str>) -> Result<Response<Body>, S3Error>
+fn bucket_location(shared: &Shared) -> Response<Body> {
+    let xml = if shared.region == "us-east-1" {
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{S3_NS}\"/>")
+    } else {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{S3_NS}\">{}</LocationConstraint>",
+            shared.region
+        )
+    };
+    xml_response(xml.into())
+}
+
+async fn list<U>(
+    bucket: U,
+    shared: &Shared,
+    version: ListVersion,
+    query: Option<&str>,
+) -> Result<Response<Body>, S3Error>
 where
     U: Service<Obj, Response = Response<Body>, Error = FetchError>,
 {
-    if has_param(query, "location") {
-        let xml = if shared.region == "us-east-1" {
-            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{S3_NS}\"/>")
-        } else {
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{S3_NS}\">{}</LocationConstraint>",
-                shared.region
-            )
-        };
-        return Ok(xml_response(xml));
-    }
-    if let Some(sub) = UNSUPPORTED_SUBRESOURCES.iter().find(|s| has_param(query, s)) {
-        return Err(S3Error::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            format!("The proxy does not serve the '{sub}' bucket API."),
-        ));
-    }
-    let version = if url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "list-type" && v == "2")
-    {
-        ListVersion::V2
-    } else {
-        ListVersion::V1
-    };
     let params = ListParams::parse(query)?;
     let upstream = params.upstream(version, &shared.name, &shared.tokens)?;
+    let cache_key = (version, params);
+    if let Some(page) = shared.listings.as_ref().and_then(|c| c.get(&cache_key)) {
+        let mut out = xml_response(page.xml);
+        out.headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static("HIT-MEMORY"));
+        return Ok(out);
+    }
+    let (version, params) = cache_key;
     let res = call(bucket, upstream).await?;
     let replica = res.headers().get(crate::upstream::REPLICA_HEADER).cloned();
     let body = axum::body::to_bytes(res.into_body(), MAX_PAGE_BYTES)
@@ -299,9 +330,14 @@ where
         tracing::warn!(bucket = %shared.name, error = %e, "unreadable listing from the replica");
         S3Error::from_fetch_error(&FetchError::Status(StatusCode::BAD_GATEWAY))
     })?;
-    let mut out = xml_response(listing::render(version, &shared.name, &params, &page, &shared.tokens));
+    let xml = Bytes::from(listing::render(version, &shared.name, &params, &page, &shared.tokens));
+    let mut out = xml_response(xml.clone());
     if let Some(replica) = replica {
         out.headers_mut().insert(crate::upstream::REPLICA_HEADER, replica);
+    }
+    if let Some(cache) = &shared.listings {
+        cache.insert((version, params), CachedPage { xml });
+        out.headers_mut().insert(X_CACHE, HeaderValue::from_static("MISS"));
     }
     Ok(out)
 }

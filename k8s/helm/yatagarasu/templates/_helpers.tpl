@@ -139,6 +139,11 @@ over everything.
 {{- $_ := set $tls "min_version" (toString .Values.tls.minVersion) }}
 {{- $_ := set $server "tls" $tls }}
 {{- end }}
+{{- if .Values.s3Api.tokenKey.existingSecret }}
+{{- $s3api := default (dict) (get $server "s3_api") }}
+{{- $_ := set $s3api "token_key" "${YATAGARASU_LISTING_TOKEN_KEY}" }}
+{{- $_ := set $server "s3_api" $s3api }}
+{{- end }}
 {{- $_ := set $cfg "server" $server }}
 {{- $metrics := default (dict) (get $cfg "metrics") }}
 {{- $_ := set $metrics "enabled" .Values.metrics.enabled }}
@@ -161,7 +166,7 @@ list them in credentials.keys when the config references them.
 */}}
 {{- define "yatagarasu.checkVariables" -}}
 {{- $v := .root.Values }}
-{{- $provided := list "YATAGARASU_ADMIN_TOKEN" }}
+{{- $provided := list "YATAGARASU_ADMIN_TOKEN" "YATAGARASU_LISTING_TOKEN_KEY" }}
 {{- range $v.env }}{{ $provided = append $provided .name }}{{ end }}
 {{- if $v.credentials.existingSecret }}
 {{- $provided = concat $provided (default (list) $v.credentials.keys) }}
