@@ -100,6 +100,7 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
             format!("'{}' is not 'text' or 'json'", config.logging.format),
         );
     }
+    tracing(&mut err, &config.tracing);
     health_check(&mut err, "health_check", &config.health_check);
     if let Some(cache) = &config.cache {
         if let Err(e) = cache.validate() {
@@ -562,5 +563,48 @@ metrics: { admin_token: "" }
         assert!(!errors("server: { rate_limit: { requests_per_second: 0 } }")
             .iter()
             .any(|e| e.contains("rate_limit")));
+    }
+}
+
+fn tracing(err: &mut impl FnMut(String, String), t: &crate::config::TracingConfig) {
+    if let Some(url) = t.traces_url() {
+        match url::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => err(
+                "tracing.otlp_endpoint".into(),
+                format!(
+                    "'{}' is not an http(s) URL",
+                    t.otlp_endpoint.as_deref().unwrap_or_default()
+                ),
+            ),
+        }
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        err(
+            "tracing.sample_ratio".into(),
+            format!("{} is not between 0.0 and 1.0", t.sample_ratio),
+        );
+    }
+    if t.service_name.trim().is_empty() {
+        err("tracing.service_name".into(), "must not be empty".into());
+    }
+    for (key, value) in [
+        ("tracing.export_interval_ms", t.export_interval_ms),
+        ("tracing.export_timeout_seconds", t.export_timeout_seconds),
+        ("tracing.max_queue_spans", t.max_queue_spans as u64),
+        ("tracing.max_batch_spans", t.max_batch_spans as u64),
+    ] {
+        if value == 0 {
+            err(key.into(), "must be at least 1".into());
+        }
+    }
+    if t.max_batch_spans > t.max_queue_spans {
+        err(
+            "tracing.max_batch_spans".into(),
+            format!(
+                "{} is more than max_queue_spans ({})",
+                t.max_batch_spans, t.max_queue_spans
+            ),
+        );
     }
 }
