@@ -527,45 +527,6 @@ fn health_check(err: &mut impl FnMut(String, String), at: &str, hc: &HealthCheck
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::load_str;
-
-    fn errors(yaml: &str) -> Vec<String> {
-        match load_str(yaml, "test", &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.errors.iter().map(ToString::to_string).collect(),
-        }
-    }
-
-    #[test]
-    fn protection_keys_are_checked_by_name() {
-        let yaml = r#"
-server:
-  max_concurrent_requests: 0
-  max_header_bytes: 10
-  max_uri_length: 10
-  rate_limit: { enabled: true, requests_per_second: 0, per_ip: { enabled: true, burst: 0 } }
-metrics: { admin_token: "" }
-"#;
-        let errs = errors(yaml);
-        for key in [
-            "server.max_concurrent_requests",
-            "server.max_header_bytes",
-            "server.max_uri_length",
-            "server.rate_limit.requests_per_second",
-            "server.rate_limit.per_ip.burst",
-            "metrics.admin_token",
-        ] {
-            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
-        }
-        // Off by default, and a disabled limit's values are not checked.
-        assert!(!errors("server: { rate_limit: { requests_per_second: 0 } }")
-            .iter()
-            .any(|e| e.contains("rate_limit")));
-    }
-}
-
 fn tracing(err: &mut impl FnMut(String, String), t: &crate::config::TracingConfig) {
     if let Some(url) = t.traces_url() {
         match url::Url::parse(&url) {
@@ -605,6 +566,82 @@ fn tracing(err: &mut impl FnMut(String, String), t: &crate::config::TracingConfi
                 "{} is more than max_queue_spans ({})",
                 t.max_batch_spans, t.max_queue_spans
             ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_str;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match load_str(yaml, "test", &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn protection_keys_are_checked_by_name() {
+        let yaml = r#"
+server:
+  max_concurrent_requests: 0
+  max_header_bytes: 10
+  max_uri_length: 10
+  rate_limit: { enabled: true, requests_per_second: 0, per_ip: { enabled: true, burst: 0 } }
+metrics: { admin_token: "" }
+"#;
+        let errs = errors(yaml);
+        for key in [
+            "server.max_concurrent_requests",
+            "server.max_header_bytes",
+            "server.max_uri_length",
+            "server.rate_limit.requests_per_second",
+            "server.rate_limit.per_ip.burst",
+            "metrics.admin_token",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        // Off by default, and a disabled limit's values are not checked.
+        assert!(!errors("server: { rate_limit: { requests_per_second: 0 } }")
+            .iter()
+            .any(|e| e.contains("rate_limit")));
+    }
+
+    #[test]
+    fn tracing_keys_are_checked_by_name() {
+        let yaml = r#"
+tracing:
+  otlp_endpoint: "collector:4318"
+  sample_ratio: 1.5
+  service_name: ""
+  export_interval_ms: 0
+  max_queue_spans: 10
+  max_batch_spans: 20
+"#;
+        let errs = errors(yaml);
+        for key in [
+            "tracing.otlp_endpoint",
+            "tracing.sample_ratio",
+            "tracing.service_name",
+            "tracing.export_interval_ms",
+            "tracing.max_batch_spans",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        // Off without an endpoint (an empty one too); the signal path is added once.
+        assert!(!errors("tracing: { otlp_endpoint: \"\" }")
+            .iter()
+            .any(|e| e.starts_with("tracing")));
+        let t = |e: &str| crate::config::TracingConfig {
+            otlp_endpoint: Some(e.into()),
+            ..Default::default()
+        };
+        assert_eq!(t("").traces_url(), None);
+        assert_eq!(t("http://c:4318/").traces_url().unwrap(), "http://c:4318/v1/traces");
+        assert_eq!(
+            t("http://c:4318/v1/traces").traces_url().unwrap(),
+            "http://c:4318/v1/traces"
         );
     }
 }

@@ -349,3 +349,42 @@ async fn tracing_off_exports_nothing_and_adds_no_header() {
     assert_eq!(proxy.wait_exit(Duration::from_secs(20)), Some(0), "{}", proxy.logs());
     assert_eq!(receiver.exports(), 0, "the receiver got an export");
 }
+
+/// `sample_ratio: 0` and no client trace: the request is not recorded, yet
+/// it has a trace id, in its access line and in the `traceparent` the
+/// replica gets (sampled flag off); nothing of it is exported, up to and
+/// after a graceful exit (which flushes whatever was queued).
+#[tokio::test]
+async fn unsampled_request_keeps_its_trace_id_and_exports_nothing() {
+    let primary = s3().await;
+    let backup = s3().await;
+    primary.put_object("data-bucket", "d.txt", b"dee\n").unwrap();
+    let receiver = Receiver::start();
+    let mut proxy = Proxy::start(&config(
+        &primary.endpoint(),
+        &backup.endpoint(),
+        &format!(
+            "tracing: {{ otlp_endpoint: \"{}\", sample_ratio: 0, export_interval_ms: 100 }}",
+            receiver.endpoint
+        ),
+    ));
+    let res = client().get(proxy.url("/t/d.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = primary
+        .received()
+        .iter()
+        .find_map(|r| r.headers.get("traceparent").cloned())
+        .expect("the replica received a traceparent");
+    let sent = sent.to_str().unwrap().to_owned();
+    assert!(sent.starts_with("00-") && sent.ends_with("-00"), "{sent}");
+    let (trace, _) = traceparent(&primary.received()[primary.received().len() - 1].headers).unwrap();
+    let needle = format!("trace_id={trace}");
+    assert!(
+        proxy.wait_for_log(&needle, Duration::from_secs(10)).await,
+        "no access line with {needle}:\n{}",
+        proxy.logs()
+    );
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(Duration::from_secs(20)), Some(0), "{}", proxy.logs());
+    assert!(receiver.trace(&trace).is_empty(), "{:#?}", receiver.trace(&trace));
+}
