@@ -388,3 +388,60 @@ async fn unsampled_request_keeps_its_trace_id_and_exports_nothing() {
     assert_eq!(proxy.wait_exit(Duration::from_secs(20)), Some(0), "{}", proxy.logs());
     assert!(receiver.trace(&trace).is_empty(), "{:#?}", receiver.trace(&trace));
 }
+
+/// With the two-tier cache on a real redis-server: the Redis lookup of a
+/// miss is a child span of the request, beside the replica attempt, and the
+/// request span names the cache outcome.
+#[tokio::test]
+async fn redis_lookup_is_a_child_span_of_the_request() {
+    let primary = s3().await;
+    let backup = s3().await;
+    primary.put_object("data-bucket", "e.txt", b"cached\n").unwrap();
+    let redis = crate::redis::Redis::start();
+    let receiver = Receiver::start();
+    let proxy = Proxy::start_with_env(
+        &config(
+            &primary.endpoint(),
+            &backup.endpoint(),
+            &format!(
+                r#"cache:
+  memory: {{ max_capacity: 1048576, ttl_seconds: 60 }}
+  redis: {{ enabled: true, url: "${{REDIS_URL}}", ttl_seconds: 60, pool_size: 2 }}
+tracing: {{ otlp_endpoint: "{}", export_interval_ms: 100 }}"#,
+                receiver.endpoint
+            ),
+        ),
+        &[("REDIS_URL", &redis.url())],
+    );
+    let res = client()
+        .get(proxy.url("/t/e.txt"))
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "cached\n");
+    let exported = eventually(Duration::from_secs(15), || {
+        let spans = receiver.trace(CLIENT_TRACE);
+        async move { spans.len() >= 3 }
+    })
+    .await;
+    let spans = receiver.trace(CLIENT_TRACE);
+    assert!(exported, "{spans:#?}");
+    let request = spans
+        .iter()
+        .find(|s| hex::encode(&s.parent_span_id) == CLIENT_SPAN)
+        .expect("the request span");
+    assert_eq!(attrs(request)["yatagarasu.cache"], "MISS");
+    let lookup = spans
+        .iter()
+        .find(|s| s.name == "redis.get")
+        .unwrap_or_else(|| panic!("no redis.get span: {spans:#?}"));
+    assert_eq!(lookup.parent_span_id, request.span_id);
+    let a = attrs(lookup);
+    assert_eq!(a["db.system.name"], "redis");
+    assert_eq!(a["yatagarasu.found"], "false");
+    assert!(spans
+        .iter()
+        .any(|s| s.parent_span_id == request.span_id && s.name == "replica primary"));
+}
