@@ -12,7 +12,8 @@ use axum::extract::State;
 use axum::http::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use yatagarasu_middleware::auth::Identity;
+use tracing::Instrument;
+use yatagarasu_middleware::auth::{AuthOutcome, Identity};
 use yatagarasu_middleware::cache::X_CACHE;
 use yatagarasu_middleware::http::headers::content_length;
 use yatagarasu_middleware::failover::HedgeOutcome;
@@ -22,6 +23,7 @@ use yatagarasu_middleware::s3api::S3Operation;
 use yatagarasu_middleware::upstream::REPLICA_HEADER;
 
 use crate::metrics::{InFlight, Metrics};
+use crate::telemetry::{self, TraceIdField};
 
 /// One structured line per request, written when its response body ends (or
 /// is dropped: `complete=false` for a download the client abandoned), with
@@ -32,7 +34,10 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let id = request_id(req.headers()).unwrap_or_default().to_owned();
-    let res = next.run(req).await;
+    // Tracing (issue 16): `Span::none()` when off.
+    let span = telemetry::request_span(&req, &id);
+    let trace_id = telemetry::trace_id(&span);
+    let res = next.run(req).instrument(span.clone()).await;
     let header = |name: axum::http::HeaderName| {
         res.headers()
             .get(name)
@@ -57,6 +62,8 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
         status: res.status().as_u16(),
         expected: content_length(res.headers()),
         complete: method == axum::http::Method::HEAD,
+        trace_id,
+        span,
         method,
         path,
         id,
@@ -65,6 +72,26 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
         metrics,
         _in_flight: in_flight,
     };
+    if !record.span.is_none() {
+        let auth = match (
+            res.extensions().get::<AuthOutcome>(),
+            res.extensions().get::<Identity>(),
+        ) {
+            (Some(outcome), _) => outcome.as_str(),
+            (None, Some(_)) => "success",
+            (None, None) => "none",
+        };
+        telemetry::record_outcome(
+            &record.span,
+            &telemetry::RequestOutcome {
+                bucket: &record.bucket,
+                cache: &record.cache,
+                auth,
+                replica: &record.replica,
+                status: record.status,
+            },
+        );
+    }
     res.map(|inner| {
         let mut record = record;
         record.complete |= http_body::Body::is_end_stream(&inner);
@@ -93,6 +120,10 @@ struct AccessRecord {
     /// `Content-Length`, when known: the body is complete once it is sent.
     expected: Option<u64>,
     complete: bool,
+    /// The request's trace (issue 16), when tracing is on.
+    trace_id: Option<opentelemetry::trace::TraceId>,
+    /// The request span, ended with this record (`Span::none()` when off).
+    span: tracing::Span,
 }
 
 impl Drop for AccessRecord {
@@ -123,9 +154,13 @@ impl Drop for AccessRecord {
             cache = %self.cache,
             hedge = self.hedge,
             identity = %LogSafe(&self.identity),
+            trace_id = %TraceIdField(self.trace_id),
             duration_ms = duration.as_secs_f64() * 1000.0,
             "request"
         );
+        if !self.span.is_none() {
+            self.span.record("http.response.body.size", self.bytes);
+        }
     }
 }
 

@@ -374,6 +374,11 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 ServiceBuilder::new()
                     .layer(CircuitBreakerLayer::new(breaker.clone()))
                     .layer(BulkheadLayer::new(r.max_concurrent_requests))
+                    // A trace span per attempt, its context sent upstream (issue 16).
+                    .layer(crate::telemetry::ReplicaSpanLayer::new(
+                        bucket_name.clone(),
+                        r.name.clone(),
+                    ))
                     .map_future(timed)
                     .service(up),
             );
@@ -454,6 +459,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             replicas: readiness,
         });
     }
+    crate::telemetry::set_routes(config.buckets.iter().map(|b| b.path_prefix.as_str()));
     if let Some(store) = &cache_store {
         metrics.watch_cache(store.clone());
     }

@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod readiness;
 pub mod reload;
 pub mod server;
+pub mod telemetry;
 pub mod tls;

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
-use yatagarasu::config::{self, LoggingConfig};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+use yatagarasu::config::{self, LoggingConfig, TracingConfig};
+use yatagarasu::telemetry::Telemetry;
 
 const DEFAULT_CONFIG: &str = "/etc/yatagarasu/config.yaml";
 
@@ -56,25 +59,43 @@ enum Command {
 
 /// Logs go to stdout through a writer thread, so request threads never
 /// block on (or contend for) stdout. The guard flushes it when dropped.
-fn init_tracing(logging: &LoggingConfig) -> tracing_appender::non_blocking::WorkerGuard {
+/// With `tracing.otlp_endpoint`, spans are exported too (issue 16): the
+/// returned [`Telemetry`] flushes them on shutdown.
+fn init_tracing(
+    logging: &LoggingConfig,
+    traces: &TracingConfig,
+    runtime: &tokio::runtime::Runtime,
+) -> (tracing_appender::non_blocking::WorkerGuard, Option<Telemetry>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&logging.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // The trace spans are exported, not logged (nor shown around log lines).
+        .add_directive(
+            format!("{}=off", yatagarasu::telemetry::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     // Not lossy: under a log flood, requests wait rather than lines vanish.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(writer);
-    if logging.format == "json" {
-        builder.json().flatten_event(true).init();
+    let fmt = tracing_subscriber::fmt::layer().with_target(false).with_writer(writer);
+    let fmt = if logging.format == "json" {
+        fmt.json().flatten_event(true).with_filter(filter).boxed()
     } else {
-        builder.with_ansi(ansi).init();
-    }
-    guard
+        fmt.with_ansi(ansi).with_filter(filter).boxed()
+    };
+    let (otel, telemetry) = match yatagarasu::telemetry::layer(traces, runtime.handle().clone()) {
+        Ok(Some((layer, telemetry))) => (Some(layer), Some(telemetry)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("warning: traces are not exported: {e}");
+            (None, None)
+        }
+    };
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    (guard, telemetry)
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -92,7 +113,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Demo { listen, metrics_listen }) => {
-            let _log = init_tracing(&LoggingConfig::default());
+            let _log = init_tracing(&LoggingConfig::default(), &TracingConfig::default(), &runtime);
             report(runtime.block_on(yatagarasu::demo::run(listen, metrics_listen)))
         }
         Some(Command::ServeS3 {
@@ -101,7 +122,7 @@ fn main() -> ExitCode {
             ref access_key,
             ref secret_key,
         }) => {
-            let _log = init_tracing(&LoggingConfig::default());
+            let _log = init_tracing(&LoggingConfig::default(), &TracingConfig::default(), &runtime);
             report(runtime.block_on(serve_s3(listen, root.clone(), access_key.clone(), secret_key.clone())))
         }
         Some(Command::Check) => {
@@ -144,8 +165,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let _log = init_tracing(&config.logging);
-            report(runtime.block_on(serve(config, path)))
+            let (_log, telemetry) = init_tracing(&config.logging, &config.tracing, &runtime);
+            let served = runtime.block_on(serve(config, path));
+            // The spans of the last requests, exported before exit (the
+            // runtime's workers still run the export).
+            if let Some(t) = telemetry {
+                t.shutdown();
+            }
+            report(served)
         }
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Reloaded: buckets, replicas, credentials, auth, cache settings, health
 //! checks. Not reloaded (a restart applies them): `server.*` (listen address,
-//! limits, rate limits, timeouts), `metrics.*` except `admin_token`, `logging.*`.
+//! limits, rate limits, timeouts), `metrics.*` except `admin_token`, `logging.*`, `tracing.*`.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -227,6 +227,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
             ),
         ),
         ("logging", differs(&old.logging, &new.logging)),
+        ("tracing", differs(&old.tracing, &new.tracing)),
     ] {
         if changed {
             tracing::warn!(key, "changes under this key take effect on restart only");

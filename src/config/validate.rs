@@ -116,6 +116,7 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
             format!("'{}' is not 'text' or 'json'", config.logging.format),
         );
     }
+    tracing(&mut err, &config.tracing);
     health_check(&mut err, "health_check", &config.health_check);
     if let Some(cache) = &config.cache {
         if let Err(e) = cache.validate() {
@@ -573,6 +574,49 @@ fn health_check(err: &mut impl FnMut(String, String), at: &str, hc: &HealthCheck
     }
 }
 
+fn tracing(err: &mut impl FnMut(String, String), t: &crate::config::TracingConfig) {
+    if let Some(url) = t.traces_url() {
+        match url::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => err(
+                "tracing.otlp_endpoint".into(),
+                format!(
+                    "'{}' is not an http(s) URL",
+                    t.otlp_endpoint.as_deref().unwrap_or_default()
+                ),
+            ),
+        }
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        err(
+            "tracing.sample_ratio".into(),
+            format!("{} is not between 0.0 and 1.0", t.sample_ratio),
+        );
+    }
+    if t.service_name.trim().is_empty() {
+        err("tracing.service_name".into(), "must not be empty".into());
+    }
+    for (key, value) in [
+        ("tracing.export_interval_ms", t.export_interval_ms),
+        ("tracing.export_timeout_seconds", t.export_timeout_seconds),
+        ("tracing.max_queue_spans", t.max_queue_spans as u64),
+        ("tracing.max_batch_spans", t.max_batch_spans as u64),
+    ] {
+        if value == 0 {
+            err(key.into(), "must be at least 1".into());
+        }
+    }
+    if t.max_batch_spans > t.max_queue_spans {
+        err(
+            "tracing.max_batch_spans".into(),
+            format!(
+                "{} is more than max_queue_spans ({})",
+                t.max_batch_spans, t.max_queue_spans
+            ),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::load_str;
@@ -659,6 +703,43 @@ buckets:
         assert!(
             !errs.iter().any(|e| e.contains("short")),
             "the key is never echoed: {errs:?}"
+        );
+    }
+
+    #[test]
+    fn tracing_keys_are_checked_by_name() {
+        let yaml = r#"
+tracing:
+  otlp_endpoint: "collector:4318"
+  sample_ratio: 1.5
+  service_name: ""
+  export_interval_ms: 0
+  max_queue_spans: 10
+  max_batch_spans: 20
+"#;
+        let errs = errors(yaml);
+        for key in [
+            "tracing.otlp_endpoint",
+            "tracing.sample_ratio",
+            "tracing.service_name",
+            "tracing.export_interval_ms",
+            "tracing.max_batch_spans",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        // Off without an endpoint (an empty one too); the signal path is added once.
+        assert!(!errors("tracing: { otlp_endpoint: \"\" }")
+            .iter()
+            .any(|e| e.starts_with("tracing")));
+        let t = |e: &str| crate::config::TracingConfig {
+            otlp_endpoint: Some(e.into()),
+            ..Default::default()
+        };
+        assert_eq!(t("").traces_url(), None);
+        assert_eq!(t("http://c:4318/").traces_url().unwrap(), "http://c:4318/v1/traces");
+        assert_eq!(
+            t("http://c:4318/v1/traces").traces_url().unwrap(),
+            "http://c:4318/v1/traces"
         );
     }
 }

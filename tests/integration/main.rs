@@ -19,3 +19,4 @@ mod request_path;
 mod s3_api;
 mod soak;
 mod tls;
+mod tracing;

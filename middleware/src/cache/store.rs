@@ -291,7 +291,18 @@ impl CacheStore {
         let Some(redis) = &self.inner.redis else {
             return Found::None;
         };
-        let Some(value) = redis.get(key).await else {
+        // Exported as a trace span when the binary traces (issue 16).
+        let span = tracing::info_span!(
+            target: "yatagarasu::trace",
+            "redis.get",
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = "GET",
+            yatagarasu.found = tracing::field::Empty,
+        );
+        let value = tracing::Instrument::instrument(redis.get(key), span.clone()).await;
+        span.record("yatagarasu.found", value.is_some());
+        let Some(value) = value else {
             return Found::None;
         };
         let Some(obj) = CachedObject::decode(value) else {
