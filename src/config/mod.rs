@@ -844,28 +844,6 @@ impl TracingConfig {
     }
 }
 
-/// A credential: its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for signing.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 mod de {
     //! Strings that may arrive as YAML numbers or booleans after `${VAR}`
     //! substitution (a secret of digits must stay a string).
