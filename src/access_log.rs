@@ -8,35 +8,43 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::Request;
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, Request};
 use axum::response::Response;
 use yatagarasu_middleware::auth::Identity;
 use yatagarasu_middleware::cache::X_CACHE;
-use yatagarasu_middleware::object::request_id;
 use yatagarasu_middleware::routing::MatchedBucket;
 use yatagarasu_middleware::upstream::REPLICA_HEADER;
 
 use crate::metrics::{InFlight, Metrics};
 
-/// One structured line per request, written when its response body ends (or
+/// What the access line needs from a request, taken when it arrives (see
+/// [`begin`] and [`finish`]).
+pub(crate) struct AccessStart {
+    metrics: Arc<Metrics>,
+    in_flight: InFlight,
+    started: Instant,
+    method: Method,
+    path: String,
+    id: HeaderValue,
+}
+
+/// A request arrived with request id `id`: the clock starts, it counts as in flight.
+pub(crate) fn begin(metrics: &Arc<Metrics>, req: &Request<Body>, id: &HeaderValue) -> AccessStart {
+    AccessStart {
+        metrics: metrics.clone(),
+        in_flight: metrics.in_flight(),
+        started: Instant::now(),
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        id: id.clone(),
+    }
+}
+
+/// One structured line per request, written when the body of `res` ends (or
 /// is dropped: `complete=false` for a download the client abandoned), with
 /// the bytes sent; the request metrics are recorded at the same moment.
-pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Request<Body>, next: Next) -> Response {
-    let started = Instant::now();
-    let in_flight = metrics.in_flight();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let id = request_id(req.headers()).unwrap_or_default().to_owned();
-    let res = next.run(req).await;
-    let header = |name: axum::http::HeaderName| {
-        res.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned()
-    };
+pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
+    let header = |name: HeaderName| res.headers().get(name).cloned();
     let record = AccessRecord {
         replica: header(REPLICA_HEADER),
         cache: header(X_CACHE),
@@ -44,24 +52,20 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
             .extensions()
             .get::<MatchedBucket>()
             .map_or_else(|| Arc::from("-"), |b| b.0.clone()),
-        identity: res
-            .extensions()
-            .get::<Identity>()
-            .and_then(|i| i.subject.clone())
-            .unwrap_or_else(|| "-".into()),
+        identity: res.extensions().get::<Identity>().and_then(|i| i.subject.clone()),
         status: res.status().as_u16(),
         expected: res
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok()),
-        complete: method == axum::http::Method::HEAD,
-        method,
-        path,
-        id,
-        started,
+        complete: start.method == Method::HEAD,
+        method: start.method,
+        path: start.path,
+        id: start.id,
+        started: start.started,
         bytes: 0,
-        metrics,
-        _in_flight: in_flight,
+        metrics: start.metrics,
+        _in_flight: start.in_flight,
     };
     res.map(|inner| {
         let mut record = record;
@@ -75,40 +79,46 @@ struct AccessRecord {
     metrics: Arc<Metrics>,
     _in_flight: InFlight,
     started: Instant,
-    method: axum::http::Method,
+    method: Method,
     path: String,
-    id: String,
+    id: HeaderValue,
     bucket: Arc<str>,
     status: u16,
-    replica: String,
-    cache: String,
-    identity: String,
+    replica: Option<HeaderValue>,
+    cache: Option<HeaderValue>,
+    identity: Option<String>,
     bytes: u64,
     /// `Content-Length`, when known: the body is complete once it is sent.
     expected: Option<u64>,
     complete: bool,
 }
 
+/// A response header's value as logged (`-` when absent or not text).
+fn text(v: &Option<HeaderValue>) -> &str {
+    v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+}
+
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
+        let cache = text(&self.cache);
         self.metrics
-            .request_done(&self.bucket, self.method.as_str(), self.status, &self.cache, duration);
+            .request_done(&self.bucket, self.method.as_str(), self.status, cache, duration);
         if self.bytes > 0 {
             self.metrics.bytes_sent(&self.bucket, self.bytes);
         }
         tracing::info!(
             target: "yatagarasu::access",
-            request_id = %LogSafe(&self.id),
+            request_id = %LogSafe(self.id.to_str().unwrap_or_default()),
             method = %LogSafe(self.method.as_str()),
             path = %LogSafe(&self.path),
             bucket = %self.bucket,
             status = self.status,
             bytes = self.bytes,
             complete = self.complete,
-            replica = %self.replica,
-            cache = %self.cache,
-            identity = %LogSafe(&self.identity),
+            replica = %text(&self.replica),
+            cache = %cache,
+            identity = %LogSafe(self.identity.as_deref().unwrap_or("-")),
             duration_ms = duration.as_secs_f64() * 1000.0,
             "request"
         );

@@ -20,6 +20,7 @@ mod procs;
 mod servers;
 mod stream;
 mod suite;
+mod tls;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ const SCENARIOS: &[Scenario] = &[
     stream::SCENARIO,
     failover::SCENARIO,
     micro::SCENARIO,
+    tls::SCENARIO,
     listing::SCENARIO,
 ];
 
