@@ -8,16 +8,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::Request;
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, Request};
 use axum::response::Response;
-use tracing::Instrument;
 use yatagarasu_middleware::auth::{AuthOutcome, Identity};
 use yatagarasu_middleware::cache::X_CACHE;
-use yatagarasu_middleware::http::headers::content_length;
 use yatagarasu_middleware::failover::HedgeOutcome;
-use yatagarasu_middleware::object::request_id;
+use yatagarasu_middleware::http::headers::content_length;
 use yatagarasu_middleware::routing::MatchedBucket;
 use yatagarasu_middleware::s3api::S3Operation;
 use yatagarasu_middleware::upstream::REPLICA_HEADER;
@@ -25,26 +21,41 @@ use yatagarasu_middleware::upstream::REPLICA_HEADER;
 use crate::metrics::{InFlight, Metrics};
 use crate::telemetry::{self, TraceIdField};
 
-/// One structured line per request, written when its response body ends (or
+/// What the access line needs from a request, taken when it arrives (see
+/// [`begin`] and [`finish`]).
+pub(crate) struct AccessStart {
+    metrics: Arc<Metrics>,
+    in_flight: InFlight,
+    started: Instant,
+    method: Method,
+    path: String,
+    id: HeaderValue,
+    /// The request span (issue 16): `Span::none()` when tracing is off.
+    pub(crate) span: tracing::Span,
+    trace_id: Option<opentelemetry::trace::TraceId>,
+}
+
+/// A request arrived with request id `id`: the clock starts, it counts as in flight.
+pub(crate) fn begin(metrics: &Arc<Metrics>, req: &Request<Body>, id: &HeaderValue) -> AccessStart {
+    let span = telemetry::request_span(req, id.to_str().unwrap_or_default());
+    let trace_id = telemetry::trace_id(&span);
+    AccessStart {
+        span,
+        trace_id,
+        metrics: metrics.clone(),
+        in_flight: metrics.in_flight(),
+        started: Instant::now(),
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        id: id.clone(),
+    }
+}
+
+/// One structured line per request, written when the body of `res` ends (or
 /// is dropped: `complete=false` for a download the client abandoned), with
 /// the bytes sent; the request metrics are recorded at the same moment.
-pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Request<Body>, next: Next) -> Response {
-    let started = Instant::now();
-    let in_flight = metrics.in_flight();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let id = request_id(req.headers()).unwrap_or_default().to_owned();
-    // Tracing (issue 16): `Span::none()` when off.
-    let span = telemetry::request_span(&req, &id);
-    let trace_id = telemetry::trace_id(&span);
-    let res = next.run(req).instrument(span.clone()).await;
-    let header = |name: axum::http::HeaderName| {
-        res.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned()
-    };
+pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
+    let header = |name: HeaderName| res.headers().get(name).cloned();
     let record = AccessRecord {
         replica: header(REPLICA_HEADER),
         cache: header(X_CACHE),
@@ -54,23 +65,19 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
             .get::<MatchedBucket>()
             .map_or_else(|| Arc::from("-"), |b| b.0.clone()),
         operation: res.extensions().get::<S3Operation>().map_or("-", |op| op.as_str()),
-        identity: res
-            .extensions()
-            .get::<Identity>()
-            .and_then(|i| i.subject.clone())
-            .unwrap_or_else(|| "-".into()),
+        identity: res.extensions().get::<Identity>().and_then(|i| i.subject.clone()),
         status: res.status().as_u16(),
         expected: content_length(res.headers()),
-        complete: method == axum::http::Method::HEAD,
-        trace_id,
-        span,
-        method,
-        path,
-        id,
-        started,
+        complete: start.method == Method::HEAD,
+        trace_id: start.trace_id,
+        span: start.span,
+        method: start.method,
+        path: start.path,
+        id: start.id,
+        started: start.started,
         bytes: 0,
-        metrics,
-        _in_flight: in_flight,
+        metrics: start.metrics,
+        _in_flight: start.in_flight,
     };
     if !record.span.is_none() {
         let auth = match (
@@ -85,9 +92,9 @@ pub(crate) async fn log_request(State(metrics): State<Arc<Metrics>>, req: Reques
             &record.span,
             &telemetry::RequestOutcome {
                 bucket: &record.bucket,
-                cache: &record.cache,
+                cache: text(&record.cache),
                 auth,
-                replica: &record.replica,
+                replica: text(&record.replica),
                 status: record.status,
             },
         );
@@ -104,18 +111,18 @@ struct AccessRecord {
     metrics: Arc<Metrics>,
     _in_flight: InFlight,
     started: Instant,
-    method: axum::http::Method,
+    method: Method,
     path: String,
-    id: String,
+    id: HeaderValue,
     bucket: Arc<str>,
     /// The S3 call (`GetObject`...), `-` when no bucket was routed to.
     operation: &'static str,
     status: u16,
-    replica: String,
-    cache: String,
+    replica: Option<HeaderValue>,
+    cache: Option<HeaderValue>,
     /// `won` / `lost` when a hedge was sent, `-` otherwise.
     hedge: &'static str,
-    identity: String,
+    identity: Option<String>,
     bytes: u64,
     /// `Content-Length`, when known: the body is complete once it is sent.
     expected: Option<u64>,
@@ -126,15 +133,21 @@ struct AccessRecord {
     span: tracing::Span,
 }
 
+/// A response header's value as logged (`-` when absent or not text).
+fn text(v: &Option<HeaderValue>) -> &str {
+    v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+}
+
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
+        let cache = text(&self.cache);
         self.metrics.request_done(
             &self.bucket,
             self.method.as_str(),
             self.operation,
             self.status,
-            &self.cache,
+            cache,
             duration,
         );
         if self.bytes > 0 {
@@ -142,7 +155,7 @@ impl Drop for AccessRecord {
         }
         tracing::info!(
             target: "yatagarasu::access",
-            request_id = %LogSafe(&self.id),
+            request_id = %LogSafe(self.id.to_str().unwrap_or_default()),
             method = %LogSafe(self.method.as_str()),
             path = %LogSafe(&self.path),
             bucket = %self.bucket,
@@ -150,10 +163,10 @@ impl Drop for AccessRecord {
             status = self.status,
             bytes = self.bytes,
             complete = self.complete,
-            replica = %self.replica,
-            cache = %self.cache,
+            replica = %text(&self.replica),
+            cache = %cache,
             hedge = self.hedge,
-            identity = %LogSafe(&self.identity),
+            identity = %LogSafe(self.identity.as_deref().unwrap_or("-")),
             trace_id = %TraceIdField(self.trace_id),
             duration_ms = duration.as_secs_f64() * 1000.0,
             "request"

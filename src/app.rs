@@ -15,15 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::Request;
-use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use std::convert::Infallible;
 use tower::retry::budget::TpsBudget;
-use tower::util::BoxCloneSyncService;
+use tower::util::Either;
 use tower::{Layer, ServiceBuilder};
 use yatagarasu_middleware::auth::{AuthLayer, AuthStats, SigV4Layer};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
@@ -33,7 +29,6 @@ use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
-use yatagarasu_middleware::object::ObjectRequest;
 use yatagarasu_middleware::routing::PrefixRouter;
 use yatagarasu_middleware::s3api::{S3Api, TokenKey};
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
@@ -149,6 +144,9 @@ pub struct App {
     /// The proxy's HTTP service for this config: `/health`, `/ready` and the
     /// buckets (without the edge layers of [`edge`]).
     pub router: Router,
+    /// The buckets alone (what `router` falls back to), for the request
+    /// path: called directly, it saves axum's routing and boxing.
+    pub buckets: PrefixRouter,
     /// What `/ready` reads; drained on shutdown.
     pub ready: Arc<ReadyState>,
     /// The shared cache, when configured (for purges).
@@ -188,9 +186,6 @@ fn http_client_builder(config: &Config) -> reqwest::ClientBuilder {
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
 }
-
-type ObjectStack = BoxCloneSyncService<ObjectRequest, Response<Body>, FetchError>;
-type HttpStack = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 async fn upstream(
     config: &Config,
@@ -370,18 +365,17 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                     }
                 }
             };
-            let stack: ObjectStack = BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .layer(CircuitBreakerLayer::new(breaker.clone()))
-                    .layer(BulkheadLayer::new(r.max_concurrent_requests))
-                    // A trace span per attempt, its context sent upstream (issue 16).
-                    .layer(crate::telemetry::ReplicaSpanLayer::new(
-                        bucket_name.clone(),
-                        r.name.clone(),
-                    ))
-                    .map_future(timed)
-                    .service(up),
-            );
+            // One concrete type for every replica (no box per attempt).
+            let stack = ServiceBuilder::new()
+                .layer(CircuitBreakerLayer::new(breaker.clone()))
+                .layer(BulkheadLayer::new(r.max_concurrent_requests))
+                // A trace span per attempt, its context sent upstream (issue 16).
+                .layer(crate::telemetry::ReplicaSpanLayer::new(
+                    bucket_name.clone(),
+                    r.name.clone(),
+                ))
+                .map_future(timed)
+                .service(up);
             replicas.push(
                 Replica::new(r.name.clone(), stack, breaker, health)
                     .with_priority(r.priority)
@@ -402,15 +396,15 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             .latency_aware(bucket.s3.latency_aware.to_latency())
             .build();
         let bucket_cache = bucket.cache.clone().unwrap_or_default();
-        let uncached: ObjectStack = BoxCloneSyncService::new(failover.clone());
-        let objects: ObjectStack = match &cache_store {
-            Some(store) => BoxCloneSyncService::new(
-                CacheLayer::new(store.clone(), bucket_name.clone())
-                    .with_bucket_config(&bucket_cache)
-                    .layer(failover),
-            ),
-            None => BoxCloneSyncService::new(failover),
-        };
+        let uncached = failover.clone();
+        // Concrete types down to the replicas: the cache is an optional layer.
+        let objects = ServiceBuilder::new()
+            .option_layer(
+                cache_store
+                    .as_ref()
+                    .map(|store| CacheLayer::new(store.clone(), bucket_name.clone()).with_bucket_config(&bucket_cache)),
+            )
+            .service(failover);
         // The S3 API: listings and bucket calls, object reads (see docs/s3-tools.md).
         let s3_name = bucket
             .path_prefix
@@ -427,33 +421,37 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         let jwt = auth
             .effective(config.jwt.as_ref())
             .map_err(|e| BuildError::Config(format!("buckets[{i}].{e}")))?;
-        let plain: HttpStack = BoxCloneSyncService::new(http);
-        let http: HttpStack = match jwt {
-            Some(jwt) => {
-                let layer = AuthLayer::from_config_async(jwt)
+        // Each bucket mounts its own concrete stack (the router boxes it once).
+        let plain = http;
+        let jwt_layer = match jwt {
+            Some(jwt) => Some(
+                AuthLayer::from_config_async(jwt)
                     .await
                     .map_err(|e| BuildError::Config(format!("buckets[{i}].auth.{e}")))?
-                    .with_stats(auth_stats.clone());
-                BoxCloneSyncService::new(layer.layer(plain.clone()))
-            }
-            None => plain.clone(),
+                    .with_stats(auth_stats.clone()),
+            ),
+            None => None,
         };
-        // SigV4-signed clients; a Bearer token still goes to the JWT layer when there is one.
-        let http: HttpStack = match auth.effective_sigv4() {
-            Some(sigv4) => {
-                let layer = SigV4Layer::from_config(sigv4)
+        let sigv4_layer = match auth.effective_sigv4() {
+            Some(sigv4) => Some(
+                SigV4Layer::from_config(sigv4)
                     .map_err(|e| BuildError::Config(format!("buckets[{i}].{e}")))?
-                    .with_stats(auth_stats.clone());
-                match jwt {
-                    Some(_) => BoxCloneSyncService::new(layer.with_unsigned(plain, http)),
-                    None => BoxCloneSyncService::new(layer.layer(plain)),
-                }
-            }
-            None => http,
+                    .with_stats(auth_stats.clone()),
+            ),
+            None => None,
         };
-        router = router
-            .mount(&bucket.path_prefix, bucket.name.clone(), http)
-            .map_err(|e| BuildError::Prefix(i, e.to_string()))?;
+        let (prefix, name) = (&bucket.path_prefix, bucket.name.clone());
+        router = match (sigv4_layer, jwt_layer) {
+            (None, None) => router.mount(prefix, name, plain),
+            (None, Some(jwt)) => router.mount(prefix, name, jwt.layer(plain)),
+            (Some(sigv4), None) => router.mount(prefix, name, sigv4.layer(plain)),
+            // SigV4-signed clients; a Bearer token still goes to the JWT layer.
+            (Some(sigv4), Some(jwt)) => {
+                let bearer = Either::Right(jwt.layer(plain.clone()));
+                router.mount(prefix, name, sigv4.with_unsigned(Either::Left(plain), bearer))
+            }
+        }
+        .map_err(|e| BuildError::Prefix(i, e.to_string()))?;
         ready.push_bucket(BucketReadiness {
             name: bucket.name.clone(),
             replicas: readiness,
@@ -469,9 +467,10 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/ready", get(crate::readiness::ready_handler))
         .with_state(ready.clone())
-        .fallback_service(router);
+        .fallback_service(router.clone());
     Ok(App {
         router: app,
+        buckets: router,
         ready,
         cache: cache_store,
         metrics,

@@ -1,58 +1,187 @@
 //! The edge every request crosses first, whatever config is live: request
 //! ids, the access log and metrics, request limits, rate limiting and load
 //! shedding.
+//!
+//! [`Edge`] is one service with a named future (no `from_fn`, no boxed
+//! per-request stack): a request costs one `Arc` clone of the edge and one
+//! clone of the (concrete) inner stack.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode, Version};
-use axum::middleware::{self, Next};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode, Version};
 use axum::response::Response;
-use axum::Router;
-use tower::util::MapRequestLayer;
-use tower::{Service, ServiceBuilder};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use pin_project_lite::pin_project;
+use tower::util::{Either, Oneshot};
+use tower::{Layer, Service, ServiceExt};
+use tower_http::request_id::{MakeRequestId, MakeRequestUuid};
 use yatagarasu_middleware::error::S3Error;
-use yatagarasu_middleware::object::{request_id, REQUEST_ID};
-use yatagarasu_middleware::protect::{LoadShedLayer, RateLimitLayer, RequestLimitsLayer};
+use yatagarasu_middleware::object::REQUEST_ID;
+use yatagarasu_middleware::protect::{
+    LoadShed, LoadShedLayer, RateLimit, RateLimitLayer, RequestLimits, RequestLimitsLayer,
+};
 
-use crate::access_log::log_request;
+use crate::access_log::{self, AccessStart};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+
+/// `/health` and `/ready`: request limits only.
+type Open<S> = RequestLimits<S>;
+/// Everything else: request limits, the rate limit when one is configured,
+/// load shedding.
+type Protected<S> = RequestLimits<Either<RateLimit<LoadShed<S>>, LoadShed<S>>>;
 
 /// The edge in front of `inner` (the live app): request ids, the access log
 /// and metrics, request limits (414/431), then, except for `/health` and
 /// `/ready`, rate limiting (429) and load shedding (503).
-pub fn edge<S>(inner: S, metrics: Arc<Metrics>, server: &ServerConfig) -> Router
+pub fn edge<S>(inner: S, metrics: Arc<Metrics>, server: &ServerConfig) -> Edge<S>
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    let mut rate_limit = RateLimitLayer::new();
     let rl = &server.rate_limit;
-    if rl.enabled {
-        rate_limit = rate_limit.with_global(rl.requests_per_second, rl.burst);
+    let rate_limit = (rl.enabled || rl.per_ip.enabled).then(|| {
+        let mut layer = RateLimitLayer::new();
+        if rl.enabled {
+            layer = layer.with_global(rl.requests_per_second, rl.burst);
+        }
+        if rl.per_ip.enabled {
+            layer = layer
+                .with_per_ip(rl.per_ip.requests_per_second, rl.per_ip.burst)
+                .with_trusted_proxies(rl.per_ip.trusted_networks().unwrap_or_default());
+        }
+        layer
+    });
+    let limits = RequestLimitsLayer::new(server.max_uri_length, server.max_header_bytes);
+    let shed = LoadShedLayer::new(server.max_concurrent_requests).layer(inner.clone());
+    let protected = match rate_limit {
+        Some(layer) => Either::Left(layer.layer(shed)),
+        None => Either::Right(shed),
+    };
+    Edge {
+        shared: Arc::new(Shared {
+            open: limits.layer(inner),
+            protected: limits.layer(protected),
+            metrics,
+        }),
     }
-    if rl.per_ip.enabled {
-        rate_limit = rate_limit
-            .with_per_ip(rl.per_ip.requests_per_second, rl.per_ip.burst)
-            .with_trusted_proxies(rl.per_ip.trusted_networks().unwrap_or_default());
+}
+
+/// The service of [`edge`]; clones share everything.
+pub struct Edge<S> {
+    shared: Arc<Shared<S>>,
+}
+
+struct Shared<S> {
+    open: Open<S>,
+    protected: Protected<S>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Clone for Edge<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
     }
-    let protected = ServiceBuilder::new()
-        .layer(rate_limit)
-        .layer(LoadShedLayer::new(server.max_concurrent_requests))
-        .service(inner.clone());
-    Router::new()
-        .route_service("/health", inner.clone())
-        .route_service("/ready", inner)
-        .fallback_service(protected)
-        .layer(RequestLimitsLayer::new(server.max_uri_length, server.max_header_bytes))
-        .layer(middleware::from_fn(conformance))
-        .layer(middleware::from_fn_with_state(metrics, log_request))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(MapRequestLayer::new(drop_unsafe_request_id))
+}
+
+impl<S> std::fmt::Debug for Edge<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<Request<Body>> for Edge<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<S>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Every inner layer is always ready (limits answer in `call`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let id = set_request_id(&mut req);
+        let log = access_log::begin(&self.shared.metrics, &req, &id);
+        let state = match conformance(&req, &id) {
+            Some(res) => State::Answered { res: Some(res) },
+            None => match req.uri().path() {
+                "/health" | "/ready" => State::Open {
+                    fut: self.shared.open.clone().oneshot(req),
+                },
+                _ => State::Protected {
+                    fut: self.shared.protected.clone().oneshot(req),
+                },
+            },
+        };
+        EdgeFuture {
+            state,
+            log: Some(log),
+            id: Some(id),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Edge`].
+    pub struct EdgeFuture<S>
+    where
+        S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    {
+        #[pin]
+        state: State<S>,
+        log: Option<AccessStart>,
+        id: Option<HeaderValue>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S>
+    where
+        S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    {
+        Answered { res: Option<Response> },
+        Open { #[pin] fut: Oneshot<Open<S>, Request<Body>> },
+        Protected { #[pin] fut: Oneshot<Protected<S>, Request<Body>> },
+    }
+}
+
+impl<S> Future for EdgeFuture<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = {
+            // The inner services run inside the request span (a no-op span
+            // when tracing is off), as `Instrumented` would do.
+            let _entered = this.log.as_ref().map(|log| log.span.enter());
+            match this.state.project() {
+                StateProj::Answered { res } => res.take().expect("polled after completion"),
+                StateProj::Open { fut } => ready!(fut.poll(cx))?,
+                StateProj::Protected { fut } => ready!(fut.poll(cx))?,
+            }
+        };
+        // The request id goes back to the client unless the service set one.
+        if let Some(id) = this.id.take() {
+            res.headers_mut().entry(REQUEST_ID).or_insert(id);
+        }
+        let log = this.log.take().expect("polled after completion");
+        Poll::Ready(Ok(access_log::finish(log, res)))
+    }
 }
 
 /// The longest inbound `X-Request-Id` kept.
@@ -66,32 +195,48 @@ pub fn acceptable_request_id(id: &[u8]) -> bool {
         && id.iter().all(|&b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-/// Removes an inbound request id we would not use (a new one is minted).
-fn drop_unsafe_request_id(mut req: Request<Body>) -> Request<Body> {
+/// The request's id: the client's when it is one we would use (exactly one
+/// acceptable `X-Request-Id`), else a new UUID; set on the request either way.
+fn set_request_id(req: &mut Request<Body>) -> HeaderValue {
     let ids = req.headers().get_all(&REQUEST_ID);
     let mut it = ids.iter();
-    let keep = matches!((it.next(), it.next()), (Some(id), None) if acceptable_request_id(id.as_bytes()));
-    if !keep {
-        req.headers_mut().remove(&REQUEST_ID);
+    if let (Some(id), None) = (it.next(), it.next()) {
+        if acceptable_request_id(id.as_bytes()) {
+            return id.clone();
+        }
     }
-    req
+    let id = MakeRequestUuid
+        .make_request_id(&*req)
+        .map(|id| id.header_value().clone())
+        .unwrap_or_else(|| HeaderValue::from_static("-"));
+    req.headers_mut().insert(REQUEST_ID, id.clone());
+    id
 }
 
 /// RFC 9112/9110 edges: an HTTP/1.1 request with no `Host` or with two is
 /// 400; `CONNECT` and `OPTIONS *` are 405 (this proxy serves objects only).
-async fn conformance(req: Request<Body>, next: Next) -> Response {
-    let id = request_id(req.headers()).unwrap_or_default().to_owned();
+fn conformance(req: &Request<Body>, id: &HeaderValue) -> Option<Response> {
+    let id = || id.to_str().unwrap_or_default().to_owned();
     if req.method() == Method::CONNECT || req.uri() == "*" {
-        return S3Error::method_not_allowed().with_request_id(id).into_response();
+        return Some(S3Error::method_not_allowed().with_request_id(id()).into_response());
     }
-    if req.version() == Version::HTTP_11 && req.headers().get_all(header::HOST).iter().count() != 1 {
-        return S3Error::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            "An HTTP/1.1 request must carry exactly one Host header.",
-        )
-        .with_request_id(id)
-        .into_response();
+    if req.version() == Version::HTTP_11 {
+        let hosts = req.headers().get_all(header::HOST);
+        let mut it = hosts.iter();
+        if !matches!((it.next(), it.next()), (Some(_), None)) {
+            return Some(
+                S3Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequest",
+                    "An HTTP/1.1 request must carry exactly one Host header.",
+                )
+                .with_request_id(id())
+                .into_response(),
+            );
+        }
     }
-    next.run(req).await
+    None
 }
+
+/// The edge in front of the live app, as the server runs it.
+pub type EdgeService = Edge<crate::reload::LiveService>;

@@ -276,11 +276,14 @@ impl Metrics {
         duration: Duration,
     ) {
         let class = status_class(status);
+        // One allocation for the bucket label, shared by both series; the
+        // other labels are static strings for every value the proxy sends.
+        let bucket = KeyValue::new("bucket", Arc::<str>::from(bucket));
         self.requests.add(
             1,
             &[
-                KeyValue::new("bucket", bucket.to_owned()),
-                KeyValue::new("method", method.to_owned()),
+                bucket.clone(),
+                KeyValue::new("method", known(method, &METHODS)),
                 KeyValue::new("operation", operation),
                 KeyValue::new("status_class", class),
             ],
@@ -288,10 +291,10 @@ impl Metrics {
         self.duration.record(
             duration.as_secs_f64(),
             &[
-                KeyValue::new("bucket", bucket.to_owned()),
+                bucket,
                 KeyValue::new("operation", operation),
                 KeyValue::new("status_class", class),
-                KeyValue::new("cache", cache.to_owned()),
+                KeyValue::new("cache", known(cache, &CACHE_VALUES)),
             ],
         );
     }
@@ -606,6 +609,31 @@ fn register_observers(
             }
         })
         .build();
+}
+
+/// Methods a request can have, as static label values.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+
+/// `X-Cache` values the cache sends, as static label values.
+const CACHE_VALUES: [&str; 8] = [
+    "-",
+    "HIT-MEMORY",
+    "HIT-REDIS",
+    "SLICE",
+    "MISS",
+    "BYPASS",
+    "STALE",
+    "REVALIDATED",
+];
+
+/// `value` as a label: the static string of `set` it equals, else a copy.
+fn known(value: &str, set: &[&'static str]) -> opentelemetry::Value {
+    match set.iter().find(|k| **k == value) {
+        Some(k) => opentelemetry::Value::from(*k),
+        None => opentelemetry::Value::from(value.to_owned()),
+    }
 }
 
 fn replica_labels(bucket: &str, replica: &str) -> [KeyValue; 2] {

@@ -23,9 +23,11 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
+use futures_util::future::Either;
 use tokio::task::JoinHandle;
 use tower::Service;
 use yatagarasu_middleware::health::HealthCheck;
+use yatagarasu_middleware::routing::RouteFuture as BucketFuture;
 
 use crate::app::{build_with, App, BuildError, ReplicaKey, ReplicaSlot};
 use crate::config::{self, Config, ConfigErrors};
@@ -242,14 +244,18 @@ pub struct LiveService(Arc<Live>);
 impl Service<Request<Body>> for LiveService {
     type Response = Response;
     type Error = Infallible;
-    type Future = RouteFuture<Infallible>;
+    type Future = Either<RouteFuture<Infallible>, BucketFuture>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let mut router = self.0.current.load().router.clone();
-        router.call(req)
+        let app = self.0.current.load();
+        match req.uri().path() {
+            "/health" | "/ready" => Either::Left(app.router.clone().call(req)),
+            // The buckets directly: what `router` would fall back to.
+            _ => Either::Right(app.buckets.clone().call(req)),
+        }
     }
 }

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,7 +26,7 @@ use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
 use crate::config::ServerConfig;
-use crate::edge::edge;
+use crate::edge::{edge, EdgeService};
 use crate::metrics::Metrics;
 use crate::reload::Live;
 
@@ -200,7 +199,7 @@ const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: appli
 /// limit a connection is answered 503 (best effort) and closed at once.
 async fn accept_loop(
     listener: TcpListener,
-    service: Router,
+    service: EdgeService,
     limits: Arc<ConnectionLimits>,
     metrics: Arc<Metrics>,
     connections: Arc<Semaphore>,
@@ -281,7 +280,7 @@ pub struct ConnectionContext {
     /// The client's address (per-IP rate limits, logs).
     pub peer: SocketAddr,
     /// The edge service.
-    pub service: Router,
+    pub service: EdgeService,
     /// Timeouts and limits.
     pub limits: Arc<ConnectionLimits>,
     /// Connection metrics.

@@ -23,6 +23,7 @@ mod slices;
 mod slow_replica;
 mod stream;
 mod suite;
+mod tls;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ const SCENARIOS: &[Scenario] = &[
     stream::SCENARIO,
     failover::SCENARIO,
     micro::SCENARIO,
+    tls::SCENARIO,
     listing::SCENARIO,
     cache_cluster::SCENARIO,
     slices::SCENARIO,

@@ -48,7 +48,7 @@ impl Site {
 pub struct Nginx {
     /// The master process (CPU accounting covers its workers: `procs::cpu_tree`).
     pub proc: Proc,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub base: String,
     /// The site it serves.
     pub site: Site,
@@ -70,8 +70,22 @@ fn binary() -> Result<PathBuf, String> {
 }
 
 /// The `nginx.conf` of `site` under `prefix`, listening on `port`.
+#[cfg(test)]
 pub fn conf(prefix: &Path, port: u16, site: &Site, access_log: bool) -> String {
+    conf_tls(prefix, port, site, access_log, None)
+}
+
+/// [`conf`], over HTTPS with `tls` (certificate, key) when given.
+pub fn conf_tls(prefix: &Path, port: u16, site: &Site, access_log: bool, tls: Option<(&Path, &Path)>) -> String {
     let p = prefix.display();
+    let listen = match tls {
+        Some((cert, key)) => format!(
+            "listen 127.0.0.1:{port} ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+            cert.display(),
+            key.display()
+        ),
+        None => format!("listen 127.0.0.1:{port};"),
+    };
     let log = if access_log {
         format!("access_log {p}/logs/access.log combined;")
     } else {
@@ -121,7 +135,7 @@ http {{
     default_type application/octet-stream;
     {upstream}
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         {location}
     }}
 }}
@@ -133,6 +147,17 @@ impl Nginx {
     /// Starts nginx for `site` with its prefix (config, logs, cache, temp
     /// files) in `<dir>/<name>`.
     pub fn start(dir: &Path, name: &str, site: Site, access_log: bool) -> Result<Nginx, String> {
+        Self::start_tls(dir, name, site, access_log, None)
+    }
+
+    /// [`start`](Self::start), over HTTPS with `tls` (certificate, key) when given.
+    pub fn start_tls(
+        dir: &Path,
+        name: &str,
+        site: Site,
+        access_log: bool,
+        tls: Option<(&Path, &Path)>,
+    ) -> Result<Nginx, String> {
         let bin = binary()?;
         let prefix = dir.join(name);
         for sub in ["", "tmp", "logs", "cache"] {
@@ -140,7 +165,7 @@ impl Nginx {
         }
         let port = free_port()?;
         let conf_path = prefix.join("nginx.conf");
-        std::fs::write(&conf_path, conf(&prefix, port, &site, access_log)).map_err(|e| e.to_string())?;
+        std::fs::write(&conf_path, conf_tls(&prefix, port, &site, access_log, tls)).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
         cmd.arg("-p")
             .arg(&prefix)
@@ -155,9 +180,10 @@ impl Nginx {
             let err = std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default();
             return Err(format!("{name} did not start: {}", tail(&err, 1000)));
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(Nginx {
             proc,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             site,
         })
     }

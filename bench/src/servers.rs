@@ -70,7 +70,7 @@ impl S3Server {
 pub struct Proxy {
     /// The process.
     pub proc: Proc,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub base: String,
 }
 
@@ -79,6 +79,16 @@ impl Proxy {
     /// access log (the default text format, to stdout, i.e. to
     /// `<logs>/<name>.log`) is on only with `--access-log`.
     pub fn start(opts: &Opts, name: &str, config: &str, logs: &Path) -> Result<Proxy, String> {
+        Self::start_scheme(opts, name, config, logs, "http")
+    }
+
+    /// [`start`](Self::start) for a config with `server.tls` ([`with_tls`]):
+    /// its URLs are `https://`.
+    pub fn start_tls(opts: &Opts, name: &str, config: &str, logs: &Path) -> Result<Proxy, String> {
+        Self::start_scheme(opts, name, config, logs, "https")
+    }
+
+    fn start_scheme(opts: &Opts, name: &str, config: &str, logs: &Path, scheme: &str) -> Result<Proxy, String> {
         let path = logs.join(format!("{name}.yaml"));
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(opts.bin());
@@ -90,10 +100,10 @@ impl Proxy {
             cmd.env("RUST_LOG", "info,yatagarasu::access=off");
         }
         let mut proc = Proc::spawn(name, cmd, logs.join(format!("{name}.log")))?;
-        let addr = proc.wait_for("listening on http://", Duration::from_secs(30))?;
+        let addr = proc.wait_for(&format!("listening on {scheme}://"), Duration::from_secs(30))?;
         Ok(Proxy {
             proc,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
         })
     }
 
@@ -140,5 +150,18 @@ health_check:
   timeout_seconds: 2
 {top_extra}buckets:
 {buckets}"#
+    )
+}
+
+/// `config` (from [`config`]) with `server.tls` serving `cert` and `key`.
+pub fn with_tls(config: &str, cert: &Path, key: &Path) -> String {
+    config.replacen(
+        "server:\n",
+        &format!(
+            "server:\n  tls:\n    cert_file: \"{}\"\n    key_file: \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        1,
     )
 }

@@ -23,25 +23,38 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 /// One way to the object: a URL and the process in the middle, if any.
-struct Way {
+pub struct Way {
     url: String,
     middle: Option<u32>,
 }
 
+impl Way {
+    /// `url`, served through the process `middle` (its CPU is measured).
+    pub fn new(url: String, middle: Option<u32>) -> Self {
+        Self { url, middle }
+    }
+}
+
 /// What streaming one way measured.
 #[derive(Debug, Clone, Copy)]
-struct WayFigures {
+pub struct WayFigures {
     /// Best of the runs.
-    mibs: f64,
+    pub mibs: f64,
     /// CPU seconds per GiB (mean over the runs): origin, middle, client.
-    cpu: [f64; 3],
+    pub cpu: [f64; 3],
 }
 
 /// Streams the object `runs` times each way (alternating) and keeps the best
 /// time of each, and the mean CPU time per GiB of the origin, the middle
 /// process and this process.
-fn measure(env: &Env, ways: &[Way], origin_pid: u32, size: u64, runs: usize) -> Result<Vec<WayFigures>, String> {
-    let client = client();
+pub fn measure(
+    env: &Env,
+    client: &reqwest::Client,
+    ways: &[Way],
+    origin_pid: u32,
+    size: u64,
+    runs: usize,
+) -> Result<Vec<WayFigures>, String> {
     let gib = size as f64 / GIB;
     let cpu_now = |middle: Option<u32>| [cpu_tree(origin_pid), middle.map_or(0.0, cpu_tree), cpu_secs("self")];
     env.rt.block_on(async {
@@ -55,7 +68,7 @@ fn measure(env: &Env, ways: &[Way], origin_pid: u32, size: u64, runs: usize) -> 
         for _ in 0..runs {
             for (way, fig) in ways.iter().zip(out.iter_mut()) {
                 let c0 = cpu_now(way.middle);
-                let (n, secs) = stream_once(&client, &way.url).await?;
+                let (n, secs) = stream_once(client, &way.url).await?;
                 if n != size {
                     return Err(format!("{}: {n} of {size} bytes", way.url));
                 }
@@ -119,7 +132,7 @@ fn run(env: &mut Env) -> Result<Outcome, String> {
             middle: Some(nginx.proc.pid()),
         },
     ];
-    let f = measure(env, &ways, s3.proc.pid(), size, runs)?;
+    let f = measure(env, &client(), &ways, s3.proc.pid(), size, runs)?;
     let (hwm_kib, rss_kib) = proxy.proc.memory_kib().ok_or("cannot read the proxy's /proc status")?;
     drop(nginx);
     drop(proxy);
@@ -198,7 +211,7 @@ fn run(env: &mut Env) -> Result<Outcome, String> {
             middle: Some(proxy.proc.pid()),
         },
     ];
-    let g = measure(env, &ways, origin.proc.pid(), size, runs)?;
+    let g = measure(env, &client(), &ways, origin.proc.pid(), size, runs)?;
     env.row([
         &format!("{label}, nginx static origin"),
         "MiB/s (the proxy's ceiling)",

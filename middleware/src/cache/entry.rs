@@ -33,6 +33,9 @@ pub const STORED_HEADERS: [HeaderName; 8] = [
 #[derive(Debug, Clone)]
 pub struct CachedObject {
     headers: HeaderMap,
+    /// The head of a whole-object answer, built once: the stored headers,
+    /// `Content-Length` and `Accept-Ranges`.
+    head: HeaderMap,
     body: Bytes,
     stored_at_ms: u64,
     fresh_until_ms: u64,
@@ -63,6 +66,7 @@ impl CachedObject {
         }
         let now = now_ms();
         Self {
+            head: whole_head(&headers, body.len()),
             headers,
             body,
             stored_at_ms: now,
@@ -73,6 +77,12 @@ impl CachedObject {
     /// The stored headers.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
+    }
+
+    /// The headers of a `200` answer with the whole body: the stored ones,
+    /// `Content-Length` and `Accept-Ranges` (built once, cloned per hit).
+    pub fn whole_head(&self) -> &HeaderMap {
+        &self.head
     }
 
     /// The body.
@@ -111,7 +121,8 @@ impl CachedObject {
     /// Approximate bytes held (body plus headers), for the memory weigher.
     pub(crate) fn weight(&self) -> u64 {
         let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
-        (self.body.len() + headers + 64) as u64
+        let head: usize = self.head.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        (self.body.len() + headers + head + 64) as u64
     }
 
     /// The Redis value.
@@ -174,12 +185,25 @@ impl CachedObject {
             return None;
         }
         Some(Self {
+            head: whole_head(&headers, buf.len()),
             headers,
             body: buf,
             stored_at_ms,
             fresh_until_ms,
         })
     }
+}
+
+/// `headers` plus `Content-Length: len` and `Accept-Ranges: bytes`, in the
+/// order a range-less answer has them.
+fn whole_head(headers: &HeaderMap, len: usize) -> HeaderMap {
+    let mut head = HeaderMap::with_capacity(headers.len() + 4);
+    for (name, value) in headers.iter() {
+        head.append(name.clone(), value.clone());
+    }
+    head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    head
 }
 
 fn take_prefixed(buf: &mut Bytes) -> Option<Bytes> {

@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::body::{Fill, TeeBody};
+use super::entry::now_ms;
 use super::entry::CachedObject;
 use super::serve::respond;
 use super::slice::{self, Fetcher};
@@ -53,8 +54,10 @@ pub(crate) struct Miss {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        // Boxed: the lookup awaits Redis and other requests' fills.
-        Lookup { fut: BoxFuture<'static, Lookup> },
+        // A memory hit, answered in `call` without boxing anything.
+        Ready { res: Option<Response<Body>> },
+        // Boxed: the rest of the lookup awaits Redis and other requests' fills.
+        Lookup { fut: BoxFuture<'static, (Lookup, ObjectRequest)> },
         Inner { #[pin] fut: F, miss: Option<Miss> },
         Done,
     }
@@ -88,16 +91,55 @@ where
         }
     }
 
-    /// Looks up `request`, then calls `service` (ready) on a miss.
-    pub(crate) fn lookup(service: S, request: ObjectRequest, policy: Arc<Policy>, fetcher: Option<Fetcher>) -> Self {
-        let fut = Box::pin(lookup(policy.clone(), request.clone(), fetcher));
+    /// Answered from memory in `call`: the inner service is not used.
+    pub(crate) fn ready(res: Response<Body>, policy: Arc<Policy>) -> Self {
         Self {
-            state: State::Lookup { fut },
-            service: Some(service),
-            request: Some(request),
+            state: State::Ready { res: Some(res) },
+            service: None,
+            request: None,
             policy,
         }
     }
+
+    /// Memory did not answer ([`first_look`]): the rest of the lookup runs in
+    /// the future, then `service` (ready) is called on a miss.
+    pub(crate) fn lookup(
+        service: S,
+        request: ObjectRequest,
+        policy: Arc<Policy>,
+        fetcher: Option<Fetcher>,
+        look: MemoryMiss,
+    ) -> Self {
+        let fut = Box::pin(lookup(policy.clone(), request, fetcher, look));
+        Self {
+            state: State::Lookup { fut },
+            service: Some(service),
+            request: None,
+            policy,
+        }
+    }
+}
+
+/// What a look in memory left for the rest of the lookup.
+pub(crate) struct MemoryMiss {
+    key: Arc<str>,
+    epoch: u64,
+    stale: Option<Arc<CachedObject>>,
+}
+
+/// The memory tier, looked at in `call`: a fresh copy is the answer (no
+/// future to box, no inner service to clone); else what the rest of the
+/// lookup needs.
+pub(crate) fn first_look(policy: &Policy, req: &ObjectRequest) -> Result<Response<Body>, MemoryMiss> {
+    let store = &policy.store;
+    let key: Arc<str> = Arc::from(store.cache_key(&policy.bucket, req.key()));
+    let epoch = store.epoch();
+    let stale = match store.memory_get(&key) {
+        Found::Fresh(obj, tier) => return Ok(hit(&obj, tier, req, store)),
+        Found::Stale(obj) => Some(obj),
+        Found::None => None,
+    };
+    Err(MemoryMiss { key, epoch, stale })
 }
 
 impl<S> Future for ResponseFuture<S>
@@ -110,16 +152,27 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Ready { res } => {
+                    let res = res.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(res));
+                }
                 StateProj::Lookup { fut } => match ready!(fut.as_mut().poll(cx)) {
-                    Lookup::Hit(res) => {
+                    (Lookup::Hit(res), _) => {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(res));
                     }
-                    Lookup::Miss(miss) => {
+                    (Lookup::Miss(miss), request) => {
                         let mut service = this.service.take().expect("polled after completion");
-                        let request = this.request.as_ref().expect("polled after completion").clone();
                         CacheStats::inc(&this.policy.store.stats().upstream_fetches);
-                        let fut = service.call(request);
+                        // Kept for a stale answer only when there is a stale copy.
+                        let fut = if miss.stale.is_some() {
+                            let fut = service.call(request.clone());
+                            *this.request = Some(request);
+                            fut
+                        } else {
+                            service.call(request)
+                        };
                         this.state.set(State::Inner { fut, miss: Some(miss) });
                     }
                 },
@@ -218,9 +271,40 @@ fn after_miss(res: Response<Body>, miss: Miss, policy: &Policy) -> Response<Body
     mark(res, "MISS")
 }
 
-fn hit(obj: &CachedObject, tier: Tier, req: &ObjectRequest, store: &CacheStore) -> Lookup {
+/// Request headers that can make an answer from a cached object anything
+/// but the whole object with its stored head.
+const CONDITIONAL: [header::HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// The answer from a cached object: a plain `GET`/`HEAD` (no range, no
+/// precondition) takes the object's prebuilt head and shares its body;
+/// anything else goes through [`respond`].
+fn answer(obj: &CachedObject, req: &ObjectRequest, x_cache: &'static str) -> Response<Body> {
+    if CONDITIONAL.iter().any(|h| req.headers().contains_key(h)) {
+        return respond(obj, req, x_cache);
+    }
+    let body = match req.method() {
+        ObjectMethod::Get => Body::from(obj.body().clone()),
+        ObjectMethod::Head => Body::empty(),
+    };
+    let mut res = Response::new(body);
+    let headers = res.headers_mut();
+    *headers = obj.whole_head().clone();
+    headers.insert(X_CACHE, HeaderValue::from_static(x_cache));
+    let age = now_ms().saturating_sub(obj.stored_at_ms()) / 1000;
+    headers.insert(header::AGE, HeaderValue::from(age));
+    res
+}
+
+fn hit(obj: &CachedObject, tier: Tier, req: &ObjectRequest, store: &CacheStore) -> Response<Body> {
     let stats = store.stats();
-    let res = respond(
+    let res = answer(
         obj,
         req,
         match tier {
@@ -242,28 +326,38 @@ fn hit(obj: &CachedObject, tier: Tier, req: &ObjectRequest, store: &CacheStore) 
             CacheStats::add(&stats.redis_bytes_served, sent);
         }
     }
-    Lookup::Hit(res)
+    res
 }
 
 fn content_length_of(res: &Response<Body>) -> u64 {
     content_length(res).unwrap_or(0)
 }
 
-/// Memory, then (once per object across concurrent misses) Redis; a plain
-/// `GET` that misses both becomes the fill leader, or waits for the leader
-/// already fetching the object.
-async fn lookup(policy: Arc<Policy>, req: ObjectRequest, fetcher: Option<Fetcher>) -> Lookup {
+/// After a memory miss (or a stale copy in memory, `stale`): once per object
+/// across concurrent misses Redis; a plain `GET` that misses both becomes
+/// the fill leader, or waits for the leader already fetching the object.
+/// Gives the request back.
+async fn lookup(
+    policy: Arc<Policy>,
+    req: ObjectRequest,
+    fetcher: Option<Fetcher>,
+    look: MemoryMiss,
+) -> (Lookup, ObjectRequest) {
+    let MemoryMiss { key, epoch, stale } = look;
+    let found = lookup_rest(&policy, &req, fetcher, key, epoch, stale).await;
+    (found, req)
+}
+
+async fn lookup_rest(
+    policy: &Arc<Policy>,
+    req: &ObjectRequest,
+    fetcher: Option<Fetcher>,
+    key: Arc<str>,
+    epoch: u64,
+    mut stale: Option<Arc<CachedObject>>,
+) -> Lookup {
     let store = &policy.store;
     let stats = store.stats();
-    let key: Arc<str> = Arc::from(store.cache_key(&policy.bucket, req.key()));
-    let epoch = store.epoch();
-    let mut stale = None;
-
-    match store.memory_get(&key) {
-        Found::Fresh(obj, tier) => return hit(&obj, tier, &req, store),
-        Found::Stale(obj) => stale = Some(obj),
-        Found::None => {}
-    }
     CacheStats::inc(&stats.memory_misses);
 
     // Ranges and HEADs are answered from a cached object but never fill one.
@@ -281,7 +375,7 @@ async fn lookup(policy: Arc<Policy>, req: ObjectRequest, fetcher: Option<Fetcher
                     let _ = tokio::time::timeout(store.coalesce_timeout(), rx.changed()).await;
                     if let Found::Fresh(obj, _) = store.memory_get(&key) {
                         CacheStats::inc(&stats.coalesced_hits);
-                        return hit(&obj, Tier::Memory, &req, store);
+                        return Lookup::Hit(hit(&obj, Tier::Memory, req, store));
                     }
                     if attempt == 1 {
                         // The leader gave up twice: fetch without coalescing.
@@ -292,13 +386,13 @@ async fn lookup(policy: Arc<Policy>, req: ObjectRequest, fetcher: Option<Fetcher
         }
         // A fill may have finished between the first look and the join.
         if let Found::Fresh(obj, tier) = store.memory_get(&key) {
-            return hit(&obj, tier, &req, store);
+            return Lookup::Hit(hit(&obj, tier, req, store));
         }
     }
 
     if store.has_redis() {
         match store.redis_get(&key).await {
-            Found::Fresh(obj, tier) => return hit(&obj, tier, &req, store),
+            Found::Fresh(obj, tier) => return Lookup::Hit(hit(&obj, tier, req, store)),
             Found::Stale(obj) => {
                 CacheStats::inc(&stats.redis_misses);
                 if stale.as_ref().is_none_or(|s| s.stored_at_ms() < obj.stored_at_ms()) {
@@ -311,8 +405,8 @@ async fn lookup(policy: Arc<Policy>, req: ObjectRequest, fetcher: Option<Fetcher
 
     // No whole copy: a large object known to be sliced, or a range that
     // starts slicing one (not while a stale whole copy could still serve).
-    if let Some(fetch) = fetcher.filter(|_| stale.is_none() && slice::applies(&req)) {
-        if let Some(res) = slice::serve(policy.clone(), &req, fetch).await {
+    if let Some(fetch) = fetcher.filter(|_| stale.is_none() && slice::applies(req)) {
+        if let Some(res) = slice::serve(policy.clone(), req, fetch).await {
             return Lookup::Hit(res);
         }
     }

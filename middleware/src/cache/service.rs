@@ -5,7 +5,7 @@ use axum::body::Body;
 use http::Response;
 use tower::Service;
 
-use super::future::{Policy, ResponseFuture};
+use super::future::{first_look, Policy, ResponseFuture};
 use super::layer::CacheLayer;
 use super::slice::Fetcher;
 use super::store::CacheStore;
@@ -48,8 +48,9 @@ where
     type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FetchError>> {
-        // Readiness is reserved for a possible miss; a hit releases it when
-        // the future (holding the ready service) is dropped.
+        // Readiness is reserved for a possible miss; a memory hit answered in
+        // `call` keeps it for the next call, any other lookup takes the ready
+        // service into its future (released when that is dropped).
         self.inner.poll_ready(cx)
     }
 
@@ -57,12 +58,18 @@ where
         if !self.policy.enabled {
             return ResponseFuture::bypass(self.inner.call(req), self.policy.clone());
         }
+        // A fresh copy in memory is answered here, before anything is cloned
+        // or boxed (the inner service stays ready for the next call).
+        let look = match first_look(&self.policy, &req) {
+            Ok(res) => return ResponseFuture::ready(res, self.policy.clone()),
+            Err(look) => look,
+        };
         // Slice fetches call the inner service on their own (a clone each).
         let fetcher = self.policy.store.slice_size().map(|_| fetcher(self.inner.clone()));
         // The ready service goes into the future; this one gets a fresh clone.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::lookup(ready, req, self.policy.clone(), fetcher)
+        ResponseFuture::lookup(ready, req, self.policy.clone(), fetcher, look)
     }
 }
 
