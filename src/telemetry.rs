@@ -118,6 +118,7 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
+        .with_target(false)
         // Our spans, and warnings or errors logged inside them (as span events).
         .with_filter(
             tracing_subscriber::filter::Targets::new()
