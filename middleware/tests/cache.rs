@@ -899,3 +899,31 @@ async fn a_plain_get_of_a_large_object_indexes_it_for_slices() {
     assert!(body_of(res).await == body);
     assert_eq!(s3.requests(), 6);
 }
+
+#[tokio::test]
+async fn concurrent_first_ranges_of_an_object_fetch_its_slice_once() {
+    const SLICE: u64 = 64 * 1024;
+    let mut cfg = config(None);
+    cfg.slice_size = SLICE;
+    cfg.memory.max_item_size = 100 * 1024;
+    let store = store(&cfg);
+    let s3 = TestS3::start().await;
+    let body = Bytes::from(pattern((8 * SLICE) as usize, 9));
+    s3.put("v", body.clone()).await;
+    let svc = cache(&store, "b", &s3);
+    // Eight clients ask for ranges of slice 0 of an object never seen.
+    let answers = futures_util::future::join_all((0..8u64).map(|i| {
+        let svc = &svc;
+        async move {
+            let first = i * 1000;
+            let res = get(svc, ranged("v", first, first + 99)).await;
+            (first, res.status(), body_of(res).await)
+        }
+    }))
+    .await;
+    for (first, status, got) in answers {
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert!(got == body.slice(first as usize..first as usize + 100));
+    }
+    assert_eq!(s3.requests(), 1, "slice 0 was fetched more than once");
+}

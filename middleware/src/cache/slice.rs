@@ -113,9 +113,22 @@ pub(crate) async fn serve(policy: Arc<Policy>, req: &ObjectRequest, fetch: Fetch
             // Unknown object: only a range with a known start begins slicing
             // (a plain GET learns the length from its ordinary answer).
             let start = range.and_then(range_start)?;
-            match sliced.probe(start / size).await {
-                Ok(Some((index, slice))) => (index, Some((start / size, slice))),
-                _ => return None,
+            // Concurrent first requests of one object: one probes, the
+            // others wait for its index (else each fetched a slice).
+            match sliced.store.join(&sliced.index_key()) {
+                Join::Leader(guard) => {
+                    let probed = sliced.probe(start / size).await;
+                    drop(guard);
+                    match probed {
+                        Ok(Some((index, slice))) => (index, Some((start / size, slice))),
+                        _ => return None,
+                    }
+                }
+                Join::Follower(mut rx) => {
+                    CacheStats::inc(&sliced.store.stats().coalesced_waits);
+                    let _ = tokio::time::timeout(sliced.store.coalesce_timeout(), rx.changed()).await;
+                    (sliced.index().await?, None)
+                }
             }
         }
     };
