@@ -32,6 +32,7 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use yatagarasu_middleware::error::FetchError;
+use yatagarasu_middleware::failover::Attempt;
 use yatagarasu_middleware::object::ObjectRequest;
 
 use crate::config::TracingConfig;
@@ -273,10 +274,14 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) {
 }
 
 /// Attributes an attempt takes from its request: attempt number and kind
-/// (failover, hedge). HOOK for the hedging work (issue 16, branch h16a):
-/// once `ObjectRequest` carries the attempt (an extension or field), record
-/// `yatagarasu.attempt` and `yatagarasu.attempt_kind` here. Nothing yet.
-fn attempt_attributes(_req: &ObjectRequest, _span: &Span) {}
+/// (failover, hedge): `yatagarasu.attempt` and `yatagarasu.attempt_kind`,
+/// from the [`Attempt`] the failover puts on every request it sends.
+fn attempt_attributes(req: &ObjectRequest, span: &Span) {
+    if let Some(attempt) = req.extensions().get::<Attempt>() {
+        span.record("yatagarasu.attempt", attempt.number);
+        span.record("yatagarasu.attempt_kind", attempt.kind.as_str());
+    }
+}
 
 /// Wraps one replica's stack: a child span of the request's per attempt
 /// (replica, status, bytes, error), its trace context sent to the replica.
@@ -342,6 +347,8 @@ where
             otel.status_code = Empty,
             yatagarasu.bucket = %self.layer.bucket,
             yatagarasu.replica = %self.layer.replica,
+            yatagarasu.attempt = Empty,
+            yatagarasu.attempt_kind = Empty,
             http.response.status_code = Empty,
             http.response.body.size = Empty,
             error.type = Empty,
