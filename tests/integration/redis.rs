@@ -198,6 +198,11 @@ impl Cluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "1000",
+                        // A replica always stands for election, however long
+                        // since it heard from its primary (a loaded test
+                        // machine can make that look like stale data).
+                        "--cluster-replica-validity-factor",
+                        "0",
                     ]
                     .map(String::from)
                     .to_vec()
@@ -238,6 +243,19 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("the cluster never reached cluster_state:ok");
+    }
+
+    /// Waits until three running nodes are primaries again (a replica was
+    /// promoted after a primary died).
+    pub fn wait_promoted(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.primaries().len() == 3 {
+                return self.wait_ok(timeout);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis never promoted a replica of the killed primary");
     }
 
     pub fn seed_urls(&self) -> Vec<String> {

@@ -223,14 +223,29 @@ async fn cluster_hits_return_after_a_primary_is_killed_and_its_replica_promoted(
     let victim = cluster.primaries()[0];
     cluster.nodes[victim].kill();
     let at_kill = sent.load(Ordering::SeqCst);
-    cluster.wait_ok(Duration::from_secs(30));
+    cluster.wait_promoted(Duration::from_secs(30));
     wait_sent(&sent, at_kill + 20).await;
     stop.store(true, Ordering::SeqCst);
     task.await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), || all_hit_redis(&b, N)).await,
-        "hits never came back after the promotion"
-    );
+    if !eventually(Duration::from_secs(20), || all_hit_redis(&b, N)).await {
+        let mut seen = Vec::new();
+        for i in 0..N {
+            seen.push(get(&b, &format!("o{i}")).await.map(|r| r.1));
+        }
+        let logs = b.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(30).collect();
+        let states: Vec<String> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| format!("{}: {}", n.port, n.cli(&["CLUSTER", "NODES"])))
+            .collect();
+        panic!(
+            "hits never came back after the promotion: {seen:?}\n{}\n{}",
+            states.join("\n"),
+            tail.join("\n")
+        );
+    }
 }
 
 #[tokio::test]

@@ -225,13 +225,22 @@ async fn client_trace_is_continued_exported_and_sent_to_every_attempt() {
 
     let attempts: Vec<&Span> = spans.iter().filter(|s| s.parent_span_id == request.span_id).collect();
     assert_eq!(attempts.len(), 2, "{spans:#?}");
-    for (replica, server, status) in [("primary", &primary, None), ("backup", &backup, Some("200"))] {
+    for (replica, server, status, attempt) in [
+        ("primary", &primary, None, ("1", "primary")),
+        ("backup", &backup, Some("200"), ("2", "failover")),
+    ] {
         let span = attempts
             .iter()
             .find(|s| attrs(s).get("yatagarasu.replica").map(String::as_str) == Some(replica))
             .unwrap_or_else(|| panic!("no span for {replica}: {attempts:#?}"));
         let a = attrs(span);
         assert_eq!(a["yatagarasu.bucket"], "traced");
+        // The failover's attempt number and kind.
+        assert_eq!(
+            (a["yatagarasu.attempt"].as_str(), a["yatagarasu.attempt_kind"].as_str()),
+            attempt,
+            "{a:?}"
+        );
         assert_eq!(a.get("http.response.status_code").map(String::as_str), status, "{a:?}");
         if status.is_some() {
             assert_eq!(a["http.response.body.size"], "14");
