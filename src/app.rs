@@ -379,7 +379,8 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             replicas.push(
                 Replica::new(r.name.clone(), stack, breaker, health)
                     .with_priority(r.priority)
-                    .with_weight(r.weight),
+                    .with_weight(r.weight)
+                    .with_hedge(r.hedge),
             );
         }
         let retry = &bucket.s3.retry;
@@ -392,7 +393,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                 Duration::from_millis(retry.max_interval),
             )
             .failover_on_404(bucket.s3.failover_on_404)
-            .hedge(bucket.s3.hedge.to_hedge())
+            .hedge(bucket.s3.hedge.to_hedge(&bucket.s3.replicas))
             .latency_aware(bucket.s3.latency_aware.to_latency())
             .build();
         let bucket_cache = bucket.cache.clone().unwrap_or_default();

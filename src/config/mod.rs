@@ -390,16 +390,26 @@ impl Default for HedgeConfig {
 }
 
 impl HedgeConfig {
-    /// The middleware's hedge settings (`None` when disabled).
-    pub fn to_hedge(&self) -> Option<yatagarasu_middleware::failover::HedgeConfig> {
-        use yatagarasu_middleware::failover::HedgeDelay;
-        self.enabled.then(|| yatagarasu_middleware::failover::HedgeConfig {
-            delay: match self.delay_ms {
-                HedgeDelayMs::Fixed(ms) => HedgeDelay::Fixed(std::time::Duration::from_millis(ms)),
-                HedgeDelayMs::P95 => HedgeDelay::P95,
-            },
+    /// The middleware's hedge settings: `None` when hedging is off for the
+    /// bucket and no replica (`replicas[].hedge.enabled: true`) turns it on.
+    pub fn to_hedge(&self, replicas: &[ReplicaConfig]) -> Option<yatagarasu_middleware::failover::HedgeConfig> {
+        let any_replica = replicas.iter().any(|r| r.hedge.enabled == Some(true));
+        (self.enabled || any_replica).then(|| yatagarasu_middleware::failover::HedgeConfig {
+            delay: self.delay_ms.to_delay(),
             max_extra_percent: self.max_extra_percent as f32,
+            enabled_by_default: self.enabled,
         })
+    }
+}
+
+impl HedgeDelayMs {
+    /// The middleware's delay.
+    pub fn to_delay(self) -> yatagarasu_middleware::failover::HedgeDelay {
+        use yatagarasu_middleware::failover::HedgeDelay;
+        match self {
+            HedgeDelayMs::Fixed(ms) => HedgeDelay::Fixed(std::time::Duration::from_millis(ms)),
+            HedgeDelayMs::P95 => HedgeDelay::P95,
+        }
     }
 }
 
@@ -531,6 +541,30 @@ pub struct ReplicaConfig {
     pub weight: u32,
     /// Requests in flight before this replica is skipped (default: the `s3` block's).
     pub max_concurrent_requests: Option<usize>,
+    /// This replica's override of `s3.hedge` (`enabled`, `delay_ms`).
+    pub hedge: ReplicaHedgeConfig,
+}
+
+/// `replicas[].hedge`: overrides the bucket's `s3.hedge` for requests sent
+/// to this replica. Unset keys follow the bucket.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReplicaHedgeConfig {
+    /// `false`: requests to this replica are never hedged; `true`: they are,
+    /// even when the bucket's `hedge.enabled` is off (with its budget).
+    pub enabled: Option<bool>,
+    /// Milliseconds without headers before hedging, or `"p95"`.
+    pub delay_ms: Option<HedgeDelayMs>,
+}
+
+impl ReplicaHedgeConfig {
+    /// The middleware's per-replica override.
+    pub fn to_replica_hedge(&self) -> yatagarasu_middleware::failover::ReplicaHedge {
+        yatagarasu_middleware::failover::ReplicaHedge {
+            enabled: self.enabled,
+            delay: self.delay_ms.map(HedgeDelayMs::to_delay),
+        }
+    }
 }
 
 impl Default for ReplicaConfig {
@@ -552,6 +586,7 @@ impl Default for ReplicaConfig {
             timeout_seconds: None,
             weight: 100,
             max_concurrent_requests: None,
+            hedge: ReplicaHedgeConfig::default(),
         }
     }
 }
@@ -585,6 +620,8 @@ pub struct ResolvedReplica {
     pub weight: u32,
     /// Bulkhead size.
     pub max_concurrent_requests: usize,
+    /// Override of the bucket's hedge settings.
+    pub hedge: yatagarasu_middleware::failover::ReplicaHedge,
 }
 
 /// A role a replica assumes through STS.
@@ -642,6 +679,7 @@ impl S3Config {
                     timeout_seconds: r.timeout_seconds.unwrap_or(self.timeout_seconds),
                     weight: r.weight.max(1),
                     max_concurrent_requests: r.max_concurrent_requests.unwrap_or(self.max_concurrent_requests),
+                    hedge: r.hedge.to_replica_hedge(),
                 }
             })
             .collect();

@@ -453,6 +453,12 @@ fn s3(err: &mut impl FnMut(String, String), at: &str, bucket: &BucketConfig) {
     let mut names = HashSet::new();
     for (i, r) in s3.replicas.iter().enumerate() {
         let rat = format!("{at}.replicas[{i}]");
+        if r.hedge.delay_ms == Some(super::HedgeDelayMs::Fixed(0)) {
+            err(
+                format!("{rat}.hedge.delay_ms"),
+                "must be at least 1 (or \"p95\")".into(),
+            );
+        }
         if r.name.trim().is_empty() {
             err(format!("{rat}.name"), "is required".into());
         } else if !names.insert(r.name.as_str()) {
@@ -666,7 +672,7 @@ metrics: { admin_token: "" }
         );
         let config = load_str(&bucket("hedge: { enabled: true, delay_ms: 75 }"), "test", &|_| None).unwrap();
         assert_eq!(
-            config.buckets[0].s3.hedge.to_hedge().unwrap().delay,
+            config.buckets[0].s3.hedge.to_hedge(&[]).unwrap().delay,
             yatagarasu_middleware::failover::HedgeDelay::Fixed(std::time::Duration::from_millis(75))
         );
         let errs = errors(&bucket(
@@ -683,6 +689,34 @@ metrics: { admin_token: "" }
         }
         let errs = errors(&bucket(r#"hedge: { delay_ms: "soon" }"#));
         assert!(errs.iter().any(|e| e.contains("hedge.delay_ms")), "{errs:?}");
+
+        // A replica's override: checked by name; on for one replica alone.
+        let replicas = |hedge: &str| {
+            format!(
+                "buckets:\n  - name: b\n    path_prefix: /b\n    s3:\n      bucket: b\n      anonymous: true\n      replicas:\n        - {{ name: a, hedge: {{ {hedge} }} }}\n        - {{ name: c, priority: 1 }}\n"
+            )
+        };
+        let errs = errors(&replicas("delay_ms: 0, enabeld: true"));
+        for key in [
+            "buckets[0].s3.replicas[0].hedge.delay_ms",
+            "buckets[0].s3.replicas[0].hedge.enabeld",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "no error for {key}: {errs:?}");
+        }
+        let config = load_str(&replicas(r#"enabled: true, delay_ms: "p95""#), "test", &|_| None).unwrap();
+        let s3 = &config.buckets[0].s3;
+        let hedge = s3
+            .hedge
+            .to_hedge(&s3.replicas)
+            .expect("on for the replica that enables it");
+        assert!(!hedge.enabled_by_default);
+        let resolved = s3.resolved_replicas();
+        assert_eq!(resolved[0].hedge.enabled, Some(true));
+        assert_eq!(
+            resolved[0].hedge.delay,
+            Some(yatagarasu_middleware::failover::HedgeDelay::P95)
+        );
+        assert_eq!(resolved[1].hedge, Default::default());
     }
 
     #[test]

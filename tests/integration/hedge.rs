@@ -234,3 +234,38 @@ async fn a_slow_twin_gets_clearly_less_traffic() {
     assert!(slow < 30, "the slow twin served {slow} of 100");
     assert!(slow >= 1, "the slow twin was tried at least once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_turns_hedging_on_or_off_for_itself() {
+    let (a, b) = servers().await;
+    // The primary holds every request 30 s (the replica timeout is 60 s).
+    let slow_a = delaying_proxy(a.addr(), Delay::Fixed(Duration::from_secs(30))).await;
+    let with_own = |own: &str, bucket: &str| {
+        let cfg = config(&slow_a, &b.endpoint(), (1, 2), bucket);
+        let replaced = cfg.replace("{ name: a, ", &format!("{{ name: a, hedge: {{ {own} }}, "));
+        assert_ne!(cfg, replaced);
+        replaced
+    };
+
+    // Hedging off for the bucket (its budget allows every request), on for
+    // the slow primary alone: the backup answers.
+    let budget = "      hedge: { enabled: false, max_extra_percent: 100 }";
+    let on = Proxy::start(&with_own("enabled: true, delay_ms: 100", budget));
+    let answers = batch(&on, 3).await;
+    assert!(answers.iter().all(|(r, _)| r == "b"), "{answers:?}");
+    let sent = counter(&on, "yatagarasu_hedges_total", &[r#"outcome="sent""#]).await;
+    assert_eq!(sent, 3);
+
+    // Hedging on for the bucket, off for the primary: nothing is hedged, the
+    // client (giving up after 2 s) gets no answer, and no hedge is counted.
+    let bucket = "      hedge: { enabled: true, delay_ms: 100, max_extra_percent: 100 }";
+    let off = Proxy::start(&with_own("enabled: false", bucket));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let res = client.get(off.url("/data/obj.txt")).send().await;
+    assert!(res.is_err(), "answered although the only replica asked stalls: {res:?}");
+    let sent = counter(&off, "yatagarasu_hedges_total", &[r#"outcome="sent""#]).await;
+    assert_eq!(sent, 0);
+}

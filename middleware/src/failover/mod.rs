@@ -29,7 +29,7 @@
 //!     replicas.push(Replica::new(name, stack, breaker, ReplicaHealth::new()).with_priority(priority as u32));
 //! }
 //! let failover = Failover::builder("data", replicas)
-//!     .hedge(Some(HedgeConfig { delay: HedgeDelay::P95, max_extra_percent: 10.0 }))
+//!     .hedge(Some(HedgeConfig { delay: HedgeDelay::P95, max_extra_percent: 10.0, enabled_by_default: true }))
 //!     .latency_aware(Some(LatencyConfig::default()))
 //!     .build();
 //! let service = ObjectService::new(failover);
@@ -46,5 +46,5 @@ mod service;
 pub use attempt::{Attempt, AttemptKind, HedgeOutcome};
 pub use events::{FailoverEvents, HedgeEvent, NoEvents};
 pub use latency::LatencyConfig;
-pub use replica::Replica;
+pub use replica::{Replica, ReplicaHedge};
 pub use service::{Failover, FailoverBuilder, HedgeConfig, HedgeDelay};

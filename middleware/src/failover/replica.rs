@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::latency::{LatencyConfig, ReplicaLatency};
+use super::service::HedgeDelay;
 use crate::breaker::CircuitBreaker;
 use crate::health::{Health, ReplicaHealth};
 
@@ -16,6 +17,19 @@ pub struct Replica<S> {
     breaker: Arc<CircuitBreaker>,
     health: Arc<ReplicaHealth>,
     latency: Arc<ReplicaLatency>,
+    hedge: ReplicaHedge,
+}
+
+/// This replica's override of the failover's hedge settings (see
+/// [`Replica::with_hedge`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReplicaHedge {
+    /// `Some(false)`: a request sent to this replica is never hedged;
+    /// `Some(true)`: it is, with the failover's budget; `None`: as the
+    /// failover's own setting.
+    pub enabled: Option<bool>,
+    /// The delay for requests sent to this replica (`None`: the failover's).
+    pub delay: Option<HedgeDelay>,
 }
 
 impl<S> Replica<S> {
@@ -34,6 +48,7 @@ impl<S> Replica<S> {
             breaker,
             health,
             latency: Arc::default(),
+            hedge: ReplicaHedge::default(),
         }
     }
 
@@ -47,6 +62,18 @@ impl<S> Replica<S> {
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight.max(1);
         self
+    }
+
+    /// Overrides the failover's hedge settings for requests sent to this
+    /// replica (e.g. a longer delay for a far region, or no hedging).
+    pub fn with_hedge(mut self, hedge: ReplicaHedge) -> Self {
+        self.hedge = hedge;
+        self
+    }
+
+    /// This replica's hedge override.
+    pub fn hedge(&self) -> ReplicaHedge {
+        self.hedge
     }
 
     /// Name.

@@ -97,6 +97,9 @@ pub struct HedgeConfig {
     pub delay: HedgeDelay,
     /// Hedges allowed as a percentage of requests (over 10 s): a budget.
     pub max_extra_percent: f32,
+    /// Whether a replica without its own [`ReplicaHedge::enabled`] is
+    /// hedged (`false`: only the replicas that enable it are).
+    pub enabled_by_default: bool,
 }
 
 pub(crate) struct Shared<S> {
@@ -289,7 +292,11 @@ where
     /// The hedge delay for a request now sent to replica `i`, if it may be hedged.
     fn hedge_delay(&self, i: usize) -> Option<Duration> {
         let (config, _) = self.hedge.as_ref()?;
-        Some(match config.delay {
+        let own = self.replicas[i].hedge();
+        if !own.enabled.unwrap_or(config.enabled_by_default) {
+            return None;
+        }
+        Some(match own.delay.unwrap_or(config.delay) {
             HedgeDelay::Fixed(d) => d,
             HedgeDelay::P95 => self.replicas[i].latency().p95().unwrap_or(P95_UNTIL_KNOWN),
         })
@@ -795,6 +802,7 @@ mod tests {
         Some(HedgeConfig {
             delay: HedgeDelay::Fixed(Duration::from_millis(50)),
             max_extra_percent: percent,
+            enabled_by_default: true,
         })
     }
 
@@ -881,5 +889,51 @@ mod tests {
         let hedges = events.0.lock().unwrap().iter().filter(|e| e.ends_with(":sent")).count();
         // 10% of 50 requests.
         assert!((1..=5).contains(&hedges), "{hedges}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_overrides_the_hedge_delay_or_opts_out() {
+        use crate::failover::ReplicaHedge;
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let run = |own: ReplicaHedge, default_on: bool| {
+            let sent = sent.clone();
+            async move {
+                sent.lock().unwrap().clear();
+                let (a, _) = slow("a", Duration::from_millis(500), sent.clone());
+                let (b, _) = slow("b", Duration::from_millis(10), sent.clone());
+                let mut config = hedge(100.0).unwrap();
+                config.enabled_by_default = default_on;
+                let failover = Failover::builder("bkt", vec![a.with_priority(1).with_hedge(own), b.with_priority(2)])
+                    .hedge(Some(config))
+                    .build();
+                let started = tokio::time::Instant::now();
+                let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+                (started.elapsed(), body(res).await, sent.lock().unwrap().len())
+            }
+        };
+        // The failover's 50 ms.
+        assert_eq!(
+            run(ReplicaHedge::default(), true).await,
+            (Duration::from_millis(60), "b".into(), 2)
+        );
+        // The replica's own delay.
+        let own = ReplicaHedge {
+            enabled: None,
+            delay: Some(HedgeDelay::Fixed(Duration::from_millis(200))),
+        };
+        assert_eq!(run(own, true).await, (Duration::from_millis(210), "b".into(), 2));
+        // Opted out: waits for its own answer.
+        let out = ReplicaHedge {
+            enabled: Some(false),
+            delay: None,
+        };
+        assert_eq!(run(out, true).await, (Duration::from_millis(500), "a".into(), 1));
+        // Hedging off for the bucket, on for this replica alone.
+        let only = ReplicaHedge {
+            enabled: Some(true),
+            delay: None,
+        };
+        assert_eq!(run(only, false).await, (Duration::from_millis(60), "b".into(), 2));
+        assert_eq!(run(ReplicaHedge::default(), false).await.2, 1);
     }
 }
