@@ -247,6 +247,11 @@ impl Metrics {
         for (i, from) in replicas.iter().enumerate() {
             self.replica_requests.add(0, &replica_labels(bucket, from));
             self.replica_failures.add(0, &replica_labels(bucket, from));
+            self.demotions.add(0, &replica_labels(bucket, from));
+            for outcome in [HedgeEvent::Sent, HedgeEvent::Won] {
+                let [b, r] = replica_labels(bucket, from);
+                self.hedges.add(0, &[b, r, KeyValue::new("outcome", outcome.as_str())]);
+            }
             for (j, to) in replicas.iter().enumerate() {
                 if i != j {
                     self.failovers.add(0, &failover_labels(bucket, from, to));
