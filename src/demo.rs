@@ -22,6 +22,8 @@ pub fn demo_config(listen: SocketAddr, primary: &str, backup: &str) -> String {
 server:
   address: "{listen}"
   shutdown_grace_seconds: 5
+  # One instance: any fixed key keeps listing tokens valid across its restarts.
+  s3_api: {{ token_key: "yatagarasu-demo-listing-tokens" }}
 buckets:
   - name: "ha-data"
     path_prefix: "/data"
