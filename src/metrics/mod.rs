@@ -64,9 +64,7 @@ type ReplicaGauges = BTreeMap<(String, String), (i64, i64)>;
 pub struct Metrics {
     registry: prometheus::Registry,
     _provider: SdkMeterProvider,
-    requests: Counter<u64>,
-    duration: Histogram<f64>,
-    bytes: Counter<u64>,
+    requests: RequestSeries,
     in_flight: UpDownCounter<i64>,
     replica_requests: Counter<u64>,
     replica_failures: Counter<u64>,
@@ -104,16 +102,10 @@ impl Default for Metrics {
     }
 }
 
-/// `2xx`, `4xx`...: the status label, bounded whatever the upstream answers.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
+pub use requests::status_class;
+use requests::RequestSeries;
+
+mod requests;
 
 impl Metrics {
     /// A fresh registry.
@@ -148,19 +140,8 @@ impl Metrics {
             reloads.add(0, &[KeyValue::new("result", result)]);
         }
         let this = Self {
-            requests: meter
-                .u64_counter("yatagarasu_requests_total")
-                .with_description("Requests answered by the proxy.")
-                .build(),
-            duration: meter
-                .f64_histogram("yatagarasu_request_duration_seconds")
-                .with_description("Time from request to the end of the response body.")
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
-            bytes: meter
-                .u64_counter("yatagarasu_response_bytes_total")
-                .with_description("Response body bytes sent to clients.")
-                .build(),
+            requests: RequestSeries::register(&registry, &DURATION_BUCKETS)
+                .expect("the request series register into a fresh registry"),
             in_flight: meter
                 .i64_up_down_counter("yatagarasu_requests_in_flight")
                 .with_description("Requests whose response has not ended yet.")
@@ -280,28 +261,7 @@ impl Metrics {
         cache: &str,
         duration: Duration,
     ) {
-        let class = status_class(status);
-        // One allocation for the bucket label, shared by both series; the
-        // other labels are static strings for every value the proxy sends.
-        let bucket = KeyValue::new("bucket", Arc::<str>::from(bucket));
-        self.requests.add(
-            1,
-            &[
-                bucket.clone(),
-                KeyValue::new("method", known(method, &METHODS)),
-                KeyValue::new("operation", operation),
-                KeyValue::new("status_class", class),
-            ],
-        );
-        self.duration.record(
-            duration.as_secs_f64(),
-            &[
-                bucket,
-                KeyValue::new("operation", operation),
-                KeyValue::new("status_class", class),
-                KeyValue::new("cache", known(cache, &CACHE_VALUES)),
-            ],
-        );
+        self.requests.done(bucket, method, operation, status, cache, duration);
     }
 
     /// One attempt on `replica` ended with its response headers (or failed)
@@ -313,7 +273,7 @@ impl Metrics {
 
     /// Body bytes sent for a request of `bucket`.
     pub fn bytes_sent(&self, bucket: &str, bytes: u64) {
-        self.bytes.add(bytes, &[KeyValue::new("bucket", bucket.to_owned())]);
+        self.requests.bytes_sent(bucket, bytes);
     }
 
     /// One more request in flight until the guard drops.
@@ -614,31 +574,6 @@ fn register_observers(
             }
         })
         .build();
-}
-
-/// Methods a request can have, as static label values.
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
-];
-
-/// `X-Cache` values the cache sends, as static label values.
-const CACHE_VALUES: [&str; 8] = [
-    "-",
-    "HIT-MEMORY",
-    "HIT-REDIS",
-    "SLICE",
-    "MISS",
-    "BYPASS",
-    "STALE",
-    "REVALIDATED",
-];
-
-/// `value` as a label: the static string of `set` it equals, else a copy.
-fn known(value: &str, set: &[&'static str]) -> opentelemetry::Value {
-    match set.iter().find(|k| **k == value) {
-        Some(k) => opentelemetry::Value::from(*k),
-        None => opentelemetry::Value::from(value.to_owned()),
-    }
 }
 
 fn replica_labels(bucket: &str, replica: &str) -> [KeyValue; 2] {
