@@ -1,9 +1,9 @@
 //! S3-style error responses, and the one place where typed causes become them.
 //!
 //! Layers facing upstream return small typed causes ([`FetchError`]); the
-//! client-facing [`ObjectService`](crate::object::ObjectService) maps them to an
-//! [`S3Error`] once ([`S3Error::from_fetch_error`]), so every client sees the status code and XML body an
-//! S3 client or browser expects:
+//! client-facing [`ObjectService`](crate::object::ObjectService) maps them to
+//! an [`S3Error`] once ([`S3Error::from_fetch_error`]), so every client sees
+//! the status code and XML body an S3 client or browser expects:
 //!
 //! ```xml
 //! <?xml version="1.0" encoding="UTF-8"?>
