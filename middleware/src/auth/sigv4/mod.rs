@@ -6,11 +6,13 @@
 //! `UNSIGNED-PAYLOAD`) and presigned URLs (`X-Amz-Algorithm`, `X-Amz-Expires`
 //! honoured). Requests signed more than 15 minutes away from the proxy's clock
 //! are refused. The canonical request is built from the URI the client sent
-//! (before the prefix router stripped it: [`OriginalUri`]).
+//! (before the prefix router stripped it:
+//! [`OriginalUri`](crate::routing::OriginalUri)).
 //!
 //! On success the client's `Authorization` header and `X-Amz-*` query
 //! parameters are removed before the inner service is called (they never go
-//! upstream nor into a log), and the [`Identity`] names the access key.
+//! upstream nor into a log), and the [`Identity`](crate::auth::Identity)
+//! names the access key.
 //!
 //! | outcome | answer |
 //! |---|---|
