@@ -1,4 +1,5 @@
-//! [`FailoverBuilder`]: the failover's settings, fixed once it is built.
+//! [`Failover::builder`] and [`FailoverBuilder`]: the failover's settings
+//! and their defaults, fixed once it is built.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +8,11 @@ use tower::retry::backoff::ExponentialBackoffMaker;
 use tower::retry::budget::TpsBudget;
 use tower::util::rng::HasherRng;
 
-use super::events::FailoverEvents;
+use super::events::{FailoverEvents, NoEvents};
 use super::hedge::HedgeConfig;
 use super::latency::LatencyConfig;
 use super::pass::Shared;
+use super::replica::Replica;
 use super::service::Failover;
 
 /// Configures a [`Failover`] (built once, so nothing can change after it is
@@ -24,6 +26,33 @@ impl<S> std::fmt::Debug for FailoverBuilder<S> {
         f.debug_struct("FailoverBuilder")
             .field("bucket", &self.shared.bucket)
             .finish_non_exhaustive()
+    }
+}
+
+impl<S> Failover<S> {
+    /// A failover with the defaults of [`Failover::builder`].
+    pub fn new(bucket: impl Into<Arc<str>>, replicas: Vec<Replica<S>>) -> Self {
+        Self::builder(bucket, replicas).build()
+    }
+
+    /// Configures a failover over `replicas` of `bucket` (the name in logs
+    /// and events). Defaults: one retry round after 50–500 ms, a budget of
+    /// 20% retries over 10 s (at least 5 per second), mid-body resume, no
+    /// failover on 404, no hedging, no latency-aware choice.
+    pub fn builder(bucket: impl Into<Arc<str>>, replicas: Vec<Replica<S>>) -> FailoverBuilder<S> {
+        FailoverBuilder {
+            shared: Shared {
+                bucket: bucket.into(),
+                replicas,
+                events: Arc::new(NoEvents),
+                budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2)),
+                backoff: backoff(Duration::from_millis(50), Duration::from_millis(500)),
+                max_retries: 1,
+                failover_on_404: false,
+                hedge: None,
+                latency: None,
+            },
+        }
     }
 }
 
@@ -79,7 +108,7 @@ impl<S> FailoverBuilder<S> {
     }
 }
 
-pub(super) fn backoff(min: Duration, max: Duration) -> ExponentialBackoffMaker<HasherRng> {
+fn backoff(min: Duration, max: Duration) -> ExponentialBackoffMaker<HasherRng> {
     let min = min.max(Duration::from_millis(1));
     let max = max.max(min);
     ExponentialBackoffMaker::new(min, max, 1.0, HasherRng::default()).expect("valid backoff bounds")

@@ -16,7 +16,7 @@ use tower::{Service, ServiceExt};
 
 use super::attempt::{Attempt, AttemptKind, HedgeOutcome};
 use super::events::{FailoverEvents, HedgeEvent};
-use super::hedge::HedgeConfig;
+use super::hedge::{HedgeConfig, HedgeDelay, P95_UNTIL_KNOWN};
 use super::latency::{is_outlier, LatencyConfig};
 use super::replica::{try_order, Replica};
 use super::resume;
@@ -85,6 +85,19 @@ where
                 }
             }
         }
+    }
+
+    /// The hedge delay for a request now sent to replica `i`, if it may be hedged.
+    fn hedge_delay(&self, i: usize) -> Option<Duration> {
+        let (config, _) = self.hedge.as_ref()?;
+        let own = self.replicas[i].hedge();
+        if !own.enabled.unwrap_or(config.enabled_by_default) {
+            return None;
+        }
+        Some(match own.delay.unwrap_or(config.delay) {
+            HedgeDelay::Fixed(d) => d,
+            HedgeDelay::P95 => self.replicas[i].latency().p95().unwrap_or(P95_UNTIL_KNOWN),
+        })
     }
 
     /// Records a time to headers of replica `i`, and checks it against its
@@ -200,6 +213,26 @@ where
         } else if let Some((from, _)) = &seen.skipped {
             self.events.failover(&self.bucket, self.replicas[*from].name(), to);
         }
+    }
+
+    /// The next replica of `order` that admits a request now, taken out of
+    /// `order`, if the hedge budget allows one more hedge.
+    async fn hedge_target(&self, order: &mut VecDeque<usize>) -> Option<(usize, S)> {
+        let (_, budget) = self.hedge.as_ref()?;
+        for pos in 0..order.len() {
+            let j = order[pos];
+            let mut svc = self.replicas[j].service().clone();
+            if svc.ready().await.is_err() {
+                continue;
+            }
+            if !budget.withdraw() {
+                tracing::debug!(bucket = %self.bucket, "hedge budget spent: not hedging");
+                return None;
+            }
+            order.remove(pos);
+            return Some((j, svc));
+        }
+        None
     }
 
     /// Tries the replicas in order (`last` goes last, `accept` filters

@@ -1,18 +1,15 @@
-//! The [`Failover`] service: its handle, its constructors and its
-//! `Service` impl; the loop it runs is in [`pass`](super::pass).
+//! The [`Failover`] service: its handle and its `Service` impl. It is
+//! configured in [`builder`](super::builder); the loop it runs is in
+//! [`pass`](super::pass).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::future::BoxFuture;
 use http::Response;
-use tower::retry::budget::TpsBudget;
 use tower::Service;
 
-use super::builder::{backoff, FailoverBuilder};
-use super::events::NoEvents;
 use super::pass::Shared;
 use super::replica::Replica;
 use crate::error::FetchError;
@@ -22,7 +19,7 @@ use crate::object::ObjectRequest;
 /// breaker admits it; moves on at once when a replica fails (connection
 /// error, timeout, 5xx, or a refusal of the proxy's own credentials:
 /// [`FetchError::Rejected`]); returns other 4xx answers as they are. With
-/// [`failover_on_404`](FailoverBuilder::failover_on_404), a 404 tries the
+/// [`failover_on_404`](super::FailoverBuilder::failover_on_404), a 404 tries the
 /// next replica too (replicas behind asynchronous replication), and the
 /// client gets the 404 only when no replica has the object.
 ///
@@ -36,11 +33,11 @@ use crate::object::ObjectRequest;
 ///   the next replica with a `Range` request from the byte already sent,
 ///   guarded by the `ETag`; when nothing can continue, the body ends with an
 ///   error (the connection is cut: never a silently truncated 200).
-/// - With [`hedge`](FailoverBuilder::hedge), a request without response
+/// - With [`hedge`](super::FailoverBuilder::hedge), a request without response
 ///   headers after the hedge delay is also sent to the next admitted
 ///   replica; the first answer wins and the other request is dropped
 ///   (cancelled: its breaker is not charged, its bulkhead slot is freed).
-/// - With [`latency_aware`](FailoverBuilder::latency_aware), replicas of
+/// - With [`latency_aware`](super::FailoverBuilder::latency_aware), replicas of
 ///   equal priority share requests by weight and observed latency, and a
 ///   latency outlier is tried after its peers for a while.
 /// - Each request sent to a replica carries an [`Attempt`](super::Attempt) extension, and
@@ -77,31 +74,6 @@ impl<S> std::fmt::Debug for Failover<S> {
 }
 
 impl<S> Failover<S> {
-    /// A failover with the defaults of [`Failover::builder`].
-    pub fn new(bucket: impl Into<Arc<str>>, replicas: Vec<Replica<S>>) -> Self {
-        Self::builder(bucket, replicas).build()
-    }
-
-    /// Configures a failover over `replicas` of `bucket` (the name in logs
-    /// and events). Defaults: one retry round after 50–500 ms, a budget of
-    /// 20% retries over 10 s (at least 5 per second), mid-body resume, no
-    /// failover on 404, no hedging, no latency-aware choice.
-    pub fn builder(bucket: impl Into<Arc<str>>, replicas: Vec<Replica<S>>) -> FailoverBuilder<S> {
-        FailoverBuilder {
-            shared: Shared {
-                bucket: bucket.into(),
-                replicas,
-                events: Arc::new(NoEvents),
-                budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2)),
-                backoff: backoff(Duration::from_millis(50), Duration::from_millis(500)),
-                max_retries: 1,
-                failover_on_404: false,
-                hedge: None,
-                latency: None,
-            },
-        }
-    }
-
     /// The replicas, in configuration order.
     pub fn replicas(&self) -> &[Replica<S>] {
         &self.shared.replicas
