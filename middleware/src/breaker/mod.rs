@@ -20,9 +20,11 @@
 //! ```
 
 mod classify;
+mod clock;
 mod service;
 mod state;
 
 pub use classify::{classify, Classify, FailureClass};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};
-pub use state::{BreakerConfig, BreakerState, CircuitBreaker, Clock, ManualClock, Permit, SystemClock, TransitionHook};
+pub use state::{BreakerConfig, BreakerState, CircuitBreaker, Permit, TransitionHook};

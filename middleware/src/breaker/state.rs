@@ -1,6 +1,11 @@
+//! [`CircuitBreaker`]: the closed / open / half-open state machine and its
+//! [`Permit`]s.
+
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::clock::{Clock, SystemClock};
 
 /// Where a breaker is in its cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,45 +67,6 @@ impl Default for BreakerConfig {
             open_timeout: Duration::from_secs(60),
             half_open_requests: 1,
         }
-    }
-}
-
-/// A source of the current time; tests use [`ManualClock`].
-pub trait Clock: Send + Sync + 'static {
-    /// Now.
-    fn now(&self) -> Instant;
-}
-
-/// The real monotonic clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
-
-/// A clock that moves only when told to.
-#[derive(Debug)]
-pub struct ManualClock(Mutex<Instant>);
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        Self(Mutex::new(Instant::now()))
-    }
-}
-
-impl ManualClock {
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        *self.0.lock().expect("not poisoned") += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        *self.0.lock().expect("not poisoned")
     }
 }
 
@@ -380,139 +346,4 @@ const _: () = {
 };
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn breaker(f: u32, s: u32, half: u32) -> (Arc<CircuitBreaker>, Arc<ManualClock>, Arc<Mutex<Vec<BreakerState>>>) {
-        let clock = Arc::new(ManualClock::default());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let b = CircuitBreaker::with_clock(
-            BreakerConfig {
-                failure_threshold: f,
-                success_threshold: s,
-                open_timeout: Duration::from_secs(30),
-                half_open_requests: half,
-            },
-            clock.clone(),
-            Some(Arc::new(move |s| log.lock().unwrap().push(s))),
-        );
-        (b, clock, seen)
-    }
-
-    #[test]
-    fn opens_after_consecutive_failures_only() {
-        let (b, _, _) = breaker(3, 1, 1);
-        b.try_acquire().unwrap().failure();
-        b.try_acquire().unwrap().failure();
-        b.try_acquire().unwrap().success(); // resets the run
-        b.try_acquire().unwrap().failure();
-        b.try_acquire().unwrap().failure();
-        assert_eq!(b.state(), BreakerState::Closed);
-        b.try_acquire().unwrap().failure();
-        assert_eq!(b.state(), BreakerState::Open);
-        assert!(b.try_acquire().is_none());
-    }
-
-    #[test]
-    fn half_open_after_timeout_then_closes_on_successes() {
-        let (b, clock, seen) = breaker(1, 2, 1);
-        b.try_acquire().unwrap().failure();
-        assert!(b.try_acquire().is_none());
-        clock.advance(Duration::from_secs(29));
-        assert!(b.try_acquire().is_none());
-        clock.advance(Duration::from_secs(1));
-        let trial = b.try_acquire().unwrap();
-        assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert!(b.try_acquire().is_none(), "one trial at a time");
-        trial.success();
-        assert_eq!(b.state(), BreakerState::HalfOpen);
-        b.try_acquire().unwrap().success();
-        assert_eq!(b.state(), BreakerState::Closed);
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![BreakerState::Open, BreakerState::HalfOpen, BreakerState::Closed]
-        );
-    }
-
-    #[test]
-    fn one_failure_in_half_open_reopens() {
-        let (b, clock, _) = breaker(1, 3, 2);
-        b.try_acquire().unwrap().failure();
-        clock.advance(Duration::from_secs(30));
-        let t1 = b.try_acquire().unwrap();
-        let t2 = b.try_acquire().unwrap();
-        assert!(b.try_acquire().is_none(), "half_open_requests = 2");
-        t1.success();
-        t2.failure();
-        assert_eq!(b.state(), BreakerState::Open);
-        assert!(b.try_acquire().is_none());
-    }
-
-    #[test]
-    fn a_dropped_trial_frees_its_slot() {
-        let (b, clock, _) = breaker(1, 1, 1);
-        b.try_acquire().unwrap().failure();
-        clock.advance(Duration::from_secs(30));
-        drop(b.try_acquire().unwrap());
-        assert_eq!(b.state(), BreakerState::HalfOpen);
-        b.try_acquire().unwrap().success();
-        assert_eq!(b.state(), BreakerState::Closed);
-    }
-
-    #[test]
-    fn an_open_breaker_is_usable_once_its_open_period_elapsed() {
-        let (b, clock, _) = breaker(1, 1, 1);
-        assert!(b.is_usable());
-        b.try_acquire().unwrap().failure();
-        assert!(!b.is_usable());
-        clock.advance(Duration::from_secs(29));
-        assert!(!b.is_usable());
-        clock.advance(Duration::from_secs(1));
-        assert!(b.is_usable());
-        // Asking took no permit: the state is unchanged and the trial is still free.
-        assert_eq!(b.state(), BreakerState::Open);
-        b.try_acquire().unwrap().success();
-        assert_eq!(b.state(), BreakerState::Closed);
-    }
-
-    #[test]
-    fn probes_feed_the_breaker() {
-        let (b, _, _) = breaker(2, 1, 1);
-        b.record_failure();
-        b.record_failure();
-        assert_eq!(b.state(), BreakerState::Open);
-        // A successful probe moves it to half-open without waiting, and with
-        // success_threshold 1 closes it.
-        b.record_success();
-        assert_eq!(b.state(), BreakerState::Closed);
-    }
-
-    #[test]
-    fn concurrent_failures_open_it_exactly_once_at_the_threshold() {
-        let (b, _, seen) = breaker(100, 1, 1);
-        let granted = AtomicU32::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    for _ in 0..1_000 {
-                        if let Some(p) = b.try_acquire() {
-                            granted.fetch_add(1, Ordering::Relaxed);
-                            p.failure();
-                        }
-                    }
-                });
-            }
-        });
-        assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(*seen.lock().unwrap(), vec![BreakerState::Open], "opened more than once");
-        // The threshold was reached; past it, only permits already taken by
-        // the other threads (one each) got through.
-        let granted = granted.load(Ordering::Relaxed);
-        assert!(
-            (100..=103).contains(&granted),
-            "{granted} permits for a threshold of 100"
-        );
-        assert!(b.try_acquire().is_none());
-    }
-}
+mod tests;

@@ -37,14 +37,21 @@
 //! ```
 
 mod attempt;
+mod builder;
 mod events;
+mod hedge;
 mod latency;
+mod pass;
 mod replica;
 mod resume;
 mod service;
+#[cfg(test)]
+mod tests;
 
 pub use attempt::{Attempt, AttemptKind, HedgeOutcome};
+pub use builder::FailoverBuilder;
 pub use events::{FailoverEvents, HedgeEvent, NoEvents};
+pub use hedge::{HedgeConfig, HedgeDelay};
 pub use latency::LatencyConfig;
 pub use replica::{Replica, ReplicaHedge};
-pub use service::{Failover, FailoverBuilder, HedgeConfig, HedgeDelay};
+pub use service::Failover;

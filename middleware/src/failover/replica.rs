@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::hedge::HedgeDelay;
 use super::latency::{LatencyConfig, ReplicaLatency};
-use super::service::HedgeDelay;
 use crate::breaker::CircuitBreaker;
 use crate::health::{Health, ReplicaHealth};
 

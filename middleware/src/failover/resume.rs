@@ -13,7 +13,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use tower::{BoxError, Service};
 
-use super::service::Shared;
+use super::pass::Shared;
 use crate::error::FetchError;
 use crate::object::{ObjectMethod, ObjectRequest};
 

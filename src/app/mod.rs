@@ -6,12 +6,10 @@
 //! A build may inherit from the running app ([`Inherited`]): the circuit
 //! breaker and health of every replica whose settings did not change, the
 //! cache store when `cache:` did not change, the drain flag and the auth
-//! counters. That is what lets a reload keep state.
+//! counters. That is what lets a reload keep state (`inherit`). The
+//! upstream HTTP clients are in `client`.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,17 +23,22 @@ use yatagarasu_middleware::auth::{AuthLayer, AuthStats, SigV4Layer};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
 use yatagarasu_middleware::bulkhead::BulkheadLayer;
 use yatagarasu_middleware::cache::{CacheLayer, CacheStore};
-use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
 use yatagarasu_middleware::routing::PrefixRouter;
 use yatagarasu_middleware::s3api::{S3Api, TokenKey};
-use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 
-use crate::config::{CacheConfig, Config, HealthCheckConfig, ResolvedReplica};
+use crate::config::{CacheConfig, Config};
 pub use crate::edge::edge;
 use crate::metrics::Metrics;
+
+mod client;
+mod inherit;
+
+pub use client::http_client;
+use client::upstream;
+pub use inherit::{Inherited, ReplicaKey, ReplicaSlot};
 
 /// Why the service could not be assembled from a (validated) config.
 #[derive(Debug, thiserror::Error)]
@@ -63,81 +66,6 @@ pub enum BuildError {
 
 pub use crate::readiness::ReadyState;
 use crate::readiness::{BucketReadiness, ReplicaReadiness};
-
-/// A replica's identity across reloads: same bucket, same name, and the same
-/// settings that its breaker and health depend on (endpoint, bucket, region,
-/// credentials, timeouts, bulkhead, breaker and health-check settings).
-/// Priority and weight may change without losing state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ReplicaKey {
-    /// The bucket's name.
-    pub bucket: String,
-    /// The replica's name.
-    pub replica: String,
-    fingerprint: u64,
-}
-
-impl ReplicaKey {
-    fn new(config: &Config, bucket: usize, r: &ResolvedReplica, hc: &HealthCheckConfig) -> Self {
-        let b = &config.buckets[bucket];
-        let mut h = DefaultHasher::new();
-        r.endpoint.as_ref().map(url::Url::as_str).hash(&mut h);
-        (&r.bucket, &r.region, r.timeout_seconds, r.max_concurrent_requests).hash(&mut h);
-        r.credentials
-            .as_ref()
-            .map(|(a, s)| (a.expose(), s.expose()))
-            .hash(&mut h);
-        (&r.session_token, &r.role, r.anonymous, &r.ca_file).hash(&mut h);
-        let cb = &b.s3.circuit_breaker;
-        (
-            cb.failure_threshold,
-            cb.success_threshold,
-            cb.timeout_seconds,
-            cb.half_open_requests,
-        )
-            .hash(&mut h);
-        (hc.enabled, hc.interval_seconds, hc.timeout_seconds, &hc.path).hash(&mut h);
-        Self {
-            bucket: b.name.clone(),
-            replica: r.name.clone(),
-            fingerprint: h.finish(),
-        }
-    }
-}
-
-/// One replica of a built app: its shared state and its (not yet started) probe.
-#[derive(Debug, Clone)]
-pub struct ReplicaSlot {
-    /// Its identity across reloads.
-    pub key: ReplicaKey,
-    /// Its circuit breaker (inherited when the key did not change).
-    pub breaker: Arc<CircuitBreaker>,
-    /// Its health (inherited when the key did not change).
-    pub health: Arc<ReplicaHealth>,
-    /// Its background probe, when health checks are on.
-    pub check: Option<HealthCheck>,
-    /// The credentials it signs with (for the expiry gauge).
-    pub credentials: ReplicaCredentials,
-    retired: Arc<AtomicBool>,
-}
-
-impl ReplicaSlot {
-    /// Marks the replica as gone from the live config: its breaker (still
-    /// used by requests in flight on the old config) stops reporting into the
-    /// gauges, which now belong to its successor or are removed.
-    pub fn retire(&self) {
-        self.retired.store(true, Ordering::SeqCst);
-    }
-}
-
-/// What a new build takes over from the running app.
-#[derive(Debug, Clone, Default)]
-pub struct Inherited {
-    draining: Arc<AtomicBool>,
-    auth_stats: Arc<AuthStats>,
-    replicas: HashMap<ReplicaKey, ReplicaSlot>,
-    cache: Option<(CacheConfig, CacheStore)>,
-}
 
 /// The assembled service.
 pub struct App {
@@ -171,56 +99,6 @@ impl App {
             cache: self.cache_config.clone().zip(self.cache.clone()),
         }
     }
-}
-
-/// The shared upstream HTTP client: one connection pool for every replica.
-pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
-    http_client_builder(config).build().map_err(BuildError::Client)
-}
-
-fn http_client_builder(config: &Config) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .read_timeout(Duration::from_secs(config.server.upstream_read_timeout_seconds.max(1)))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-}
-
-async fn upstream(
-    config: &Config,
-    client: &reqwest::Client,
-    bucket: usize,
-    r: &ResolvedReplica,
-) -> Result<S3Upstream, BuildError> {
-    let replica_err = |message: String| BuildError::Replica {
-        bucket,
-        replica: r.name.clone(),
-        message,
-    };
-    let s3 = s3_bucket(r.endpoint.as_ref(), &r.bucket, &r.region).map_err(|e| replica_err(e.to_string()))?;
-    // A private CA (issue 14): this replica gets a client trusting only it.
-    let client = match &r.ca_file {
-        Some(path) => http_client_with_ca(config, path).map_err(replica_err)?,
-        None => client.clone(),
-    };
-    let credentials = crate::credentials::for_replica(&config.buckets[bucket].name, r).await;
-    Ok(S3Upstream::new(r.name.clone(), s3, client)
-        .with_timeout(Duration::from_secs(r.timeout_seconds))
-        .with_replica_credentials(credentials))
-}
-
-/// [`http_client`] trusting only the CAs of the PEM bundle at `path`.
-fn http_client_with_ca(config: &Config, path: &str) -> Result<reqwest::Client, String> {
-    let cas = crate::tls::read_ca_bundle(path)?
-        .into_iter()
-        .map(|der| reqwest::Certificate::from_der(&der))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("ca_file '{path}': {e}"))?;
-    http_client_builder(config)
-        .tls_certs_only(cas)
-        .build()
-        .map_err(|e| format!("cannot create the HTTP client for ca_file '{path}': {e}"))
 }
 
 /// The key of listing continuation tokens: `server.s3_api.token_key`, else

@@ -1,0 +1,59 @@
+//! The upstream HTTP clients (one shared pool; one per private CA) and each
+//! replica's [`S3Upstream`].
+
+use std::time::Duration;
+
+use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
+
+use super::BuildError;
+use crate::config::{Config, ResolvedReplica};
+
+/// The shared upstream HTTP client: one connection pool for every replica.
+pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
+    http_client_builder(config).build().map_err(BuildError::Client)
+}
+
+fn http_client_builder(config: &Config) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .read_timeout(Duration::from_secs(config.server.upstream_read_timeout_seconds.max(1)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+pub(super) async fn upstream(
+    config: &Config,
+    client: &reqwest::Client,
+    bucket: usize,
+    r: &ResolvedReplica,
+) -> Result<S3Upstream, BuildError> {
+    let replica_err = |message: String| BuildError::Replica {
+        bucket,
+        replica: r.name.clone(),
+        message,
+    };
+    let s3 = s3_bucket(r.endpoint.as_ref(), &r.bucket, &r.region).map_err(|e| replica_err(e.to_string()))?;
+    // A private CA (issue 14): this replica gets a client trusting only it.
+    let client = match &r.ca_file {
+        Some(path) => http_client_with_ca(config, path).map_err(replica_err)?,
+        None => client.clone(),
+    };
+    let credentials = crate::credentials::for_replica(&config.buckets[bucket].name, r).await;
+    Ok(S3Upstream::new(r.name.clone(), s3, client)
+        .with_timeout(Duration::from_secs(r.timeout_seconds))
+        .with_replica_credentials(credentials))
+}
+
+/// [`http_client`] trusting only the CAs of the PEM bundle at `path`.
+fn http_client_with_ca(config: &Config, path: &str) -> Result<reqwest::Client, String> {
+    let cas = crate::tls::read_ca_bundle(path)?
+        .into_iter()
+        .map(|der| reqwest::Certificate::from_der(&der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca_file '{path}': {e}"))?;
+    http_client_builder(config)
+        .tls_certs_only(cas)
+        .build()
+        .map_err(|e| format!("cannot create the HTTP client for ca_file '{path}': {e}"))
+}
