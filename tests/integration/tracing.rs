@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-use crate::common::{client, eventually, s3, Fault, Proxy, ACCESS_KEY, SECRET_KEY};
+use crate::common::{client, eventually, s3, Fault, Proxy, StartProxy, ACCESS_KEY, SECRET_KEY};
 
 /// The client's trace: its id and the span the proxy's request span continues.
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -406,7 +406,7 @@ async fn redis_lookup_is_a_child_span_of_the_request() {
     let primary = s3().await;
     let backup = s3().await;
     primary.put_object("data-bucket", "e.txt", b"cached\n").unwrap();
-    let redis = crate::redis::Redis::start();
+    let redis = crate::common::Redis::start();
     let receiver = Receiver::start();
     let proxy = Proxy::start_with_env(
         &config(
