@@ -13,11 +13,12 @@
 //!   and the middle's CPU seconds per GiB.
 //!
 //! The certificate (ECDSA P-256, signed by a CA made for the run) is made
-//! with the `openssl` command line at run time; the bench's HTTPS client
-//! trusts that CA and speaks HTTP/1.1 only, like wrk.
+//! with the `openssl` command line at run time (the test kit's `Pki`); the
+//! bench's HTTPS client trusts that CA and speaks HTTP/1.1 only, like wrk.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use yatagarasu_testkit::pki::Pki;
 
 use crate::data::{self, human_size, GIB, MIB};
 use crate::measure::{expect_hit, fmt_ratio, fmt_us};
@@ -48,72 +49,14 @@ pub struct Cert {
     pub key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run openssl (apt-get install -y openssl): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
 /// Makes a CA and a server certificate signed by it in `dir`.
 pub fn make_cert(dir: &Path) -> Result<Cert, String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=yatagarasu-bench CA",
-    ]);
-    openssl(dir, &ca)?;
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend(["-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost"]);
-    openssl(dir, &csr)?;
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .map_err(|e| e.to_string())?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "tls.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    )?;
+    let pki = Pki::try_in(dir)?;
+    let (cert, key) = pki.try_issue("tls", "localhost", false)?;
     Ok(Cert {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("tls.crt"),
-        key: dir.join("tls.key"),
+        ca: pki.ca(),
+        cert,
+        key,
     })
 }
 

@@ -225,7 +225,9 @@ impl Redis {
         }
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let mut reply = [0u8; 1];
-        s.write_all(b"PING\r\n").is_ok() && s.read(&mut reply).is_ok_and(|n| n == 1 && matches!(reply[0], b'+' | b'-'))
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut reply)
+                .is_ok_and(|n| n == 1 && matches!(reply[0], b'+' | b'-'))
     }
 
     /// Waits (up to 10 s) until the server answers again (after a

@@ -362,7 +362,9 @@ async fn expired_credentials_are_that_replicas_failure_and_the_next_replica_serv
         proxy.logs()
     );
     assert!(
-        proxy.wait_for_log("credentials expired and cannot be refreshed", Duration::from_secs(20)).await,
+        proxy
+            .wait_for_log("credentials expired and cannot be refreshed", Duration::from_secs(20))
+            .await,
         "{}",
         proxy.logs()
     );

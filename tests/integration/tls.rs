@@ -310,7 +310,11 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
         "the new certificate was never served; logs:\n{}",
         proxy.logs()
     );
-    assert!(proxy.wait_for_log("TLS certificate reloaded", Duration::from_secs(20)).await);
+    assert!(
+        proxy
+            .wait_for_log("TLS certificate reloaded", Duration::from_secs(20))
+            .await
+    );
     let before_bad = ok.load(Ordering::SeqCst);
 
     // A broken certificate is refused on SIGHUP: the current one stays.
@@ -323,7 +327,9 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
     publish(mount.path(), "v3", &broken, &key2);
     proxy.signal("HUP");
     assert!(
-        proxy.wait_for_log("new TLS certificate refused", Duration::from_secs(20)).await,
+        proxy
+            .wait_for_log("new TLS certificate refused", Duration::from_secs(20))
+            .await,
         "{}",
         proxy.logs()
     );

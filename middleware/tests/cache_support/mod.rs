@@ -13,11 +13,11 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::Response;
 use tower::util::BoxCloneService;
-pub use yatagarasu_testkit::redis::Redis;
-use yatagarasu_testkit::s3::{Fault, LocalS3};
 use yatagarasu_middleware::object::ObjectRequest;
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 use yatagarasu_middleware::FetchError;
+pub use yatagarasu_testkit::redis::Redis;
+use yatagarasu_testkit::s3::{Fault, LocalS3};
 
 /// A `redis-server` on a free loopback port that allows `DEBUG SLEEP`,
 /// killed on drop.
@@ -110,7 +110,8 @@ impl TestS3 {
 
     /// While on, signed `GET`s that would succeed answer `503 SlowDown`.
     pub fn fail(&self, on: bool) {
-        self.server.set_fault(if on { Fault::SlowDownGets } else { Fault::None });
+        self.server
+            .set_fault(if on { Fault::SlowDownGets } else { Fault::None });
     }
 
     /// From now on `GET`s wait at a gate until [`release`](Self::release).

@@ -82,7 +82,9 @@ impl LocalS3 {
     ) -> std::io::Result<String> {
         use rusty_s3::S3Action;
         let Some((access_key, secret_key)) = &self.keys else {
-            return Err(std::io::Error::other("a server started with_auth has no key of its own"));
+            return Err(std::io::Error::other(
+                "a server started with_auth has no key of its own",
+            ));
         };
         self.create_bucket(bucket)?;
         let endpoint: url::Url = self.endpoint().parse().map_err(std::io::Error::other)?;
@@ -190,7 +192,12 @@ pub(super) async fn handle(
     let is_get = req.method() == http::Method::GET;
     if is_get {
         shared.gets.fetch_add(1, Ordering::SeqCst);
-        let gate = shared.gate.lock().expect("not poisoned").as_ref().map(watch::Sender::subscribe);
+        let gate = shared
+            .gate
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(watch::Sender::subscribe);
         if let Some(mut gate) = gate {
             shared.waiting.fetch_add(1, Ordering::SeqCst);
             let _ = gate.wait_for(|open| *open).await;
