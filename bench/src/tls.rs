@@ -74,6 +74,40 @@ fn client(cert: &Cert) -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The three rows every part of the scenario has, from the rates (req/s or
+/// MiB/s) of the proxy over HTTPS and HTTP and of `peer` over HTTPS and
+/// HTTP: each protocol side by side, then HTTPS / HTTP for both. Returns
+/// that last pair (proxy, peer).
+fn https_and_http_rows(env: &mut Env, label: &str, unit: &str, peer: &str, rates: [f64; 4]) -> (f64, f64) {
+    let [ps, ph, ns, nh] = rates;
+    env.row([
+        label,
+        &format!("{unit} over HTTPS"),
+        &format!("{ps:.0}"),
+        &format!("{ns:.0} ({peer}, HTTPS)"),
+        &fmt_ratio(ps / ns),
+        "",
+    ]);
+    env.row([
+        label,
+        &format!("{unit} over HTTP (same run)"),
+        &format!("{ph:.0}"),
+        &format!("{nh:.0} ({peer}, HTTP)"),
+        &fmt_ratio(ph / nh),
+        "",
+    ]);
+    let (ours, theirs) = (ps / ph, ns / nh);
+    env.row([
+        label,
+        &format!("HTTPS {unit} / HTTP {unit}"),
+        &fmt_ratio(ours),
+        &format!("{} (nginx)", fmt_ratio(theirs)),
+        &fmt_ratio(ours / theirs),
+        "",
+    ]);
+    (ours, theirs)
+}
+
 fn run(env: &mut Env) -> Result<Outcome, String> {
     let opts = env.opts.clone();
     let cert = make_cert(&env.scratch().join("tls"))?;
@@ -120,32 +154,8 @@ fn run(env: &mut Env) -> Result<Outcome, String> {
             loads.push(wrk::measured(&opts, url, c, *pid)?);
         }
         let [ps, ph, ns, nh] = [loads[0], loads[1], loads[2], loads[3]];
-        let rps = |l: &Load| format!("{:.0}", l.wrk.rps);
-        env.row([
-            &label,
-            "req/s over HTTPS",
-            &rps(&ps),
-            &format!("{} (nginx proxy_cache, HTTPS)", rps(&ns)),
-            &fmt_ratio(ps.wrk.rps / ns.wrk.rps),
-            "",
-        ]);
-        env.row([
-            &label,
-            "req/s over HTTP (same run)",
-            &rps(&ph),
-            &format!("{} (nginx proxy_cache, HTTP)", rps(&nh)),
-            &fmt_ratio(ph.wrk.rps / nh.wrk.rps),
-            "",
-        ]);
-        let (ours, theirs) = (ps.wrk.rps / ph.wrk.rps, ns.wrk.rps / nh.wrk.rps);
-        env.row([
-            &label,
-            "HTTPS req/s / HTTP req/s",
-            &fmt_ratio(ours),
-            &format!("{} (nginx)", fmt_ratio(theirs)),
-            &fmt_ratio(ours / theirs),
-            "",
-        ]);
+        let rates = [ps, ph, ns, nh].map(|l| l.wrk.rps);
+        let (ours, theirs) = https_and_http_rows(env, &label, "req/s", "nginx proxy_cache", rates);
         env.row([
             &label,
             "p99 latency over HTTPS",
@@ -212,31 +222,8 @@ fn run(env: &mut Env) -> Result<Outcome, String> {
     let f = stream(env, &client, &ways, origin.proc.pid(), size, runs)?;
     let [ps, ph, ns, nh] = [f[0], f[1], f[2], f[3]];
     let label = format!("TLS: stream {}, 1 connection, nginx static origin", human_size(size));
-    env.row([
-        &label,
-        "MiB/s over HTTPS",
-        &format!("{:.0}", ps.mibs),
-        &format!("{:.0} (nginx proxy_pass, HTTPS)", ns.mibs),
-        &fmt_ratio(ps.mibs / ns.mibs),
-        "",
-    ]);
-    env.row([
-        &label,
-        "MiB/s over HTTP (same run)",
-        &format!("{:.0}", ph.mibs),
-        &format!("{:.0} (nginx proxy_pass, HTTP)", nh.mibs),
-        &fmt_ratio(ph.mibs / nh.mibs),
-        "",
-    ]);
-    let (ours, theirs) = (ps.mibs / ph.mibs, ns.mibs / nh.mibs);
-    env.row([
-        &label,
-        "HTTPS MiB/s / HTTP MiB/s",
-        &fmt_ratio(ours),
-        &format!("{} (nginx)", fmt_ratio(theirs)),
-        &fmt_ratio(ours / theirs),
-        "",
-    ]);
+    let rates = [ps, ph, ns, nh].map(|f| f.mibs);
+    let (ours, theirs) = https_and_http_rows(env, &label, "MiB/s", "nginx proxy_pass", rates);
     env.row([
         &label,
         "CPU s / GiB streamed over HTTPS (HTTP)",

@@ -112,3 +112,108 @@ metrics:
 "#
     )
 }
+
+/// A proxy config with one bucket, built by parts: what the failover, fault,
+/// S3 API, rclone, hedging and tracing tests share. The bucket serves
+/// `data-bucket` in `us-east-1`, signed with [`ACCESS_KEY`] / [`SECRET_KEY`];
+/// the server listens on a free loopback port with a 2 s shutdown grace.
+pub struct BucketConfig {
+    name: String,
+    prefix: String,
+    bucket: String,
+    secret: String,
+    server: String,
+    s3: Vec<String>,
+    replicas: Vec<String>,
+    then: Vec<String>,
+}
+
+impl BucketConfig {
+    /// The bucket `name` at `prefix`.
+    pub fn new(name: &str, prefix: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            bucket: "data-bucket".to_owned(),
+            secret: SECRET_KEY.to_owned(),
+            server: String::new(),
+            s3: Vec::new(),
+            replicas: Vec::new(),
+            then: Vec::new(),
+        }
+    }
+
+    /// Another upstream bucket than `data-bucket`.
+    pub fn bucket(mut self, bucket: &str) -> Self {
+        bucket.clone_into(&mut self.bucket);
+        self
+    }
+
+    /// Another secret key than [`SECRET_KEY`].
+    pub fn secret(mut self, secret: &str) -> Self {
+        secret.clone_into(&mut self.secret);
+        self
+    }
+
+    /// Text added inside the `server: { ... }` flow mapping, after the
+    /// grace (`, upstream_read_timeout_seconds: 3`).
+    pub fn server(mut self, fields: &str) -> Self {
+        self.server.push_str(fields);
+        self
+    }
+
+    /// Lines of the bucket's `s3:` block (indented six spaces), before its
+    /// `replicas:`.
+    pub fn s3(mut self, lines: &str) -> Self {
+        self.s3.push(lines.to_owned());
+        self
+    }
+
+    /// A replica: `{ name: NAME, endpoint: "ENDPOINT", FIELDS }`.
+    pub fn replica(mut self, name: &str, endpoint: &str, fields: &str) -> Self {
+        self.replicas.push(format!(
+            "        - {{ name: {name}, endpoint: \"{endpoint}\", {fields} }}"
+        ));
+        self
+    }
+
+    /// Lines after the bucket's `s3:` block: keys of the bucket (indented
+    /// four spaces) or top-level sections.
+    pub fn then(mut self, lines: &str) -> Self {
+        self.then.push(lines.to_owned());
+        self
+    }
+
+    /// The config text.
+    pub fn render(&self) -> String {
+        let Self {
+            name,
+            prefix,
+            bucket,
+            secret,
+            server,
+            ..
+        } = self;
+        let mut out = format!(
+            r#"
+server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2{server} }}
+buckets:
+  - name: {name}
+    path_prefix: {prefix}
+    s3:
+      bucket: {bucket}
+      region: us-east-1
+      access_key: "{ACCESS_KEY}"
+      secret_key: "{secret}"
+"#
+        );
+        let replicas = (!self.replicas.is_empty()).then(|| format!("      replicas:\n{}", self.replicas.join("\n")));
+        for part in self.s3.iter().chain(&replicas).chain(&self.then) {
+            if !part.is_empty() {
+                out.push_str(part);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
