@@ -76,6 +76,19 @@ pub trait StartProxy {
 
 impl StartProxy for Proxy {}
 
+/// `GET path` from the proxy: the status, the replica that answered
+/// (`X-Yatagarasu-Replica`, empty if none) and the body as text.
+pub async fn get(proxy: &Proxy, path: &str) -> (u16, String, String) {
+    let res = client().get(proxy.url(path)).send().await.unwrap();
+    let status = res.status().as_u16();
+    let replica = res
+        .headers()
+        .get("x-yatagarasu-replica")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, replica, res.text().await.unwrap())
+}
+
 /// `yatagarasu check -c` on a config text.
 pub fn check(config: &str, env: &[(&str, &str)]) -> std::process::Output {
     let file = write_config(config);

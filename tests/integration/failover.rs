@@ -63,17 +63,6 @@ fn ha_config(c: &Cluster, o: &Opts) -> String {
         .render()
 }
 
-async fn get(proxy: &Proxy, path: &str) -> (u16, String, String) {
-    let res = client().get(proxy.url(path)).send().await.unwrap();
-    let status = res.status().as_u16();
-    let replica = res
-        .headers()
-        .get("x-yatagarasu-replica")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, replica, res.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn primary_killed_backup_serves_with_zero_errors() {
     let mut c = cluster().await;

@@ -94,17 +94,6 @@ fn single(endpoint: &str, secret: &str, extra_s3: &str, extra_server: &str) -> S
         .render()
 }
 
-async fn get(proxy: &Proxy, path: &str) -> (u16, String, String) {
-    let res = client().get(proxy.url(path)).send().await.unwrap();
-    let status = res.status().as_u16();
-    let replica = res
-        .headers()
-        .get("x-yatagarasu-replica")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, replica, res.text().await.unwrap())
-}
-
 async fn ready(proxy: &Proxy) -> (u16, Value) {
     let res = client().get(proxy.url("/ready")).send().await.unwrap();
     let status = res.status().as_u16();

@@ -42,6 +42,19 @@ async fn s3_with_object() -> S3 {
     s3
 }
 
+/// A proxy serving `hello.txt` over TLS with a certificate for `CN=first`
+/// issued by a new CA; `extra` is added inside the `server.tls` block.
+async fn tls_proxy(extra: &str) -> (S3, Pki, Proxy) {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let proxy = Proxy::start_clean(&tls_config(
+        &s3,
+        &format!("{{ cert_file: {cert:?}, key_file: {key:?}{extra} }}"),
+    ));
+    (s3, pki, proxy)
+}
+
 /// `curl` with these arguments: (exit code, stdout, stderr).
 pub async fn curl(args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new("curl")
@@ -75,13 +88,7 @@ async fn served_subject(addr: &str, ca: &Path) -> String {
 
 #[tokio::test]
 async fn curl_gets_objects_over_http1_and_http2() {
-    let s3 = s3_with_object().await;
-    let pki = Pki::new();
-    let (cert, key) = pki.issue("server", "first", false);
-    let proxy = Proxy::start_clean(&tls_config(
-        &s3,
-        &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"),
-    ));
+    let (_s3, pki, proxy) = tls_proxy("").await;
     let ca = pki.ca();
     let url = proxy.url("/files/hello.txt");
     for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
@@ -96,13 +103,7 @@ async fn curl_gets_objects_over_http1_and_http2() {
 
 #[tokio::test]
 async fn tls_1_1_is_refused_by_the_server() {
-    let s3 = s3_with_object().await;
-    let pki = Pki::new();
-    let (cert, key) = pki.issue("server", "first", false);
-    let proxy = Proxy::start_clean(&tls_config(
-        &s3,
-        &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"),
-    ));
+    let (_s3, pki, proxy) = tls_proxy("").await;
     // SECLEVEL=0 lets the client offer TLS 1.1, so a refusal is the server's:
     // it answers the ClientHello with a handshake-failure alert.
     let ca = pki.ca();
@@ -131,13 +132,7 @@ async fn tls_1_1_is_refused_by_the_server() {
 
 #[tokio::test]
 async fn min_version_1_3_refuses_tls_1_2() {
-    let s3 = s3_with_object().await;
-    let pki = Pki::new();
-    let (cert, key) = pki.issue("server", "first", false);
-    let proxy = Proxy::start_clean(&tls_config(
-        &s3,
-        &format!("{{ cert_file: {cert:?}, key_file: {key:?}, min_version: \"1.3\" }}"),
-    ));
+    let (_s3, pki, proxy) = tls_proxy(", min_version: \"1.3\"").await;
     let ca = pki.ca();
     let ca = ca.to_str().unwrap();
     let url = proxy.url("/files/hello.txt");
