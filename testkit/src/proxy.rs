@@ -227,3 +227,18 @@ impl Drop for Proxy {
         let _ = self.child.wait();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::listening_url;
+
+    #[test]
+    fn listening_urls_are_read_from_text_and_json_lines() {
+        let text = "2026-01-01T00:00:00Z  INFO yatagarasu::server: Yatagarasu listening on https://127.0.0.1:4443";
+        assert_eq!(listening_url(text).as_deref(), Some("https://127.0.0.1:4443"));
+        let json = r#"{"level":"INFO","fields":{"message":"metrics listening on http://127.0.0.1:9090"}}"#;
+        assert_eq!(listening_url(json).as_deref(), Some("http://127.0.0.1:9090"));
+        assert_eq!(listening_url("S3 listening on ftp://x"), None);
+        assert_eq!(listening_url("nothing here"), None);
+    }
+}
