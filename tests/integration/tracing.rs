@@ -156,6 +156,18 @@ impl Receiver {
     }
 }
 
+/// `GET path` in the client's sampled trace ([`CLIENT_TRACE`], parent
+/// [`CLIENT_SPAN`]) with a vendor `tracestate`.
+async fn get_in_client_trace(proxy: &Proxy, path: &str) -> reqwest::Response {
+    client()
+        .get(proxy.url(path))
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .header("tracestate", "vendor=opaque")
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `SIGTERM`: the proxy exits cleanly (flushing its traces).
 fn terminate(proxy: &mut Proxy) {
     proxy.signal("TERM");
@@ -206,13 +218,7 @@ async fn client_trace_is_continued_exported_and_sent_to_every_attempt() {
         ),
     ));
     // sample_ratio 0 records no new trace: the client's sampled flag decides.
-    let res = client()
-        .get(proxy.url("/t/a.txt"))
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .header("tracestate", "vendor=opaque")
-        .send()
-        .await
-        .unwrap();
+    let res = get_in_client_trace(&proxy, "/t/a.txt").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-yatagarasu-replica"], "backup");
     assert_eq!(res.text().await.unwrap(), "traced object\n");
@@ -340,13 +346,7 @@ async fn tracing_off_exports_nothing_and_adds_no_header() {
             ("OTEL_TRACES_EXPORTER", "otlp"),
         ],
     );
-    let res = client()
-        .get(proxy.url("/t/c.txt"))
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .header("tracestate", "vendor=opaque")
-        .send()
-        .await
-        .unwrap();
+    let res = get_in_client_trace(&proxy, "/t/c.txt").await;
     assert_eq!(res.status(), 200);
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     let received = primary.received();
