@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Mutex;
+use yatagarasu_testkit::s3::LocalS3;
 
 use crate::config::{self, Config};
-use crate::local_s3::LocalS3;
 
 /// The demo's key pair (local only).
 pub const DEMO_ACCESS_KEY: &str = "yatagarasu-demo";

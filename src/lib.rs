@@ -8,7 +8,6 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod edge;
-pub mod local_s3;
 pub mod metrics;
 pub mod readiness;
 pub mod reload;

@@ -263,7 +263,7 @@ async fn serve_s3(
     access_key: String,
     secret_key: String,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let server = yatagarasu::local_s3::LocalS3::start(&root, listen, &access_key, &secret_key).await?;
+    let server = yatagarasu_testkit::s3::LocalS3::start(&root, listen, &access_key, &secret_key).await?;
     tracing::info!("local S3 server on {} serving {}", server.endpoint(), root.display());
     println!("S3 listening on {}", server.endpoint());
     tokio::signal::ctrl_c().await?;

@@ -4,13 +4,12 @@
 //! hits under wrk at every `--connections` count, and their ratio (cluster /
 //! standalone) from one run.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use yatagarasu_testkit::redis::{Cluster, Redis};
 
 use crate::data::{self, human_size};
 use crate::measure::{client, fmt_ratio, get};
-use crate::procs::{free_port, wait_port, Proc};
 use crate::servers::{bucket_block, config, Proxy, S3Server};
 use crate::suite::{Env, Outcome, Scenario};
 use crate::wrk;
@@ -22,79 +21,6 @@ pub const SCENARIO: Scenario = Scenario {
     needs_bin: true,
     run,
 };
-
-/// One `redis-server` on a free loopback port, in its own directory.
-fn redis_node(logs: &Path, name: &str, cluster: bool) -> Result<(Proc, u16), String> {
-    let port = free_port()?;
-    let dir = logs.join(name);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .current_dir(&dir);
-    if cluster {
-        cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
-    }
-    let proc = Proc::spawn(name, cmd, logs.join(format!("{name}.log")))?;
-    if !wait_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)) {
-        return Err(format!("{name} did not listen on {port} (is redis-server installed?)"));
-    }
-    Ok((proc, port))
-}
-
-/// `redis-cli -p PORT args...` stdout.
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-/// Six cluster nodes joined as 3 primaries with one replica each; returns
-/// the processes and the ports once every node reports `cluster_state:ok`.
-fn start_cluster(logs: &Path) -> Result<(Vec<Proc>, Vec<u16>), String> {
-    let mut procs = Vec::new();
-    let mut ports = Vec::new();
-    for i in 0..6 {
-        let (p, port) = redis_node(logs, &format!("redis-cluster-{i}"), true)?;
-        procs.push(p);
-        ports.push(port);
-    }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let out = Command::new("redis-cli")
-        .arg("--cluster")
-        .arg("create")
-        .args(&addrs)
-        .args(["--cluster-replicas", "1", "--cluster-yes"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("redis-cli: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("cluster create: {}", String::from_utf8_lossy(&out.stdout)));
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if ports
-            .iter()
-            .all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-        {
-            return Ok((procs, ports));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err("the cluster never reached cluster_state:ok".into())
-}
 
 /// The proxy's `cache:` section: memory tier off, the shared tier as given.
 fn cache_section(redis: &str) -> String {
@@ -124,20 +50,24 @@ fn run(env: &mut Env) -> Result<Outcome, String> {
     let size = human_size(object.size);
     let s3 = S3Server::start(&opts, "s3-cache-cluster", &env.root, &env.logs)?;
 
-    let (_single, single_port) = match redis_node(&env.logs, "redis-standalone", false) {
+    let single = Redis::builder()
+        .dir(&env.logs.join("redis-standalone"))
+        .log(&env.logs.join("redis-standalone.log"))
+        .try_start();
+    let single = match single {
         Ok(node) => node,
         Err(e) => return Ok(Outcome::Skipped(e)),
     };
-    let (_cluster, ports) = start_cluster(&env.logs)?;
-    let seeds = ports
+    let cluster = Cluster::try_start_in(&env.logs.join("redis-cluster"))?;
+    let seeds = cluster
+        .seed_urls()
         .iter()
-        .take(3)
-        .map(|p| format!("\"redis://127.0.0.1:{p}\""))
+        .map(|url| format!("\"{url}\""))
         .collect::<Vec<_>>()
         .join(", ");
     let tiers = [
         ("cluster", format!("    mode: cluster\n    urls: [{seeds}]\n")),
-        ("standalone", format!("    url: \"redis://127.0.0.1:{single_port}\"\n")),
+        ("standalone", format!("    url: \"{}\"\n", single.url())),
     ];
     let mut proxies = Vec::new();
     for (name, redis) in &tiers {

@@ -2,7 +2,6 @@
 //! killed and reaped on drop; their CPU time and memory read from `/proc`.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -177,21 +176,10 @@ pub fn tail(text: &str, n: usize) -> &str {
 /// A port free on 127.0.0.1 right now (for nginx, which cannot report the
 /// port it bound).
 pub fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+    Ok(yatagarasu_testkit::ports::free_port())
 }
 
-/// Waits until `addr` accepts connections.
-pub fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
+pub use yatagarasu_testkit::ports::wait_port;
 
 #[cfg(test)]
 mod tests {

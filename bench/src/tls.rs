@@ -13,11 +13,12 @@
 //!   and the middle's CPU seconds per GiB.
 //!
 //! The certificate (ECDSA P-256, signed by a CA made for the run) is made
-//! with the `openssl` command line at run time; the bench's HTTPS client
-//! trusts that CA and speaks HTTP/1.1 only, like wrk.
+//! with the `openssl` command line at run time (the test kit's `Pki`); the
+//! bench's HTTPS client trusts that CA and speaks HTTP/1.1 only, like wrk.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use yatagarasu_testkit::pki::Pki;
 
 use crate::data::{self, human_size, GIB, MIB};
 use crate::measure::{expect_hit, fmt_ratio, fmt_us};
@@ -48,72 +49,14 @@ pub struct Cert {
     pub key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run openssl (apt-get install -y openssl): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
 /// Makes a CA and a server certificate signed by it in `dir`.
 pub fn make_cert(dir: &Path) -> Result<Cert, String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=yatagarasu-bench CA",
-    ]);
-    openssl(dir, &ca)?;
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend(["-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost"]);
-    openssl(dir, &csr)?;
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .map_err(|e| e.to_string())?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "tls.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    )?;
+    let pki = Pki::try_in(dir)?;
+    let (cert, key) = pki.try_issue("tls", "localhost", false)?;
     Ok(Cert {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("tls.crt"),
-        key: dir.join("tls.key"),
+        ca: pki.ca(),
+        cert,
+        key,
     })
 }
 
@@ -129,6 +72,40 @@ fn client(cert: &Cert) -> Result<reqwest::Client, String> {
         .add_root_certificate(ca)
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// The three rows every part of the scenario has, from the rates (req/s or
+/// MiB/s) of the proxy over HTTPS and HTTP and of `peer` over HTTPS and
+/// HTTP: each protocol side by side, then HTTPS / HTTP for both. Returns
+/// that last pair (proxy, peer).
+fn https_and_http_rows(env: &mut Env, label: &str, unit: &str, peer: &str, rates: [f64; 4]) -> (f64, f64) {
+    let [ps, ph, ns, nh] = rates;
+    env.row([
+        label,
+        &format!("{unit} over HTTPS"),
+        &format!("{ps:.0}"),
+        &format!("{ns:.0} ({peer}, HTTPS)"),
+        &fmt_ratio(ps / ns),
+        "",
+    ]);
+    env.row([
+        label,
+        &format!("{unit} over HTTP (same run)"),
+        &format!("{ph:.0}"),
+        &format!("{nh:.0} ({peer}, HTTP)"),
+        &fmt_ratio(ph / nh),
+        "",
+    ]);
+    let (ours, theirs) = (ps / ph, ns / nh);
+    env.row([
+        label,
+        &format!("HTTPS {unit} / HTTP {unit}"),
+        &fmt_ratio(ours),
+        &format!("{} (nginx)", fmt_ratio(theirs)),
+        &fmt_ratio(ours / theirs),
+        "",
+    ]);
+    (ours, theirs)
 }
 
 fn run(env: &mut Env) -> Result<Outcome, String> {
@@ -177,32 +154,8 @@ fn run(env: &mut Env) -> Result<Outcome, String> {
             loads.push(wrk::measured(&opts, url, c, *pid)?);
         }
         let [ps, ph, ns, nh] = [loads[0], loads[1], loads[2], loads[3]];
-        let rps = |l: &Load| format!("{:.0}", l.wrk.rps);
-        env.row([
-            &label,
-            "req/s over HTTPS",
-            &rps(&ps),
-            &format!("{} (nginx proxy_cache, HTTPS)", rps(&ns)),
-            &fmt_ratio(ps.wrk.rps / ns.wrk.rps),
-            "",
-        ]);
-        env.row([
-            &label,
-            "req/s over HTTP (same run)",
-            &rps(&ph),
-            &format!("{} (nginx proxy_cache, HTTP)", rps(&nh)),
-            &fmt_ratio(ph.wrk.rps / nh.wrk.rps),
-            "",
-        ]);
-        let (ours, theirs) = (ps.wrk.rps / ph.wrk.rps, ns.wrk.rps / nh.wrk.rps);
-        env.row([
-            &label,
-            "HTTPS req/s / HTTP req/s",
-            &fmt_ratio(ours),
-            &format!("{} (nginx)", fmt_ratio(theirs)),
-            &fmt_ratio(ours / theirs),
-            "",
-        ]);
+        let rates = [ps, ph, ns, nh].map(|l| l.wrk.rps);
+        let (ours, theirs) = https_and_http_rows(env, &label, "req/s", "nginx proxy_cache", rates);
         env.row([
             &label,
             "p99 latency over HTTPS",
@@ -269,31 +222,8 @@ fn run(env: &mut Env) -> Result<Outcome, String> {
     let f = stream(env, &client, &ways, origin.proc.pid(), size, runs)?;
     let [ps, ph, ns, nh] = [f[0], f[1], f[2], f[3]];
     let label = format!("TLS: stream {}, 1 connection, nginx static origin", human_size(size));
-    env.row([
-        &label,
-        "MiB/s over HTTPS",
-        &format!("{:.0}", ps.mibs),
-        &format!("{:.0} (nginx proxy_pass, HTTPS)", ns.mibs),
-        &fmt_ratio(ps.mibs / ns.mibs),
-        "",
-    ]);
-    env.row([
-        &label,
-        "MiB/s over HTTP (same run)",
-        &format!("{:.0}", ph.mibs),
-        &format!("{:.0} (nginx proxy_pass, HTTP)", nh.mibs),
-        &fmt_ratio(ph.mibs / nh.mibs),
-        "",
-    ]);
-    let (ours, theirs) = (ps.mibs / ph.mibs, ns.mibs / nh.mibs);
-    env.row([
-        &label,
-        "HTTPS MiB/s / HTTP MiB/s",
-        &fmt_ratio(ours),
-        &format!("{} (nginx)", fmt_ratio(theirs)),
-        &fmt_ratio(ours / theirs),
-        "",
-    ]);
+    let rates = [ps, ph, ns, nh].map(|f| f.mibs);
+    let (ours, theirs) = https_and_http_rows(env, &label, "MiB/s", "nginx proxy_pass", rates);
     env.row([
         &label,
         "CPU s / GiB streamed over HTTPS (HTTP)",

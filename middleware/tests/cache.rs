@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use yatagarasu_middleware::cache::{Cache, CacheConfig, CacheLayer, CacheStore, CachedObject};
 use yatagarasu_middleware::object::{ObjectRequest, ObjectService};
 
-fn config(redis: Option<&RedisServer>) -> CacheConfig {
+fn config(redis: Option<&Redis>) -> CacheConfig {
     let mut cfg = CacheConfig {
         stale_seconds: 60,
         ..Default::default()
@@ -54,7 +54,7 @@ async fn wait_redis_writes(store: &CacheStore, n: u64) {
 async fn miss_then_hit_through_a_real_s3_replica() {
     let s3 = TestS3::start().await;
     s3.put("dir/a b.txt", "hello from s3").await;
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let store = store(&config(Some(&redis)));
     let app = ObjectService::new(tower::Layer::layer(
         &CacheLayer::new(store.clone(), "data"),
@@ -113,7 +113,7 @@ async fn miss_then_hit_through_a_real_s3_replica() {
 
 #[tokio::test]
 async fn two_instances_share_redis_and_buckets_never_collide() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let (a_store, b_store) = (store(&config(Some(&redis))), store(&config(Some(&redis))));
     let (one, two) = (TestS3::start().await, TestS3::start().await);
     let etag = one
@@ -147,7 +147,7 @@ async fn two_instances_share_redis_and_buckets_never_collide() {
 
 #[tokio::test]
 async fn cached_objects_are_served_while_every_replica_fails() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let store = store(&config(Some(&redis)));
     let s3 = TestS3::start().await;
     s3.put("k", "kept").await;
@@ -165,7 +165,7 @@ async fn cached_objects_are_served_while_every_replica_fails() {
 
 #[tokio::test]
 async fn stale_copies_serve_only_when_replicas_fail_and_within_the_window() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let mut cfg = config(Some(&redis));
     cfg.stale_seconds = 2;
     let store = store(&cfg);
@@ -219,7 +219,7 @@ where
 
 #[tokio::test]
 async fn stale_if_error_from_redis_in_a_fresh_instance() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let mut cfg = config(Some(&redis));
     cfg.stale_seconds = 60;
     let s3 = TestS3::start().await;
@@ -309,7 +309,7 @@ async fn conditional_range_and_head_from_cache() {
 
 #[tokio::test]
 async fn large_and_uncacheable_answers_stream_through() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let mut cfg = config(Some(&redis));
     cfg.memory.max_item_size = 1024;
     cfg.redis.max_item_size = 1024;
@@ -414,7 +414,7 @@ async fn followers_fetch_themselves_when_the_leader_gives_up() {
 
 #[tokio::test]
 async fn redis_killed_and_restarted_costs_no_request() {
-    let mut redis = RedisServer::start().await;
+    let mut redis = redis_server();
     let store = store(&config(Some(&redis)));
     let s3 = TestS3::start().await;
     for i in 0..4 {
@@ -435,7 +435,7 @@ async fn redis_killed_and_restarted_costs_no_request() {
     }
     assert!(store.stats().redis_errors.load(Ordering::Relaxed) > 0);
 
-    redis.restart().await;
+    redis.restart();
     // After the breaker's cooldown the pool dials again by itself.
     let writes = store.stats().redis_writes.load(Ordering::Relaxed);
     let mut n = 0;
@@ -493,7 +493,7 @@ async fn unreachable_redis_at_startup_is_only_misses() {
 
 #[tokio::test]
 async fn foreign_values_in_redis_are_misses_and_deleted() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let store = store(&config(Some(&redis)));
     let key = store.cache_key("b", "k");
     let _: () = redis
@@ -515,7 +515,7 @@ async fn foreign_values_in_redis_are_misses_and_deleted() {
 
 #[tokio::test]
 async fn a_flipped_byte_in_redis_is_never_served() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let s3 = TestS3::start().await;
     let body = vec![b'a'; 5000];
     s3.put("k", body.clone()).await;
@@ -560,7 +560,7 @@ async fn a_flipped_byte_in_redis_is_never_served() {
 
 #[tokio::test]
 async fn purge_object_bucket_and_all_clear_both_tiers() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let store = store(&config(Some(&redis)));
     let s3 = TestS3::start().await;
     s3.put("k1", "1").await;
@@ -622,7 +622,7 @@ async fn purge_object_bucket_and_all_clear_both_tiers() {
 
 #[tokio::test]
 async fn redis_capacity_is_enforced_at_its_boundary() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let info: String = redis.cmd(deadpool_redis::redis::cmd("INFO").arg("memory")).await;
     let used: u64 = info
         .lines()
@@ -691,7 +691,7 @@ async fn abandoned_fills_store_nothing() {
 
 #[tokio::test]
 async fn slow_redis_costs_no_request() {
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let s3 = TestS3::start().await;
     s3.put("k", "v").await;
     let a = self::store(&config(Some(&redis)));
@@ -730,7 +730,7 @@ async fn slow_redis_costs_no_request() {
     }
     assert!(b.stats().redis_timeouts.load(Ordering::Relaxed) >= 1);
     sleeper.await.unwrap();
-    redis.wait_ready().await;
+    redis.wait_ready();
 
     // Once Redis answers again, it is used again.
     let c = self::store(&config(Some(&redis)));
@@ -768,7 +768,7 @@ async fn large_objects_are_cached_in_slices() {
     const MIB: u64 = 1024 * 1024;
     const SLICE: u64 = 8 * MIB;
     const LEN: u64 = 200 * MIB;
-    let redis = RedisServer::start().await;
+    let redis = redis_server();
     let mut cfg = config(Some(&redis));
     cfg.slice_size = SLICE;
     cfg.redis.timeout_ms = 2_000;

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::redis::Redis;
 
 fn cached_config(endpoint: &str, extra_bucket: &str) -> String {
     format!(
@@ -216,9 +215,9 @@ async fn a_byte_changed_in_redis_is_never_served() {
     let port = redis.port;
     let key = eventually_key(port).await;
     // One byte of the stored body changed with SETRANGE.
-    let len: usize = crate::redis::cli(port, &["STRLEN", &key]).trim().parse().unwrap();
+    let len: usize = crate::common::cli(port, &["STRLEN", &key]).trim().parse().unwrap();
     assert!(len > 20_000);
-    let out = crate::redis::cli(port, &["SETRANGE", &key, &(len - 5_000).to_string(), "#"]);
+    let out = crate::common::cli(port, &["SETRANGE", &key, &(len - 5_000).to_string(), "#"]);
     assert_eq!(out.trim(), len.to_string());
 
     // A fresh instance reads the bad value from Redis: never served.
@@ -241,7 +240,7 @@ async fn a_byte_changed_in_redis_is_never_served() {
 async fn eventually_key(port: u16) -> String {
     let mut key = String::new();
     let found = eventually(Duration::from_secs(10), || {
-        let out = crate::redis::cli(port, &["--scan", "--pattern", "yatagarasu:cache:*"]);
+        let out = crate::common::cli(port, &["--scan", "--pattern", "yatagarasu:cache:*"]);
         key = out.lines().next().unwrap_or_default().to_owned();
         let found = !key.is_empty();
         async move { found }
@@ -362,7 +361,7 @@ async fn counter(proxy: &Proxy, name: &str) -> u64 {
 #[tokio::test]
 async fn redis_max_capacity_refuses_writes_at_its_boundary() {
     let redis = Redis::start();
-    let info = crate::redis::cli(redis.port, &["INFO", "memory"]);
+    let info = crate::common::cli(redis.port, &["INFO", "memory"]);
     let used: u64 = info
         .lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -403,7 +402,7 @@ async fn redis_max_capacity_refuses_writes_at_its_boundary() {
     .await;
     assert!(refused, "the write past redis.max_capacity was not refused");
     assert_eq!(counter(&a, "yatagarasu_cache_redis_writes_total").await, 1);
-    let keys = crate::redis::cli(redis.port, &["--scan", "--pattern", "yatagarasu:cache:*"]);
+    let keys = crate::common::cli(redis.port, &["--scan", "--pattern", "yatagarasu:cache:*"]);
     assert_eq!(keys.lines().filter(|k| k.contains("fits.bin")).count(), 1, "{keys}");
     assert!(!keys.contains("over.bin"), "{keys}");
 

@@ -1,17 +1,20 @@
 //! Test harness: real S3 servers (s3s-fs, SigV4 checked) started in-process on
 //! free loopback ports, and the real `yatagarasu` binary as a child process.
+//! The generic parts come from the workspace's test kit (`testkit/`); what is
+//! here knows this binary: its path, its key pair, its configs.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-pub use yatagarasu::local_s3::{Fault, LocalS3};
+pub use yatagarasu_testkit::pki::Pki;
+pub use yatagarasu_testkit::ports::free_port;
+pub use yatagarasu_testkit::proxy::{Proxy, ProxyBuilder};
+pub use yatagarasu_testkit::redis::{cli, Cluster, Redis, SentinelSet};
+pub use yatagarasu_testkit::s3::{Fault, LocalS3};
+pub use yatagarasu_testkit::util::{client, eventually, get_text, pattern, raw_get, sha256, write_config};
 
 pub const ACCESS_KEY: &str = "AKIATESTPROXY0001";
 pub const SECRET_KEY: &str = "test-secret-9f8e7d6c5b4a";
@@ -44,179 +47,46 @@ pub async fn s3() -> S3 {
     S3 { server, _dir: dir }
 }
 
-/// The `yatagarasu` binary running with a config.
-pub struct Proxy {
-    child: Child,
-    pub base: String,
-    logs: Arc<Mutex<String>>,
-    /// The metrics listener's address, once logged ("metrics listening on http://ADDR").
-    metrics_addr: Arc<Mutex<Option<String>>>,
-    _config: tempfile::NamedTempFile,
-}
-
-impl Proxy {
-    pub fn start(config: &str) -> Proxy {
+/// Starting the `yatagarasu` binary ([`BIN`]) as a [`Proxy`].
+pub trait StartProxy {
+    /// The proxy with `config`.
+    fn start(config: &str) -> Proxy {
         Self::start_with_env(config, &[])
     }
 
-    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Proxy {
-        let file = write_config(config);
-        let mut cmd = Command::new(BIN);
-        cmd.arg("-c")
-            .arg(file.path())
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn yatagarasu");
-        let logs = Arc::new(Mutex::new(String::new()));
-        let metrics_addr = Arc::new(Mutex::new(None));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let logs = logs.clone();
-            let metrics_addr = metrics_addr.clone();
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(i) = line.find("listening on http://") {
-                        let addr = line[i + "listening on http://".len()..]
-                            // Text or JSON log lines: the address ends at a space or quote.
-                            .split(|c: char| c.is_whitespace() || c == '"')
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned();
-                        if line.contains("metrics listening on http://") {
-                            *metrics_addr.lock().unwrap() = Some(addr);
-                        } else {
-                            let _ = tx.send(addr);
-                        }
-                    }
-                    let mut l = logs.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("proxy did not start; logs:\n{}", logs.lock().unwrap());
-            }
-        };
-        Proxy {
-            child,
-            base: format!("http://{addr}"),
-            logs,
-            metrics_addr,
-            _config: file,
-        }
+    /// The proxy with `config` and these environment variables.
+    fn start_with_env(config: &str, env: &[(&str, &str)]) -> Proxy {
+        ProxyBuilder::new(BIN, config).envs(env.iter().copied()).start()
     }
 
-    /// A URL on the metrics listener (waits up to 10 s for its log line).
-    pub fn metrics_url(&self, path: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(addr) = self.metrics_addr.lock().unwrap().clone() {
-                return format!("http://{addr}{path}");
-            }
-            if Instant::now() > deadline {
-                panic!("no metrics listener; logs:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// The proxy with the machine's `AWS_*` variables removed (the test
+    /// chooses the credential environment).
+    fn start_clean(config: &str) -> Proxy {
+        Self::start_clean_with_env(config, &[])
     }
 
-    /// Replaces the config file the proxy was started with (for reloads).
-    pub fn rewrite_config(&self, config: &str) {
-        std::fs::write(self._config.path(), config).unwrap();
-    }
-
-    /// Sends a signal (`TERM`, `HUP`, ...) to the proxy.
-    pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    pub fn addr(&self) -> String {
-        self.base.trim_start_matches("http://").to_owned()
-    }
-
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for the process to exit and returns its status code.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    /// The logs once everything logged so far is written: logs go through a
-    /// writer thread, so a line may trail the response it describes. This
-    /// makes a request and waits for its own access-log line; the writer is
-    /// FIFO, so every earlier line is out by then. Use it before asserting on
-    /// the logs, and above all before asserting that something is absent.
-    pub async fn settled_logs(&self) -> String {
-        let res = client().get(self.url("/health")).send().await.unwrap();
-        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-        assert!(
-            self.wait_for_log(&id, Duration::from_secs(10)).await,
-            "the access log never showed request {id}"
-        );
-        self.logs()
-    }
-
-    /// Waits until the logs contain `needle`.
-    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+    /// [`start_clean`](Self::start_clean) with these environment variables.
+    fn start_clean_with_env(config: &str, env: &[(&str, &str)]) -> Proxy {
+        ProxyBuilder::new(BIN, config)
+            .without_aws_env()
+            .envs(env.iter().copied())
+            .start()
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+impl StartProxy for Proxy {}
 
-pub fn write_config(config: &str) -> tempfile::NamedTempFile {
-    use std::io::Write;
-    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    file.write_all(config.as_bytes()).unwrap();
-    file
+/// `GET path` from the proxy: the status, the replica that answered
+/// (`X-Yatagarasu-Replica`, empty if none) and the body as text.
+pub async fn get(proxy: &Proxy, path: &str) -> (u16, String, String) {
+    let res = client().get(proxy.url(path)).send().await.unwrap();
+    let status = res.status().as_u16();
+    let replica = res
+        .headers()
+        .get("x-yatagarasu-replica")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, replica, res.text().await.unwrap())
 }
 
 /// `yatagarasu check -c` on a config text.
@@ -256,61 +126,107 @@ metrics:
     )
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+/// A proxy config with one bucket, built by parts: what the failover, fault,
+/// S3 API, rclone, hedging and tracing tests share. The bucket serves
+/// `data-bucket` in `us-east-1`, signed with [`ACCESS_KEY`] / [`SECRET_KEY`];
+/// the server listens on a free loopback port with a 2 s shutdown grace.
+pub struct BucketConfig {
+    name: String,
+    prefix: String,
+    bucket: String,
+    secret: String,
+    server: String,
+    s3: Vec<String>,
+    replicas: Vec<String>,
+    then: Vec<String>,
 }
 
-/// `GET url` and its body as text.
-pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
-    client().get(url).send().await.unwrap().text().await.unwrap()
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Sends a request line exactly as written (no client-side path normalisation)
-/// and returns the status code and the whole response text.
-pub async fn raw_get(addr: &str, target: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text)
-}
-
-/// Polls `f` until it returns true.
-pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
+impl BucketConfig {
+    /// The bucket `name` at `prefix`.
+    pub fn new(name: &str, prefix: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            bucket: "data-bucket".to_owned(),
+            secret: SECRET_KEY.to_owned(),
+            server: String::new(),
+            s3: Vec::new(),
+            replicas: Vec::new(),
+            then: Vec::new(),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    false
+
+    /// Another upstream bucket than `data-bucket`.
+    pub fn bucket(mut self, bucket: &str) -> Self {
+        bucket.clone_into(&mut self.bucket);
+        self
+    }
+
+    /// Another secret key than [`SECRET_KEY`].
+    pub fn secret(mut self, secret: &str) -> Self {
+        secret.clone_into(&mut self.secret);
+        self
+    }
+
+    /// Text added inside the `server: { ... }` flow mapping, after the
+    /// grace (`, upstream_read_timeout_seconds: 3`).
+    pub fn server(mut self, fields: &str) -> Self {
+        self.server.push_str(fields);
+        self
+    }
+
+    /// Lines of the bucket's `s3:` block (indented six spaces), before its
+    /// `replicas:`.
+    pub fn s3(mut self, lines: &str) -> Self {
+        self.s3.push(lines.to_owned());
+        self
+    }
+
+    /// A replica: `{ name: NAME, endpoint: "ENDPOINT", FIELDS }`.
+    pub fn replica(mut self, name: &str, endpoint: &str, fields: &str) -> Self {
+        self.replicas.push(format!(
+            "        - {{ name: {name}, endpoint: \"{endpoint}\", {fields} }}"
+        ));
+        self
+    }
+
+    /// Lines after the bucket's `s3:` block: keys of the bucket (indented
+    /// four spaces) or top-level sections.
+    pub fn then(mut self, lines: &str) -> Self {
+        self.then.push(lines.to_owned());
+        self
+    }
+
+    /// The config text.
+    pub fn render(&self) -> String {
+        let Self {
+            name,
+            prefix,
+            bucket,
+            secret,
+            server,
+            ..
+        } = self;
+        let mut out = format!(
+            r#"
+server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2{server} }}
+buckets:
+  - name: {name}
+    path_prefix: {prefix}
+    s3:
+      bucket: {bucket}
+      region: us-east-1
+      access_key: "{ACCESS_KEY}"
+      secret_key: "{secret}"
+"#
+        );
+        let replicas = (!self.replicas.is_empty()).then(|| format!("      replicas:\n{}", self.replicas.join("\n")));
+        for part in self.s3.iter().chain(&replicas).chain(&self.then) {
+            if !part.is_empty() {
+                out.push_str(part);
+                out.push('\n');
+            }
+        }
+        out
+    }
 }

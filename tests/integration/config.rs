@@ -290,11 +290,7 @@ fn a_root_prefix_is_refused_for_what_it_is() {
 #[test]
 fn check_warns_about_an_unreachable_jwks_url() {
     // A port nothing listens on: bound, then closed at once.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let out = check(
         &format!(
             "jwt: {{ algorithm: RS256, jwks_url: \"http://127.0.0.1:{port}/jwks.json\" }}\n\

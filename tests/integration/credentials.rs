@@ -13,7 +13,6 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::S3Result;
 
 use crate::common::*;
-use crate::tls::ChildProxy;
 
 /// Several key pairs, changeable while the server runs, and a count of the
 /// requests each access key signed.
@@ -276,7 +275,7 @@ async fn container_credentials_rotate_with_no_failed_request_and_outlive_the_end
         CredentialsEndpoint::start(issued("ASIAFIRSTKEY000001", "first-secret", Duration::from_secs(12))).await;
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_str().unwrap().to_owned();
-    let proxy = ChildProxy::start_with_env(
+    let proxy = Proxy::start_clean_with_env(
         &chain_config(&[("chain", &s3.server.endpoint(), "")]),
         &container_env(&endpoint.url, &home_path),
     );
@@ -303,7 +302,7 @@ async fn container_credentials_rotate_with_no_failed_request_and_outlive_the_end
     endpoint.stop();
     let after_stop = load.ok();
     assert!(load.wait_ok(after_stop + 100).await);
-    let metrics = get_text(proxy.metrics_url("/metrics").await).await;
+    let metrics = get_text(proxy.metrics_url("/metrics")).await;
     let (ok, failed) = load.finish().await;
     assert_eq!(
         failed,
@@ -341,7 +340,7 @@ async fn expired_credentials_are_that_replicas_failure_and_the_next_replica_serv
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_str().unwrap().to_owned();
     let static_keys = format!(", access_key: \"{ACCESS_KEY}\", secret_key: \"{SECRET_KEY}\"");
-    let proxy = ChildProxy::start_with_env(
+    let proxy = Proxy::start_clean_with_env(
         &chain_config(&[
             ("chain", &primary.server.endpoint(), ""),
             ("static", &backup.endpoint(), &static_keys),
@@ -363,11 +362,13 @@ async fn expired_credentials_are_that_replicas_failure_and_the_next_replica_serv
         proxy.logs()
     );
     assert!(
-        proxy.wait_for_log("credentials expired and cannot be refreshed").await,
+        proxy
+            .wait_for_log("credentials expired and cannot be refreshed", Duration::from_secs(20))
+            .await,
         "{}",
         proxy.logs()
     );
-    let metrics = get_text(proxy.metrics_url("/metrics").await).await;
+    let metrics = get_text(proxy.metrics_url("/metrics")).await;
     let gauge = metrics
         .lines()
         .find(|l| l.starts_with("yatagarasu_credentials_expiry_seconds{") && l.contains("replica=\"chain\""))
@@ -391,7 +392,7 @@ async fn environment_and_profile_sources_sign_requests() {
     let no_imds = ("AWS_EC2_METADATA_DISABLED", "true");
 
     // Environment variables.
-    let proxy = ChildProxy::start_with_env(
+    let proxy = Proxy::start_clean_with_env(
         &config,
         &[
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
@@ -418,7 +419,7 @@ async fn environment_and_profile_sources_sign_requests() {
         ("HOME", &home_path),
         no_imds,
     ];
-    let proxy = ChildProxy::start_with_env(&config, &env);
+    let proxy = Proxy::start_clean_with_env(&config, &env);
     assert_eq!(get_text(proxy.url("/files/hello.txt")).await, "signed by the chain");
 
     // `check` names the source, never a secret.
@@ -502,11 +503,7 @@ impl Drop for Moto {
 impl Moto {
     pub async fn start() -> Moto {
         let bin = std::env::var("YATAGARASU_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut cmd = std::process::Command::new(&bin);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -606,7 +603,7 @@ async fn role_arn_and_web_identity_are_assumed_through_sts_and_the_session_token
     let role = ", access_key: \"AKIABASEKEY0000001\", secret_key: \"base-secret\", \
                 role_arn: \"arn:aws:iam::123456789012:role/reader\", external_id: \"ext-id-42\", \
                 session_name: \"yatagarasu-test\"";
-    let proxy = ChildProxy::start_with_env(&chain_config(&[("assumed", &endpoint, role)]), &base_env);
+    let proxy = Proxy::start_clean_with_env(&chain_config(&[("assumed", &endpoint, role)]), &base_env);
     let res = client().get(proxy.url("/files/hello.txt")).send().await.unwrap();
     assert_eq!(res.status(), 200, "{}", proxy.logs());
     let roles = Moto::assumed_roles_at(&moto.url).await;
@@ -635,7 +632,7 @@ async fn role_arn_and_web_identity_are_assumed_through_sts_and_the_session_token
         ("AWS_ROLE_SESSION_NAME", "irsa-session"),
         ("AWS_REGION", "us-east-1"),
     ]);
-    let proxy = ChildProxy::start_with_env(&chain_config(&[("irsa", &endpoint, "")]), &env);
+    let proxy = Proxy::start_clean_with_env(&chain_config(&[("irsa", &endpoint, "")]), &env);
     let res = client().get(proxy.url("/files/hello.txt")).send().await.unwrap();
     assert_eq!(res.status(), 200, "{}", proxy.logs());
     let roles = Moto::assumed_roles_at(&moto.url).await;

@@ -45,51 +45,22 @@ impl Default for Opts {
 }
 
 fn ha_config(c: &Cluster, o: &Opts) -> String {
-    format!(
-        r#"
-server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 }}
-buckets:
-  - name: ha-data
-    path_prefix: /data
-    s3:
-      bucket: data-bucket
-      region: us-east-1
-      access_key: "{ACCESS_KEY}"
-      secret_key: "{SECRET_KEY}"
-      retry: {{ max_attempts: 1 }}
-      replicas:
-        - {{ name: primary, endpoint: "{}", priority: 1, timeout_seconds: {t} }}
-        - {{ name: backup, endpoint: "{}", priority: 2, timeout_seconds: {t} }}
-        - {{ name: dr, endpoint: "{}", priority: 3, timeout_seconds: {t} }}
-      circuit_breaker:
-        failure_threshold: {}
-        success_threshold: {}
-        timeout_seconds: {}
-        half_open_requests: {}
-      health_check: {{ enabled: {}, interval_seconds: 1, timeout_seconds: 1 }}
-metrics: {{ enabled: false }}
-"#,
-        c.primary.endpoint(),
-        c.backup.endpoint(),
-        c.dr.endpoint(),
-        o.failure_threshold,
-        o.success_threshold,
-        o.open_seconds,
-        o.half_open,
-        o.health,
-        t = o.timeout,
-    )
-}
-
-async fn get(proxy: &Proxy, path: &str) -> (u16, String, String) {
-    let res = client().get(proxy.url(path)).send().await.unwrap();
-    let status = res.status().as_u16();
-    let replica = res
-        .headers()
-        .get("x-yatagarasu-replica")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, replica, res.text().await.unwrap())
+    let t = o.timeout;
+    BucketConfig::new("ha-data", "/data")
+        .s3("      retry: { max_attempts: 1 }")
+        .s3(&format!(
+            "      circuit_breaker: {{ failure_threshold: {}, success_threshold: {}, timeout_seconds: {}, half_open_requests: {} }}",
+            o.failure_threshold, o.success_threshold, o.open_seconds, o.half_open
+        ))
+        .s3(&format!(
+            "      health_check: {{ enabled: {}, interval_seconds: 1, timeout_seconds: 1 }}",
+            o.health
+        ))
+        .replica("primary", &c.primary.endpoint(), &format!("priority: 1, timeout_seconds: {t}"))
+        .replica("backup", &c.backup.endpoint(), &format!("priority: 2, timeout_seconds: {t}"))
+        .replica("dr", &c.dr.endpoint(), &format!("priority: 3, timeout_seconds: {t}"))
+        .then("metrics: { enabled: false }")
+        .render()
 }
 
 #[tokio::test]

@@ -56,69 +56,42 @@ impl Default for Cfg {
 
 impl Cfg {
     fn render(&self, p: &Pair) -> String {
-        format!(
-            r#"
-server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 {server} }}
-buckets:
-  - name: ha
-    path_prefix: /data
-    s3:
-      bucket: data-bucket
-      region: us-east-1
-      access_key: "{ACCESS_KEY}"
-      secret_key: "{secret}"
-      retry: {{ max_attempts: 1 }}
-      circuit_breaker: {{ failure_threshold: {ft}, timeout_seconds: 600 }}
-      health_check: {{ enabled: {health}, interval_seconds: 1, timeout_seconds: 1 }}
-{s3}
-      replicas:
-        - {{ name: primary, endpoint: "{pe}", priority: 1, timeout_seconds: 2 {primary} }}
-        - {{ name: backup, endpoint: "{be}", priority: 2, timeout_seconds: 2 }}
-metrics: {{ enabled: true, address: 127.0.0.1, port: 0 }}
-"#,
-            server = self.server,
-            secret = self.secret,
-            ft = self.failure_threshold,
-            health = self.health,
-            s3 = self.s3,
-            pe = p.primary.endpoint(),
-            be = p.backup.endpoint(),
-            primary = self.primary,
-        )
+        BucketConfig::new("ha", "/data")
+            .server(self.server)
+            .secret(self.secret)
+            .s3("      retry: { max_attempts: 1 }")
+            .s3(&format!(
+                "      circuit_breaker: {{ failure_threshold: {}, timeout_seconds: 600 }}",
+                self.failure_threshold
+            ))
+            .s3(&format!(
+                "      health_check: {{ enabled: {}, interval_seconds: 1, timeout_seconds: 1 }}",
+                self.health
+            ))
+            .s3(self.s3)
+            .replica(
+                "primary",
+                &p.primary.endpoint(),
+                &format!("priority: 1, timeout_seconds: 2 {}", self.primary),
+            )
+            .replica("backup", &p.backup.endpoint(), "priority: 2, timeout_seconds: 2")
+            .then("metrics: { enabled: true, address: 127.0.0.1, port: 0 }")
+            .render()
     }
 }
 
 /// One bucket `main` at `/d` over a single replica, health checks off.
 fn single(endpoint: &str, secret: &str, extra_s3: &str, extra_server: &str) -> String {
-    format!(
-        r#"
-server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 {extra_server} }}
-buckets:
-  - name: main
-    path_prefix: /d
-    s3:
-      bucket: bkt
-      region: us-east-1
-      endpoint: "{endpoint}"
-      access_key: "{ACCESS_KEY}"
-      secret_key: "{secret}"
-      timeout_seconds: 2
-      health_check: {{ enabled: false }}
-{extra_s3}
-metrics: {{ enabled: false }}
-"#
-    )
-}
-
-async fn get(proxy: &Proxy, path: &str) -> (u16, String, String) {
-    let res = client().get(proxy.url(path)).send().await.unwrap();
-    let status = res.status().as_u16();
-    let replica = res
-        .headers()
-        .get("x-yatagarasu-replica")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, replica, res.text().await.unwrap())
+    BucketConfig::new("main", "/d")
+        .bucket("bkt")
+        .secret(secret)
+        .server(extra_server)
+        .s3(&format!("      endpoint: \"{endpoint}\""))
+        .s3("      timeout_seconds: 2")
+        .s3("      health_check: { enabled: false }")
+        .s3(extra_s3)
+        .then("metrics: { enabled: false }")
+        .render()
 }
 
 async fn ready(proxy: &Proxy) -> (u16, Value) {

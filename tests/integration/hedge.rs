@@ -76,28 +76,15 @@ async fn delaying_proxy(upstream: std::net::SocketAddr, delay: Delay) -> String 
 }
 
 fn config(a: &str, b: &str, priorities: (u32, u32), s3_extra: &str) -> String {
-    format!(
-        r#"
-server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 }}
-buckets:
-  - name: hb
-    path_prefix: /data
-    s3:
-      bucket: data-bucket
-      region: us-east-1
-      access_key: "{ACCESS_KEY}"
-      secret_key: "{SECRET_KEY}"
-      timeout_seconds: 60
-      retry: {{ max_attempts: 1 }}
-      health_check: {{ enabled: false }}
-{s3_extra}
-      replicas:
-        - {{ name: a, endpoint: "{a}", priority: {} }}
-        - {{ name: b, endpoint: "{b}", priority: {} }}
-metrics: {{ enabled: true, address: 127.0.0.1, port: 0 }}
-"#,
-        priorities.0, priorities.1
-    )
+    BucketConfig::new("hb", "/data")
+        .s3("      timeout_seconds: 60")
+        .s3("      retry: { max_attempts: 1 }")
+        .s3("      health_check: { enabled: false }")
+        .s3(s3_extra)
+        .replica("a", a, &format!("priority: {}", priorities.0))
+        .replica("b", b, &format!("priority: {}", priorities.1))
+        .then("metrics: { enabled: true, address: 127.0.0.1, port: 0 }")
+        .render()
 }
 
 async fn servers() -> (S3, S3) {

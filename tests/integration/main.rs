@@ -13,7 +13,6 @@ mod faults;
 mod hedge;
 mod ops;
 mod rclone;
-mod redis;
 mod redis_cluster;
 mod request_path;
 mod s3_api;

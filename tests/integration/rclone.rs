@@ -57,25 +57,12 @@ async fn rclone(dir: &Path, base: &str, creds: Option<(&str, &str)>, args: &[&st
 }
 
 fn config(primary: &S3, backup: &S3, auth: &str) -> String {
-    format!(
-        r#"
-server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 }}
-buckets:
-  - name: ha-data
-    path_prefix: /data
-    s3:
-      bucket: data-bucket
-      access_key: "{ACCESS_KEY}"
-      secret_key: "{SECRET_KEY}"
-      replicas:
-        - {{ name: primary, endpoint: "{}", priority: 1 }}
-        - {{ name: backup, endpoint: "{}", priority: 2 }}
-{auth}
-metrics: {{ enabled: false }}
-"#,
-        primary.endpoint(),
-        backup.endpoint(),
-    )
+    BucketConfig::new("ha-data", "/data")
+        .replica("primary", &primary.endpoint(), "priority: 1")
+        .replica("backup", &backup.endpoint(), "priority: 2")
+        .then(auth)
+        .then("metrics: { enabled: false }")
+        .render()
 }
 
 const SIGV4: &str = r#"    auth:

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::redis::{cli, Cluster, SentinelSet};
 
 const TOKEN: &str = "cache-admin-token";
 
@@ -336,21 +335,7 @@ async fn sentinel_failover_is_followed_without_restart() {
 async fn redis_passwords_never_show_in_ready_logs_or_metrics() {
     const PASSWORD: &str = "s3cr3t-redis-pass-42";
     const WRONG: &str = "wrong-redis-pass-77";
-    let dir = tempfile::tempdir().unwrap();
-    let node = crate::redis::Node::spawn(dir.path(), &|port| {
-        [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--requirepass",
-            PASSWORD,
-        ]
-        .map(String::from)
-        .to_vec()
-    });
+    let node = Redis::builder().password(PASSWORD).start();
     let s3 = s3().await;
     s3.put_object("assets-bkt", "o0", &body(0)).unwrap();
     let url = |password: &str| format!("    url: \"redis://:{password}@127.0.0.1:{}\"", node.port);
@@ -395,105 +380,15 @@ async fn redis_passwords_never_show_in_ready_logs_or_metrics() {
     assert!(bad.logs().contains("redis cache unavailable"), "{}", bad.logs());
 }
 
-/// A CA and a server certificate for 127.0.0.1 made with the openssl CLI;
-/// returns the CA file, the certificate and the key.
-fn tls_files(dir: &std::path::Path) -> (String, String, String) {
-    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.pem"),
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &p("server.key"),
-        "-out",
-        &p("server.csr"),
-    ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("server.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &p("ext.cnf"),
-        "-out",
-        &p("server.pem"),
-    ]);
-    (p("ca.pem"), p("server.pem"), p("server.key"))
-}
-
 #[tokio::test]
 async fn rediss_with_a_password_works() {
     const PASSWORD: &str = "tls-redis-pass-5";
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = tls_files(dir.path());
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("redis", "127.0.0.1", false);
+    let ca = pki.ca().to_string_lossy().into_owned();
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
     // TLS only: the plain port is off, so `--tls-port` is the port found free.
-    let node = crate::redis::Node::spawn(dir.path(), &|port| {
-        let mut args: Vec<String> = [
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(
-            [
-                "--tls-cert-file",
-                &cert,
-                "--tls-key-file",
-                &key,
-                "--tls-ca-cert-file",
-                &ca,
-                "--tls-auth-clients",
-                "no",
-                "--requirepass",
-                PASSWORD,
-            ]
-            .map(String::from),
-        );
-        args
-    });
+    let node = Redis::builder().tls(&cert, &key, &ca).password(PASSWORD).start();
     let s3 = s3().await;
     s3.put_object("assets-bkt", "o0", &body(0)).unwrap();
     let redis = format!("    url: \"rediss://:{PASSWORD}@127.0.0.1:{}\"", node.port);

@@ -138,27 +138,13 @@ async fn pair(big: usize) -> Pair {
 /// Generous header timeouts: s3s-fs hashes whole objects per ranged GET in
 /// debug builds, and several run at once.
 fn config(p: &Pair, auth: &str) -> String {
-    format!(
-        r#"
-server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 }}
-buckets:
-  - name: ha-data
-    path_prefix: /data
-    s3:
-      bucket: data-bucket
-      region: us-east-1
-      access_key: "{ACCESS_KEY}"
-      secret_key: "{SECRET_KEY}"
-      retry: {{ max_attempts: 1 }}
-      replicas:
-        - {{ name: primary, endpoint: "{}", priority: 1, timeout_seconds: 60 }}
-        - {{ name: backup, endpoint: "{}", priority: 2, timeout_seconds: 60 }}
-{auth}
-metrics: {{ enabled: false }}
-"#,
-        p.primary.endpoint(),
-        p.backup.endpoint(),
-    )
+    BucketConfig::new("ha-data", "/data")
+        .s3("      retry: { max_attempts: 1 }")
+        .replica("primary", &p.primary.endpoint(), "priority: 1, timeout_seconds: 60")
+        .replica("backup", &p.backup.endpoint(), "priority: 2, timeout_seconds: 60")
+        .then(auth)
+        .then("metrics: { enabled: false }")
+        .render()
 }
 
 const SIGV4_AUTH: &str = r#"    auth:

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 use crate::common::*;
-use crate::redis::Redis;
 
 #[derive(Default)]
 struct Tally {

@@ -1,240 +1,14 @@
 //! HTTPS on the listener (issue 14): certificates made by the test with the
 //! openssl CLI, real clients (curl, openssl s_client, reqwest), the real binary.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tempfile::TempDir;
-
 use crate::common::*;
-
-/// A test CA and the certificates it issues, in a temp dir.
-pub struct Pki {
-    pub dir: TempDir,
-}
-
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=yatagarasu test CA",
-            ],
-            dir.path(),
-        );
-        Pki { dir }
-    }
-
-    pub fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A certificate for 127.0.0.1 and localhost (`client`: for client auth),
-    /// as `(cert, key)` files named after `name`.
-    pub fn issue(&self, name: &str, cn: &str, client: bool) -> (PathBuf, PathBuf) {
-        let d = self.dir.path();
-        let (key, csr, crt, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-            d,
-        );
-        let usage = if client { "clientAuth" } else { "serverAuth" };
-        std::fs::write(
-            d.join(&ext),
-            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"),
-        )
-        .unwrap();
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-            ],
-            d,
-        );
-        (d.join(crt), d.join(key))
-    }
-}
-
-/// The proxy as a child process, HTTP or HTTPS, with the machine's `AWS_*`
-/// variables removed (tests choose the credential environment).
-pub struct ChildProxy {
-    child: Child,
-    /// `http(s)://ADDR`.
-    pub base: String,
-    logs: Arc<Mutex<String>>,
-    metrics: Arc<Mutex<Option<String>>>,
-    _config: tempfile::NamedTempFile,
-}
-
-impl ChildProxy {
-    pub fn start(config: &str) -> ChildProxy {
-        Self::start_with_env(config, &[])
-    }
-
-    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> ChildProxy {
-        let file = write_config(config);
-        let mut cmd = Command::new(BIN);
-        cmd.arg("-c")
-            .arg(file.path())
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(env.iter().copied());
-        let mut child = cmd.spawn().unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let metrics = Arc::new(Mutex::new(None));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (logs, metrics, tx) = (logs.clone(), metrics.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    for (prefix, is_metrics) in [("Yatagarasu listening on ", false), ("metrics listening on ", true)] {
-                        if let Some(i) = line.find(prefix) {
-                            let url = line[i + prefix.len()..]
-                                .split_whitespace()
-                                .next()
-                                .unwrap_or_default()
-                                .trim_end_matches('"')
-                                .to_owned();
-                            if is_metrics {
-                                *metrics.lock().unwrap() = Some(url);
-                            } else {
-                                let _ = tx.send(url);
-                            }
-                        }
-                    }
-                    let mut l = logs.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        let Ok(base) = rx.recv_timeout(Duration::from_secs(60)) else {
-            let _ = child.kill();
-            panic!("proxy did not start; logs:\n{}", logs.lock().unwrap());
-        };
-        ChildProxy {
-            child,
-            base,
-            logs,
-            metrics,
-            _config: file,
-        }
-    }
-
-    /// A URL on the metrics listener (once it logged its address).
-    pub async fn metrics_url(&self, path: &str) -> String {
-        assert!(
-            eventually(Duration::from_secs(10), || async {
-                self.metrics.lock().unwrap().is_some()
-            })
-            .await,
-            "no metrics listener"
-        );
-        format!("{}{path}", self.metrics.lock().unwrap().clone().unwrap())
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub fn addr(&self) -> String {
-        self.base.split("://").nth(1).unwrap_or_default().to_owned()
-    }
-
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-
-    pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    pub async fn wait_for_log(&self, needle: &str) -> bool {
-        eventually(Duration::from_secs(20), || async { self.logs().contains(needle) }).await
-    }
-}
-
-impl Drop for ChildProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A proxy config with one bucket served from `s3`, and `tls` as the
 /// `server.tls` block (YAML flow mapping).
@@ -266,6 +40,19 @@ async fn s3_with_object() -> S3 {
     let s3 = s3().await;
     s3.put_object("data", "hello.txt", b"hello over tls").unwrap();
     s3
+}
+
+/// A proxy serving `hello.txt` over TLS with a certificate for `CN=first`
+/// issued by a new CA; `extra` is added inside the `server.tls` block.
+async fn tls_proxy(extra: &str) -> (S3, Pki, Proxy) {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let proxy = Proxy::start_clean(&tls_config(
+        &s3,
+        &format!("{{ cert_file: {cert:?}, key_file: {key:?}{extra} }}"),
+    ));
+    (s3, pki, proxy)
 }
 
 /// `curl` with these arguments: (exit code, stdout, stderr).
@@ -301,13 +88,7 @@ async fn served_subject(addr: &str, ca: &Path) -> String {
 
 #[tokio::test]
 async fn curl_gets_objects_over_http1_and_http2() {
-    let s3 = s3_with_object().await;
-    let pki = Pki::new();
-    let (cert, key) = pki.issue("server", "first", false);
-    let proxy = ChildProxy::start(&tls_config(
-        &s3,
-        &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"),
-    ));
+    let (_s3, pki, proxy) = tls_proxy("").await;
     let ca = pki.ca();
     let url = proxy.url("/files/hello.txt");
     for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
@@ -322,13 +103,7 @@ async fn curl_gets_objects_over_http1_and_http2() {
 
 #[tokio::test]
 async fn tls_1_1_is_refused_by_the_server() {
-    let s3 = s3_with_object().await;
-    let pki = Pki::new();
-    let (cert, key) = pki.issue("server", "first", false);
-    let proxy = ChildProxy::start(&tls_config(
-        &s3,
-        &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"),
-    ));
+    let (_s3, pki, proxy) = tls_proxy("").await;
     // SECLEVEL=0 lets the client offer TLS 1.1, so a refusal is the server's:
     // it answers the ClientHello with a handshake-failure alert.
     let ca = pki.ca();
@@ -357,13 +132,7 @@ async fn tls_1_1_is_refused_by_the_server() {
 
 #[tokio::test]
 async fn min_version_1_3_refuses_tls_1_2() {
-    let s3 = s3_with_object().await;
-    let pki = Pki::new();
-    let (cert, key) = pki.issue("server", "first", false);
-    let proxy = ChildProxy::start(&tls_config(
-        &s3,
-        &format!("{{ cert_file: {cert:?}, key_file: {key:?}, min_version: \"1.3\" }}"),
-    ));
+    let (_s3, pki, proxy) = tls_proxy(", min_version: \"1.3\"").await;
     let ca = pki.ca();
     let ca = ca.to_str().unwrap();
     let url = proxy.url("/files/hello.txt");
@@ -381,7 +150,7 @@ async fn mtls_rejects_a_client_without_a_certificate() {
     let (cert, key) = pki.issue("server", "first", false);
     let (client_cert, client_key) = pki.issue("client", "a client", true);
     let ca = pki.ca();
-    let proxy = ChildProxy::start(&tls_config(
+    let proxy = Proxy::start_clean(&tls_config(
         &s3,
         &format!("{{ cert_file: {cert:?}, key_file: {key:?}, client_ca_file: {ca:?} }}"),
     ));
@@ -488,7 +257,7 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
     publish(mount.path(), "v1", &cert1, &key1);
     let crt = mount.path().join("current/tls.crt");
     let key = mount.path().join("current/tls.key");
-    let proxy = ChildProxy::start(&tls_config(
+    let proxy = Proxy::start_clean(&tls_config(
         &s3,
         &format!("{{ cert_file: {crt:?}, key_file: {key:?}, reload_interval_seconds: 1 }}"),
     ));
@@ -536,7 +305,11 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
         "the new certificate was never served; logs:\n{}",
         proxy.logs()
     );
-    assert!(proxy.wait_for_log("TLS certificate reloaded").await);
+    assert!(
+        proxy
+            .wait_for_log("TLS certificate reloaded", Duration::from_secs(20))
+            .await
+    );
     let before_bad = ok.load(Ordering::SeqCst);
 
     // A broken certificate is refused on SIGHUP: the current one stays.
@@ -549,7 +322,9 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
     publish(mount.path(), "v3", &broken, &key2);
     proxy.signal("HUP");
     assert!(
-        proxy.wait_for_log("new TLS certificate refused").await,
+        proxy
+            .wait_for_log("new TLS certificate refused", Duration::from_secs(20))
+            .await,
         "{}",
         proxy.logs()
     );
@@ -624,7 +399,7 @@ metrics:
   enabled: false
 "#
     );
-    let proxy = ChildProxy::start(&config);
+    let proxy = Proxy::start_clean(&config);
     let res = client().get(proxy.url("/trusted/hello.txt")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "hello over tls");
@@ -649,12 +424,12 @@ async fn the_metrics_port_serves_https_from_its_own_block() {
         "metrics:\n  enabled: false\n",
         &format!("metrics:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: 0\n  tls: {block}\n"),
     );
-    let proxy = ChildProxy::start(&config);
+    let proxy = Proxy::start_clean(&config);
     let ca = pki.ca();
     let ca = ca.to_str().unwrap();
     let (code, _, err) = curl(&["--cacert", ca, &proxy.url("/files/hello.txt")]).await;
     assert_eq!(code, 0, "{err}");
-    let url = proxy.metrics_url("/metrics").await;
+    let url = proxy.metrics_url("/metrics");
     assert!(url.starts_with("https://"), "{url}");
     let (code, out, err) = curl(&["--cacert", ca, &url]).await;
     assert_eq!(code, 0, "{err}");

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-use crate::common::{client, eventually, s3, Fault, Proxy, ACCESS_KEY, SECRET_KEY};
+use crate::common::{client, eventually, s3, BucketConfig, Fault, Proxy, StartProxy};
 
 /// The client's trace: its id and the span the proxy's request span continues.
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -129,29 +129,62 @@ fn attrs(span: &Span) -> HashMap<String, String> {
         .collect()
 }
 
+/// The first of `spans` for which `is` holds; panics naming `what`.
+fn find_span<'a>(spans: &'a [Span], what: &str, is: impl Fn(&Span) -> bool) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| is(s))
+        .unwrap_or_else(|| panic!("no {what} span among {spans:#?}"))
+}
+
+/// Whether `span` has attribute `key` with text `value`.
+fn has_attr(span: &Span, key: &str, value: &str) -> bool {
+    attrs(span).get(key).map(String::as_str) == Some(value)
+}
+
+impl Receiver {
+    /// The spans of `trace` once at least `n` arrived (up to 15 s).
+    async fn wait_for(&self, trace: &str, n: usize) -> Vec<Span> {
+        let exported = eventually(Duration::from_secs(15), || {
+            let spans = self.trace(trace);
+            async move { spans.len() >= n }
+        })
+        .await;
+        let spans = self.trace(trace);
+        assert!(exported, "spans of {trace} not exported: {spans:#?}");
+        spans
+    }
+}
+
+/// `GET path` in the client's sampled trace ([`CLIENT_TRACE`], parent
+/// [`CLIENT_SPAN`]) with a vendor `tracestate`.
+async fn get_in_client_trace(proxy: &Proxy, path: &str) -> reqwest::Response {
+    client()
+        .get(proxy.url(path))
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .header("tracestate", "vendor=opaque")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `SIGTERM`: the proxy exits cleanly (flushing its traces).
+fn terminate(proxy: &mut Proxy) {
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(Duration::from_secs(20)), Some(0), "{}", proxy.logs());
+}
+
 /// Two replicas of `data-bucket`: `primary` first (no health checks: a
 /// failing primary is still tried, then the backup).
 fn config(primary: &str, backup: &str, extra: &str) -> String {
-    format!(
-        r#"
-server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 }}
-buckets:
-  - name: traced
-    path_prefix: /t
-    s3:
-      bucket: data-bucket
-      region: us-east-1
-      access_key: "{ACCESS_KEY}"
-      secret_key: "{SECRET_KEY}"
-      retry: {{ max_attempts: 1 }}
-      replicas:
-        - {{ name: primary, endpoint: "{primary}", priority: 1, timeout_seconds: 2 }}
-        - {{ name: backup, endpoint: "{backup}", priority: 2, timeout_seconds: 2 }}
-health_check: {{ enabled: false }}
-metrics: {{ enabled: false }}
-{extra}
-"#
-    )
+    BucketConfig::new("traced", "/t")
+        .s3("      retry: { max_attempts: 1 }")
+        .replica("primary", primary, "priority: 1, timeout_seconds: 2")
+        .replica("backup", backup, "priority: 2, timeout_seconds: 2")
+        .then("health_check: { enabled: false }")
+        .then("metrics: { enabled: false }")
+        .then(extra)
+        .render()
 }
 
 /// The `traceparent` a replica received, split: (trace id, parent span id).
@@ -185,13 +218,7 @@ async fn client_trace_is_continued_exported_and_sent_to_every_attempt() {
         ),
     ));
     // sample_ratio 0 records no new trace: the client's sampled flag decides.
-    let res = client()
-        .get(proxy.url("/t/a.txt"))
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .header("tracestate", "vendor=opaque")
-        .send()
-        .await
-        .unwrap();
+    let res = get_in_client_trace(&proxy, "/t/a.txt").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-yatagarasu-replica"], "backup");
     assert_eq!(res.text().await.unwrap(), "traced object\n");
@@ -203,14 +230,10 @@ async fn client_trace_is_continued_exported_and_sent_to_every_attempt() {
         proxy.logs()
     );
 
-    proxy.signal("TERM");
-    assert_eq!(proxy.wait_exit(Duration::from_secs(20)), Some(0), "{}", proxy.logs());
+    terminate(&mut proxy);
     let spans = receiver.trace(CLIENT_TRACE);
     assert!(receiver.services().iter().all(|s| s == "traced-proxy"));
-    let request = spans
-        .iter()
-        .find(|s| attrs(s).get("url.path").map(String::as_str) == Some("/t/a.txt"))
-        .unwrap_or_else(|| panic!("no request span among {spans:#?}"));
+    let request = find_span(&spans, "request", |s| has_attr(s, "url.path", "/t/a.txt"));
     assert_eq!(hex::encode(&request.parent_span_id), CLIENT_SPAN);
     assert_eq!(request.name, "GET /t");
     let a = attrs(request);
@@ -231,7 +254,7 @@ async fn client_trace_is_continued_exported_and_sent_to_every_attempt() {
     ] {
         let span = attempts
             .iter()
-            .find(|s| attrs(s).get("yatagarasu.replica").map(String::as_str) == Some(replica))
+            .find(|s| has_attr(s, "yatagarasu.replica", replica))
             .unwrap_or_else(|| panic!("no span for {replica}: {attempts:#?}"));
         let a = attrs(span);
         assert_eq!(a["yatagarasu.bucket"], "traced");
@@ -289,20 +312,12 @@ async fn new_trace_is_exported_and_logged_in_json() {
         .iter()
         .find_map(|r| traceparent(&r.headers))
         .expect("the replica received a traceparent");
-    let exported = eventually(Duration::from_secs(15), || {
-        let spans = receiver.trace(&trace);
-        async move { spans.len() >= 2 }
-    })
-    .await;
-    assert!(exported, "spans of {trace} not exported: {:#?}", receiver.trace(&trace));
-    let spans = receiver.trace(&trace);
-    let request = spans
-        .iter()
-        .find(|s| s.parent_span_id.is_empty())
-        .expect("a root request span");
+    let spans = receiver.wait_for(&trace, 2).await;
+    let request = find_span(&spans, "root request", |s| s.parent_span_id.is_empty());
     assert_eq!(attrs(request)["yatagarasu.request_id"], id);
-    assert!(spans.iter().any(|s| s.parent_span_id == request.span_id
-        && attrs(s).get("yatagarasu.replica").map(String::as_str) == Some("primary")));
+    assert!(spans
+        .iter()
+        .any(|s| s.parent_span_id == request.span_id && has_attr(s, "yatagarasu.replica", "primary")));
     assert!(receiver.services().iter().all(|s| s == "yatagarasu"));
 
     let logs = proxy.settled_logs().await;
@@ -331,13 +346,7 @@ async fn tracing_off_exports_nothing_and_adds_no_header() {
             ("OTEL_TRACES_EXPORTER", "otlp"),
         ],
     );
-    let res = client()
-        .get(proxy.url("/t/c.txt"))
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .header("tracestate", "vendor=opaque")
-        .send()
-        .await
-        .unwrap();
+    let res = get_in_client_trace(&proxy, "/t/c.txt").await;
     assert_eq!(res.status(), 200);
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     let received = primary.received();
@@ -354,8 +363,7 @@ async fn tracing_off_exports_nothing_and_adds_no_header() {
     assert!(line.contains("trace_id=-"), "{line}");
     assert!(!logs.contains(CLIENT_TRACE), "{logs}");
 
-    proxy.signal("TERM");
-    assert_eq!(proxy.wait_exit(Duration::from_secs(20)), Some(0), "{}", proxy.logs());
+    terminate(&mut proxy);
     assert_eq!(receiver.exports(), 0, "the receiver got an export");
 }
 
@@ -393,8 +401,7 @@ async fn unsampled_request_keeps_its_trace_id_and_exports_nothing() {
         "no access line with {needle}:\n{}",
         proxy.logs()
     );
-    proxy.signal("TERM");
-    assert_eq!(proxy.wait_exit(Duration::from_secs(20)), Some(0), "{}", proxy.logs());
+    terminate(&mut proxy);
     assert!(receiver.trace(&trace).is_empty(), "{:#?}", receiver.trace(&trace));
 }
 
@@ -406,7 +413,7 @@ async fn redis_lookup_is_a_child_span_of_the_request() {
     let primary = s3().await;
     let backup = s3().await;
     primary.put_object("data-bucket", "e.txt", b"cached\n").unwrap();
-    let redis = crate::redis::Redis::start();
+    let redis = crate::common::Redis::start();
     let receiver = Receiver::start();
     let proxy = Proxy::start_with_env(
         &config(
@@ -430,22 +437,10 @@ tracing: {{ otlp_endpoint: "{}", export_interval_ms: 100 }}"#,
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "cached\n");
-    let exported = eventually(Duration::from_secs(15), || {
-        let spans = receiver.trace(CLIENT_TRACE);
-        async move { spans.len() >= 3 }
-    })
-    .await;
-    let spans = receiver.trace(CLIENT_TRACE);
-    assert!(exported, "{spans:#?}");
-    let request = spans
-        .iter()
-        .find(|s| hex::encode(&s.parent_span_id) == CLIENT_SPAN)
-        .expect("the request span");
+    let spans = receiver.wait_for(CLIENT_TRACE, 3).await;
+    let request = find_span(&spans, "request", |s| hex::encode(&s.parent_span_id) == CLIENT_SPAN);
     assert_eq!(attrs(request)["yatagarasu.cache"], "MISS");
-    let lookup = spans
-        .iter()
-        .find(|s| s.name == "redis.get")
-        .unwrap_or_else(|| panic!("no redis.get span: {spans:#?}"));
+    let lookup = find_span(&spans, "redis.get", |s| s.name == "redis.get");
     assert_eq!(lookup.parent_span_id, request.span_id);
     let a = attrs(lookup);
     assert_eq!(a["db.system.name"], "redis");

@@ -1,32 +1,19 @@
-//! A local S3-compatible server (s3s + s3s-fs over a directory) that checks
-//! SigV4 signatures, for the demo, the `serve-s3` command and the tests.
-//!
-//! Faults can be injected for real: the server can be stopped (connections
-//! refused, open ones cut) and restarted on the same port, answer 500 or
-//! `503 SlowDown`, stall (accept and never answer), or reset the connection
-//! part-way through a body. The signature is checked first in every mode, as
-//! S3 does: a wrongly signed request gets its `403` whatever the fault.
-//!
-//! Objects can be written straight to disk ([`LocalS3::put_object`]) or
-//! through the S3 API ([`LocalS3::put_object_with`], a signed `PutObject`
-//! that stores `Content-Type`, `Cache-Control` and `x-amz-meta-*`).
+//! Injected faults, the `GET` gate and the record of requests of
+//! [`LocalS3`] (the `harness` feature).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::auth::SimpleAuth;
-use s3s::service::{S3Service, S3ServiceBuilder};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use s3s::service::S3Service;
+use tokio::sync::watch;
+
+use super::{BoxBody, LocalS3};
 
 /// How the server misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +25,9 @@ pub enum Fault {
     Error500,
     /// Answers every correctly signed request with `503 SlowDown`.
     SlowDown,
+    /// Answers `503 SlowDown` in place of every `GET` that would succeed
+    /// (2xx); other answers (304, 404, 403) and other methods pass.
+    SlowDownGets,
     /// Never answers a correctly signed request.
     Stall,
     /// Sends the headers and this many body bytes, then resets the connection.
@@ -49,26 +39,6 @@ pub enum Fault {
     /// their signature check), then serves normally (the mode turns to
     /// [`Fault::None`]).
     FailNext(u32),
-}
-
-type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// A running local S3 server.
-pub struct LocalS3 {
-    root: PathBuf,
-    addr: SocketAddr,
-    service: S3Service,
-    shared: Arc<Shared>,
-    tasks: Option<JoinSet<()>>,
-    access_key: String,
-    secret_key: String,
-}
-
-#[derive(Default)]
-struct Shared {
-    fault: Mutex<Fault>,
-    requests: AtomicU64,
-    received: Mutex<std::collections::VecDeque<ReceivedRequest>>,
 }
 
 /// How many requests [`LocalS3::received`] keeps (the newest).
@@ -86,87 +56,36 @@ pub struct ReceivedRequest {
     pub headers: http::HeaderMap,
 }
 
+/// The state the connections share.
+#[derive(Default)]
+pub(super) struct State {
+    fault: Mutex<Fault>,
+    requests: AtomicU64,
+    gets: AtomicU64,
+    received: Mutex<VecDeque<ReceivedRequest>>,
+    /// While set, `GET`s wait until the value turns true.
+    gate: Mutex<Option<watch::Sender<bool>>>,
+    waiting: AtomicU64,
+}
+
 impl LocalS3 {
-    /// Serves the buckets under `root` (one directory per bucket, one file per
-    /// key) on `listen` (port 0 picks a free one), requiring SigV4 with this key
-    /// pair.
-    pub async fn start(root: &Path, listen: SocketAddr, access_key: &str, secret_key: &str) -> std::io::Result<Self> {
-        let mut server = Self::start_with_auth(root, listen, SimpleAuth::from_single(access_key, secret_key)).await?;
-        server.access_key = access_key.to_owned();
-        server.secret_key = secret_key.to_owned();
-        Ok(server)
-    }
-
-    /// [`start`](Self::start) with any s3s authentication provider (several
-    /// key pairs, keys that change while it runs, a record of the keys used).
-    /// Such a server has no key of its own for [`put_object_with`](Self::put_object_with).
-    pub async fn start_with_auth(
-        root: &Path,
-        listen: SocketAddr,
-        auth: impl s3s::auth::S3Auth + 'static,
-    ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(root)?;
-        let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-        let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(auth);
-        let mut server = Self {
-            root: root.to_path_buf(),
-            addr: listen,
-            service: builder.build(),
-            shared: Arc::default(),
-            tasks: None,
-            access_key: String::new(),
-            secret_key: String::new(),
-        };
-        server.start_listening().await?;
-        Ok(server)
-    }
-
-    async fn start_listening(&mut self) -> std::io::Result<()> {
-        let listener = TcpListener::bind(self.addr).await?;
-        self.addr = listener.local_addr()?;
-        let mut tasks = JoinSet::new();
-        let service = self.service.clone();
-        let shared = self.shared.clone();
-        tasks.spawn(accept_loop(listener, service, shared));
-        self.tasks = Some(tasks);
-        Ok(())
-    }
-
-    /// The listening address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The directory holding the buckets.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Writes an object (creating its bucket).
-    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) -> std::io::Result<()> {
-        let path = self.root.join(bucket).join(key);
-        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-        std::fs::write(path, body)
-    }
-
     /// Writes an object through the S3 API: a SigV4-signed `PutObject` with
     /// `headers` (lowercase names: `content-type`, `cache-control`,
     /// `x-amz-meta-*`, … — all signed), stored as S3 stores them. Creates the
-    /// bucket. Fails unless the server answers 2xx.
+    /// bucket. Fails unless the server answers 2xx; returns the `ETag`.
     pub async fn put_object_with(
         &self,
         bucket: &str,
         key: &str,
         body: impl Into<Bytes>,
         headers: &[(&str, &str)],
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<String> {
         use rusty_s3::S3Action;
+        let Some((access_key, secret_key)) = &self.keys else {
+            return Err(std::io::Error::other(
+                "a server started with_auth has no key of its own",
+            ));
+        };
         self.create_bucket(bucket)?;
         let endpoint: url::Url = self.endpoint().parse().map_err(std::io::Error::other)?;
         let s3 = rusty_s3::Bucket::new(
@@ -176,7 +95,7 @@ impl LocalS3 {
             "us-east-1".to_owned(),
         )
         .map_err(std::io::Error::other)?;
-        let creds = rusty_s3::Credentials::new(self.access_key.clone(), self.secret_key.clone());
+        let creds = rusty_s3::Credentials::new(access_key.clone(), secret_key.clone());
         let mut action = s3.put_object(Some(&creds), key);
         for (name, value) in headers {
             action.headers_mut().insert(name.to_ascii_lowercase(), *value);
@@ -192,7 +111,8 @@ impl LocalS3 {
             let text = res.text().await.unwrap_or_default();
             return Err(std::io::Error::other(format!("PutObject answered {status}: {text}")));
         }
-        Ok(())
+        let etag = res.headers().get(header::ETAG).and_then(|v| v.to_str().ok());
+        Ok(etag.unwrap_or_default().to_owned())
     }
 
     /// Creates an empty bucket.
@@ -207,7 +127,13 @@ impl LocalS3 {
 
     /// Requests received since start (every fault mode counts).
     pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::Relaxed)
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// `GET` requests received since start (each counted once, held at the
+    /// gate or not).
+    pub fn gets(&self) -> u64 {
+        self.shared.gets.load(Ordering::SeqCst)
     }
 
     /// The last requests received (up to 256, oldest first), in every fault
@@ -227,50 +153,31 @@ impl LocalS3 {
         self.tasks.is_some()
     }
 
-    /// Stops listening and cuts every open connection, like a killed process.
-    pub async fn stop(&mut self) {
-        if let Some(mut tasks) = self.tasks.take() {
-            tasks.shutdown().await;
+    /// From now on `GET`s wait at a gate until [`release`](Self::release).
+    pub fn hold(&self) {
+        *self.shared.gate.lock().expect("not poisoned") = Some(watch::channel(false).0);
+    }
+
+    /// Opens the gate: held `GET`s go on, new ones pass.
+    pub fn release(&self) {
+        if let Some(gate) = self.shared.gate.lock().expect("not poisoned").take() {
+            gate.send_replace(true);
         }
     }
 
-    /// Listens again on the same port.
-    pub async fn restart(&mut self) -> std::io::Result<()> {
-        if self.tasks.is_none() {
-            self.start_listening().await?;
-        }
-        Ok(())
-    }
-}
-
-async fn accept_loop(listener: TcpListener, service: S3Service, shared: Arc<Shared>) {
-    // Connections live in this set: dropping it (on stop) aborts them all.
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else { continue };
-                let _ = socket.set_nodelay(true);
-                let service = service.clone();
-                let shared = shared.clone();
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(req, service.clone(), shared.clone()));
-                    let _ = ConnBuilder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(socket), svc)
-                        .await;
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
+    /// `GET`s waiting at the gate now.
+    pub fn waiting(&self) -> u64 {
+        self.shared.waiting.load(Ordering::SeqCst)
     }
 }
 
-async fn handle(
+/// Serves one request under the current fault mode.
+pub(super) async fn handle(
     req: Request<Incoming>,
     service: S3Service,
-    shared: Arc<Shared>,
+    shared: &State,
 ) -> Result<Response<BoxBody>, s3s::HttpError> {
-    shared.requests.fetch_add(1, Ordering::Relaxed);
+    shared.requests.fetch_add(1, Ordering::SeqCst);
     {
         let mut received = shared.received.lock().expect("not poisoned");
         if received.len() == RECEIVED_KEPT {
@@ -281,6 +188,21 @@ async fn handle(
             uri: req.uri().clone(),
             headers: req.headers().clone(),
         });
+    }
+    let is_get = req.method() == http::Method::GET;
+    if is_get {
+        shared.gets.fetch_add(1, Ordering::SeqCst);
+        let gate = shared
+            .gate
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(watch::Sender::subscribe);
+        if let Some(mut gate) = gate {
+            shared.waiting.fetch_add(1, Ordering::SeqCst);
+            let _ = gate.wait_for(|open| *open).await;
+            shared.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
     let fault = {
         let mut mode = shared.fault.lock().expect("not poisoned");
@@ -318,12 +240,15 @@ async fn handle(
         };
     }
     let res = hyper::service::Service::call(&service, req).await?;
+    if fault == Fault::SlowDownGets && is_get && res.status().is_success() {
+        return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "SlowDown"));
+    }
     let (parts, body) = res.into_parts();
     let body: BoxBody = match fault {
         Fault::ResetAfter(limit) | Fault::StallAfter(limit) => {
             let reset = matches!(fault, Fault::ResetAfter(_));
             let mut sent = 0u64;
-            let hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let hit = Arc::new(AtomicBool::new(false));
             let hit_at_end = hit.clone();
             let stream = http_body_util::BodyDataStream::new(body)
                 .map(move |chunk| {
@@ -362,6 +287,7 @@ async fn handle(
     Ok(Response::from_parts(parts, body))
 }
 
+/// An S3 error document with this status and code.
 fn error_response(status: StatusCode, code: &str) -> Response<BoxBody> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
@@ -371,5 +297,7 @@ fn error_response(status: StatusCode, code: &str) -> Response<BoxBody> {
         .boxed_unsync();
     let mut res = Response::new(body);
     *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     res
 }
