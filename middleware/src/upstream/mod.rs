@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use rusty_s3::{Bucket, BucketError, Credentials, S3Action, UrlStyle};
@@ -22,6 +21,9 @@ use crate::error::{s3_error_code, FetchError};
 use crate::object::{ObjectMethod, ObjectRequest, Operation};
 
 pub use crate::http::headers::REPLICA_HEADER;
+pub use future::FetchFuture;
+
+mod future;
 
 /// Response headers passed from S3 to the client (plus every `x-amz-meta-*`).
 pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 11] = [
@@ -39,7 +41,7 @@ pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 11] = [
 ];
 
 /// The most of an upstream error body read to find its `<Code>`.
-const MAX_ERROR_BODY: usize = 64 * 1024;
+pub(super) const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// How long presigned URLs stay valid. They are used at once; a short life
 /// limits what a leaked URL is worth.
@@ -227,67 +229,38 @@ impl S3Upstream {
     /// authorization code), logged with the replica's name and the S3 error
     /// code (never the body: it may echo the key id). Other 2xx, 3xx and 4xx
     /// answers are responses.
-    pub fn fetch(&self, req: &ObjectRequest) -> BoxFuture<'static, Result<Response<Body>, FetchError>> {
+    pub fn fetch(&self, req: &ObjectRequest) -> FetchFuture {
         let url = match self.try_presign(req) {
             Ok(url) => url,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+            Err(e) => return FetchFuture::failed(e),
         };
         let method = match req.method() {
             ObjectMethod::Get => reqwest::Method::GET,
             ObjectMethod::Head => reqwest::Method::HEAD,
         };
-        let send = self
+        let request = match self
             .inner
             .client
             .request(method, url)
             .headers(req.headers().clone())
-            .send();
+            .build()
+        {
+            Ok(request) => request,
+            Err(e) => return FetchFuture::failed(FetchError::from_reqwest(e)),
+        };
         let timeout = self.inner.timeout;
-        let name = self.inner.name.clone();
-        Box::pin(async move {
-            let res = tokio::time::timeout(timeout, send)
-                .await
-                .map_err(|_| FetchError::Timeout(timeout))?
-                .map_err(FetchError::from_reqwest)?;
-            let status = res.status();
-            if status.is_server_error() {
-                return Err(FetchError::Status(status));
-            }
-            let res = into_client_response(res, &name);
-            if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST {
-                return Ok(res);
-            }
-            // Error bodies are small: read it (bounded) to learn the S3 error code.
-            let (mut parts, body) = res.into_parts();
-            let bytes = match http_body_util::Limited::new(body, MAX_ERROR_BODY).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => {
-                    parts.headers.remove(header::CONTENT_LENGTH);
-                    bytes::Bytes::new()
-                }
-            };
-            let code = s3_error_code(&bytes);
-            if FetchError::is_rejection(status, code.as_deref()) {
-                tracing::warn!(
-                    replica = %name,
-                    status = status.as_u16(),
-                    code = code.as_deref().unwrap_or("-"),
-                    "Replica '{}' refused the proxy's request ({} {}): check its credentials, token and region",
-                    name,
-                    status.as_u16(),
-                    code.as_deref().unwrap_or("without an error code")
-                );
-                return Err(FetchError::Rejected { status, code });
-            }
-            Ok(Response::from_parts(parts, Body::from(bytes)))
-        })
+        FetchFuture::sending(
+            tokio::time::timeout(timeout, (&self.inner.client).call(request)),
+            timeout,
+            self.inner.name.clone(),
+        )
     }
 }
 
 impl Service<ObjectRequest> for S3Upstream {
     type Response = Response<Body>;
     type Error = FetchError;
-    type Future = BoxFuture<'static, Result<Response<Body>, FetchError>>;
+    type Future = FetchFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FetchError>> {
         // reqwest's pool queues internally; admission is the breaker's and
@@ -300,7 +273,7 @@ impl Service<ObjectRequest> for S3Upstream {
     }
 }
 
-fn into_client_response(res: reqwest::Response, replica: &str) -> Response<Body> {
+pub(super) fn into_client_response(res: reqwest::Response, replica: &str) -> Response<Body> {
     let res: Response<reqwest::Body> = res.into();
     let (parts, body) = res.into_parts();
     let mut out = Response::new(Body::new(body.map_err(|e| e.without_url())));
