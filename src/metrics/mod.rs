@@ -36,12 +36,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider, UpDownCounter};
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider, UpDownCounter};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use yatagarasu_middleware::auth::AuthStats;
 use yatagarasu_middleware::breaker::BreakerState;
-use yatagarasu_middleware::cache::{CacheStatsSnapshot, CacheStore};
+use yatagarasu_middleware::cache::CacheStore;
 use yatagarasu_middleware::credentials::ReplicaCredentials;
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{FailoverEvents, HedgeEvent};
@@ -102,9 +102,11 @@ impl Default for Metrics {
     }
 }
 
+use observers::{register_credentials_gauge, register_observers};
 pub use requests::status_class;
 use requests::RequestSeries;
 
+mod observers;
 mod requests;
 
 impl Metrics {
@@ -346,236 +348,6 @@ impl Drop for InFlight {
     }
 }
 
-/// The cache counters, by field name of [`CacheStatsSnapshot`].
-fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 26] {
-    [
-        ("memory_hits", "Requests answered from the memory tier.", s.memory_hits),
-        (
-            "memory_misses",
-            "Memory lookups that found no fresh copy.",
-            s.memory_misses,
-        ),
-        ("redis_hits", "Requests answered from Redis.", s.redis_hits),
-        (
-            "redis_misses",
-            "Redis lookups that found no fresh, valid copy.",
-            s.redis_misses,
-        ),
-        (
-            "stale_hits",
-            "Requests answered with a stale copy because no replica could serve.",
-            s.stale_hits,
-        ),
-        (
-            "coalesced_hits",
-            "Requests answered from a concurrent request's fetch.",
-            s.coalesced_hits,
-        ),
-        (
-            "bypasses",
-            "Responses not cached (bucket off, not cacheable, too large).",
-            s.bypasses,
-        ),
-        (
-            "upstream_fetches",
-            "Requests that went to the replicas after a miss.",
-            s.upstream_fetches,
-        ),
-        (
-            "memory_inserts",
-            "Objects written to the memory tier.",
-            s.memory_inserts,
-        ),
-        (
-            "memory_evictions",
-            "Memory entries evicted or expired.",
-            s.memory_evictions,
-        ),
-        ("redis_writes", "Objects written to Redis.", s.redis_writes),
-        (
-            "redis_writes_refused",
-            "Redis writes refused at redis.max_capacity.",
-            s.redis_writes_refused,
-        ),
-        ("fills_abandoned", "Cache fills given up.", s.fills_abandoned),
-        (
-            "memory_bytes_served",
-            "Body bytes answered from the memory tier.",
-            s.memory_bytes_served,
-        ),
-        (
-            "redis_bytes_served",
-            "Body bytes answered from Redis.",
-            s.redis_bytes_served,
-        ),
-        ("bytes_stored", "Body bytes stored in the cache.", s.bytes_stored),
-        ("redis_errors", "Failed Redis operations.", s.redis_errors),
-        ("redis_timeouts", "Redis operations that timed out.", s.redis_timeouts),
-        (
-            "redis_corrupt",
-            "Redis values that were not a valid cache entry.",
-            s.redis_corrupt,
-        ),
-        (
-            "redis_skipped",
-            "Redis operations skipped while its breaker was open.",
-            s.redis_skipped,
-        ),
-        (
-            "redis_breaker_opened",
-            "Times the Redis breaker opened.",
-            s.redis_breaker_opened,
-        ),
-        ("purges", "Objects, buckets or whole caches purged.", s.purges),
-        (
-            "coalesced_waits",
-            "Misses that waited for a concurrent fetch of the same object or slice.",
-            s.coalesced_waits,
-        ),
-        (
-            "slice_answers",
-            "Answers made from the slices of a large object.",
-            s.slice_answers,
-        ),
-        ("slice_fetches", "Slices requested from the replicas.", s.slice_fetches),
-        (
-            "slice_invalidations",
-            "Sliced objects dropped because their ETag changed upstream.",
-            s.slice_invalidations,
-        ),
-    ]
-}
-
-fn register_credentials_gauge(meter: &Meter, credentials: &Arc<Mutex<CredentialGauges>>) {
-    let credentials = credentials.clone();
-    meter
-        .f64_observable_gauge("yatagarasu_credentials_expiry_seconds")
-        .with_description("Seconds until the replica's current credentials expire (negative: expired).")
-        .with_callback(move |obs| {
-            let now = std::time::SystemTime::now();
-            let map = credentials.lock().unwrap_or_else(|e| e.into_inner());
-            for ((bucket, replica), creds) in map.iter() {
-                let left = |e: std::time::SystemTime| match e.duration_since(now) {
-                    Ok(left) => left.as_secs_f64().round(),
-                    Err(e) => -e.duration().as_secs_f64().round(),
-                };
-                let secs = match (creds.current(), creds.expires()) {
-                    (_, Some(expires)) => left(expires),
-                    (Ok(_), None) => NEVER_EXPIRES,
-                    (Err(_), None) => 0.0,
-                };
-                obs.observe(
-                    secs,
-                    &[
-                        KeyValue::new("bucket", bucket.clone()),
-                        KeyValue::new("replica", replica.clone()),
-                    ],
-                );
-            }
-        })
-        .build();
-}
-
-fn register_observers(
-    meter: &Meter,
-    replicas: &Arc<Mutex<ReplicaGauges>>,
-    cache: &Arc<Mutex<Option<CacheStore>>>,
-    auth: &Arc<Mutex<Option<Arc<AuthStats>>>>,
-) {
-    let gauge = |name: &'static str, help: &'static str, pick: fn(&(i64, i64)) -> i64| {
-        let replicas = replicas.clone();
-        meter
-            .i64_observable_gauge(name)
-            .with_description(help)
-            .with_callback(move |obs| {
-                let map = replicas.lock().unwrap_or_else(|e| e.into_inner());
-                for ((bucket, replica), v) in map.iter() {
-                    obs.observe(
-                        pick(v),
-                        &[
-                            KeyValue::new("bucket", bucket.clone()),
-                            KeyValue::new("replica", replica.clone()),
-                        ],
-                    );
-                }
-            })
-            .build();
-    };
-    gauge(
-        "yatagarasu_replica_health",
-        "Whether the replica passes its health checks (1) or not (0).",
-        |v| v.0,
-    );
-    gauge(
-        "yatagarasu_circuit_breaker_state",
-        "The replica's circuit breaker: 0 closed, 1 open, 2 half-open.",
-        |v| v.1,
-    );
-
-    for (i, (field, help, _)) in cache_fields(&CacheStatsSnapshot::default()).into_iter().enumerate() {
-        let cache = cache.clone();
-        let name = format!("yatagarasu_cache_{field}_total");
-        meter
-            .u64_observable_counter(name)
-            .with_description(help)
-            .with_callback(move |obs| {
-                if let Some(store) = cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    obs.observe(cache_fields(&store.snapshot())[i].2, &[]);
-                }
-            })
-            .build();
-    }
-    for (name, help, pick) in [
-        (
-            "yatagarasu_cache_memory_entries",
-            "Entries in the memory tier (approximate).",
-            (|s: &CacheStatsSnapshot| s.memory_entries) as fn(&CacheStatsSnapshot) -> u64,
-        ),
-        (
-            "yatagarasu_cache_memory_bytes",
-            "Bytes held by the memory tier (approximate).",
-            |s: &CacheStatsSnapshot| s.memory_bytes,
-        ),
-    ] {
-        let cache = cache.clone();
-        meter
-            .u64_observable_gauge(name)
-            .with_description(help)
-            .with_callback(move |obs| {
-                if let Some(store) = cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    obs.observe(pick(&store.snapshot()), &[]);
-                }
-            })
-            .build();
-    }
-
-    let redis_cache = cache.clone();
-    meter
-        .u64_observable_gauge("yatagarasu_cache_redis_up")
-        .with_description("Whether the shared cache tier answered its last operation (1) or not (0), by mode.")
-        .with_callback(move |obs| {
-            if let Some(store) = redis_cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                if let (Some(mode), Some(up)) = (store.redis_mode(), store.redis_up()) {
-                    obs.observe(u64::from(up), &[KeyValue::new("mode", mode)]);
-                }
-            }
-        })
-        .build();
-
-    let auth = auth.clone();
-    meter
-        .u64_observable_counter("yatagarasu_auth_total")
-        .with_description("Authentication decisions, by outcome.")
-        .with_callback(move |obs| {
-            if let Some(stats) = auth.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                for (outcome, n) in stats.snapshot() {
-                    obs.observe(n, &[KeyValue::new("reason", outcome.as_str())]);
-                }
-            }
-        })
-        .build();
-}
-
 fn replica_labels(bucket: &str, replica: &str) -> [KeyValue; 2] {
     [
         KeyValue::new("bucket", bucket.to_owned()),
@@ -615,45 +387,4 @@ impl FailoverEvents for Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_and_labels_are_the_seed_ones() {
-        let m = Metrics::new();
-        m.replica_health("assets", "primary", true);
-        m.breaker_state("assets", "primary", BreakerState::Open);
-        m.request_done("assets", "GET", "GetObject", 200, "miss", Duration::from_millis(3));
-        m.request("assets", "primary");
-        m.failover("assets", "primary", "backup");
-        m.bytes_sent("assets", 10);
-        m.replica_answered("assets", "primary", Duration::from_millis(60));
-        m.hedge("assets", "backup", HedgeEvent::Sent);
-        let text = m.render();
-        for line in [
-            r#"yatagarasu_replica_health{bucket="assets",replica="primary"} 1"#,
-            r#"yatagarasu_circuit_breaker_state{bucket="assets",replica="primary"} 1"#,
-            r#"yatagarasu_requests_total{bucket="assets",method="GET",operation="GetObject",status_class="2xx"} 1"#,
-            r#"yatagarasu_replica_requests_total{bucket="assets",replica="primary"} 1"#,
-            r#"yatagarasu_replica_failover_total{bucket="assets",from="primary",to="backup"} 1"#,
-            r#"yatagarasu_response_bytes_total{bucket="assets"} 10"#,
-            r#"yatagarasu_hedges_total{bucket="assets",outcome="sent",replica="backup"} 1"#,
-            "# TYPE yatagarasu_request_duration_seconds histogram",
-            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.05"} 0"#,
-            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.075"} 1"#,
-            r#"yatagarasu_replica_request_duration_seconds_count{bucket="assets",replica="primary"} 1"#,
-        ] {
-            assert!(text.contains(line), "missing {line} in:\n{text}");
-        }
-        assert!(!text.contains("otel_scope"), "{text}");
-        assert!(!text.contains("target_info"), "{text}");
-        assert!(
-            text.contains(r#"yatagarasu_config_reloads_total{result="failure"} 0"#),
-            "{text}"
-        );
-        assert!(!text.contains("_total_total"), "{text}");
-
-        m.retain_replicas(&HashSet::new());
-        assert!(!m.render().contains("yatagarasu_replica_health{"));
-    }
-}
+mod tests;

@@ -1,5 +1,10 @@
 //! The response future of [`Cache`](super::Cache): a cache lookup, then, on a
 //! miss, the inner service, then a stale copy if the inner service failed.
+//!
+//! Just over 400 lines on purpose: the lookup order (memory, Redis, a fill in
+//! flight, the origin, a stale copy) is one sequence read top to bottom; its
+//! pieces that stand alone already live beside it (`serve`, `body`, `slice`,
+//! `store`).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -9,18 +9,15 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
@@ -29,6 +26,11 @@ use crate::config::ServerConfig;
 use crate::edge::{edge, EdgeService};
 use crate::metrics::Metrics;
 use crate::reload::Live;
+use signals::{reload_on_sighup, shutdown_signal, sighup, terminate};
+use watchdog::{ConnState, TrackedBody, Watched, WATCHDOG_TICK};
+
+mod signals;
+mod watchdog;
 
 /// Longest TLS handshake a client connection may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -348,257 +350,5 @@ where
                 }
             }
         }
-    }
-}
-
-/// How often each connection's timeouts are checked (their resolution).
-const WATCHDOG_TICK: Duration = Duration::from_millis(500);
-
-/// What the watchdog of one connection reads: requests in progress, when the
-/// connection last became idle, when a request head started, and the
-/// progress of every response body.
-#[derive(Debug)]
-struct ConnState {
-    epoch: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds since `epoch`.
-    idle_since: AtomicU64,
-    /// Milliseconds since `epoch` + 1 of the first byte of a request head; 0: none.
-    head_started: AtomicU64,
-    /// Set once the client spoke HTTP/2 (no head timer: frames arrive while idle).
-    http2: AtomicBool,
-    bodies: Mutex<Vec<Weak<AtomicU64>>>,
-}
-
-impl ConnState {
-    fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
-            // A new connection owes its first request head from the start.
-            head_started: AtomicU64::new(1),
-            http2: AtomicBool::new(false),
-            bodies: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn request_started(self: &Arc<Self>) -> RequestGuard {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        RequestGuard {
-            state: self.clone(),
-            progress: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn on_read(&self, bytes: &[u8]) {
-        if self.in_flight.load(Ordering::SeqCst) != 0 {
-            return;
-        }
-        // Only the first bytes of a connection can be the HTTP/2 preface.
-        if bytes.starts_with(b"PRI * HTTP/2") {
-            self.http2.store(true, Ordering::SeqCst);
-        }
-        if self.head_started.load(Ordering::SeqCst) == 0 {
-            self.head_started.store(self.now_ms() + 1, Ordering::SeqCst);
-        }
-    }
-
-    /// Why the connection must close now, if it must.
-    fn expired(&self, limits: &ConnectionLimits) -> Option<&'static str> {
-        let now = self.now_ms();
-        let over = |since: u64, limit: Duration| Duration::from_millis(now.saturating_sub(since)) >= limit;
-        if self.in_flight.load(Ordering::SeqCst) == 0 {
-            let head = self.head_started.load(Ordering::SeqCst);
-            if head != 0 && !self.http2.load(Ordering::SeqCst) && over(head - 1, limits.header_read_timeout) {
-                return Some("header_timeout");
-            }
-            if (head == 0 || self.http2.load(Ordering::SeqCst))
-                && over(self.idle_since.load(Ordering::SeqCst), limits.idle_timeout)
-            {
-                return Some("idle");
-            }
-            return None;
-        }
-        let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
-        bodies
-            .iter()
-            .filter_map(Weak::upgrade)
-            .any(|p| over(p.load(Ordering::SeqCst), limits.send_timeout))
-            .then_some("send_timeout")
-    }
-}
-
-/// A request in progress on its connection, until its response body is
-/// dropped; the body's last poll is its progress.
-#[derive(Debug)]
-struct RequestGuard {
-    state: Arc<ConnState>,
-    progress: Arc<AtomicU64>,
-}
-
-impl RequestGuard {
-    /// The response is ready: from now on the client must take its body.
-    fn responding(&self) {
-        self.progress.store(self.state.now_ms(), Ordering::SeqCst);
-        let mut bodies = self.state.bodies.lock().unwrap_or_else(|e| e.into_inner());
-        bodies.retain(|b| b.strong_count() > 0);
-        bodies.push(Arc::downgrade(&self.progress));
-    }
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        let now = self.state.now_ms();
-        if self.state.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.state.idle_since.store(now, Ordering::SeqCst);
-            self.state.head_started.store(0, Ordering::SeqCst);
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that records when the connection last asked for more.
-    struct TrackedBody {
-        #[pin]
-        inner: Body,
-        request: RequestGuard,
-    }
-}
-
-impl http_body::Body for TrackedBody {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
-        let this = self.project();
-        let now = this.request.state.now_ms();
-        this.request.progress.store(now, Ordering::SeqCst);
-        this.inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The client transport, reporting the bytes that start a request head.
-    struct Watched<IO> {
-        #[pin]
-        inner: IO,
-        state: Arc<ConnState>,
-    }
-}
-
-impl<IO: AsyncRead> AsyncRead for Watched<IO> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.state.on_read(&buf.filled()[before..]);
-        }
-        res
-    }
-}
-
-impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-#[cfg(unix)]
-type Sighup = std::io::Result<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Sighup = ();
-
-#[cfg(unix)]
-fn sighup() -> Sighup {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-}
-
-#[cfg(not(unix))]
-fn sighup() -> Sighup {}
-
-async fn reload_on_sighup(live: Arc<Live>, hup: Sighup) {
-    #[cfg(unix)]
-    {
-        let mut hup = match hup {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGHUP handler: reload with POST /admin/reload only");
-                return;
-            }
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the config");
-            let _ = live.reload_from_file().await;
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (live, hup);
-        std::future::pending::<()>().await;
-    }
-}
-
-#[cfg(unix)]
-type Terminate = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-type Terminate = ();
-
-#[cfg(unix)]
-fn terminate() -> Terminate {
-    use tokio::signal::unix::{signal, SignalKind};
-    signal(SignalKind::terminate()).expect("SIGTERM handler")
-}
-
-#[cfg(not(unix))]
-fn terminate() -> Terminate {}
-
-#[allow(unused_mut, clippy::let_unit_value)]
-async fn shutdown_signal(mut term: Terminate) {
-    #[cfg(unix)]
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = term;
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

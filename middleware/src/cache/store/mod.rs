@@ -12,11 +12,11 @@ use tokio::sync::watch;
 
 use super::config::{CacheConfig, CacheConfigError};
 use super::entry::{now_ms, CachedObject};
-use super::redis::{glob_escape, RedisFailure, RedisHealth, RedisTier};
+use super::redis::{RedisHealth, RedisTier};
 use super::stats::{CacheStats, CacheStatsSnapshot};
 
-/// `{` + 16 hex digits + `}`: the hash tag after the key prefix.
-const TAG_LEN: usize = 18;
+mod keys;
+mod purge;
 
 /// A memory-tier value; one dropped without being retired (capacity
 /// eviction, admission refusal, expiry) counts as an eviction.
@@ -186,60 +186,6 @@ impl CacheStore {
             Some(r) => Some(r.health().await),
             None => None,
         }
-    }
-
-    /// The cache key of an object: prefix, a cluster hash tag of bucket and
-    /// key, length-prefixed bucket, `o:`, key. The same key in two buckets
-    /// never collides, whatever the names contain. Every entry of one object
-    /// (the object, or its slices and their index) carries the same hash tag,
-    /// so in a Redis Cluster one object lives on one shard.
-    /// Only bucket and key vary a cached answer: ranges and preconditions are
-    /// answered from the full object.
-    pub fn cache_key(&self, bucket: &str, key: &str) -> String {
-        self.entry_key(bucket, key, "o")
-    }
-
-    /// The key of one entry of an object; `kind` is `o` (whole object), `m`
-    /// (index of a sliced object) or `s<size>.<n>` (slice `n`).
-    pub(crate) fn entry_key(&self, bucket: &str, key: &str, kind: &str) -> String {
-        use std::fmt::Write;
-        // Built in one buffer (this runs on every lookup): the hash tag covers
-        // `<len>:<bucket>/<key>`, as `{scoped}{key}` did.
-        let len = bucket.len().to_string();
-        let mut tag = xxhash_rust::xxh3::Xxh3Default::new();
-        for part in [len.as_str(), ":", bucket, "/", key] {
-            tag.update(part.as_bytes());
-        }
-        let prefix = &self.inner.key_prefix;
-        let mut out =
-            String::with_capacity(prefix.len() + TAG_LEN + len.len() + bucket.len() + kind.len() + key.len() + 3);
-        out.push_str(prefix);
-        let _ = write!(out, "{{{:016x}}}", tag.digest());
-        for part in [len.as_str(), ":", bucket, "/", kind, ":", key] {
-            out.push_str(part);
-        }
-        out
-    }
-
-    /// The object key inside the cache key of a whole object of `bucket`.
-    pub(crate) fn object_name<'k>(&self, bucket: &str, cache_key: &'k str) -> Option<&'k str> {
-        let scoped = format!("{}:{}/o:", bucket.len(), bucket);
-        self.scoped_part(cache_key)?.strip_prefix(scoped.as_str())
-    }
-
-    /// The part of a key after prefix and hash tag (`<len>:<bucket>/...`).
-    fn scoped_part<'k>(&self, key: &'k str) -> Option<&'k str> {
-        key.strip_prefix(self.inner.key_prefix.as_str())?.get(TAG_LEN..)
-    }
-
-    /// The `SCAN MATCH` pattern of every entry of `bucket`.
-    fn bucket_pattern(&self, bucket: &str) -> String {
-        format!(
-            "{}{{{}}}{}*",
-            glob_escape(&self.inner.key_prefix),
-            "?".repeat(16),
-            glob_escape(&format!("{}:{}/", bucket.len(), bucket))
-        )
     }
 
     /// `cache.slice_size`, when slicing is on.
@@ -416,115 +362,5 @@ impl CacheStore {
             key: key.clone(),
             _done: tx,
         })
-    }
-
-    fn bump_epoch(&self) {
-        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
-        CacheStats::inc(&self.inner.stats.purges);
-    }
-
-    /// Removes one object of one bucket from both tiers.
-    /// (A sliced object loses its index; its slices are then unreachable
-    /// and expire with their TTL.)
-    pub async fn purge_object(&self, bucket: &str, key: &str) -> Result<(), PurgeError> {
-        self.bump_epoch();
-        // Both keys share one hash tag: one multi-key UNLINK in a cluster too.
-        let keys: [Arc<str>; 2] = [
-            Arc::from(self.cache_key(bucket, key)),
-            Arc::from(self.entry_key(bucket, key, "m")),
-        ];
-        if let Some(mem) = &self.inner.memory {
-            for k in &keys {
-                if let Some(old) = mem.get(k) {
-                    old.retired.store(true, Ordering::Relaxed);
-                }
-                mem.invalidate(k);
-            }
-        }
-        match &self.inner.redis {
-            Some(redis) => redis
-                .del(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>())
-                .await
-                .map_err(purge_error),
-            None => Ok(()),
-        }
-    }
-
-    /// Removes every object of one bucket from both tiers.
-    pub async fn purge_bucket(&self, bucket: &str) -> Result<(), PurgeError> {
-        self.bump_epoch();
-        let scoped = format!("{}:{}/", bucket.len(), bucket);
-        self.memory_purge(|k| self.scoped_part(k).is_some_and(|p| p.starts_with(scoped.as_str())));
-        match &self.inner.redis {
-            Some(redis) => redis
-                .purge_pattern(&self.bucket_pattern(bucket))
-                .await
-                .map(|_| ())
-                .map_err(purge_error),
-            None => Ok(()),
-        }
-    }
-
-    /// Removes every object this proxy cached, from both tiers (only keys
-    /// under `key_prefix` are touched in Redis).
-    pub async fn purge_all(&self) -> Result<(), PurgeError> {
-        self.bump_epoch();
-        self.memory_purge(|_| true);
-        match &self.inner.redis {
-            Some(redis) => redis
-                .purge_pattern(&format!("{}*", glob_escape(&self.inner.key_prefix)))
-                .await
-                .map(|_| ())
-                .map_err(purge_error),
-            None => Ok(()),
-        }
-    }
-
-    fn memory_purge(&self, matches: impl Fn(&str) -> bool) {
-        let Some(mem) = &self.inner.memory else {
-            return;
-        };
-        let keys: Vec<Arc<str>> = mem
-            .iter()
-            .filter(|e| matches(e.key()))
-            .map(|e| {
-                e.value().retired.store(true, Ordering::Relaxed);
-                e.key().clone()
-            })
-            .collect();
-        for k in keys {
-            mem.invalidate(&k);
-        }
-    }
-}
-
-fn purge_error(e: RedisFailure) -> PurgeError {
-    PurgeError(Box::new(e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The keys are shared with other instances through Redis: the
-    /// one-buffer builder must give exactly the keys of the original
-    /// `format!` chain.
-    #[test]
-    fn entry_keys_keep_their_format() {
-        let store = CacheStore::new(&CacheConfig::default()).unwrap();
-        for (bucket, key, kind) in [
-            ("b", "k", "o"),
-            ("assets", "dir/a b.png", "m"),
-            ("x:y", "", "s1048576.3"),
-        ] {
-            let scoped = format!("{}:{}/", bucket.len(), bucket);
-            let tag = xxhash_rust::xxh3::xxh3_64(format!("{scoped}{key}").as_bytes());
-            let expected = format!("{}{{{tag:016x}}}{scoped}{kind}:{key}", store.inner.key_prefix);
-            assert_eq!(store.entry_key(bucket, key, kind), expected);
-        }
-        assert_eq!(
-            store.object_name("assets", &store.cache_key("assets", "a/b")),
-            Some("a/b")
-        );
     }
 }

@@ -1,0 +1,42 @@
+//! The exported names and labels, as the deployment guide and dashboards expect them.
+
+use super::*;
+
+#[test]
+fn names_and_labels_are_the_seed_ones() {
+    let m = Metrics::new();
+    m.replica_health("assets", "primary", true);
+    m.breaker_state("assets", "primary", BreakerState::Open);
+    m.request_done("assets", "GET", "GetObject", 200, "miss", Duration::from_millis(3));
+    m.request("assets", "primary");
+    m.failover("assets", "primary", "backup");
+    m.bytes_sent("assets", 10);
+    m.replica_answered("assets", "primary", Duration::from_millis(60));
+    m.hedge("assets", "backup", HedgeEvent::Sent);
+    let text = m.render();
+    for line in [
+        r#"yatagarasu_replica_health{bucket="assets",replica="primary"} 1"#,
+        r#"yatagarasu_circuit_breaker_state{bucket="assets",replica="primary"} 1"#,
+        r#"yatagarasu_requests_total{bucket="assets",method="GET",operation="GetObject",status_class="2xx"} 1"#,
+        r#"yatagarasu_replica_requests_total{bucket="assets",replica="primary"} 1"#,
+        r#"yatagarasu_replica_failover_total{bucket="assets",from="primary",to="backup"} 1"#,
+        r#"yatagarasu_response_bytes_total{bucket="assets"} 10"#,
+        r#"yatagarasu_hedges_total{bucket="assets",outcome="sent",replica="backup"} 1"#,
+        "# TYPE yatagarasu_request_duration_seconds histogram",
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.05"} 0"#,
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.075"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_count{bucket="assets",replica="primary"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    assert!(!text.contains("otel_scope"), "{text}");
+    assert!(!text.contains("target_info"), "{text}");
+    assert!(
+        text.contains(r#"yatagarasu_config_reloads_total{result="failure"} 0"#),
+        "{text}"
+    );
+    assert!(!text.contains("_total_total"), "{text}");
+
+    m.retain_replicas(&HashSet::new());
+    assert!(!m.render().contains("yatagarasu_replica_health{"));
+}

@@ -1,0 +1,204 @@
+//! The watchdog of one client connection: what it reads (requests in
+//! progress, idle time, a request head in progress, the progress of every
+//! response body) and the wrappers that feed it (the transport, each
+//! response body).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::ConnectionLimits;
+
+/// How often each connection's timeouts are checked (their resolution).
+pub(super) const WATCHDOG_TICK: Duration = Duration::from_millis(500);
+
+/// What the watchdog of one connection reads: requests in progress, when the
+/// connection last became idle, when a request head started, and the
+/// progress of every response body.
+#[derive(Debug)]
+pub(super) struct ConnState {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch`.
+    idle_since: AtomicU64,
+    /// Milliseconds since `epoch` + 1 of the first byte of a request head; 0: none.
+    head_started: AtomicU64,
+    /// Set once the client spoke HTTP/2 (no head timer: frames arrive while idle).
+    http2: AtomicBool,
+    bodies: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+impl ConnState {
+    pub(super) fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            // A new connection owes its first request head from the start.
+            head_started: AtomicU64::new(1),
+            http2: AtomicBool::new(false),
+            bodies: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        RequestGuard {
+            state: self.clone(),
+            progress: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn on_read(&self, bytes: &[u8]) {
+        if self.in_flight.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        // Only the first bytes of a connection can be the HTTP/2 preface.
+        if bytes.starts_with(b"PRI * HTTP/2") {
+            self.http2.store(true, Ordering::SeqCst);
+        }
+        if self.head_started.load(Ordering::SeqCst) == 0 {
+            self.head_started.store(self.now_ms() + 1, Ordering::SeqCst);
+        }
+    }
+
+    /// Why the connection must close now, if it must.
+    pub(super) fn expired(&self, limits: &ConnectionLimits) -> Option<&'static str> {
+        let now = self.now_ms();
+        let over = |since: u64, limit: Duration| Duration::from_millis(now.saturating_sub(since)) >= limit;
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            let head = self.head_started.load(Ordering::SeqCst);
+            if head != 0 && !self.http2.load(Ordering::SeqCst) && over(head - 1, limits.header_read_timeout) {
+                return Some("header_timeout");
+            }
+            if (head == 0 || self.http2.load(Ordering::SeqCst))
+                && over(self.idle_since.load(Ordering::SeqCst), limits.idle_timeout)
+            {
+                return Some("idle");
+            }
+            return None;
+        }
+        let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|p| over(p.load(Ordering::SeqCst), limits.send_timeout))
+            .then_some("send_timeout")
+    }
+}
+
+/// A request in progress on its connection, until its response body is
+/// dropped; the body's last poll is its progress.
+#[derive(Debug)]
+pub(super) struct RequestGuard {
+    state: Arc<ConnState>,
+    progress: Arc<AtomicU64>,
+}
+
+impl RequestGuard {
+    /// The response is ready: from now on the client must take its body.
+    pub(super) fn responding(&self) {
+        self.progress.store(self.state.now_ms(), Ordering::SeqCst);
+        let mut bodies = self.state.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies.retain(|b| b.strong_count() > 0);
+        bodies.push(Arc::downgrade(&self.progress));
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let now = self.state.now_ms();
+        if self.state.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.state.idle_since.store(now, Ordering::SeqCst);
+            self.state.head_started.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records when the connection last asked for more.
+    pub(super) struct TrackedBody {
+        #[pin]
+        pub(super) inner: Body,
+        pub(super) request: RequestGuard,
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.project();
+        let now = this.request.state.now_ms();
+        this.request.progress.store(now, Ordering::SeqCst);
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client transport, reporting the bytes that start a request head.
+    pub(super) struct Watched<IO> {
+        #[pin]
+        pub(super) inner: IO,
+        pub(super) state: Arc<ConnState>,
+    }
+}
+
+impl<IO: AsyncRead> AsyncRead for Watched<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.state.on_read(&buf.filled()[before..]);
+        }
+        res
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
