@@ -47,6 +47,33 @@ pub(super) const MAX_ERROR_BODY: usize = 64 * 1024;
 /// limits what a leaked URL is worth.
 const PRESIGN_TTL: Duration = Duration::from_secs(60);
 
+/// How long a presigned URL is reused for the same request (same
+/// operation, key, query and credentials): signing (rusty-s3's HMAC chain
+/// and URL building) was ~10% of the proxy's CPU on a pass-through request
+/// (issue 13). A reused URL still has at least 50 s of its 60 s left.
+const PRESIGN_REUSE: Duration = Duration::from_secs(10);
+
+/// The most presigned URLs kept for reuse per replica.
+const PRESIGN_REUSE_ENTRIES: u64 = 1024;
+
+/// Recently presigned URLs, by request (see [`S3Upstream::signed_url`]).
+type Presigned = mini_moka::sync::Cache<String, Arc<Recent>, foldhash::fast::RandomState>;
+
+/// A presigned URL and the credentials it was signed with.
+struct Recent {
+    url: Url,
+    /// The address of the credentials' `Arc` (0: anonymous): keys rotated
+    /// since make a new URL.
+    credentials: usize,
+}
+
+fn presigned_cache() -> Presigned {
+    mini_moka::sync::Cache::builder()
+        .max_capacity(PRESIGN_REUSE_ENTRIES)
+        .time_to_live(PRESIGN_REUSE)
+        .build_with_hasher(foldhash::fast::RandomState::default())
+}
+
 /// Builds the rusty-s3 bucket for an endpoint: path-style for a custom
 /// endpoint (MinIO, R2, anything with a port), virtual-host style on AWS
 /// (`https://{bucket}.s3.{region}.amazonaws.com`) when no endpoint is given.
@@ -83,6 +110,7 @@ struct Inner {
     credentials: ReplicaCredentials,
     client: reqwest::Client,
     timeout: Duration,
+    presigned: Presigned,
 }
 
 impl std::fmt::Debug for S3Upstream {
@@ -108,6 +136,7 @@ impl S3Upstream {
                 credentials: ReplicaCredentials::anonymous(),
                 client,
                 timeout: Duration::from_secs(30),
+                presigned: presigned_cache(),
             }),
         }
     }
@@ -119,6 +148,7 @@ impl S3Upstream {
             credentials: arc.credentials.clone(),
             client: arc.client.clone(),
             timeout: arc.timeout,
+            presigned: presigned_cache(),
         });
         f(&mut inner);
         Self { inner: Arc::new(inner) }
@@ -169,6 +199,42 @@ impl S3Upstream {
     pub fn try_presign(&self, req: &ObjectRequest) -> Result<Url, FetchError> {
         let creds = self.inner.credentials.current()?;
         Ok(self.sign_with(creds.as_deref(), req))
+    }
+
+    /// [`try_presign`](Self::try_presign), reusing the URL presigned for the
+    /// same request (operation, method, key, query) with the same
+    /// credentials in the last [`PRESIGN_REUSE`].
+    fn signed_url(&self, req: &ObjectRequest) -> Result<Url, FetchError> {
+        use std::fmt::Write;
+        let creds = self.inner.credentials.current()?;
+        let id = creds.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize);
+        // Length-prefixed parts: no two requests share a key.
+        let mut key = String::with_capacity(req.key().len() + 16);
+        let _ = write!(
+            key,
+            "{:?} {:?} {}:{}",
+            req.operation(),
+            req.method(),
+            req.key().len(),
+            req.key()
+        );
+        for (name, value) in req.query() {
+            let _ = write!(key, " {}:{}{}:{}", name.len(), name, value.len(), value);
+        }
+        if let Some(recent) = self.inner.presigned.get(&key) {
+            if recent.credentials == id {
+                return Ok(recent.url.clone());
+            }
+        }
+        let url = self.sign_with(creds.as_deref(), req);
+        self.inner.presigned.insert(
+            key,
+            Arc::new(Recent {
+                url: url.clone(),
+                credentials: id,
+            }),
+        );
+        Ok(url)
     }
 
     fn sign_with(&self, creds: Option<&Credentials>, req: &ObjectRequest) -> Url {
@@ -230,7 +296,7 @@ impl S3Upstream {
     /// code (never the body: it may echo the key id). Other 2xx, 3xx and 4xx
     /// answers are responses.
     pub fn fetch(&self, req: &ObjectRequest) -> FetchFuture {
-        let url = match self.try_presign(req) {
+        let url = match self.signed_url(req) {
             Ok(url) => url,
             Err(e) => return FetchFuture::failed(e),
         };
@@ -345,5 +411,53 @@ mod tests {
         assert!(url.query().unwrap().contains("list-type=2"), "{url}");
         assert!(url.query().unwrap().contains("start-after=a%2Fb"), "{url}");
         assert!(!format!("{up:?}").contains("s3cr3t"));
+    }
+    #[test]
+    fn presigned_urls_are_reused_per_request_and_credentials() {
+        let ep: Url = "http://127.0.0.1:9000".parse().unwrap();
+        let bucket = s3_bucket(Some(&ep), "b", "us-east-1").unwrap();
+        let up = S3Upstream::new("p", bucket, reqwest::Client::new())
+            .with_credentials(Credentials::new("AKIDFIRST", "s3cr3t-value"));
+        let req = ObjectRequest::get("dir/k").with_query("versionId", "1");
+        let first = up.signed_url(&req).unwrap();
+        // The same request reuses the kept URL: replace it with a marker.
+        let marker: Url = "http://marker.invalid/".parse().unwrap();
+        let keys: Vec<String> = up.inner.presigned.iter().map(|e| e.key().clone()).collect();
+        assert_eq!(keys.len(), 1, "one URL kept");
+        let id = up
+            .inner
+            .credentials
+            .current()
+            .unwrap()
+            .map_or(0, |c| Arc::as_ptr(&c) as usize);
+        up.inner.presigned.insert(
+            keys[0].clone(),
+            Arc::new(Recent {
+                url: marker.clone(),
+                credentials: id,
+            }),
+        );
+        assert_eq!(up.signed_url(&req).unwrap(), marker);
+        // Another method, key or query is signed anew.
+        for other in [
+            ObjectRequest::head("dir/k").with_query("versionId", "1"),
+            ObjectRequest::get("dir/k"),
+            ObjectRequest::get("dir/k").with_query("versionId", "2"),
+            ObjectRequest::get("dir/k2").with_query("versionId", "1"),
+        ] {
+            assert_ne!(up.signed_url(&other).unwrap(), marker, "{other:?}");
+        }
+        // Kept URLs signed with other credentials are not reused.
+        up.inner.presigned.insert(
+            keys[0].clone(),
+            Arc::new(Recent {
+                url: marker.clone(),
+                credentials: id + 1,
+            }),
+        );
+        let again = up.signed_url(&req).unwrap();
+        assert_ne!(again, marker);
+        assert_eq!(again.path(), first.path());
+        assert!(again.query().unwrap().contains("AKIDFIRST"), "{again}");
     }
 }
