@@ -413,12 +413,11 @@ impl Sliced {
     }
 }
 
-/// `bytes a-b/total`.
+/// `bytes a-b/total` with a known total (a slice needs the object's length),
+/// read by the one `Content-Range` parser of [`crate::http::range`].
 fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
-    let rest = v.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (a, b) = range.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
+    let (first, last, total) = crate::http::range::parse_content_range(v)?;
+    Some((first, last, total?))
 }
 
 #[cfg(test)]
