@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::breaker::CircuitBreaker;
 use crate::error::FetchError;
 use crate::upstream::S3Upstream;
 
@@ -100,6 +101,7 @@ pub struct HealthCheck {
     timeout: Duration,
     key: Option<String>,
     observer: Option<ProbeObserver>,
+    breaker: Option<Arc<CircuitBreaker>>,
 }
 
 impl std::fmt::Debug for HealthCheck {
@@ -123,7 +125,17 @@ impl HealthCheck {
             timeout: Duration::from_secs(5),
             key: None,
             observer: None,
+            breaker: None,
         }
+    }
+
+    /// Feeds every probe's result to the replica's circuit breaker (the one
+    /// its [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer)
+    /// gates requests with): a dead replica is skipped before a client hits
+    /// it, and a recovered one comes back without client traffic.
+    pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
     }
 
     /// Time between probes.
@@ -162,6 +174,12 @@ impl HealthCheck {
             (Ok(_), Health::Unhealthy) => tracing::info!(replica = %self.upstream.name(), "replica healthy again"),
             _ => {}
         }
+        if let Some(breaker) = &self.breaker {
+            match &result {
+                Ok(_) => breaker.record_success(),
+                Err(_) => breaker.record_failure(),
+            }
+        }
         if let Some(observer) = &self.observer {
             observer(self.upstream.name(), previous, &result);
         }
@@ -178,5 +196,53 @@ impl HealthCheck {
                 let _ = self.probe_once().await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::{BreakerConfig, BreakerState};
+    use crate::upstream::s3_bucket;
+    use rusty_s3::Credentials;
+    use yatagarasu_testkit::s3::LocalS3;
+
+    /// A probe given the breaker feeds it, as requests do: a replica that
+    /// stops answering opens its breaker without client traffic.
+    #[tokio::test]
+    async fn probes_feed_the_replicas_breaker() {
+        let (key, secret) = ("AKIATESTHEALTH001", "health-secret-1a2b3c");
+        let dir = tempfile::tempdir().unwrap();
+        let mut s3 = LocalS3::start(dir.path(), "127.0.0.1:0".parse().unwrap(), key, secret)
+            .await
+            .unwrap();
+        s3.put_object("health", "k", b"x").unwrap();
+        let endpoint: url::Url = s3.endpoint().parse().unwrap();
+        // No pooled connection survives the server's restart.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let up = S3Upstream::new("r", s3_bucket(Some(&endpoint), "health", "us-east-1").unwrap(), client)
+            .with_credentials(Credentials::new(key, secret));
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 2,
+            ..BreakerConfig::default()
+        });
+        let check = HealthCheck::new(up, ReplicaHealth::new())
+            .with_timeout(Duration::from_secs(5))
+            .with_breaker(breaker.clone());
+        check.probe_once().await.unwrap();
+        s3.stop().await;
+        assert!(check.probe_once().await.is_err());
+        assert_eq!(breaker.state(), BreakerState::Closed, "one failure of two");
+        s3.restart().await.unwrap();
+        check.probe_once().await.unwrap();
+        s3.stop().await;
+        assert!(check.probe_once().await.is_err());
+        assert_eq!(
+            breaker.state(),
+            BreakerState::Closed,
+            "the success in between reset the count"
+        );
+        assert!(check.probe_once().await.is_err());
+        assert_eq!(breaker.state(), BreakerState::Open);
     }
 }

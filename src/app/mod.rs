@@ -193,15 +193,9 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             };
             let mut check = None;
             if hc.enabled {
-                let (metrics, b, breaker) = (metrics.clone(), bucket_name.clone(), breaker.clone());
+                let (metrics, b) = (metrics.clone(), bucket_name.clone());
                 let observer: ProbeObserver = Arc::new(
                     move |replica: &str, previous: Health, result: &Result<Duration, FetchError>| {
-                        // Probes feed the breaker: a dead replica is skipped before
-                        // a client hits it, a recovered one comes back.
-                        match result {
-                            Ok(_) => breaker.record_success(),
-                            Err(_) => breaker.record_failure(),
-                        }
                         let healthy = result.is_ok();
                         if previous == Health::Unknown || (previous == Health::Healthy) != healthy {
                             metrics.replica_health(&b, replica, healthy);
@@ -213,6 +207,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
                         .with_interval(Duration::from_secs(hc.interval_seconds))
                         .with_timeout(Duration::from_secs(hc.timeout_seconds))
                         .with_path(&hc.path)
+                        .with_breaker(breaker.clone())
                         .with_observer(observer),
                 );
             }
