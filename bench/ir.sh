@@ -6,6 +6,7 @@
 #   bench/ir.sh hit  [BIN] [LD_PRELOAD lib]   # 4 KiB memory-cache hits
 #   bench/ir.sh pass [BIN]                    # 4 KiB pass-through (cache off)
 #   KEEP=1 bench/ir.sh hit                    # keep the callgrind file: callgrind_annotate --inclusive=yes FILE
+#   IR_RUST_LOG=info bench/ir.sh hit          # with the access log on (to the proxy's stdout, a file here)
 set -u
 MODE=${1:-hit}; BIN=${2:-target/release/yatagarasu}; PRE=${3:-}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install -y valgrind)" >&2; exit 1; }
@@ -20,7 +21,7 @@ printf '%s\n' "server: { address: \"127.0.0.1:$PP\" }" 'metrics: { enabled: fals
   '  - name: bench' '    path_prefix: /bench' \
   "    s3: { bucket: bench, region: us-east-1, endpoint: \"http://127.0.0.1:$PS3\", access_key: AKIABENCHPROXY001, secret_key: bench-secret-5e4d3c2b1a }" > $D/proxy.yaml
 [ $MODE = pass ] && printf '%s\n' '    cache: { enabled: false }' >> $D/proxy.yaml
-LD_PRELOAD=$PRE RUST_LOG=info,yatagarasu::access=off valgrind --tool=callgrind --callgrind-out-file=$D/cg.out --dump-instr=no $BIN -c $D/proxy.yaml >$D/proxy.log 2>&1 &
+LD_PRELOAD=$PRE RUST_LOG=${IR_RUST_LOG:-info,yatagarasu::access=off} valgrind --tool=callgrind --callgrind-out-file=$D/cg.out --dump-instr=no $BIN -c $D/proxy.yaml >$D/proxy.log 2>&1 &
 P=$!
 for i in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:$PP/bench/small-4k.bin && break; sleep 0.2; done
 wrk -t1 -c8 -d3s http://127.0.0.1:$PP/bench/small-4k.bin >/dev/null

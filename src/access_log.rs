@@ -232,17 +232,25 @@ const LOG_VALUE_MAX: usize = 1024;
 
 impl std::fmt::Display for LogSafe<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::fmt::Write;
         let safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/@!$&'()*+,;%?[]|^`{}<>#".contains(&b);
-        for (i, &b) in self.0.as_bytes().iter().enumerate() {
-            if i >= LOG_VALUE_MAX {
-                return f.write_str("...");
-            }
-            if safe(b) {
-                f.write_char(b as char)?;
+        let bytes = self.0.as_bytes();
+        let end = bytes.len().min(LOG_VALUE_MAX);
+        // Runs of safe bytes are written whole (most values are one run),
+        // anything else byte by byte, escaped.
+        let mut i = 0;
+        while i < end {
+            let run = bytes[i..end].iter().take_while(|&&b| safe(b)).count();
+            if run > 0 {
+                // Safe bytes are ASCII: the run is valid UTF-8 on its own.
+                f.write_str(&self.0[i..i + run])?;
+                i += run;
             } else {
-                write!(f, "%{b:02X}")?;
+                write!(f, "%{:02X}", bytes[i])?;
+                i += 1;
             }
+        }
+        if bytes.len() > LOG_VALUE_MAX {
+            f.write_str("...")?;
         }
         Ok(())
     }
