@@ -12,10 +12,12 @@ use tracing_subscriber::{EnvFilter, Layer};
 use yatagarasu::config::{self, LoggingConfig, TracingConfig};
 use yatagarasu::telemetry::Telemetry;
 
-/// mimalloc instead of glibc malloc (issue 13): the per-request allocations of
-/// hyper, tower and the cache were ~10% of the proxy's CPU on a cache hit
-/// (`perf record -g`), and callgrind counts 11% fewer instructions per hit and
-/// 7% fewer per pass-through request with it (bench/README.md, "Profiling").
+/// mimalloc instead of glibc malloc, with `--features mimalloc` (issue 13):
+/// callgrind counts 11% fewer instructions per cache hit and 7% fewer per
+/// pass-through request with it, but the process starts ~17 MiB larger and a
+/// 1 GiB stream raised its peak RSS by 7–18 MiB where glibc's stays within
+/// ~1 MiB, so it is off by default (bench/README.md, "Second round").
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
