@@ -128,23 +128,9 @@ impl Shared {
 async fn fetch(source: &dyn CredentialSource, policy: &RefreshPolicy) -> Result<Fetched, String> {
     match tokio::time::timeout(policy.fetch_timeout, source.fetch()).await {
         Ok(Ok(f)) => Ok(f),
-        Ok(Err(e)) => Err(error_chain(&*e)),
+        Ok(Err(e)) => Err(crate::error::chain(&*e)),
         Err(_) => Err(format!("no answer within {:?}", policy.fetch_timeout)),
     }
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// Fetches once, then refreshes in a task that ends when `Shared` is dropped.

@@ -96,7 +96,7 @@ pub fn s3_error_code(body: &[u8]) -> Option<String> {
 
 /// An error and its causes, `a: b: c` (reqwest's own message alone is vague:
 /// "error sending request").
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
