@@ -8,7 +8,7 @@
 //! samples for a p95, and compare a replica with its peers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Latency-aware choice among replicas of equal priority, and outlier
@@ -80,9 +80,9 @@ pub(crate) struct ReplicaLatency {
 }
 
 /// Counts a request in flight to a replica until dropped.
-pub(crate) struct Pending<'a>(&'a ReplicaLatency);
+pub(crate) struct Pending(Arc<ReplicaLatency>);
 
-impl Drop for Pending<'_> {
+impl Drop for Pending {
     fn drop(&mut self) {
         self.0.pending.fetch_sub(1, Ordering::Relaxed);
     }
@@ -94,9 +94,9 @@ impl ReplicaLatency {
     }
 
     /// Marks a request in flight.
-    pub(crate) fn start(&self) -> Pending<'_> {
+    pub(crate) fn start(self: &Arc<Self>) -> Pending {
         self.pending.fetch_add(1, Ordering::Relaxed);
-        Pending(self)
+        Pending(self.clone())
     }
 
     /// Records a time to headers (peak-EWMA: a slower sample is taken at

@@ -39,6 +39,8 @@
 mod attempt;
 mod builder;
 mod events;
+mod flight;
+mod future;
 mod hedge;
 mod latency;
 mod pass;
@@ -51,6 +53,7 @@ mod tests;
 pub use attempt::{Attempt, AttemptKind, HedgeOutcome};
 pub use builder::FailoverBuilder;
 pub use events::{FailoverEvents, HedgeEvent, NoEvents};
+pub use future::FailoverFuture;
 pub use hedge::{HedgeConfig, HedgeDelay};
 pub use latency::LatencyConfig;
 pub use replica::{Replica, ReplicaHedge};

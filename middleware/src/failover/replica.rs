@@ -101,7 +101,7 @@ impl<S> Replica<S> {
         &self.service
     }
 
-    pub(crate) fn latency(&self) -> &ReplicaLatency {
+    pub(crate) fn latency(&self) -> &Arc<ReplicaLatency> {
         &self.latency
     }
 }

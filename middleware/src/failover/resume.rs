@@ -2,17 +2,18 @@
 //! headers went out, the response continues from another replica with a
 //! `Range` request from the byte already sent, guarded by the `ETag`.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use tower::{BoxError, Service};
 
+use super::future::Run;
 use super::pass::Shared;
 use crate::error::FetchError;
 use crate::object::{ObjectMethod, ObjectRequest};
@@ -51,13 +52,14 @@ where
     Response::from_parts(parts, Body::new(body))
 }
 
-enum State {
+enum State<S: Service<ObjectRequest>> {
     Streaming(Body),
-    Resuming(BoxFuture<'static, Result<(usize, Body), FetchError>>),
+    /// A pass for the rest, boxed: it is large and only a failure needs it.
+    Resuming(Pin<Box<Run<S>>>),
     Failed,
 }
 
-struct ResumeBody<S> {
+struct ResumeBody<S: Service<ObjectRequest>> {
     shared: Arc<Shared<S>>,
     key: Arc<str>,
     etag: HeaderValue,
@@ -66,7 +68,7 @@ struct ResumeBody<S> {
     sent: u64,
     serving: usize,
     resumes_left: u32,
-    state: State,
+    state: State<S>,
 }
 
 impl<S> ResumeBody<S>
@@ -99,23 +101,21 @@ where
         let req = ObjectRequest::get(self.key.clone())
             .with_header(header::RANGE, range)
             .with_header(header::IF_MATCH, self.etag.clone());
-        let shared = self.shared.clone();
         let etag = self.etag.clone();
-        let last = self.serving;
-        self.state = State::Resuming(Box::pin(async move {
-            let accept = move |res: &Response<Body>| {
-                res.status() == StatusCode::PARTIAL_CONTENT
-                    && res.headers().get(header::ETAG) == Some(&etag)
-                    && body_range(res).map(|(f, _)| f) == Some(from)
-            };
-            let mut attempts = 1;
-            let (index, res) = shared
-                .pass(&req, Some(last), Some(&accept), &mut attempts)
-                .await
-                .map_err(|failed| failed.error)?;
-            tracing::info!(bucket = %shared.bucket, replica = %shared.replicas[index].name(), offset = from, "response resumed");
-            Ok((index, res.into_body()))
-        }));
+        let accept = move |res: &Response<Body>| {
+            res.status() == StatusCode::PARTIAL_CONTENT
+                && res.headers().get(header::ETAG) == Some(&etag)
+                && body_range(res).map(|(f, _)| f) == Some(from)
+        };
+        // Attempt 1 was the served request: the resume counts from 2.
+        self.state = State::Resuming(Box::pin(Run::new(
+            self.shared.clone(),
+            req,
+            Some(self.serving),
+            Some(Box::new(accept)),
+            false,
+            1,
+        )));
         Ok(())
     }
 }
@@ -162,9 +162,11 @@ where
                     }
                 },
                 State::Resuming(fut) => match ready!(fut.as_mut().poll(cx)) {
-                    Ok((index, body)) => {
+                    Ok((index, res)) => {
+                        tracing::info!(bucket = %this.shared.bucket, replica = %this.shared.replicas[index].name(),
+                            offset = this.first + this.sent, "response resumed");
                         this.serving = index;
-                        this.state = State::Streaming(body);
+                        this.state = State::Streaming(res.into_body());
                     }
                     Err(e) => {
                         tracing::warn!(bucket = %this.shared.bucket, error = %e, "no replica could resume the response: aborting it");

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use futures_util::future::BoxFuture;
 use http::Response;
+use tower::retry::budget::Budget;
 use tower::Service;
 
+use super::future::FailoverFuture;
 use super::pass::Shared;
 use super::replica::Replica;
 use crate::error::FetchError;
@@ -44,9 +45,8 @@ use crate::object::ObjectRequest;
 ///   the response the failover returns carries the answering [`Attempt`](super::Attempt)
 ///   (and a [`HedgeOutcome`](super::HedgeOutcome) when a hedge was sent).
 ///
-/// The future is boxed: the "replica N, then N+1" loop with its hedge race,
-/// retry backoff and budget is an `async fn`; a hand-written state enum for
-/// it would be several hundred lines for one allocation per request.
+/// Its future, [`FailoverFuture`], is a named state machine: no allocation
+/// per request for the loop itself.
 ///
 /// Logs `Replica 'primary' failed, trying 'backup'` at WARN with the cause.
 pub struct Failover<S> {
@@ -87,7 +87,7 @@ where
 {
     type Response = Response<Body>;
     type Error = FetchError;
-    type Future = BoxFuture<'static, Result<Response<Body>, FetchError>>;
+    type Future = FailoverFuture<S>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FetchError>> {
         // Admission is decided per replica, in `call`, in priority order.
@@ -95,6 +95,10 @@ where
     }
 
     fn call(&mut self, req: ObjectRequest) -> Self::Future {
-        Box::pin(self.shared.clone().serve(req))
+        self.shared.budget.deposit();
+        if let Some((_, hedges)) = &self.shared.hedge {
+            hedges.deposit();
+        }
+        FailoverFuture::new(self.shared.clone(), req)
     }
 }

@@ -195,11 +195,25 @@ async fn nothing_admissible_is_a_fast_unavailable() {
 /// A replica answering 200 with its name after `delay`, counting calls
 /// and recording the attempts it was sent.
 fn slow(name: &'static str, delay: Duration, seen: Arc<Mutex<Vec<Attempt>>>) -> (Replica<Svc>, Arc<CircuitBreaker>) {
+    slow_to(name, delay, true, seen)
+}
+
+/// As [`slow`], answering with a 503 failure instead when `ok` is false.
+fn slow_to(
+    name: &'static str,
+    delay: Duration,
+    ok: bool,
+    seen: Arc<Mutex<Vec<Attempt>>>,
+) -> (Replica<Svc>, Arc<CircuitBreaker>) {
     let inner = tower::service_fn(move |req: ObjectRequest| {
         seen.lock().unwrap().push(*req.extensions().get::<Attempt>().unwrap());
         async move {
             tokio::time::sleep(delay).await;
-            Ok::<_, FetchError>(Response::new(Body::from(name)))
+            if ok {
+                Ok(Response::new(Body::from(name)))
+            } else {
+                Err(FetchError::Status(StatusCode::SERVICE_UNAVAILABLE))
+            }
         }
     });
     let breaker = CircuitBreaker::new(BreakerConfig {
@@ -358,4 +372,73 @@ async fn a_replica_overrides_the_hedge_delay_or_opts_out() {
     };
     assert_eq!(run(only, false).await, (Duration::from_millis(60), "b".into(), 2));
     assert_eq!(run(ReplicaHedge::default(), false).await.2, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_first_answer_of_a_race_fails_the_other_one_serves() {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    // The stalled primary fails at 200 ms; the hedge (sent at 50 ms) answers at 550 ms.
+    let (a, a_breaker) = slow_to("a", Duration::from_millis(200), false, sent.clone());
+    let (b, _) = slow_to("b", Duration::from_millis(500), true, sent.clone());
+    let events = Arc::new(Hedges::default());
+    let failover = Failover::builder("bkt", vec![a.with_priority(1), b.with_priority(2)])
+        .hedge(hedge(100.0))
+        .events(events.clone())
+        .build();
+    let started = tokio::time::Instant::now();
+    let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(550));
+    assert_eq!(res.extensions().get::<HedgeOutcome>(), Some(&HedgeOutcome::Won));
+    assert_eq!(body(res).await, "b");
+    assert_eq!(*events.0.lock().unwrap(), vec!["b:sent", "b:won"]);
+    // The primary's failure was charged to its breaker (threshold 1).
+    assert_eq!(a_breaker.state(), crate::breaker::BreakerState::Open);
+
+    // The other way round: the hedge fails first, the primary still serves.
+    sent.lock().unwrap().clear();
+    let (a, _) = slow_to("a", Duration::from_millis(300), true, sent.clone());
+    let (b, b_breaker) = slow_to("b", Duration::from_millis(10), false, sent.clone());
+    let events = Arc::new(Hedges::default());
+    let failover = Failover::builder("bkt", vec![a.with_priority(1), b.with_priority(2)])
+        .hedge(hedge(100.0))
+        .events(events.clone())
+        .build();
+    let started = tokio::time::Instant::now();
+    let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    assert_eq!(res.extensions().get::<HedgeOutcome>(), Some(&HedgeOutcome::Lost));
+    assert_eq!(
+        res.extensions().get::<Attempt>(),
+        Some(&Attempt {
+            number: 1,
+            kind: AttemptKind::Primary
+        })
+    );
+    assert_eq!(body(res).await, "a");
+    assert_eq!(*events.0.lock().unwrap(), vec!["b:sent"]);
+    assert_eq!(b_breaker.state(), crate::breaker::BreakerState::Open);
+    assert_eq!(sent.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_pass_is_retried_with_every_replica_again_after_the_backoff() {
+    // Both replicas fail on the first pass and serve on the second: the
+    // retry round starts a fresh pass over the whole try order.
+    let a_calls = Arc::new(AtomicUsize::new(0));
+    let b_calls = Arc::new(AtomicUsize::new(0));
+    let (a, _) = scripted("a", vec![Err(()), Ok(200)], a_calls.clone());
+    let (b, _) = scripted("b", vec![Err(()), Ok(200)], b_calls.clone());
+    let failover = Failover::builder("bkt", vec![a.with_priority(1), b.with_priority(2)])
+        .retries(1, Duration::from_millis(10), Duration::from_millis(20))
+        .build();
+    let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
+    assert_eq!(
+        res.extensions().get::<Attempt>(),
+        Some(&Attempt {
+            number: 3,
+            kind: AttemptKind::Failover
+        })
+    );
+    assert_eq!(body(res).await, "a");
+    assert_eq!((a_calls.load(Ordering::SeqCst), b_calls.load(Ordering::SeqCst)), (2, 1));
 }
