@@ -1,4 +1,5 @@
-//! The failover's state-machine tests (paused time, scripted replicas).
+//! The failover's state-machine tests (paused time, scripted replicas), in one
+//! file over 400 lines: they share the scripted and slow replica helpers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
