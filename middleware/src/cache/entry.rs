@@ -194,10 +194,15 @@ impl CachedObject {
     }
 }
 
+/// Room a hit's head keeps for the headers added on the way out
+/// (`X-Cache`, `Age`, `X-Request-Id`, CORS...): a clone keeps the index
+/// table's size, so the answer adds them without rehashing it.
+const HEAD_ROOM: usize = 8;
+
 /// `headers` plus `Content-Length: len` and `Accept-Ranges: bytes`, in the
 /// order a range-less answer has them.
 fn whole_head(headers: &HeaderMap, len: usize) -> HeaderMap {
-    let mut head = HeaderMap::with_capacity(headers.len() + 4);
+    let mut head = HeaderMap::with_capacity(headers.len() + 2 + HEAD_ROOM);
     for (name, value) in headers.iter() {
         head.append(name.clone(), value.clone());
     }

@@ -1,4 +1,5 @@
 //! The upstream's unit tests: addressing style, presigned URLs and their reuse.
+
 use super::*;
 
 #[test]
