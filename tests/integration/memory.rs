@@ -195,7 +195,8 @@ impl Trace {
         peak.saturating_sub(self.before.rss)
     }
 
-    fn report(&self, what: &str) -> String {
+    /// The figures, for `what`, with the `bound` asserted on the growth.
+    fn report(&self, what: &str, bound: u64) -> String {
         format!(
             "{what}: proxy RSS {} before, sampled peak {} ({} samples), VmHWM {} ({}): growth {} (bound {})",
             mib(self.before.rss),
@@ -208,7 +209,7 @@ impl Trace {
                 "since start: clear_refs refused"
             },
             mib(self.growth()),
-            mib(BOUND),
+            mib(bound),
         )
     }
 }
@@ -257,10 +258,10 @@ async fn streaming_a_large_object_keeps_rss_flat() {
     assert_eq!(small.bytes().await.unwrap().len(), 64 * 1024);
 
     let (trace, x_cache) = stream(&proxy, "/data/large.bin", LARGE, 1).await;
-    assert_eq!(x_cache, "BYPASS", "over max_item_size: streamed, not stored");
-    let report = trace.report(&format!("streaming {}", mib(LARGE)));
+    let report = trace.report(&format!("streaming {} (X-Cache: {x_cache})", mib(LARGE)), BOUND);
     eprintln!("{report}");
     assert!(trace.growth() < BOUND, "{report}");
+    assert_eq!(x_cache, "BYPASS", "over max_item_size: streamed, not stored");
 }
 
 /// The object of the slow-client test: large enough that a proxy reading
@@ -363,7 +364,7 @@ async fn a_slow_client_does_not_make_the_proxy_buffer() {
     let ahead = pulled - client.body.len;
     let report = format!(
         "{}; the client stalled after {}: the origin had sent {} ({} ahead of the client){}",
-        trace.report(&format!("a client stalled on {}", mib(SLOW))),
+        trace.report(&format!("a client stalled on {}", mib(SLOW)), BOUND),
         mib(client.body.len),
         mib(pulled),
         mib(ahead),
@@ -376,4 +377,42 @@ async fn a_slow_client_does_not_make_the_proxy_buffer() {
     // The client reads on: the rest arrives, whole.
     client.read_until(SLOW, 64 * 1024).await;
     client.body.check(SLOW);
+}
+
+/// The object of the cache-fill test: cacheable (under its `max_item_size`)
+/// and large enough to stand out of the proxy's noise (~2 MiB).
+const CACHED: u64 = 96 * MIB;
+
+/// A memory tier that stores objects up to 128 MiB.
+const LARGE_ITEMS_CACHE: &str =
+    "cache:\n  memory: { max_capacity: 268435456, ttl_seconds: 1800, max_item_size: 134217728 }";
+
+/// The other streaming path: a cacheable miss streams to the client while
+/// the cache keeps its chunks (`TeeBody`), storing the object at the end.
+/// Holding one copy is the point of a cache; more is waste: the fill may
+/// grow the RSS by the object plus [`BOUND`], no more. A hit then answers
+/// from the stored copy without another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_fill_holds_one_copy_of_the_object() {
+    let s3 = s3().await;
+    write_object(&s3, "cached.bin", CACHED, 4);
+    s3.put_object(BUCKET, "small.bin", &pattern(64 * 1024, 2)).unwrap();
+    let proxy = Proxy::start(&config(&s3, LARGE_ITEMS_CACHE));
+    let small = client().get(proxy.url("/data/small.bin")).send().await.unwrap();
+    assert_eq!(small.bytes().await.unwrap().len(), 64 * 1024);
+
+    let (fill, x_cache) = stream(&proxy, "/data/cached.bin", CACHED, 4).await;
+    let report = fill.report(
+        &format!("filling the cache with {} (X-Cache: {x_cache})", mib(CACHED)),
+        CACHED + BOUND,
+    );
+    eprintln!("{report}");
+    assert_eq!(x_cache, "MISS");
+    assert!(fill.growth() < CACHED + BOUND, "more than one copy: {report}");
+
+    let (hit, x_cache) = stream(&proxy, "/data/cached.bin", CACHED, 4).await;
+    let report = hit.report(&format!("a hit on {} (X-Cache: {x_cache})", mib(CACHED)), BOUND);
+    eprintln!("{report}");
+    assert_eq!(x_cache, "HIT-MEMORY");
+    assert!(hit.growth() < BOUND, "{report}");
 }
