@@ -416,3 +416,36 @@ async fn a_cache_fill_holds_one_copy_of_the_object() {
     assert_eq!(x_cache, "HIT-MEMORY");
     assert!(hit.growth() < BOUND, "{report}");
 }
+
+/// The memory tier of the sliced-object test: 32 MiB in 8 MiB slices.
+const SLICED_CACHE: &str =
+    "cache:\n  memory: { max_capacity: 33554432, ttl_seconds: 1800, max_item_size: 8388608 }\n  slice_size: 8388608";
+
+/// A third path: with `slice_size`, a large object's first `GET` streams
+/// through and indexes it; the next streams slice after slice, each fetched
+/// whole with `Range`, stored in the memory tier and sent. The RSS may grow
+/// by the tier's budget (32 MiB) plus [`BOUND`], far below the 256 MiB object:
+/// slices are evicted as the stream moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliced_object_streams_within_the_cache_budget() {
+    let s3 = s3().await;
+    write_object(&s3, "sliced.bin", SLOW, 5);
+    let proxy = Proxy::start(&config(&s3, SLICED_CACHE));
+    let (first, x_cache) = stream(&proxy, "/data/sliced.bin", SLOW, 5).await;
+    let report = first.report(&format!("first GET of {} (X-Cache: {x_cache})", mib(SLOW)), BOUND);
+    eprintln!("{report}");
+    assert_eq!(x_cache, "BYPASS");
+    assert!(first.growth() < BOUND, "{report}");
+
+    let gets = s3.gets();
+    let (sliced, x_cache) = stream(&proxy, "/data/sliced.bin", SLOW, 5).await;
+    let budget = 32 * MIB;
+    let report = sliced.report(
+        &format!("{} from 8 MiB slices (X-Cache: {x_cache})", mib(SLOW)),
+        budget + BOUND,
+    );
+    eprintln!("{report}");
+    assert_eq!(x_cache, "SLICE");
+    assert_eq!(s3.gets() - gets, SLOW / (8 * MIB), "one Range GET per slice");
+    assert!(sliced.growth() < budget + BOUND, "{report}");
+}
