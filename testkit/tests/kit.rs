@@ -91,6 +91,23 @@ async fn a_stopped_server_refuses_and_restarts_on_its_port() {
     assert_eq!(status(presigned_get(&s3, "k", SK)).await, 200);
 }
 
+#[tokio::test]
+async fn set_etag_is_served_and_body_bytes_are_counted() {
+    let (s3, _dir) = server().await;
+    s3.put_object("bkt", "k", &[5u8; 3000]).unwrap();
+    s3.set_etag("bkt", "k", "0123456789abcdef0123456789abcdef").unwrap();
+    assert_eq!(s3.body_bytes_sent(), 0);
+    let res = client().get(presigned_get(&s3, "k", SK)).send().await.unwrap();
+    assert_eq!(res.headers()["etag"], "\"0123456789abcdef0123456789abcdef\"");
+    assert_eq!(
+        res.content_length(),
+        Some(3000),
+        "the counting body keeps Content-Length"
+    );
+    assert_eq!(res.bytes().await.unwrap().len(), 3000);
+    assert_eq!(s3.body_bytes_sent(), 3000);
+}
+
 #[test]
 fn redis_restarts_on_the_same_port_with_its_data_gone() {
     let mut redis = Redis::start();

@@ -11,6 +11,7 @@ mod edge;
 mod failover;
 mod faults;
 mod hedge;
+mod memory;
 mod ops;
 mod rclone;
 mod redis_cluster;

@@ -1,6 +1,11 @@
 //! The body of a cacheable miss: every chunk goes on to the client as it
-//! arrives and is kept on the side; at a clean end of the stream the object
+//! arrives and is copied on the side; at a clean end of the stream the object
 //! is stored. No second fetch, nothing held back from the client.
+//!
+//! The copy goes into one buffer of the announced length, the stored body
+//! itself: keeping the chunks instead would pin the client library's read
+//! buffers, each chunk a slice of a larger allocation (a 96 MiB fill grew
+//! the RSS by ~190 MiB), and joining them at the end would double it again.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,7 +13,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -26,7 +31,8 @@ pub(crate) struct Fill {
     pub(crate) ttl: Option<Duration>,
     pub(crate) epoch: u64,
     pub(crate) guard: Option<FillGuard>,
-    pub(crate) parts: Vec<Bytes>,
+    /// The body so far (its capacity reserved at the first chunk).
+    pub(crate) parts: Vec<u8>,
     pub(crate) len: u64,
     pub(crate) stored: bool,
 }
@@ -37,9 +43,13 @@ impl Fill {
         if self.len > self.limit || self.expected_len.is_some_and(|n| self.len > n) {
             return false;
         }
-        if !data.is_empty() {
-            self.parts.push(data.clone());
+        if self.parts.capacity() == 0 {
+            // The whole object at once (pages are touched only as written),
+            // so that it is never moved by a reallocation.
+            let announced = self.expected_len.unwrap_or(0).min(self.limit);
+            self.parts.reserve_exact(usize::try_from(announced).unwrap_or(0));
         }
+        self.parts.extend_from_slice(data);
         true
     }
 
@@ -48,17 +58,7 @@ impl Fill {
             return;
         }
         self.stored = true;
-        let body = match self.parts.len() {
-            0 => Bytes::new(),
-            1 => self.parts[0].clone(),
-            _ => {
-                let mut buf = BytesMut::with_capacity(self.len as usize);
-                for p in &self.parts {
-                    buf.extend_from_slice(p);
-                }
-                buf.freeze()
-            }
-        };
+        let body = Bytes::from(std::mem::take(&mut self.parts));
         self.store.insert(&self.key, &self.headers, body, self.ttl, self.epoch);
         // `guard` drops after the memory insert: waiting requests find the copy.
     }

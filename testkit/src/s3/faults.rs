@@ -66,6 +66,8 @@ pub(super) struct State {
     /// While set, `GET`s wait until the value turns true.
     gate: Mutex<Option<watch::Sender<bool>>>,
     waiting: AtomicU64,
+    /// Body bytes handed to the connections (see [`LocalS3::body_bytes_sent`]).
+    sent: Arc<AtomicU64>,
 }
 
 impl LocalS3 {
@@ -168,6 +170,59 @@ impl LocalS3 {
     /// `GET`s waiting at the gate now.
     pub fn waiting(&self) -> u64 {
         self.shared.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Body bytes of the answers in the default mode ([`Fault::None`],
+    /// [`Fault::SlowDownGets`]) handed to the connections since start: what
+    /// a client (the proxy) has pulled, up to what hyper holds to write.
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.shared.sent.load(Ordering::SeqCst)
+    }
+
+    /// Records `etag` as the object's ETag in s3s-fs's internal-info sidecar
+    /// (`.bucket-B.object-K.internal.json`, names in unpadded base64url), so
+    /// that s3s-fs does not compute the MD5 of the whole file on every `GET`
+    /// and `HEAD` (seconds per GiB in a debug build). Write the object first.
+    pub fn set_etag(&self, bucket: &str, key: &str, etag: &str) -> std::io::Result<()> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        let name = format!(
+            ".bucket-{}.object-{}.internal.json",
+            URL_SAFE_NO_PAD.encode(bucket),
+            URL_SAFE_NO_PAD.encode(key)
+        );
+        std::fs::write(self.root.join(name), format!("{{\"e_tag\":\"{etag}\"}}"))
+    }
+}
+
+/// A body that counts the data it yields into `sent`; its size hint and end
+/// are the inner body's (hyper still sends `Content-Length`).
+struct Counted {
+    inner: BoxBody,
+    sent: Arc<AtomicU64>,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(|f| f.data_ref()) {
+            self.sent.fetch_add(data.len() as u64, Ordering::SeqCst);
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -282,7 +337,11 @@ pub(super) async fn handle(
             let stream = stream.chain(after);
             http_body_util::StreamBody::new(stream.map(|r| r.map(hyper::body::Frame::data))).boxed_unsync()
         }
-        _ => body.boxed_unsync(),
+        _ => Counted {
+            inner: body.boxed_unsync(),
+            sent: shared.sent.clone(),
+        }
+        .boxed_unsync(),
     };
     Ok(Response::from_parts(parts, body))
 }
