@@ -33,7 +33,10 @@ pub use load::{load, load_file, load_str, ConfigError, ConfigErrors, Format};
 pub use observability::{LoggingConfig, MetricsConfig, TracingConfig};
 pub use overrides::ENV_PREFIX;
 pub use replica::{ReplicaConfig, ReplicaHedgeConfig, ResolvedReplica, RoleConfig};
-pub use server::{PerIpRateLimitConfig, RateLimitConfig, ReadinessConfig, S3ApiConfig, ServerConfig, TlsConfig};
+pub use server::{
+    ConnectionThreadsSetting, PerIpRateLimitConfig, RateLimitConfig, ReadinessConfig, S3ApiConfig, ServerConfig,
+    TlsConfig,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]

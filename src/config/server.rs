@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub http2_keepalive_timeout_seconds: u64,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
+    /// Threads that serve client connections, each with its own event loop
+    /// (`"auto"`: one per CPU the process may use; `0`: connections share
+    /// the main multi-threaded runtime). Read at start only.
+    pub connection_threads: ConnectionThreadsSetting,
     /// HTTPS on the listener; plain HTTP when absent.
     pub tls: Option<TlsConfig>,
     /// What `/ready` requires.
@@ -202,6 +206,7 @@ impl Default for ServerConfig {
             http2_keepalive_interval_seconds: 30,
             http2_keepalive_timeout_seconds: 20,
             http2_max_concurrent_streams: 128,
+            connection_threads: ConnectionThreadsSetting::Auto,
         }
     }
 }
@@ -210,5 +215,63 @@ impl ServerConfig {
     /// The parsed listen address (validated at load).
     pub fn socket_addr(&self) -> SocketAddr {
         self.address.parse().expect("validated at load")
+    }
+}
+
+/// Most connection threads accepted (a larger number is a typo, not a machine).
+pub const MAX_CONNECTION_THREADS: usize = 1024;
+
+/// `server.connection_threads`: `"auto"` or a number of threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionThreadsSetting {
+    /// One per CPU the process may use (`std::thread::available_parallelism`,
+    /// which follows cgroup CPU quotas and affinity).
+    Auto,
+    /// This many (`0`: none, connections run on the main runtime).
+    Count(usize),
+}
+
+impl ConnectionThreadsSetting {
+    /// The number of connection threads to start (0: none).
+    pub fn threads(self) -> usize {
+        match self {
+            Self::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Self::Count(n) => n,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnectionThreadsSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ConnectionThreadsSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of threads or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                match usize::try_from(v) {
+                    Ok(n) if n <= MAX_CONNECTION_THREADS => Ok(ConnectionThreadsSetting::Count(n)),
+                    _ => Err(E::custom(format!(
+                        "at most {MAX_CONNECTION_THREADS} threads, or \"auto\""
+                    ))),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("must not be negative"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v.trim() {
+                    "auto" => Ok(ConnectionThreadsSetting::Auto),
+                    n => n
+                        .parse::<u64>()
+                        .map_err(|_| E::custom("expected a number of threads or \"auto\""))
+                        .and_then(|n| self.visit_u64(n)),
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }

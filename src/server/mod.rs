@@ -27,9 +27,11 @@ use crate::edge::{edge, EdgeService};
 use crate::metrics::Metrics;
 use crate::reload::Live;
 use signals::{reload_on_sighup, shutdown_signal, sighup, terminate};
+use threads::ConnectionThreads;
 use watchdog::{ConnState, TrackedBody, Watched, WATCHDOG_TICK};
 
 mod signals;
+mod threads;
 mod watchdog;
 
 /// Longest TLS handshake a client connection may take.
@@ -57,9 +59,16 @@ pub async fn run(
     let tls = crate::tls::reloaders(&app.config)?;
     let edge_conf = Arc::new(ConnectionLimits::from_config(&app.config.server));
     let metrics = app.metrics.clone();
+    let threads = match app.config.server.connection_threads.threads() {
+        0 => None,
+        n => Some(Arc::new(ConnectionThreads::start(n)?)),
+    };
     drop(app);
     let scheme = crate::tls::scheme(tls.server.is_some());
-    tracing::info!("Yatagarasu listening on {scheme}://{addr}");
+    tracing::info!(
+        connection_threads = threads.as_ref().map_or(0, |t| t.len()),
+        "Yatagarasu listening on {scheme}://{addr}"
+    );
     let metrics_task = match metrics_listener {
         Some(l) => {
             let maddr = l.local_addr()?;
@@ -84,11 +93,14 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(edge_conf.max_connections));
     let accept = tokio::spawn(accept_loop(
         listener,
-        service,
-        edge_conf.clone(),
-        metrics,
-        connections.clone(),
-        tls.server.clone(),
+        Accepting {
+            service,
+            limits: edge_conf.clone(),
+            metrics,
+            connections: connections.clone(),
+            tls: tls.server.clone(),
+            threads: threads.clone(),
+        },
         stop_rx,
     ));
     tokio::select! {
@@ -112,6 +124,8 @@ pub async fn run(
     {
         tracing::warn!("grace period over: closing the remaining connections");
     }
+    // Ends the connection threads (and closes what is left on them).
+    drop(threads);
     reload_task.abort();
     tls.stop();
     if let Some(task) = metrics_task {
@@ -196,18 +210,29 @@ fn raise_nofile_limit() -> Option<u64> {
 /// What a connection refused past the limit gets, written without waiting.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 116\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Too many connections.</Message></Error>\n";
 
-/// Accepts client connections until `stop`, each served by
-/// [`serve_connection`] while it holds a permit of `connections`; past the
-/// limit a connection is answered 503 (best effort) and closed at once.
-async fn accept_loop(
-    listener: TcpListener,
+/// What the accept loop hands each connection.
+struct Accepting {
     service: EdgeService,
     limits: Arc<ConnectionLimits>,
     metrics: Arc<Metrics>,
     connections: Arc<Semaphore>,
     tls: Option<Arc<crate::tls::TlsReloader>>,
-    mut stop: watch::Receiver<bool>,
-) {
+    threads: Option<Arc<ConnectionThreads>>,
+}
+
+/// Accepts client connections until `stop`, each served by
+/// [`serve_connection`] while it holds a permit of `connections`, on the
+/// next of the connection `threads` (or on this runtime without them); past
+/// the limit a connection is answered 503 (best effort) and closed at once.
+async fn accept_loop(listener: TcpListener, accepting: Accepting, mut stop: watch::Receiver<bool>) {
+    let Accepting {
+        service,
+        limits,
+        metrics,
+        connections,
+        tls,
+        threads,
+    } = accepting;
     let builder = Arc::new(http_builder(&limits));
     loop {
         let accepted = tokio::select! {
@@ -239,21 +264,40 @@ async fn accept_loop(
             builder: builder.clone(),
             stop: stop.clone(),
         };
-        // With TLS, the handshake runs in the connection's own task (bounded,
-        // so a silent client cannot hold a slot) with the certificate current
-        // at accept time.
         let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
-        tokio::spawn(async move {
-            match acceptor {
-                None => serve_connection(tcp, conn).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_connection(stream, conn).await,
-                    Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
-                },
-            }
-            drop(permit);
-        });
+        let Some(threads) = &threads else {
+            tokio::spawn(async move {
+                connection(tcp, conn, acceptor).await;
+                drop(permit);
+            });
+            continue;
+        };
+        // The socket moves to the other thread's event loop.
+        match tcp.into_std() {
+            Ok(tcp) => threads.spawn(async move {
+                match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => connection(tcp, conn, acceptor).await,
+                    Err(e) => tracing::debug!(peer = %peer, error = %e, "connection lost on its way to its thread"),
+                }
+                drop(permit);
+            }),
+            Err(e) => tracing::debug!(peer = %peer, error = %e, "connection lost on its way to its thread"),
+        }
+    }
+}
+
+/// One accepted connection: its TLS handshake, when there is TLS (bounded,
+/// so a silent client cannot hold a slot, with the certificate current at
+/// accept time), then [`serve_connection`].
+async fn connection(tcp: tokio::net::TcpStream, conn: ConnectionContext, acceptor: Option<tokio_rustls::TlsAcceptor>) {
+    let peer = conn.peer;
+    match acceptor {
+        None => serve_connection(tcp, conn).await,
+        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => serve_connection(stream, conn).await,
+            Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+        },
     }
 }
 

@@ -353,3 +353,65 @@ async fn the_admin_bearer_scheme_is_case_insensitive() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 401);
 }
+
+/// The names of the proxy's threads that serve connections (`/proc`).
+#[cfg(target_os = "linux")]
+fn connection_threads(proxy: &Proxy) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| n.starts_with("conn-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn connections_are_served_on_their_own_threads_or_on_the_shared_runtime() {
+    for (setting, expected) in [("3", 3), ("0", 0)] {
+        let (_s3, proxy) = setup(&format!("  connection_threads: {setting}")).await;
+        assert_eq!(
+            connection_threads(&proxy),
+            (0..expected)
+                .map(|n| format!("conn-{n}"))
+                .collect::<Vec<_>>(),
+            "connection_threads: {setting}"
+        );
+        // Several keep-alive connections (more than threads), two requests
+        // each, and a 32 MiB body streamed while the others are served.
+        let mut large = TcpStream::connect(proxy.addr()).await.unwrap();
+        large
+            .write_all(b"GET /data/large.bin HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..7 {
+            conns.push(TcpStream::connect(proxy.addr()).await.unwrap());
+        }
+        for _ in 0..2 {
+            for s in &mut conns {
+                s.write_all(b"GET /data/small.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+                    .await
+                    .unwrap();
+                let (status, _, body) = read_response(s).await;
+                assert_eq!(
+                    (status, body.as_slice()),
+                    (200, &b"hello, yatagarasu\n"[..]),
+                    "{setting}"
+                );
+            }
+        }
+        let (status, _, body) = read_response(&mut large).await;
+        assert_eq!((status, body.len()), (200, 32 * 1024 * 1024), "{setting}");
+        assert_eq!(body, pattern(32 * 1024 * 1024, 7), "{setting}");
+        assert!(
+            proxy
+                .wait_for_log(&format!("connection_threads={expected}"), PATIENCE)
+                .await,
+            "{}",
+            proxy.logs()
+        );
+    }
+}

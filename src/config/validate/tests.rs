@@ -151,3 +151,46 @@ tracing:
         "http://c:4318/v1/traces"
     );
 }
+
+#[test]
+fn connection_threads_are_auto_a_count_or_an_error_naming_the_key() {
+    use crate::config::{load, ConnectionThreadsSetting, Format};
+    const BUCKET: &str = "buckets: [{ name: b, path_prefix: /b, s3: { bucket: b, anonymous: true } }]\n";
+    let threads = |server: &str| {
+        load_str(&format!("{BUCKET}{server}"), "test", &|_| None)
+            .unwrap()
+            .server
+            .connection_threads
+    };
+    assert_eq!(threads(""), ConnectionThreadsSetting::Auto);
+    assert_eq!(
+        threads("server: { connection_threads: auto }"),
+        ConnectionThreadsSetting::Auto
+    );
+    assert_eq!(
+        threads("server: { connection_threads: 0 }"),
+        ConnectionThreadsSetting::Count(0)
+    );
+    assert_eq!(
+        threads("server: { connection_threads: 3 }"),
+        ConnectionThreadsSetting::Count(3)
+    );
+    assert!(ConnectionThreadsSetting::Auto.threads() >= 1);
+    for bad in ["-1", "5000", "many"] {
+        let errs = errors(&format!("{BUCKET}server: {{ connection_threads: {bad} }}"));
+        assert!(
+            errs.iter().any(|e| e.starts_with("server.connection_threads")),
+            "{bad}: {errs:?}"
+        );
+    }
+    // One key per pod from the environment: a string, as every override is.
+    let overridden = load(
+        BUCKET,
+        Format::Yaml,
+        "test",
+        &|_| None,
+        &[("YATAGARASU__SERVER__CONNECTION_THREADS".into(), "2".into())],
+    )
+    .unwrap();
+    assert_eq!(overridden.server.connection_threads, ConnectionThreadsSetting::Count(2));
+}

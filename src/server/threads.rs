@@ -1,0 +1,62 @@
+//! Connection threads (`server.connection_threads`): client connections
+//! are shared out, as they are accepted, among threads that each run their
+//! own single-threaded event loop, as nginx's workers do. A connection and
+//! every request on it stay on one thread: no wake-up crosses threads and no
+//! task is stolen between them, which costs less CPU per request than the
+//! shared multi-threaded runtime (`bench/README.md`). Background work (health
+//! checks, reloads, the metrics listener) stays on the main runtime. The
+//! threads are named `conn-0`, `conn-1`... (as `top -H` shows them).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::runtime::{Builder, Handle};
+use tokio::sync::oneshot;
+
+/// The event loops that serve client connections, in turn. Dropping it
+/// ends the threads: connections still open on them are closed.
+pub(super) struct ConnectionThreads {
+    loops: Vec<Handle>,
+    next: AtomicUsize,
+    _stop: Vec<oneshot::Sender<()>>,
+}
+
+impl ConnectionThreads {
+    /// Starts `count` threads (at least one), each with its own
+    /// current-thread runtime, running until this is dropped.
+    pub(super) fn start(count: usize) -> std::io::Result<Self> {
+        let count = count.max(1);
+        let mut loops = Vec::with_capacity(count);
+        let mut stop = Vec::with_capacity(count);
+        for n in 0..count {
+            let runtime = Builder::new_current_thread().enable_all().build()?;
+            let (tx, rx) = oneshot::channel::<()>();
+            loops.push(runtime.handle().clone());
+            stop.push(tx);
+            std::thread::Builder::new().name(format!("conn-{n}")).spawn(move || {
+                // Until the sender is dropped; then the runtime drops
+                // the tasks still on it.
+                let _ = runtime.block_on(rx);
+            })?;
+        }
+        Ok(Self {
+            loops,
+            next: AtomicUsize::new(0),
+            _stop: stop,
+        })
+    }
+
+    /// How many threads serve connections.
+    pub(super) fn len(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Runs `task` (a connection) on the next thread in turn.
+    pub(super) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len();
+        self.loops[n].spawn(task);
+    }
+}
