@@ -89,12 +89,7 @@ fn init_tracing(
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stdout());
-    let fmt = tracing_subscriber::fmt::layer().with_target(false).with_writer(writer);
-    let fmt = if logging.format == "json" {
-        fmt.json().flatten_event(true).with_filter(filter).boxed()
-    } else {
-        fmt.with_ansi(ansi).with_filter(filter).boxed()
-    };
+    let fmt = yatagarasu::access_log::format::layer(logging.format == "json", ansi, writer).with_filter(filter);
     let (otel, telemetry) = match yatagarasu::telemetry::layer(traces, runtime.handle().clone()) {
         Ok(Some((layer, telemetry))) => (Some(layer), Some(telemetry)),
         Ok(None) => (None, None),
