@@ -236,22 +236,43 @@ pub struct LogSafe<'a>(pub &'a str);
 /// The longest value written, in bytes.
 const LOG_VALUE_MAX: usize = 1024;
 
+/// The bytes a value keeps as they are: `SAFE[byte]`.
+const SAFE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let punctuation = b"-._~:/@!$&'()*+,;%?[]|^`{}<>#";
+    let mut i = 0;
+    while i < punctuation.len() {
+        table[punctuation[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 impl std::fmt::Display for LogSafe<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/@!$&'()*+,;%?[]|^`{}<>#".contains(&b);
+        use std::fmt::Write as _;
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let bytes = self.0.as_bytes();
         let end = bytes.len().min(LOG_VALUE_MAX);
         // Runs of safe bytes are written whole (most values are one run),
         // anything else byte by byte, escaped.
         let mut i = 0;
         while i < end {
-            let run = bytes[i..end].iter().take_while(|&&b| safe(b)).count();
+            let run = bytes[i..end].iter().take_while(|&&b| SAFE[usize::from(b)]).count();
             if run > 0 {
                 // Safe bytes are ASCII: the run is valid UTF-8 on its own.
                 f.write_str(&self.0[i..i + run])?;
                 i += run;
             } else {
-                write!(f, "%{:02X}", bytes[i])?;
+                let b = usize::from(bytes[i]);
+                f.write_char('%')?;
+                f.write_char(char::from(HEX[b >> 4]))?;
+                f.write_char(char::from(HEX[b & 15]))?;
                 i += 1;
             }
         }
