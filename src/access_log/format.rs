@@ -11,8 +11,10 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::callsite::Identifier;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
@@ -67,6 +69,61 @@ pub struct AccessFormat<F, T> {
     inner: F,
     timer: T,
     json: bool,
+    /// The field prefixes of the first access callsite seen (the access
+    /// lines come from one).
+    prefixes: OnceLock<Prefixes>,
+}
+
+/// What goes before each field of one callsite's events, worked out once:
+/// ` name=` (text; ` ` for the message) or `,"name":` (JSON), by field index.
+/// `None` when a name is one the stock text formatter treats specially.
+#[derive(Debug)]
+struct Prefixes {
+    callsite: Identifier,
+    fields: Option<Vec<(Box<str>, bool)>>,
+}
+
+impl Prefixes {
+    fn new(json: bool, event: &Event<'_>) -> Self {
+        let names = event.metadata().fields();
+        let usual = json
+            || names
+                .iter()
+                .all(|f| !f.name().starts_with("log.") && !f.name().starts_with("r#"));
+        let fields = usual.then(|| {
+            names
+                .iter()
+                .map(|f| {
+                    let (name, message) = (f.name(), f.name() == "message");
+                    let prefix = if json {
+                        let mut p = String::from(",\"");
+                        p.push_str(name);
+                        escape_json_from(&mut p, 1);
+                        p.push_str("\":");
+                        p
+                    } else if message {
+                        " ".to_owned()
+                    } else {
+                        format!(" {name}=")
+                    };
+                    (prefix.into_boxed_str(), message)
+                })
+                .collect()
+        });
+        Self {
+            callsite: event.metadata().callsite(),
+            fields,
+        }
+    }
+
+    /// The prefixes for `event`, when it comes from this callsite.
+    fn of(&self, event: &Event<'_>) -> Option<&[(Box<str>, bool)]> {
+        if event.metadata().callsite() == self.callsite {
+            self.fields.as_deref()
+        } else {
+            None
+        }
+    }
 }
 
 impl<F, T> AccessFormat<F, T> {
@@ -76,6 +133,7 @@ impl<F, T> AccessFormat<F, T> {
             inner,
             timer,
             json: false,
+            prefixes: OnceLock::new(),
         }
     }
 
@@ -86,6 +144,7 @@ impl<F, T> AccessFormat<F, T> {
             inner,
             timer,
             json: true,
+            prefixes: OnceLock::new(),
         }
     }
 }
@@ -158,10 +217,12 @@ impl<F, T: FormatTime> AccessFormat<F, T> {
             Level::ERROR => "ERROR",
         });
         line.push(' ');
+        let prefixes = self.prefixes.get_or_init(|| Prefixes::new(false, event)).of(event);
         let mut fields = TextFields {
             line,
             first: true,
             sanitize,
+            prefixes,
             result: Ok(()),
         };
         event.record(&mut fields);
@@ -180,7 +241,12 @@ impl<F, T: FormatTime> AccessFormat<F, T> {
         line.push_str("\",\"level\":\"");
         line.push_str(event.metadata().level().as_str());
         line.push('"');
-        let mut fields = JsonFields { line, result: Ok(()) };
+        let prefixes = self.prefixes.get_or_init(|| Prefixes::new(true, event)).of(event);
+        let mut fields = JsonFields {
+            line,
+            prefixes,
+            result: Ok(()),
+        };
         event.record(&mut fields);
         fields.result?;
         line.push_str("}\n");
@@ -196,6 +262,7 @@ struct TextFields<'a> {
     first: bool,
     /// Escape terminal controls in the message (the layer's default).
     sanitize: bool,
+    prefixes: Option<&'a [(Box<str>, bool)]>,
     result: Result<(), Unusual>,
 }
 
@@ -203,6 +270,12 @@ impl TextFields<'_> {
     /// The separator before a field and its name; `Err` for a name the stock
     /// formatter treats specially.
     fn name(&mut self, field: &Field) -> Result<bool, Unusual> {
+        if let Some((prefix, message)) = self.prefixes.and_then(|p| p.get(field.index())) {
+            // Without its leading space before the first field.
+            self.line
+                .push_str(&prefix[usize::from(std::mem::take(&mut self.first))..]);
+            return Ok(*message);
+        }
         let name = field.name();
         if name.starts_with("log.") || name.starts_with("r#") {
             return Err(Unusual);
@@ -288,10 +361,31 @@ impl Visit for TextFields<'_> {
         });
     }
 
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.record(|s| {
+            s.name(field)?;
+            // In this range (a duration in ms up to 11 days) `{:?}` writes
+            // the shortest digits that read back as `value`, without an
+            // exponent, as ryu does. Outside it `{:?}` may use an exponent
+            // where ryu does not, and from 2^34 on the two can break a tie
+            // between two shortest digit strings differently.
+            if (RYU_FROM..RYU_UNTIL).contains(&value) {
+                s.line.push_str(ryu::Buffer::new().format_finite(value));
+            } else {
+                write!(s.line, "{value:?}")?;
+            }
+            Ok(())
+        });
+    }
+
     fn record_error(&mut self, _field: &Field, _value: &(dyn std::error::Error + 'static)) {
         self.result = Err(Unusual);
     }
 }
+
+/// Where ryu writes what `{:?}` writes for an `f64` (see `record_f64`).
+const RYU_FROM: f64 = 1e-4;
+const RYU_UNTIL: f64 = 1e9;
 
 /// The characters tracing-subscriber escapes in a message (terminal
 /// controls), escaped from `line[at..]` on.
@@ -320,17 +414,22 @@ fn escape_terminal_from(line: &mut String, at: usize) {
 /// serde_json: `,"name":value`, `Debug` values as JSON strings.
 struct JsonFields<'a> {
     line: &'a mut String,
+    prefixes: Option<&'a [(Box<str>, bool)]>,
     result: Result<(), Unusual>,
 }
 
 impl JsonFields<'_> {
     fn record(&mut self, field: &Field, f: impl FnOnce(&mut String) -> Result<(), Unusual>) {
         if self.result.is_ok() {
-            self.line.push_str(",\"");
-            let at = self.line.len();
-            self.line.push_str(field.name());
-            escape_json_from(self.line, at - 1);
-            self.line.push_str("\":");
+            if let Some((prefix, _)) = self.prefixes.and_then(|p| p.get(field.index())) {
+                self.line.push_str(prefix);
+            } else {
+                self.line.push_str(",\"");
+                let at = self.line.len();
+                self.line.push_str(field.name());
+                escape_json_from(self.line, at - 1);
+                self.line.push_str("\":");
+            }
             self.result = f(self.line);
         }
     }
@@ -479,7 +578,7 @@ mod tests {
     use tracing_subscriber::Layer;
 
     use super::super::{AccessRecord, TARGET};
-    use super::{format, layer_with_timer, rfc3339, Rfc3339};
+    use super::{format, layer_with_timer, rfc3339, Rfc3339, RYU_FROM, RYU_UNTIL};
     use crate::metrics::Metrics;
 
     /// One instant for both formatters.
@@ -554,7 +653,7 @@ mod tests {
             identity: v.identity.clone(),
             bytes: v.bytes,
             expected: None,
-            complete: v.bytes % 2 == 0,
+            complete: v.bytes.is_multiple_of(2),
             trace_id: v.trace.map(TraceId::from),
             span: tracing::Span::none(),
         }
@@ -653,6 +752,30 @@ mod tests {
 
     fn text(secs: u64, nanos: u32) -> String {
         String::from_utf8(rfc3339(secs, nanos).unwrap().to_vec()).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn floats_in_the_ryu_range_print_as_debug(
+            // Every float in the range equally likely (positive floats
+            // order as their bits), and durations of 0.1 µs to 1 min.
+            bits in RYU_FROM.to_bits()..RYU_UNTIL.to_bits(),
+            ms in RYU_FROM..60_000.0,
+        ) {
+            for v in [f64::from_bits(bits), ms] {
+                let mut buffer = ryu::Buffer::new();
+                prop_assert_eq!(buffer.format_finite(v), format!("{v:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn ryu_and_debug_break_ties_differently_above_the_range() {
+        let v = 1_117_621_402_692_120.25_f64;
+        assert_eq!(format!("{v:?}"), "1117621402692120.3");
+        assert_eq!(ryu::Buffer::new().format_finite(v), "1117621402692120.2");
+        assert!(v >= RYU_UNTIL);
     }
 
     #[test]
