@@ -772,7 +772,9 @@ mod tests {
 
     #[test]
     fn ryu_and_debug_break_ties_differently_above_the_range() {
-        let v = 1_117_621_402_692_120.25_f64;
+        // 1117621402692120.25, exactly halfway between the two shortest
+        // digit strings.
+        let v = f64::from_bits(4_832_296_172_135_338_178);
         assert_eq!(format!("{v:?}"), "1117621402692120.3");
         assert_eq!(ryu::Buffer::new().format_finite(v), "1117621402692120.2");
         assert!(v >= RYU_UNTIL);
