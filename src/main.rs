@@ -86,15 +86,12 @@ fn init_tracing(
         );
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     // Not lossy: under a log flood, requests wait rather than lines vanish.
+    // The writer thread flushes whenever its queue is empty: lines queued
+    // together leave in one write(2) instead of one each.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
-    let fmt = tracing_subscriber::fmt::layer().with_target(false).with_writer(writer);
-    let fmt = if logging.format == "json" {
-        fmt.json().flatten_event(true).with_filter(filter).boxed()
-    } else {
-        fmt.with_ansi(ansi).with_filter(filter).boxed()
-    };
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let fmt = yatagarasu::access_log::format::layer(logging.format == "json", ansi, writer).with_filter(filter);
     let (otel, telemetry) = match yatagarasu::telemetry::layer(traces, runtime.handle().clone()) {
         Ok(Some((layer, telemetry))) => (Some(layer), Some(telemetry)),
         Ok(None) => (None, None),
