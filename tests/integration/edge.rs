@@ -374,9 +374,7 @@ async fn connections_are_served_on_their_own_threads_or_on_the_shared_runtime() 
         let (_s3, proxy) = setup(&format!("  connection_threads: {setting}")).await;
         assert_eq!(
             connection_threads(&proxy),
-            (0..expected)
-                .map(|n| format!("conn-{n}"))
-                .collect::<Vec<_>>(),
+            (0..expected).map(|n| format!("conn-{n}")).collect::<Vec<_>>(),
             "connection_threads: {setting}"
         );
         // Several keep-alive connections (more than threads), two requests
