@@ -1,0 +1,257 @@
+//! The formatter against the stock one, byte for byte.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use axum::http::{HeaderValue, Method};
+use opentelemetry::trace::TraceId;
+use proptest::prelude::*;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
+
+use super::super::{AccessRecord, TARGET};
+use super::fields::{RYU_FROM, RYU_UNTIL};
+use super::timer::rfc3339;
+use super::{format, layer_with_timer, Rfc3339};
+use crate::metrics::Metrics;
+
+/// One instant for both formatters.
+#[derive(Clone)]
+struct Fixed;
+
+impl FormatTime for Fixed {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        w.write_str("2026-11-28T02:35:51.123456Z")
+    }
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'w self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// What the stock tracing-subscriber layer (as the binary built it
+/// before [`super::AccessFormat`]) and ours write for the same events.
+fn both(json: bool, ansi: bool, emit: impl FnOnce()) -> (String, String) {
+    let (stock_out, ours_out) = (Captured::default(), Captured::default());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_writer(stock_out.clone())
+        .event_format(format().with_timer(Fixed));
+    let stock = if json {
+        fmt.json().flatten_event(true).boxed()
+    } else {
+        fmt.with_ansi(ansi).boxed()
+    };
+    let ours = layer_with_timer(json, ansi, ours_out.clone(), Fixed);
+    let subscriber = tracing_subscriber::registry().with(stock).with(ours);
+    tracing::subscriber::with_default(subscriber, emit);
+    (stock_out.text(), ours_out.text())
+}
+
+fn record(metrics: &Arc<Metrics>, v: &Values) -> AccessRecord {
+    AccessRecord {
+        metrics: metrics.clone(),
+        _in_flight: metrics.in_flight(),
+        started: Instant::now() - Duration::from_nanos(v.nanos),
+        method: Method::from_bytes(v.method.as_bytes()).unwrap(),
+        path: v.path.clone(),
+        id: HeaderValue::from_str(&v.id).unwrap(),
+        bucket: Arc::from(v.bucket.as_str()),
+        operation: "GetObject",
+        status: v.status,
+        replica: v.replica.as_deref().map(|r| HeaderValue::from_str(r).unwrap()),
+        cache: Some(HeaderValue::from_static("MISS")),
+        hedge: "lost",
+        identity: v.identity.clone(),
+        bytes: v.bytes,
+        expected: None,
+        complete: v.bytes.is_multiple_of(2),
+        trace_id: v.trace.map(TraceId::from),
+        span: tracing::Span::none(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Values {
+    method: String,
+    path: String,
+    id: String,
+    bucket: String,
+    status: u16,
+    replica: Option<String>,
+    identity: Option<String>,
+    bytes: u64,
+    trace: Option<u128>,
+    nanos: u64,
+}
+
+fn values() -> impl Strategy<Value = Values> {
+    (
+        "[A-Z]{1,8}",
+        any::<String>(),
+        "[ -~]{0,40}",
+        any::<String>(),
+        100u16..600,
+        proptest::option::of("[!-~]{1,20}"),
+        proptest::option::of(any::<String>()),
+        any::<u64>(),
+        proptest::option::of(1u128..),
+        0u64..100_000_000_000,
+    )
+        .prop_map(
+            |(method, path, id, bucket, status, replica, identity, bytes, trace, nanos)| Values {
+                method,
+                path,
+                id,
+                bucket,
+                status,
+                replica,
+                identity,
+                bytes,
+                trace,
+                nanos,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn access_lines_are_the_stock_formatters_bytes(v in values(), json in any::<bool>()) {
+        let metrics = Metrics::new();
+        let (stock, ours) = both(json, false, || drop(record(&metrics, &v)));
+        prop_assert!(stock.contains("request"));
+        prop_assert_eq!(stock, ours);
+    }
+}
+
+#[test]
+fn unusual_access_events_are_the_stock_formatters_bytes() {
+    let error = io::Error::other("disk \"full\"");
+    let emit = || {
+        tracing::info!(target: TARGET, s = "a\"b\\c\u{1}\u{e9}\u{200b}", m = "x", "bell\x07 \x1b[31m \u{85}");
+        tracing::info!(target: TARGET, neg = -5i64, big = u128::MAX, f = 1e-7, g = 1e16, h = f64::NAN, i = f64::INFINITY, j = -0.0);
+        tracing::warn!(target: TARGET, message = "as a field", k = 1u64);
+        tracing::error!(target: TARGET, e = &error as &(dyn std::error::Error + 'static), "with an error");
+        tracing::info!(target: TARGET, r#type = "raw", "raw name");
+        tracing::info!(target: TARGET, ok = true, dbg = ?Some("q\"uote"), "debug");
+        let span = tracing::info_span!("outer", k = 1);
+        span.in_scope(|| tracing::info!(target: TARGET, in_span = 1u64, "in a span"));
+        tracing::info!(target: "yatagarasu::server", other = 1u64, "not an access line");
+    };
+    for (json, ansi) in [(false, false), (true, false), (false, true)] {
+        let (stock, ours) = both(json, ansi, emit);
+        assert_eq!(stock.lines().count(), 8, "{stock}");
+        assert_eq!(stock, ours, "json={json} ansi={ansi}");
+    }
+}
+
+/// The date and time of `secs` as `httpdate` writes it (IMF-fixdate),
+/// rearranged into RFC 3339.
+fn reference(secs: u64, nanos: u32) -> String {
+    let imf = httpdate::fmt_http_date(UNIX_EPOCH + Duration::new(secs, nanos));
+    // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let parts: Vec<&str> = imf.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])
+    .unwrap()
+        + 1;
+    format!("{}-{month:02}-{}T{}.{:06}Z", parts[3], parts[1], parts[4], nanos / 1000)
+}
+
+fn text(secs: u64, nanos: u32) -> String {
+    String::from_utf8(rfc3339(secs, nanos).unwrap().to_vec()).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+    #[test]
+    fn floats_in_the_ryu_range_print_as_debug(
+        // Every float in the range equally likely (positive floats
+        // order as their bits), and durations of 0.1 µs to 1 min.
+        bits in RYU_FROM.to_bits()..RYU_UNTIL.to_bits(),
+        ms in RYU_FROM..60_000.0,
+    ) {
+        for v in [f64::from_bits(bits), ms] {
+            let mut buffer = ryu::Buffer::new();
+            prop_assert_eq!(buffer.format_finite(v), format!("{v:?}"));
+        }
+    }
+}
+
+#[test]
+fn ryu_and_debug_break_ties_differently_above_the_range() {
+    // 1117621402692120.25, exactly halfway between the two shortest
+    // digit strings.
+    let v = f64::from_bits(4_832_296_172_135_338_178);
+    assert_eq!(format!("{v:?}"), "1117621402692120.3");
+    assert_eq!(ryu::Buffer::new().format_finite(v), "1117621402692120.2");
+    assert!(v >= RYU_UNTIL);
+}
+
+#[test]
+fn dates_at_the_edges() {
+    for (secs, want) in [
+        (0, "1970-01-01T00:00:00.000000Z"),
+        (951_782_400, "2000-02-29T00:00:00.000000Z"),
+        (4_107_542_399, "2100-02-28T23:59:59.000000Z"),
+        (4_107_542_400, "2100-03-01T00:00:00.000000Z"),
+        (253_402_300_799, "9999-12-31T23:59:59.000000Z"),
+    ] {
+        assert_eq!(text(secs, 0), want);
+        assert_eq!(text(secs, 0), reference(secs, 0));
+    }
+    assert_eq!(text(1_795_314_951, 123_456_789), "2026-11-22T02:35:51.123456Z");
+    assert_eq!(rfc3339(253_402_300_800, 0), None);
+}
+
+proptest! {
+    #[test]
+    fn dates_agree_with_httpdate(secs in 0u64..253_402_300_800, nanos in 0u32..1_000_000_000) {
+        prop_assert_eq!(text(secs, nanos), reference(secs, nanos));
+    }
+}
+
+#[test]
+fn the_timer_writes_what_the_stock_timer_writes() {
+    // Same instants cannot be had: the stock timer reads the clock
+    // itself. Ours must fall between two stock readings, in the same shape.
+    let now = |timer: &dyn FormatTime| {
+        let mut s = String::new();
+        timer.format_time(&mut Writer::new(&mut s)).unwrap();
+        s
+    };
+    let before = now(&tracing_subscriber::fmt::time::SystemTime);
+    let ours = now(&Rfc3339);
+    let after = now(&tracing_subscriber::fmt::time::SystemTime);
+    assert_eq!(ours.len(), before.len());
+    assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+}
