@@ -2,8 +2,11 @@
 //! are shared out, as they are accepted, among threads that each run their
 //! own single-threaded event loop, as nginx's workers do. A connection and
 //! every request on it stay on one thread: no wake-up crosses threads and no
-//! task is stolen between them, which costs less CPU per request than the
-//! shared multi-threaded runtime (`bench/README.md`). Background work (health
+//! task is stolen between them, which costs less CPU per cache hit than the
+//! shared multi-threaded runtime (`bench/README.md`). The upstream
+//! connections stay shared (one reqwest pool per replica): a request on one
+//! thread may read a connection driven by another, which makes long streams
+//! cost more CPU, so this is off by default. Background work (health
 //! checks, reloads, the metrics listener) stays on the main runtime. The
 //! threads are named `conn-0`, `conn-1`... (as `top -H` shows them).
 
