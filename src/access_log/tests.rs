@@ -12,9 +12,9 @@ use tracing_subscriber::{EnvFilter, Layer};
 use super::{AccessRecord, LogSafe};
 use crate::metrics::Metrics;
 
-/// What the log layer wrote, line by line.
+/// What the log layer wrote, line by line (the format tests use it too).
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -34,7 +34,7 @@ impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
 }
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
