@@ -31,16 +31,28 @@ impl ConnectionThreads {
         let count = count.max(1);
         let mut loops = Vec::with_capacity(count);
         let mut stop = Vec::with_capacity(count);
+        // Each thread says when it runs (with its name set), so the
+        // listener opens only once every thread is up.
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         for n in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             let (tx, rx) = oneshot::channel::<()>();
             loops.push(runtime.handle().clone());
             stop.push(tx);
+            let started = started_tx.clone();
             std::thread::Builder::new().name(format!("conn-{n}")).spawn(move || {
+                let _ = started.send(());
                 // Until the sender is dropped; then the runtime drops
                 // the tasks still on it.
                 let _ = runtime.block_on(rx);
             })?;
+        }
+        drop(started_tx);
+        for _ in 0..count {
+            // A thread that died before it ran ends the wait early too.
+            if started_rx.recv().is_err() {
+                break;
+            }
         }
         Ok(Self {
             loops,
