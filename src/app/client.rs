@@ -1,16 +1,28 @@
-//! The upstream HTTP clients (one shared pool; one per private CA) and each
-//! replica's [`S3Upstream`].
+//! The upstream HTTP clients (one pool per event loop, shared by the
+//! replicas; one set per private CA) and each replica's [`S3Upstream`].
 
 use std::time::Duration;
 
-use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
+use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream, UpstreamClients};
 
 use super::BuildError;
 use crate::config::{Config, ResolvedReplica};
 
-/// The shared upstream HTTP client: one connection pool for every replica.
-pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
-    http_client_builder(config).build().map_err(BuildError::Client)
+/// The upstream HTTP clients every replica shares: one connection pool for
+/// the shared runtime (lane 0) and one per connection thread (lanes 1..=N,
+/// `server.connection_threads`), so that a connection thread's upstream
+/// connections stay on it.
+pub fn http_client(config: &Config) -> Result<UpstreamClients, BuildError> {
+    clients(config, || http_client_builder(config)).map_err(BuildError::Client)
+}
+
+/// One client from `builder` per lane.
+fn clients(config: &Config, builder: impl Fn() -> reqwest::ClientBuilder) -> Result<UpstreamClients, reqwest::Error> {
+    let first = builder().build()?;
+    let rest = (0..config.server.connection_threads.threads())
+        .map(|_| builder().build())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(UpstreamClients::new(first, rest))
 }
 
 fn http_client_builder(config: &Config) -> reqwest::ClientBuilder {
@@ -24,7 +36,7 @@ fn http_client_builder(config: &Config) -> reqwest::ClientBuilder {
 
 pub(super) async fn upstream(
     config: &Config,
-    client: &reqwest::Client,
+    client: &UpstreamClients,
     bucket: usize,
     r: &ResolvedReplica,
 ) -> Result<S3Upstream, BuildError> {
@@ -46,14 +58,12 @@ pub(super) async fn upstream(
 }
 
 /// [`http_client`] trusting only the CAs of the PEM bundle at `path`.
-fn http_client_with_ca(config: &Config, path: &str) -> Result<reqwest::Client, String> {
+fn http_client_with_ca(config: &Config, path: &str) -> Result<UpstreamClients, String> {
     let cas = crate::tls::read_ca_bundle(path)?
         .into_iter()
         .map(|der| reqwest::Certificate::from_der(&der))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("ca_file '{path}': {e}"))?;
-    http_client_builder(config)
-        .tls_certs_only(cas)
-        .build()
+    clients(config, || http_client_builder(config).tls_certs_only(cas.clone()))
         .map_err(|e| format!("cannot create the HTTP client for ca_file '{path}': {e}"))
 }

@@ -45,8 +45,9 @@ pub struct ServerConfig {
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
     /// Threads that serve client connections, each with its own event loop
-    /// (`0`, the default: connections share the main multi-threaded runtime;
-    /// `"auto"`: one per CPU the process may use). Read at start only.
+    /// and upstream connection pool (`"auto"`, the default: one per CPU the
+    /// process may use; `0`: connections share the main multi-threaded
+    /// runtime). Read at start only.
     pub connection_threads: ConnectionThreadsSetting,
     /// HTTPS on the listener; plain HTTP when absent.
     pub tls: Option<TlsConfig>,
@@ -206,7 +207,7 @@ impl Default for ServerConfig {
             http2_keepalive_interval_seconds: 30,
             http2_keepalive_timeout_seconds: 20,
             http2_max_concurrent_streams: 128,
-            connection_threads: ConnectionThreadsSetting::Count(0),
+            connection_threads: ConnectionThreadsSetting::Auto,
         }
     }
 }

@@ -3,18 +3,19 @@
 //! own single-threaded event loop, as nginx's workers do. A connection and
 //! every request on it stay on one thread: no wake-up crosses threads and no
 //! task is stolen between them, which costs less CPU per cache hit than the
-//! shared multi-threaded runtime (`bench/README.md`). The upstream
-//! connections stay shared (one reqwest pool per replica): a request on one
-//! thread may read a connection driven by another, which makes long streams
-//! cost more CPU, so this is off by default. Background work (health
-//! checks, reloads, the metrics listener) stays on the main runtime. The
-//! threads are named `conn-0`, `conn-1`... (as `top -H` shows them).
+//! shared multi-threaded runtime (`bench/README.md`). Upstream connections
+//! stay on the thread too: thread `conn-N` is lane N+1 of the upstream
+//! clients ([`UpstreamClients`]), one connection pool per thread. Background
+//! work (health checks, reloads, the metrics listener) stays on the main
+//! runtime (lane 0). The threads are named `conn-0`, `conn-1`... (as
+//! `top -H` shows them).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
+use yatagarasu_middleware::upstream::UpstreamClients;
 
 /// The event loops that serve client connections, in turn. Dropping it
 /// ends the threads: connections still open on them are closed.
@@ -41,6 +42,7 @@ impl ConnectionThreads {
             stop.push(tx);
             let started = started_tx.clone();
             std::thread::Builder::new().name(format!("conn-{n}")).spawn(move || {
+                UpstreamClients::enter_lane(n + 1);
                 let _ = started.send(());
                 // Until the sender is dropped; then the runtime drops
                 // the tasks still on it.

@@ -413,3 +413,42 @@ async fn connections_are_served_on_their_own_threads_or_on_the_shared_runtime() 
         );
     }
 }
+
+/// The proxy's open connections to `port` (ESTABLISHED, from `/proc/net/tcp`).
+#[cfg(target_os = "linux")]
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = cols[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && cols[3] == "01"
+        })
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn each_connection_thread_keeps_its_own_upstream_connections() {
+    // Two client connections, served on two threads, take turns (never at
+    // once). One pool shared by the threads would hand the second the
+    // first's idle upstream connection (1 in all); a pool per thread opens
+    // one per thread (2), so that no thread reads a connection that another
+    // drives.
+    let (s3, proxy) = setup("  connection_threads: 2").await;
+    let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
+    for _ in 0..2 {
+        for s in [&mut a, &mut b] {
+            s.write_all(b"GET /data/small.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await
+                .unwrap();
+            let (status, _, body) = read_response(s).await;
+            assert_eq!((status, body.as_slice()), (200, &b"hello, yatagarasu\n"[..]));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(established_to(s3.addr().port()), 2);
+}

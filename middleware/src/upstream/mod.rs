@@ -1,5 +1,6 @@
 //! Fetching from one S3 replica: a SigV4 presigned URL made by rusty-s3, sent
-//! by a shared reqwest client, the answer streamed back as it arrives.
+//! by a reqwest client (one per event loop: [`UpstreamClients`]), the answer
+//! streamed back as it arrives.
 //!
 //! [`S3Upstream`] is an object-level service
 //! (`Service<ObjectRequest, Response = http::Response<Body>, Error = FetchError>`):
@@ -21,8 +22,10 @@ use crate::error::{s3_error_code, FetchError};
 use crate::object::{ObjectMethod, ObjectRequest, Operation};
 
 pub use crate::http::headers::REPLICA_HEADER;
+pub use clients::UpstreamClients;
 pub use future::FetchFuture;
 
+mod clients;
 mod future;
 
 /// Response headers passed from S3 to the client (plus every `x-amz-meta-*`).
@@ -97,8 +100,8 @@ pub fn s3_bucket(endpoint: Option<&Url>, bucket: &str, region: &str) -> Result<B
 
 /// One S3 replica: where it is, how to sign for it, how long to wait for it.
 ///
-/// Cloning is cheap (an `Arc`); every clone shares the reqwest client and so
-/// its connection pool.
+/// Cloning is cheap (an `Arc`); every clone shares the reqwest clients and so
+/// their connection pools.
 #[derive(Clone)]
 pub struct S3Upstream {
     inner: Arc<Inner>,
@@ -108,7 +111,7 @@ struct Inner {
     name: Arc<str>,
     bucket: Bucket,
     credentials: ReplicaCredentials,
-    client: reqwest::Client,
+    clients: UpstreamClients,
     timeout: Duration,
     presigned: Presigned,
 }
@@ -126,15 +129,16 @@ impl std::fmt::Debug for S3Upstream {
 
 impl S3Upstream {
     /// A replica named `name` (for logs, metrics and `X-Yatagarasu-Replica`)
-    /// serving `bucket` through `client`, anonymous until
+    /// serving `bucket` through `clients` (a `reqwest::Client`, or one per
+    /// event loop), anonymous until
     /// [`with_credentials`](Self::with_credentials), with a 30 s timeout.
-    pub fn new(name: impl Into<Arc<str>>, bucket: Bucket, client: reqwest::Client) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, bucket: Bucket, clients: impl Into<UpstreamClients>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 name: name.into(),
                 bucket,
                 credentials: ReplicaCredentials::anonymous(),
-                client,
+                clients: clients.into(),
                 timeout: Duration::from_secs(30),
                 presigned: presigned_cache(),
             }),
@@ -146,7 +150,7 @@ impl S3Upstream {
             name: arc.name.clone(),
             bucket: arc.bucket.clone(),
             credentials: arc.credentials.clone(),
-            client: arc.client.clone(),
+            clients: arc.clients.clone(),
             timeout: arc.timeout,
             presigned: presigned_cache(),
         });
@@ -268,7 +272,7 @@ impl S3Upstream {
             None => self.inner.bucket.head_bucket(creds).sign(PRESIGN_TTL),
         };
         let started = Instant::now();
-        let send = self.inner.client.head(url).send();
+        let send = self.inner.clients.current().head(url).send();
         let res = tokio::time::timeout(timeout, send)
             .await
             .map_err(|_| FetchError::Timeout(timeout))?
@@ -304,19 +308,14 @@ impl S3Upstream {
             ObjectMethod::Get => reqwest::Method::GET,
             ObjectMethod::Head => reqwest::Method::HEAD,
         };
-        let request = match self
-            .inner
-            .client
-            .request(method, url)
-            .headers(req.headers().clone())
-            .build()
-        {
+        let mut client = self.inner.clients.current();
+        let request = match client.request(method, url).headers(req.headers().clone()).build() {
             Ok(request) => request,
             Err(e) => return FetchFuture::failed(FetchError::from_reqwest(e)),
         };
         let timeout = self.inner.timeout;
         FetchFuture::sending(
-            tokio::time::timeout(timeout, (&self.inner.client).call(request)),
+            tokio::time::timeout(timeout, client.call(request)),
             timeout,
             self.inner.name.clone(),
         )

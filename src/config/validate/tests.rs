@@ -162,7 +162,7 @@ fn connection_threads_are_auto_a_count_or_an_error_naming_the_key() {
             .server
             .connection_threads
     };
-    assert_eq!(threads(""), ConnectionThreadsSetting::Count(0));
+    assert_eq!(threads(""), ConnectionThreadsSetting::Auto);
     assert_eq!(
         threads("server: { connection_threads: auto }"),
         ConnectionThreadsSetting::Auto

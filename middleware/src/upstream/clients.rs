@@ -1,0 +1,88 @@
+//! The HTTP clients an [`S3Upstream`](super::S3Upstream) sends through: one
+//! reqwest client (and so one connection pool) per event loop.
+//!
+//! A pooled upstream connection is driven by a task on the runtime that
+//! opened it. When a request served on one thread reads a connection driven
+//! by another, every chunk of the body wakes a thread across: a long stream
+//! then costs about 1.7 times the CPU (`bench/README.md`). A server that runs
+//! its own event loop per thread (the binary's `server.connection_threads`)
+//! marks each thread with [`UpstreamClients::enter_lane`], and every request
+//! made on it takes that lane's client, so its connections stay on the
+//! thread. Threads that never entered a lane (a shared multi-threaded
+//! runtime, background work) use lane 0.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+thread_local! {
+    static LANE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One reqwest client per lane (lane 0 first). Cloning is cheap (an `Arc`).
+/// A single client, `From<reqwest::Client>`, is one lane that every thread
+/// shares.
+#[derive(Clone, Debug)]
+pub struct UpstreamClients {
+    lanes: Arc<[reqwest::Client]>,
+}
+
+impl UpstreamClients {
+    /// `first` serves lane 0 (and any thread of a lane past the end), `rest`
+    /// lanes 1, 2...
+    pub fn new(first: reqwest::Client, rest: impl IntoIterator<Item = reqwest::Client>) -> Self {
+        Self {
+            lanes: std::iter::once(first).chain(rest).collect(),
+        }
+    }
+
+    /// Marks the calling thread as lane `lane`: requests made on it from now
+    /// on take that lane's client.
+    pub fn enter_lane(lane: usize) {
+        LANE.with(|l| l.set(lane));
+    }
+
+    /// How many lanes there are (at least one).
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The client for the calling thread's lane.
+    pub fn current(&self) -> &reqwest::Client {
+        let lane = LANE.with(Cell::get);
+        self.lanes.get(lane).unwrap_or(&self.lanes[0])
+    }
+}
+
+impl From<reqwest::Client> for UpstreamClients {
+    fn from(client: reqwest::Client) -> Self {
+        Self::new(client, [])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_takes_its_lanes_client_and_unknown_lanes_take_the_first() {
+        let clients = UpstreamClients::new(reqwest::Client::new(), [reqwest::Client::new(), reqwest::Client::new()]);
+        assert_eq!(clients.lanes(), 3);
+        // reqwest clients have no identity; compare the Arc'd inner by address.
+        let addr = |c: &reqwest::Client| format!("{c:p}");
+        let on_lane = |lane: Option<usize>| {
+            let clients = clients.clone();
+            std::thread::spawn(move || {
+                if let Some(lane) = lane {
+                    UpstreamClients::enter_lane(lane);
+                }
+                addr(clients.current())
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(on_lane(None), addr(&clients.lanes[0]));
+        assert_eq!(on_lane(Some(1)), addr(&clients.lanes[1]));
+        assert_eq!(on_lane(Some(2)), addr(&clients.lanes[2]));
+        assert_eq!(on_lane(Some(7)), addr(&clients.lanes[0]));
+    }
+}
