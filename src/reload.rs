@@ -193,10 +193,13 @@ impl Live {
     }
 
     /// Builds `config` inheriting the current app's state and swaps it in.
-    pub async fn reload(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+    pub async fn reload(&self, mut config: Config) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let current = self.app();
         warn_restart_only(&current.config, &config);
+        // The connection threads started with the process stay: the new
+        // upstream clients get one lane per running thread.
+        config.server.connection_threads = current.config.server.connection_threads;
         let app = build_with(&config, current.metrics.clone(), current.inherited()).await?;
         let (replicas_kept, replicas_new, replicas_removed) = self.start(&app);
         self.current.store(Arc::new(app));
