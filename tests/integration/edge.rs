@@ -452,3 +452,39 @@ async fn each_connection_thread_keeps_its_own_upstream_connections() {
     }
     assert_eq!(established_to(s3.addr().port()), 2);
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_reload_keeps_one_upstream_pool_per_running_connection_thread() {
+    // The threads start once; a reload that asks for another count (a
+    // restart-only key) must still give a new replica one pool per running
+    // thread, or the threads past the new count would share one.
+    let (s3, proxy) = setup("  connection_threads: 2").await;
+    let other = s3().await;
+    other.put_object("bucket-b", "b.txt", b"from the added bucket").unwrap();
+    let added = format!(
+        "  - name: added\n    path_prefix: /added\n    s3: {{ bucket: bucket-b, endpoint: \"{}\", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY} }}\nhealth_check:",
+        other.endpoint()
+    );
+    let reloaded = config(&s3.endpoint(), "  connection_threads: 0").replace("health_check:", &added);
+    proxy.rewrite_config(&reloaded);
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_for_log("config reloaded", PATIENCE).await,
+        "{}",
+        proxy.logs()
+    );
+    let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
+    for _ in 0..2 {
+        for s in [&mut a, &mut b] {
+            s.write_all(b"GET /added/b.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await
+                .unwrap();
+            let (status, _, body) = read_response(s).await;
+            assert_eq!((status, body.as_slice()), (200, &b"from the added bucket"[..]));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(established_to(other.addr().port()), 2);
+}
