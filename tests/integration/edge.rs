@@ -459,14 +459,14 @@ async fn a_reload_keeps_one_upstream_pool_per_running_connection_thread() {
     // The threads start once; a reload that asks for another count (a
     // restart-only key) must still give a new replica one pool per running
     // thread, or the threads past the new count would share one.
-    let (s3, proxy) = setup("  connection_threads: 2").await;
+    let (first, proxy) = setup("  connection_threads: 2").await;
     let other = s3().await;
     other.put_object("bucket-b", "b.txt", b"from the added bucket").unwrap();
     let added = format!(
         "  - name: added\n    path_prefix: /added\n    s3: {{ bucket: bucket-b, endpoint: \"{}\", access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY} }}\nhealth_check:",
         other.endpoint()
     );
-    let reloaded = config(&s3.endpoint(), "  connection_threads: 0").replace("health_check:", &added);
+    let reloaded = config(&first.endpoint(), "  connection_threads: 0").replace("health_check:", &added);
     proxy.rewrite_config(&reloaded);
     proxy.signal("HUP");
     assert!(
