@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A/B of `server.connection_threads` (or any YATAGARASU__ override) on one binary:
+# runs interleaved, each a wrk run against the proxy in front of the bundled S3 server,
+# printing req/s, the proxy's CPU seconds per 100k requests (from /proc/PID/stat,
+# user + system) and the share of it in user space. Use several rounds: the VM's
+# speed moves between runs, only interleaved pairs compare.
+#   bench/ab.sh hit  32 8 auto 0 auto 0      # 4 KiB memory-cache hits, -c32, 8 s per run
+#   bench/ab.sh pass 64 8 auto 0 auto 0      # 4 KiB pass-through (cache off)
+#   BIN=path/to/yatagarasu bench/ab.sh ...   # another build (default target/release/yatagarasu)
+set -u
+MODE=${1:?hit|pass}; C=${2:?connections}; T=${3:?seconds}; shift 3
+BIN=${BIN:-target/release/yatagarasu}
+command -v wrk >/dev/null || { echo "wrk is needed (apt-get install -y wrk)" >&2; exit 1; }
+D=$(mktemp -d /tmp/ab-XXXX); mkdir -p $D/s3/bench
+head -c 4096 /dev/urandom > $D/s3/bench/small-4k.bin
+PS3=$((20000 + RANDOM % 5000)); PP=$((25000 + RANDOM % 5000))
+$BIN serve-s3 --listen 127.0.0.1:$PS3 --root $D/s3 --access-key AKIABENCHPROXY001 --secret-key bench-secret-5e4d3c2b1a >/dev/null 2>&1 &
+S3=$!
+trap 'kill $S3 2>/dev/null; rm -rf $D' EXIT
+if [ "$MODE" = hit ]; then CACHE='cache: { memory: { max_capacity: 67108864, ttl_seconds: 3600 } }'; else CACHE='# no cache'; fi
+printf '%s\n' "server: { address: \"127.0.0.1:$PP\" }" 'metrics: { enabled: false }' "$CACHE" 'buckets:' \
+  '  - name: bench' '    path_prefix: /bench' \
+  "    s3: { bucket: bench, region: us-east-1, endpoint: \"http://127.0.0.1:$PS3\", access_key: AKIABENCHPROXY001, secret_key: bench-secret-5e4d3c2b1a }" > $D/proxy.yaml
+[ "$MODE" = pass ] && printf '%s\n' '    cache: { enabled: false }' >> $D/proxy.yaml
+URL=http://127.0.0.1:$PP/bench/small-4k.bin
+for setting in "$@"; do
+  YATAGARASU__SERVER__CONNECTION_THREADS=$setting RUST_LOG=warn $BIN -c $D/proxy.yaml >$D/proxy.log 2>&1 &
+  P=$!
+  for _ in $(seq 100); do curl -s -o /dev/null $URL && break; sleep 0.1; done
+  wrk -t1 -c$C -d2s $URL >/dev/null   # warm-up
+  read -r u0 s0 < <(awk '{print $14, $15}' /proc/$P/stat)
+  out=$(wrk -t1 -c$C -d${T}s $URL)
+  read -r u1 s1 < <(awk '{print $14, $15}' /proc/$P/stat)
+  n=$(echo "$out" | awk '/requests in/{print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+  python3 -c "
+u, s, n = $u1 - $u0, $s1 - $s0, $n
+tck = $(getconf CLK_TCK)
+print(f'connection_threads=$setting $MODE -c$C req/s=$rps cpu_s_per_100k={(u + s) / tck / n * 1e5:.2f} user_share={u / max(1, u + s):.2f}')"
+  kill $P; wait $P 2>/dev/null
+done
