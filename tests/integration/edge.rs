@@ -429,6 +429,23 @@ fn established_to(port: u16) -> usize {
         .count()
 }
 
+/// Two keep-alive client connections (so, with two connection threads, one
+/// on each) `GET` `path` in turn, twice each, never at once; each answer is
+/// `body`.
+async fn take_turns(proxy: &Proxy, path: &str, body: &[u8]) {
+    let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    for _ in 0..2 {
+        for s in [&mut a, &mut b] {
+            s.write_all(request.as_bytes()).await.unwrap();
+            let (status, _, got) = read_response(s).await;
+            assert_eq!((status, got.as_slice()), (200, body));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn each_connection_thread_keeps_its_own_upstream_connections() {
@@ -438,18 +455,7 @@ async fn each_connection_thread_keeps_its_own_upstream_connections() {
     // one per thread (2), so that no thread reads a connection that another
     // drives.
     let (s3, proxy) = setup("  connection_threads: 2").await;
-    let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
-    for _ in 0..2 {
-        for s in [&mut a, &mut b] {
-            s.write_all(b"GET /data/small.txt HTTP/1.1\r\nHost: test\r\n\r\n")
-                .await
-                .unwrap();
-            let (status, _, body) = read_response(s).await;
-            assert_eq!((status, body.as_slice()), (200, &b"hello, yatagarasu\n"[..]));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    take_turns(&proxy, "/data/small.txt", b"hello, yatagarasu\n").await;
     assert_eq!(established_to(s3.addr().port()), 2);
 }
 
@@ -474,17 +480,6 @@ async fn a_reload_keeps_one_upstream_pool_per_running_connection_thread() {
         "{}",
         proxy.logs()
     );
-    let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
-    for _ in 0..2 {
-        for s in [&mut a, &mut b] {
-            s.write_all(b"GET /added/b.txt HTTP/1.1\r\nHost: test\r\n\r\n")
-                .await
-                .unwrap();
-            let (status, _, body) = read_response(s).await;
-            assert_eq!((status, body.as_slice()), (200, &b"from the added bucket"[..]));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    take_turns(&proxy, "/added/b.txt", b"from the added bucket").await;
     assert_eq!(established_to(other.addr().port()), 2);
 }
