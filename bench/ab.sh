@@ -11,18 +11,9 @@ set -u
 MODE=${1:?hit|pass}; C=${2:?connections}; T=${3:?seconds}; shift 3
 BIN=${BIN:-target/release/yatagarasu}
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install -y wrk)" >&2; exit 1; }
-D=$(mktemp -d /tmp/ab-XXXX); mkdir -p $D/s3/bench
-head -c 4096 /dev/urandom > $D/s3/bench/small-4k.bin
-PS3=$((20000 + RANDOM % 5000)); PP=$((25000 + RANDOM % 5000))
-$BIN serve-s3 --listen 127.0.0.1:$PS3 --root $D/s3 --access-key AKIABENCHPROXY001 --secret-key bench-secret-5e4d3c2b1a >/dev/null 2>&1 &
-S3=$!
+. "$(dirname "$0")/setup.sh"
+bench_setup "$MODE" "$BIN"
 trap 'kill $S3 2>/dev/null; rm -rf $D' EXIT
-if [ "$MODE" = hit ]; then CACHE='cache: { memory: { max_capacity: 67108864, ttl_seconds: 3600 } }'; else CACHE='# no cache'; fi
-printf '%s\n' "server: { address: \"127.0.0.1:$PP\" }" 'metrics: { enabled: false }' "$CACHE" 'buckets:' \
-  '  - name: bench' '    path_prefix: /bench' \
-  "    s3: { bucket: bench, region: us-east-1, endpoint: \"http://127.0.0.1:$PS3\", access_key: AKIABENCHPROXY001, secret_key: bench-secret-5e4d3c2b1a }" > $D/proxy.yaml
-[ "$MODE" = pass ] && printf '%s\n' '    cache: { enabled: false }' >> $D/proxy.yaml
-URL=http://127.0.0.1:$PP/bench/small-4k.bin
 for setting in "$@"; do
   YATAGARASU__SERVER__CONNECTION_THREADS=$setting RUST_LOG=warn $BIN -c $D/proxy.yaml >$D/proxy.log 2>&1 &
   P=$!

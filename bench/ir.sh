@@ -11,22 +11,14 @@ set -u
 MODE=${1:-hit}; BIN=${2:-target/release/yatagarasu}; PRE=${3:-}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install -y valgrind)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install -y wrk)" >&2; exit 1; }
-D=$(mktemp -d /tmp/ir-XXXX); mkdir -p $D/s3/bench
-head -c 4096 /dev/urandom > $D/s3/bench/small-4k.bin
-PS3=$((20000 + RANDOM % 5000)); PP=$((25000 + RANDOM % 5000))
-$BIN serve-s3 --listen 127.0.0.1:$PS3 --root $D/s3 --access-key AKIABENCHPROXY001 --secret-key bench-secret-5e4d3c2b1a >/dev/null 2>&1 &
-S3=$!
-if [ $MODE = hit ]; then CACHE='cache: { memory: { max_capacity: 67108864, ttl_seconds: 3600 } }'; else CACHE='# no cache'; fi
-printf '%s\n' "server: { address: \"127.0.0.1:$PP\" }" 'metrics: { enabled: false }' "$CACHE" 'buckets:' \
-  '  - name: bench' '    path_prefix: /bench' \
-  "    s3: { bucket: bench, region: us-east-1, endpoint: \"http://127.0.0.1:$PS3\", access_key: AKIABENCHPROXY001, secret_key: bench-secret-5e4d3c2b1a }" > $D/proxy.yaml
-[ $MODE = pass ] && printf '%s\n' '    cache: { enabled: false }' >> $D/proxy.yaml
+. "$(dirname "$0")/setup.sh"
+bench_setup "$MODE" "$BIN"
 LD_PRELOAD=$PRE RUST_LOG=${IR_RUST_LOG:-info,yatagarasu::access=off} valgrind --tool=callgrind --callgrind-out-file=$D/cg.out --dump-instr=no $BIN -c $D/proxy.yaml >$D/proxy.log 2>&1 &
 P=$!
-for i in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:$PP/bench/small-4k.bin && break; sleep 0.2; done
-wrk -t1 -c8 -d3s http://127.0.0.1:$PP/bench/small-4k.bin >/dev/null
+for i in $(seq 300); do curl -s -o /dev/null $URL && break; sleep 0.2; done
+wrk -t1 -c8 -d3s $URL >/dev/null
 callgrind_control -z $P >/dev/null
-out=$(wrk -t1 -c8 -d10s http://127.0.0.1:$PP/bench/small-4k.bin)
+out=$(wrk -t1 -c8 -d10s $URL)
 callgrind_control -d $P >/dev/null
 n=$(echo "$out" | awk '/requests in/{print $1}')
 sleep 1
