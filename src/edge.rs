@@ -18,7 +18,6 @@ use axum::response::Response;
 use pin_project_lite::pin_project;
 use tower::util::{Either, Oneshot};
 use tower::{Layer, Service, ServiceExt};
-use tower_http::request_id::{MakeRequestId, MakeRequestUuid};
 use yatagarasu_middleware::error::S3Error;
 use yatagarasu_middleware::object::REQUEST_ID;
 use yatagarasu_middleware::protect::{
@@ -205,10 +204,10 @@ fn set_request_id(req: &mut Request<Body>) -> HeaderValue {
             return id.clone();
         }
     }
-    let id = MakeRequestUuid
-        .make_request_id(&*req)
-        .map(|id| id.header_value().clone())
-        .unwrap_or_else(|| HeaderValue::from_static("-"));
+    // A UUID v4, written on the stack and copied once into the value.
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = HeaderValue::from_bytes(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text).as_bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("-"));
     req.headers_mut().insert(REQUEST_ID, id.clone());
     id
 }

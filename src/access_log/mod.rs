@@ -73,7 +73,12 @@ pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
         operation: res.extensions().get::<S3Operation>().map_or("-", |op| op.as_str()),
         identity: res.extensions().get::<Identity>().and_then(|i| i.subject.clone()),
         status: res.status().as_u16(),
-        expected: content_length(res.headers()),
+        // An in-memory body (a cache hit, an error) knows its size; else
+        // the header says it.
+        expected: http_body::Body::size_hint(res.body())
+            .exact()
+            .filter(|_| start.method != Method::HEAD)
+            .or_else(|| content_length(res.headers())),
         complete: start.method == Method::HEAD,
         trace_id: start.trace_id,
         span: start.span,

@@ -318,7 +318,10 @@ fn hit(obj: &CachedObject, tier: Tier, req: &ObjectRequest, store: &CacheStore) 
         },
     );
     let sent = match (req.method(), res.status()) {
-        (ObjectMethod::Get, StatusCode::OK | StatusCode::PARTIAL_CONTENT) => content_length_of(&res),
+        // A cached answer's body is in memory: its size is exact.
+        (ObjectMethod::Get, StatusCode::OK | StatusCode::PARTIAL_CONTENT) => http_body::Body::size_hint(res.body())
+            .exact()
+            .unwrap_or_else(|| content_length_of(&res)),
         _ => 0,
     };
     match tier {

@@ -26,6 +26,16 @@ pub enum KeyError {
 /// segment are refused, raw or encoded, so no key can resolve to another key or
 /// bucket once it is put in an upstream URL.
 pub fn decode_key(path: &str) -> Result<String, KeyError> {
+    decode(path).map(Cow::into_owned)
+}
+
+/// [`decode_key`], shared: one allocation (the key an
+/// [`ObjectRequest`](super::ObjectRequest) holds).
+pub(crate) fn decode_shared_key(path: &str) -> Result<std::sync::Arc<str>, KeyError> {
+    decode(path).map(|key| std::sync::Arc::from(&*key))
+}
+
+fn decode(path: &str) -> Result<Cow<'_, str>, KeyError> {
     let raw = path.strip_prefix('/').unwrap_or(path);
     if raw.is_empty() {
         return Err(KeyError::Empty);
@@ -43,7 +53,7 @@ pub fn decode_key(path: &str) -> Result<String, KeyError> {
     if key.len() > 1024 {
         return Err(KeyError::TooLong);
     }
-    Ok(key.into_owned())
+    Ok(key)
 }
 
 #[cfg(test)]

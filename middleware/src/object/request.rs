@@ -133,8 +133,9 @@ impl ObjectRequest {
 
     /// Copies the [`FORWARDED_REQUEST_HEADERS`] of a client request.
     pub fn with_forwarded_headers(mut self, client: &HeaderMap) -> Self {
-        for name in FORWARDED_REQUEST_HEADERS.iter() {
-            for value in client.get_all(name) {
+        // One pass over the client's few headers (no lookup per name).
+        for (name, value) in client {
+            if FORWARDED_REQUEST_HEADERS.contains(name) {
                 self.headers.append(name.clone(), value.clone());
             }
         }
@@ -194,5 +195,32 @@ impl ObjectRequest {
     /// Mutable access to the extensions.
     pub fn extensions_mut(&mut self) -> &mut http::Extensions {
         &mut self.extensions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_only_the_range_and_precondition_headers_with_every_value() {
+        let mut client = HeaderMap::new();
+        client.insert(header::HOST, HeaderValue::from_static("proxy.example"));
+        client.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        client.insert(header::RANGE, HeaderValue::from_static("bytes=0-9"));
+        client.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"a\""));
+        client.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"b\""));
+        client.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Sat, 28 Nov 2026 07:00:00 GMT"),
+        );
+        let req = ObjectRequest::new(ObjectMethod::Get, "k").with_forwarded_headers(&client);
+        let h = req.headers();
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.get(header::RANGE).unwrap(), "bytes=0-9");
+        let etags: Vec<_> = h.get_all(header::IF_NONE_MATCH).iter().collect();
+        assert_eq!(etags, ["\"a\"", "\"b\""]);
+        assert!(h.contains_key(header::IF_MODIFIED_SINCE));
+        assert!(!h.contains_key(header::HOST) && !h.contains_key(header::AUTHORIZATION));
     }
 }

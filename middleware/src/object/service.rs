@@ -9,7 +9,8 @@ use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
-use super::{decode_key, KeyError, ObjectMethod, ObjectRequest};
+use super::key::decode_shared_key;
+use super::{KeyError, ObjectMethod, ObjectRequest};
 use crate::error::{FetchError, S3Error};
 use crate::http::conditional::{self, not_modified, Precondition};
 use crate::http::headers::{request_id, REPLICA_HEADER, X_CACHE};
@@ -163,7 +164,7 @@ where
 #[allow(clippy::result_large_err)] // built once per request, mapped to a response at once
 fn to_object_request<B>(req: &Request<B>) -> Result<ObjectRequest, S3Error> {
     let method = ObjectMethod::from_http(req.method()).ok_or_else(S3Error::method_not_allowed)?;
-    let key = decode_key(req.uri().path()).map_err(|e| match e {
+    let key = decode_shared_key(req.uri().path()).map_err(|e| match e {
         KeyError::Empty => S3Error::no_such_key(),
         other => S3Error::invalid_uri(other.to_string()),
     })?;
