@@ -75,7 +75,9 @@ pub(crate) struct RequestSeries {
     requests: IntCounterVec,
     duration: HistogramVec,
     bytes: IntCounterVec,
-    buckets: RwLock<HashMap<Arc<str>, Arc<BucketSeries>>>,
+    /// Looked up twice per request: foldhash, not SipHash (the names are
+    /// the configured buckets', not the client's).
+    buckets: RwLock<HashMap<Arc<str>, Arc<BucketSeries>, foldhash::fast::RandomState>>,
 }
 
 /// One bucket's series, each label set resolved on first use.
