@@ -243,6 +243,24 @@ async fn raw(addr: &str, request: &str) -> (u16, String) {
 }
 
 #[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_its_answer() {
+    // `printf 'GET ...' | nc -N`, some health checkers: the request, then
+    // FIN, while the object is still being fetched from the replica.
+    let (_s3, proxy) = setup("").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET /data/small.txt HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let (status, _, body) = tokio::time::timeout(PATIENCE, read_response(&mut s)).await.unwrap();
+    assert_eq!((status, body.as_slice()), (200, b"hello, yatagarasu\n".as_slice()));
+    assert!(
+        closed_by_peer(&mut s).await,
+        "the proxy closes a half-closed connection once it has answered"
+    );
+}
+
+#[tokio::test]
 async fn protocol_edges_get_their_statuses_with_s3_errors() {
     let (_s3, proxy) = setup("").await;
     let addr = proxy.addr();
