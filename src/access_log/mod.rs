@@ -13,7 +13,7 @@ use axum::response::Response;
 use yatagarasu_middleware::auth::{AuthOutcome, Identity};
 use yatagarasu_middleware::cache::X_CACHE;
 use yatagarasu_middleware::failover::HedgeOutcome;
-use yatagarasu_middleware::http::headers::content_length;
+use yatagarasu_middleware::http::headers::body_length;
 use yatagarasu_middleware::routing::MatchedBucket;
 use yatagarasu_middleware::s3api::S3Operation;
 use yatagarasu_middleware::upstream::REPLICA_HEADER;
@@ -73,12 +73,7 @@ pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
         operation: res.extensions().get::<S3Operation>().map_or("-", |op| op.as_str()),
         identity: res.extensions().get::<Identity>().and_then(|i| i.subject.clone()),
         status: res.status().as_u16(),
-        // An in-memory body (a cache hit, an error) knows its size; else
-        // the header says it.
-        expected: http_body::Body::size_hint(res.body())
-            .exact()
-            .filter(|_| start.method != Method::HEAD)
-            .or_else(|| content_length(res.headers())),
+        expected: body_length(&res),
         complete: start.method == Method::HEAD,
         trace_id: start.trace_id,
         span: start.span,

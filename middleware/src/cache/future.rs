@@ -26,7 +26,7 @@ use super::slice::{self, Fetcher};
 use super::stats::CacheStats;
 use super::store::{CacheStore, FillGuard, Found, Join, Tier};
 use crate::error::FetchError;
-use crate::http::headers::X_CACHE;
+use crate::http::headers::{body_length, X_CACHE};
 use crate::object::{ObjectMethod, ObjectRequest};
 
 /// What one bucket's layer does with the shared store.
@@ -318,10 +318,7 @@ fn hit(obj: &CachedObject, tier: Tier, req: &ObjectRequest, store: &CacheStore) 
         },
     );
     let sent = match (req.method(), res.status()) {
-        // A cached answer's body is in memory: its size is exact.
-        (ObjectMethod::Get, StatusCode::OK | StatusCode::PARTIAL_CONTENT) => http_body::Body::size_hint(res.body())
-            .exact()
-            .unwrap_or_else(|| content_length_of(&res)),
+        (ObjectMethod::Get, StatusCode::OK | StatusCode::PARTIAL_CONTENT) => body_length(&res).unwrap_or(0),
         _ => 0,
     };
     match tier {
@@ -335,10 +332,6 @@ fn hit(obj: &CachedObject, tier: Tier, req: &ObjectRequest, store: &CacheStore) 
         }
     }
     res
-}
-
-fn content_length_of(res: &Response<Body>) -> u64 {
-    content_length(res).unwrap_or(0)
 }
 
 /// After a memory miss (or a stale copy in memory, `stale`): once per object

@@ -1,7 +1,7 @@
 //! The proxy's own headers (request id, cache and replica markers), and
 //! `Content-Length` read once.
 
-use http::{header, HeaderMap, HeaderName};
+use http::{header, HeaderMap, HeaderName, Response};
 
 /// The response header saying how the cache took part (`HIT-MEMORY`,
 /// `HIT-REDIS`, `MISS`, `BYPASS`, `STALE`, ...).
@@ -26,6 +26,12 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         return None;
     }
     value.parse().ok()
+}
+
+/// The body bytes a response will send: the body's exact size when it knows
+/// it (an in-memory body: a cache hit, an error), else the `Content-Length`.
+pub fn body_length<B: http_body::Body>(res: &Response<B>) -> Option<u64> {
+    res.body().size_hint().exact().or_else(|| content_length(res.headers()))
 }
 
 #[cfg(test)]
