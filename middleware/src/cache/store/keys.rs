@@ -7,23 +7,6 @@ use super::CacheStore;
 /// `{` + 16 hex digits + `}`: the hash tag after the key prefix.
 const TAG_LEN: usize = 18;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// `n` in decimal, written at the end of `buf`.
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or_default()
-}
-
 impl CacheStore {
     /// The cache key of an object: prefix, a cluster hash tag of bucket and
     /// key, length-prefixed bucket, `o:`, key. The same key in two buckets
@@ -41,21 +24,21 @@ impl CacheStore {
     pub(crate) fn entry_key(&self, bucket: &str, key: &str, kind: &str) -> String {
         // Built in one buffer without `format!` (this runs on every lookup):
         // the hash tag covers `<len>:<bucket>/<key>`, as `{scoped}{key}` did.
-        let mut digits = [0u8; 20];
-        let len = decimal(bucket.len(), &mut digits);
+        let mut digits = itoa::Buffer::new();
+        let len = digits.format(bucket.len());
         let mut tag = xxhash_rust::xxh3::Xxh3Default::new();
         for part in [len, ":", bucket, "/", key] {
             tag.update(part.as_bytes());
         }
+        let mut tag_hex = [0u8; 16];
+        // 8 bytes always fit 16 hex digits.
+        let _ = hex::encode_to_slice(tag.digest().to_be_bytes(), &mut tag_hex);
         let prefix = &self.inner.key_prefix;
         let mut out =
             String::with_capacity(prefix.len() + TAG_LEN + len.len() + bucket.len() + kind.len() + key.len() + 3);
         out.push_str(prefix);
         out.push('{');
-        let digest = tag.digest();
-        for shift in (0..16).rev() {
-            out.push(char::from(HEX[(digest >> (shift * 4)) as usize & 15]));
-        }
+        out.push_str(std::str::from_utf8(&tag_hex).unwrap_or_default());
         out.push('}');
         for part in [len, ":", bucket, "/", kind, ":", key] {
             out.push_str(part);
