@@ -12,6 +12,22 @@ fn path_style_for_endpoints_virtual_host_for_aws() {
 }
 
 #[test]
+fn the_host_header_is_the_signed_urls_authority() {
+    let host = |endpoint: Option<&str>, bucket: &str| {
+        let ep = endpoint.map(|e| e.parse::<Url>().unwrap());
+        let b = s3_bucket(ep.as_ref(), bucket, "us-west-2").unwrap();
+        host_header(&b).unwrap()
+    };
+    assert_eq!(host(Some("http://127.0.0.1:9000"), "b"), "127.0.0.1:9000");
+    // The scheme's default port is left out, as hyper-util and SigV4 do.
+    assert_eq!(host(Some("http://minio.internal:80"), "b"), "minio.internal");
+    assert_eq!(host(Some("https://r2.example:443/"), "b"), "r2.example");
+    assert_eq!(host(Some("http://user:pw@[::1]:9000"), "b"), "[::1]:9000");
+    assert_eq!(host(None, "assets"), "assets.s3.us-west-2.amazonaws.com");
+    assert_eq!(host(None, "dotted.name"), "s3.us-west-2.amazonaws.com");
+}
+
+#[test]
 fn presigned_urls_carry_no_secret_and_encode_keys() {
     let ep: Url = "http://127.0.0.1:9000".parse().unwrap();
     let up = S3Upstream::new(
