@@ -26,12 +26,40 @@ fn clients(config: &Config, builder: impl Fn() -> reqwest::ClientBuilder) -> Res
 }
 
 fn http_client_builder(config: &Config) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .read_timeout(Duration::from_secs(config.server.upstream_read_timeout_seconds.max(1)))
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    if names_a_proxy(|name| std::env::var_os(name)) {
+        builder
+    } else {
+        // What reqwest's system proxy would do here, without asking it twice
+        // per request (~1.5% of a pass-through's instructions; issue 13).
+        builder.no_proxy()
+    }
+}
+
+/// The variables reqwest (hyper-util) reads its system proxy from on
+/// Linux; `NO_PROXY` only narrows them.
+const PROXY_VARIABLES: [&str; 6] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+];
+
+/// Whether the environment (`var`) may give reqwest a proxy: a proxy
+/// variable set and not empty, or a platform whose system settings reqwest
+/// also reads (macOS, Windows).
+fn names_a_proxy(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    cfg!(any(target_os = "macos", windows))
+        || PROXY_VARIABLES
+            .iter()
+            .any(|name| var(name).is_some_and(|value| !value.is_empty()))
 }
 
 pub(super) async fn upstream(
@@ -66,4 +94,26 @@ fn http_client_with_ca(config: &Config, path: &str) -> Result<UpstreamClients, S
         .map_err(|e| format!("ca_file '{path}': {e}"))?;
     clients(config, || http_client_builder(config).tls_certs_only(cas.clone()))
         .map_err(|e| format!("cannot create the HTTP client for ca_file '{path}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_is_asked_for_only_when_a_variable_names_one() {
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                set.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert!(!names_a_proxy(env(&[])));
+        assert!(!names_a_proxy(env(&[("HTTPS_PROXY", ""), ("NO_PROXY", "example.com")])));
+        for name in PROXY_VARIABLES {
+            let set: &'static [(&'static str, &'static str)] = Box::leak(Box::new([(name, "http://10.0.0.1:3128")]));
+            assert!(names_a_proxy(env(set)), "{name}");
+        }
+    }
 }

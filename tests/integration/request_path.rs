@@ -374,3 +374,66 @@ async fn if_range_is_checked_against_the_upstream_on_a_miss() {
     assert_eq!(get(etag).await, (206, b"hell".to_vec()));
     assert_eq!(get(modified).await, (206, b"hell".to_vec()));
 }
+
+/// A forward proxy on 127.0.0.1 that counts the requests it carries: it
+/// reads a request head, connects to the host its absolute-form target
+/// names, and relays both ways.
+async fn forward_proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // `GET http://127.0.0.1:PORT/bucket/key?... HTTP/1.1`
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let target = line.split(' ').nth(1).unwrap_or_default();
+                let Some(authority) = target.strip_prefix("http://").and_then(|t| t.split('/').next()) else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(authority).await else {
+                    return;
+                };
+                if upstream.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn replica_requests_go_through_the_proxy_http_proxy_names() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"via the forward proxy\n").unwrap();
+    let (forward, seen) = forward_proxy().await;
+    let config = single_bucket_config("/d", &s3.endpoint(), "bkt");
+    let proxy = Proxy::start_with_env(&config, &[("HTTP_PROXY", &forward)]);
+    let (status, _, body) = get(&proxy, "/d/k.txt").await;
+    assert_eq!((status, body.as_str()), (200, "via the forward proxy\n"));
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    // Without the variable the replica is reached directly.
+    let before = seen.load(std::sync::atomic::Ordering::SeqCst);
+    let direct = Proxy::start(&config);
+    let (status, _, _) = get(&direct, "/d/k.txt").await;
+    assert_eq!(status, 200);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), before);
+}
