@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::future::BoxFuture;
-use http::{header, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -43,15 +43,27 @@ pin_project! {
             send: tokio::time::Timeout<Send>,
             timeout: Duration,
             name: Arc<str>,
+            replica: Option<HeaderValue>,
         },
         ErrorBody { #[pin] read: ErrorAnswer },
     }
 }
 
 impl FetchFuture {
-    pub(super) fn sending(send: tokio::time::Timeout<Send>, timeout: Duration, name: Arc<str>) -> Self {
+    /// `replica` is the replica's name as the `X-Yatagarasu-Replica` value.
+    pub(super) fn sending(
+        send: tokio::time::Timeout<Send>,
+        timeout: Duration,
+        name: Arc<str>,
+        replica: Option<HeaderValue>,
+    ) -> Self {
         Self {
-            state: FetchState::Sending { send, timeout, name },
+            state: FetchState::Sending {
+                send,
+                timeout,
+                name,
+                replica,
+            },
         }
     }
 
@@ -78,7 +90,12 @@ impl Future for FetchFuture {
                     return Poll::Ready(Err(error.take().expect("FetchFuture polled after completion")))
                 }
                 FetchStateProj::ErrorBody { read } => return read.poll(cx),
-                FetchStateProj::Sending { send, timeout, name } => {
+                FetchStateProj::Sending {
+                    send,
+                    timeout,
+                    name,
+                    replica,
+                } => {
                     let res = match ready!(send.poll(cx)) {
                         Err(_) => return Poll::Ready(Err(FetchError::Timeout(*timeout))),
                         Ok(Err(e)) => return Poll::Ready(Err(FetchError::from_reqwest(e))),
@@ -88,7 +105,7 @@ impl Future for FetchFuture {
                     if status.is_server_error() {
                         return Poll::Ready(Err(FetchError::Status(status)));
                     }
-                    let res = into_client_response(res, name);
+                    let res = into_client_response(res, replica.as_ref());
                     if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST {
                         return Poll::Ready(Ok(res));
                     }

@@ -110,3 +110,28 @@ fn presigned_urls_are_reused_per_request_and_credentials() {
     assert_eq!(again.path(), first.path());
     assert!(again.query().unwrap().contains("AKIDFIRST"), "{again}");
 }
+
+#[test]
+fn forwarded_headers_keep_the_first_of_each_named_header_and_every_meta_value() {
+    let mut from = HeaderMap::new();
+    for (name, value) in [
+        ("x-amz-request-id", "R1"),
+        ("content-type", "text/plain"),
+        ("cache-control", "max-age=60"),
+        ("cache-control", "public"),
+        ("x-amz-meta-owner", "a"),
+        ("x-amz-meta-owner", "b"),
+        ("date", "Sat, 28 Nov 2026 10:00:00 GMT"),
+        ("etag", "\"abc\""),
+        ("server", "s3"),
+    ] {
+        from.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    let to = forwarded(&from);
+    let all = |name: &str| to.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+    assert_eq!(all("content-type"), ["text/plain"]);
+    assert_eq!(all("cache-control"), ["max-age=60"]);
+    assert_eq!(all("x-amz-meta-owner"), ["a", "b"]);
+    assert_eq!(all("etag"), ["\"abc\""]);
+    assert_eq!(to.len(), 5, "{to:?}");
+}
