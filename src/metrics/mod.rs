@@ -34,8 +34,9 @@
 //! and buckets as the instruments they replaced (issue 13).
 //!
 //! Label values come from the config (bucket and replica names) or from small
-//! fixed sets, so cardinality is bounded; the gauges of replicas removed by a
-//! reload are dropped ([`Metrics::retain_replicas`]).
+//! fixed sets, so cardinality is bounded; the gauges, and the request, failure
+//! and duration series, of replicas removed by a reload are dropped
+//! ([`Metrics::retain_replicas`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -236,8 +237,11 @@ impl Metrics {
         }
     }
 
-    /// Drops the gauges of every replica not in `live` (after a reload).
+    /// Drops the gauges, and the request, failure and duration series, of
+    /// every replica not in `live` (after a reload). The failover, hedge and
+    /// demotion counters (OpenTelemetry instruments) keep theirs.
     pub fn retain_replicas(&self, live: &HashSet<(String, String)>) {
+        self.replica_series.retain(live);
         let mut map = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|k, _| live.contains(k));
         let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());

@@ -92,3 +92,46 @@ fn replica_series_are_recorded() {
         assert!(text.contains(line), "missing {line} in:\n{text}");
     }
 }
+
+/// A reload that removes a replica drops its request, failure and duration
+/// series, and the handles kept for it: a later attempt on that name starts
+/// a fresh, exported series.
+#[test]
+fn retain_replicas_drops_replica_series() {
+    let m = Metrics::new();
+    m.init_replicas("ha", &["primary", "backup"]);
+    for replica in ["primary", "backup"] {
+        m.request("ha", replica);
+        m.failure("ha", replica, &FetchError::Timeout(Duration::from_secs(1)));
+        m.replica_answered("ha", replica, Duration::from_millis(3));
+    }
+    let live: HashSet<(String, String)> = [("ha".to_owned(), "primary".to_owned())].into();
+    m.retain_replicas(&live);
+    let text = m.render();
+    for line in [
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 1"#,
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="primary"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    for name in [
+        "yatagarasu_replica_requests_total",
+        "yatagarasu_replica_failures_total",
+        "yatagarasu_replica_request_duration_seconds_count",
+    ] {
+        let series = format!(r#"{name}{{bucket="ha",replica="backup"}}"#);
+        assert!(!text.contains(&series), "{series} left in:\n{text}");
+    }
+
+    m.request("ha", "backup");
+    let text = m.render();
+    assert!(
+        text.contains(r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"}"#),
+        "{text}"
+    );
+}
