@@ -8,8 +8,8 @@
 //! `&str` (foldhash) under a read lock and an atomic add. The OpenTelemetry
 //! instruments they replace copied the bucket and replica names into a
 //! `KeyValue` set and sorted and hashed it (SipHash, `ValueMap::measure`) on
-//! every attempt: ~4-5k of a pass-through request's ~88k instructions under
-//! callgrind (issue 13).
+//! every attempt (issue 13): `bench/ir.sh pass` went from ~120.9k to
+//! ~118.0k instructions per pass-through request with this change.
 //!
 //! Names, labels, help texts and buckets are the ones the OpenTelemetry
 //! instruments exported, and a series appears when it did then: the counters
