@@ -28,15 +28,21 @@
 //! | `yatagarasu_client_connections_refused_total` | counter | |
 //! | `yatagarasu_client_connections_closed_total` | counter | `reason` (`idle`, `header_timeout`, `send_timeout`) |
 //!
+//! The series recorded on every request or replica attempt are Prometheus
+//! collectors with their label sets resolved once (`requests`, `replicas`),
+//! registered in the exporter's registry: same names, help texts, labels
+//! and buckets as the instruments they replaced (issue 13).
+//!
 //! Label values come from the config (bucket and replica names) or from small
-//! fixed sets, so cardinality is bounded; the gauges of replicas removed by a
-//! reload are dropped ([`Metrics::retain_replicas`]).
+//! fixed sets, so cardinality is bounded; the gauges, and the request, failure
+//! and duration series, of replicas removed by a reload are dropped
+//! ([`Metrics::retain_replicas`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider, UpDownCounter};
+use opentelemetry::metrics::{Counter, MeterProvider, UpDownCounter};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use yatagarasu_middleware::auth::AuthStats;
@@ -65,13 +71,11 @@ pub struct Metrics {
     registry: prometheus::Registry,
     _provider: SdkMeterProvider,
     requests: RequestSeries,
+    replica_series: ReplicaSeries,
     in_flight: UpDownCounter<i64>,
-    replica_requests: Counter<u64>,
-    replica_failures: Counter<u64>,
     failovers: Counter<u64>,
     hedges: Counter<u64>,
     demotions: Counter<u64>,
-    replica_duration: Histogram<f64>,
     reloads: Counter<u64>,
     connections_open: UpDownCounter<i64>,
     connections_refused: Counter<u64>,
@@ -103,10 +107,12 @@ impl Default for Metrics {
 }
 
 use observers::{register_credentials_gauge, register_observers};
+use replicas::ReplicaSeries;
 pub use requests::status_class;
 use requests::RequestSeries;
 
 mod observers;
+mod replicas;
 mod requests;
 
 impl Metrics {
@@ -148,14 +154,8 @@ impl Metrics {
                 .i64_up_down_counter("yatagarasu_requests_in_flight")
                 .with_description("Requests whose response has not ended yet.")
                 .build(),
-            replica_requests: meter
-                .u64_counter("yatagarasu_replica_requests_total")
-                .with_description("Requests sent to a replica.")
-                .build(),
-            replica_failures: meter
-                .u64_counter("yatagarasu_replica_failures_total")
-                .with_description("Requests a replica failed (before or after its headers).")
-                .build(),
+            replica_series: ReplicaSeries::register(&registry, &REPLICA_DURATION_BUCKETS)
+                .expect("the replica series register into a fresh registry"),
             failovers: meter
                 .u64_counter("yatagarasu_replica_failover_total")
                 .with_description("Requests moved from one replica to the next.")
@@ -167,11 +167,6 @@ impl Metrics {
             demotions: meter
                 .u64_counter("yatagarasu_replica_latency_demotions_total")
                 .with_description("Replicas demoted as latency outliers (tried after their peers for a while).")
-                .build(),
-            replica_duration: meter
-                .f64_histogram("yatagarasu_replica_request_duration_seconds")
-                .with_description("Time from sending a request to a replica to its response headers (or its failure).")
-                .with_boundaries(REPLICA_DURATION_BUCKETS.to_vec())
                 .build(),
             reloads,
             connections_open: meter
@@ -227,9 +222,8 @@ impl Metrics {
     /// (and the alert rules reading them) exist before the first failure:
     /// requests and failures per replica, and failovers per ordered pair.
     pub fn init_replicas(&self, bucket: &str, replicas: &[&str]) {
+        self.replica_series.init(bucket, replicas);
         for (i, from) in replicas.iter().enumerate() {
-            self.replica_requests.add(0, &replica_labels(bucket, from));
-            self.replica_failures.add(0, &replica_labels(bucket, from));
             self.demotions.add(0, &replica_labels(bucket, from));
             for outcome in [HedgeEvent::Sent, HedgeEvent::Won] {
                 let [b, r] = replica_labels(bucket, from);
@@ -243,8 +237,11 @@ impl Metrics {
         }
     }
 
-    /// Drops the gauges of every replica not in `live` (after a reload).
+    /// Drops the gauges, and the request, failure and duration series, of
+    /// every replica not in `live` (after a reload). The failover, hedge and
+    /// demotion counters (OpenTelemetry instruments) keep theirs.
     pub fn retain_replicas(&self, live: &HashSet<(String, String)>) {
+        self.replica_series.retain(live);
         let mut map = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|k, _| live.contains(k));
         let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
@@ -269,8 +266,7 @@ impl Metrics {
     /// One attempt on `replica` ended with its response headers (or failed)
     /// after `elapsed`: `yatagarasu_replica_request_duration_seconds`.
     pub fn replica_answered(&self, bucket: &str, replica: &str, elapsed: Duration) {
-        self.replica_duration
-            .record(elapsed.as_secs_f64(), &replica_labels(bucket, replica));
+        self.replica_series.answered(bucket, replica, elapsed);
     }
 
     /// Body bytes sent for a request of `bucket`.
@@ -365,11 +361,11 @@ fn failover_labels(bucket: &str, from: &str, to: &str) -> [KeyValue; 3] {
 
 impl FailoverEvents for Metrics {
     fn request(&self, bucket: &str, replica: &str) {
-        self.replica_requests.add(1, &replica_labels(bucket, replica));
+        self.replica_series.request(bucket, replica);
     }
 
     fn failure(&self, bucket: &str, replica: &str, _error: &FetchError) {
-        self.replica_failures.add(1, &replica_labels(bucket, replica));
+        self.replica_series.failure(bucket, replica);
     }
 
     fn failover(&self, bucket: &str, from: &str, to: &str) {

@@ -40,3 +40,98 @@ fn names_and_labels_are_the_seed_ones() {
     m.retain_replicas(&HashSet::new());
     assert!(!m.render().contains("yatagarasu_replica_health{"));
 }
+
+/// The per-replica series (pre-resolved collectors, not OpenTelemetry
+/// instruments): the counters at zero from `init_replicas`, the histogram
+/// from its first observation, each with its help text and labels.
+#[test]
+fn replica_series_are_recorded() {
+    let m = Metrics::new();
+    m.init_replicas("ha", &["primary", "backup"]);
+    let text = m.render();
+    for line in [
+        "# HELP yatagarasu_replica_requests_total Requests sent to a replica.",
+        "# TYPE yatagarasu_replica_requests_total counter",
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 0"#,
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 0"#,
+        "# HELP yatagarasu_replica_failures_total Requests a replica failed (before or after its headers).",
+        "# TYPE yatagarasu_replica_failures_total counter",
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"} 0"#,
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    assert!(!text.contains("yatagarasu_replica_request_duration_seconds"), "{text}");
+
+    m.request("ha", "primary");
+    m.request("ha", "primary");
+    m.failure("ha", "primary", &FetchError::Timeout(Duration::from_secs(1)));
+    m.request("ha", "backup");
+    m.replica_answered("ha", "primary", Duration::from_secs(1));
+    m.replica_answered("ha", "backup", Duration::from_millis(3));
+    m.replica_answered("ha", "backup", Duration::from_millis(30));
+    let text = m.render();
+    for line in [
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 2"#,
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 1"#,
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"} 1"#,
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"} 0"#,
+        "# HELP yatagarasu_replica_request_duration_seconds Time from sending a request to a replica to its response headers (or its failure).",
+        "# TYPE yatagarasu_replica_request_duration_seconds histogram",
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="0.75"} 0"#,
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="1"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="20"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="+Inf"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_sum{bucket="ha",replica="primary"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="primary"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.005"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.025"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.05"} 2"#,
+        r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="backup"} 2"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+}
+
+/// A reload that removes a replica drops its request, failure and duration
+/// series, and the handles kept for it: a later attempt on that name starts
+/// a fresh, exported series.
+#[test]
+fn retain_replicas_drops_replica_series() {
+    let m = Metrics::new();
+    m.init_replicas("ha", &["primary", "backup"]);
+    for replica in ["primary", "backup"] {
+        m.request("ha", replica);
+        m.failure("ha", replica, &FetchError::Timeout(Duration::from_secs(1)));
+        m.replica_answered("ha", replica, Duration::from_millis(3));
+    }
+    let live: HashSet<(String, String)> = [("ha".to_owned(), "primary".to_owned())].into();
+    m.retain_replicas(&live);
+    let text = m.render();
+    for line in [
+        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 1"#,
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"} 1"#,
+        r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="primary"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    for name in [
+        "yatagarasu_replica_requests_total",
+        "yatagarasu_replica_failures_total",
+        "yatagarasu_replica_request_duration_seconds_count",
+    ] {
+        let series = format!(r#"{name}{{bucket="ha",replica="backup"}}"#);
+        assert!(!text.contains(&series), "{series} left in:\n{text}");
+    }
+
+    m.request("ha", "backup");
+    let text = m.render();
+    assert!(
+        text.contains(r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"}"#),
+        "{text}"
+    );
+}
