@@ -168,7 +168,9 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             let health = previous.map_or_else(ReplicaHealth::new, |p| p.health.clone());
             let retired = previous.map_or_else(Arc::default, |p| p.retired.clone());
             let hook = {
-                let (metrics, b, name) = (metrics.clone(), bucket_name.clone(), r.name.clone());
+                // Shared, not copied per attempt.
+                let (metrics, b, name): (_, Arc<str>, Arc<str>) =
+                    (metrics.clone(), Arc::from(&*bucket_name), Arc::from(&*r.name));
                 let retired = retired.clone();
                 Arc::new(move |state: BreakerState| {
                     if !retired.load(Ordering::SeqCst) {
