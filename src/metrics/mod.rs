@@ -237,11 +237,10 @@ impl Metrics {
         }
     }
 
-    /// Drops the gauges, and the request, failure and duration series, of
-    /// every replica not in `live` (after a reload). The failover, hedge and
-    /// demotion counters (OpenTelemetry instruments) keep theirs.
+    /// Drops the gauges of every replica not in `live` (after a reload).
+    /// Counters and histograms stay until restart, as counters do
+    /// (docs/metrics.md).
     pub fn retain_replicas(&self, live: &HashSet<(String, String)>) {
-        self.replica_series.retain(live);
         let mut map = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|k, _| live.contains(k));
         let mut creds = self.credentials.lock().unwrap_or_else(|e| e.into_inner());

@@ -16,7 +16,7 @@
 //! at [`ReplicaSeries::init`] (at zero) or at their first add, the histogram
 //! at its first observation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
@@ -140,25 +140,6 @@ impl ReplicaSeries {
             h.duration
                 .get_or_init(|| self.duration.with_label_values(&[bucket, replica]))
                 .observe(elapsed.as_secs_f64())
-        });
-    }
-
-    /// Drops the series (and the kept handles) of every replica not in `live`.
-    pub(crate) fn retain(&self, live: &HashSet<(String, String)>) {
-        let mut map = self.replicas.write().unwrap_or_else(|e| e.into_inner());
-        map.retain(|bucket, replicas| {
-            replicas.retain(|replica, _| {
-                let keep = live.contains(&(bucket.to_string(), replica.to_string()));
-                if !keep {
-                    let labels: [&str; 2] = [bucket, replica];
-                    // Err: that series was never created.
-                    let _ = self.requests.remove_label_values(&labels);
-                    let _ = self.failures.remove_label_values(&labels);
-                    let _ = self.duration.remove_label_values(&labels);
-                }
-                keep
-            });
-            !replicas.is_empty()
         });
     }
 }
