@@ -161,6 +161,9 @@ impl Drop for AccessRecord {
         }
         tracing::info!(
             target: TARGET,
+            // A `str` rather than a format string (issue 13): it reaches
+            // `record_str`, not `core::fmt`, and prints the same.
+            message = "request",
             request_id = %LogSafe(self.id.to_str().unwrap_or_default()),
             method = %LogSafe(self.method.as_str()),
             path = %LogSafe(&self.path),
@@ -175,7 +178,6 @@ impl Drop for AccessRecord {
             identity = %LogSafe(self.identity.as_deref().unwrap_or("-")),
             trace_id = %TraceIdField(self.trace_id),
             duration_ms = duration.as_secs_f64() * 1000.0,
-            "request"
         );
         if !self.span.is_none() {
             self.span.record("http.response.body.size", self.bytes);

@@ -132,6 +132,7 @@ fn unusual_access_events_are_the_stock_formatters_bytes() {
         tracing::info!(target: TARGET, s = "a\"b\\c\u{1}\u{e9}\u{200b}", m = "x", "bell\x07 \x1b[31m \u{85}");
         tracing::info!(target: TARGET, neg = -5i64, big = u128::MAX, f = 1e-7, g = 1e16, h = f64::NAN, i = f64::INFINITY, j = -0.0);
         tracing::warn!(target: TARGET, message = "as a field", k = 1u64);
+        tracing::info!(target: TARGET, message = "a str\x07 \x1b[31m \u{85}\u{e9}", k = 2u64);
         tracing::error!(target: TARGET, e = &error as &(dyn std::error::Error + 'static), "with an error");
         tracing::info!(target: TARGET, r#type = "raw", "raw name");
         tracing::info!(target: TARGET, ok = true, dbg = ?Some("q\"uote"), "debug");
@@ -141,7 +142,7 @@ fn unusual_access_events_are_the_stock_formatters_bytes() {
     };
     for (json, ansi) in [(false, false), (true, false), (false, true)] {
         let (stock, ours) = both(json, ansi, emit);
-        assert_eq!(stock.lines().count(), 8, "{stock}");
+        assert_eq!(stock.lines().count(), 9, "{stock}");
         assert_eq!(stock, ours, "json={json} ansi={ansi}");
     }
 }
