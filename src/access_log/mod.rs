@@ -161,6 +161,9 @@ impl Drop for AccessRecord {
         }
         tracing::info!(
             target: TARGET,
+            // A `str` rather than a format string (issue 13): it reaches
+            // `record_str`, not `core::fmt`, and prints the same.
+            message = "request",
             request_id = %LogSafe(self.id.to_str().unwrap_or_default()),
             method = %LogSafe(self.method.as_str()),
             path = %LogSafe(&self.path),
@@ -175,7 +178,6 @@ impl Drop for AccessRecord {
             identity = %LogSafe(self.identity.as_deref().unwrap_or("-")),
             trace_id = %TraceIdField(self.trace_id),
             duration_ms = duration.as_secs_f64() * 1000.0,
-            "request"
         );
         if !self.span.is_none() {
             self.span.record("http.response.body.size", self.bytes);
@@ -253,12 +255,51 @@ const SAFE: [bool; 256] = {
     table
 };
 
+/// `0x01` in each byte of a `u64`.
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+/// `0x80` in each byte of a `u64`.
+const HIGHS: u64 = ONES * 0x80;
+
+/// The bytes of `word` that may be unsafe, as their high bit: none for a
+/// word of [`SAFE`] bytes; a word holding an unsafe byte always has one
+/// (others may be marked too). The safe bytes are `!`..=`~` but `"`, `=`
+/// and `\\` (a test holds this to [`SAFE`]).
+const fn unsafe_bytes(word: u64) -> u64 {
+    // Some byte is zero: exact as a whole, not byte by byte.
+    const fn zero(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGHS
+    }
+    let below = word.wrapping_sub(ONES * 0x21) & !word & HIGHS;
+    let above = (word.wrapping_add(ONES) | word) & HIGHS;
+    below | above | zero(word ^ (ONES * 0x22)) | zero(word ^ (ONES * 0x3d)) | zero(word ^ (ONES * 0x5c))
+}
+
+/// Whether every byte of `bytes` is [`SAFE`], eight at a time (issue 13:
+/// most values are, and the check is most of their cost).
+fn all_safe(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    let mut marked = 0;
+    for word in &mut words {
+        let word: [u8; 8] = word.try_into().unwrap_or_default();
+        marked |= unsafe_bytes(u64::from_ne_bytes(word));
+    }
+    marked == 0 && words.remainder().iter().all(|&b| SAFE[usize::from(b)])
+}
+
 impl std::fmt::Display for LogSafe<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let bytes = self.0.as_bytes();
         let end = bytes.len().min(LOG_VALUE_MAX);
+        if all_safe(&bytes[..end]) {
+            // Safe bytes are ASCII: `end` is a character boundary.
+            f.write_str(&self.0[..end])?;
+            if end < bytes.len() {
+                f.write_str("...")?;
+            }
+            return Ok(());
+        }
         // Runs of safe bytes are written whole (most values are one run),
         // anything else byte by byte, escaped.
         let mut i = 0;

@@ -9,7 +9,7 @@ use opentelemetry::trace::TraceId;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use super::{AccessRecord, LogSafe};
+use super::{all_safe, AccessRecord, LogSafe, SAFE};
 use crate::metrics::Metrics;
 
 /// What the log layer wrote, line by line (the format tests use it too).
@@ -198,4 +198,41 @@ fn client_values_cannot_forge_fields() {
     );
     assert_eq!(LogSafe("caf\u{e9}\\").to_string(), "caf%C3%A9%5C");
     assert!(LogSafe(&"a".repeat(5000)).to_string().len() <= 1027);
+    assert_eq!(LogSafe(&"a".repeat(5000)).to_string(), "a".repeat(1024) + "...");
+    assert_eq!(LogSafe(&"a".repeat(1024)).to_string(), "a".repeat(1024));
+    let cut = "a".repeat(1020) + "\u{e9}\u{e9}\u{e9}";
+    assert_eq!(LogSafe(&cut).to_string(), "a".repeat(1020) + "%C3%A9%C3%A9...");
+}
+
+#[test]
+fn the_word_check_agrees_with_the_table() {
+    // Each byte value at each place of a word, beside the safe bytes
+    // nearest the unsafe ones, then in the bytes left after the words.
+    for len in [8, 16, 19] {
+        for at in 0..len {
+            for b in 0..=255u8 {
+                for beside in [b'a', b'!', b'~', b'<', b'>', b'[', b']'] {
+                    let mut v = vec![beside; len];
+                    v[at] = b;
+                    assert_eq!(all_safe(&v), SAFE[usize::from(b)], "{v:?}");
+                }
+            }
+        }
+    }
+    let mut pair = [b'a'; 8];
+    for b in 0..=255u8 {
+        for c in 0..=255u8 {
+            pair[3] = b;
+            pair[4] = c;
+            let want = SAFE[usize::from(b)] && SAFE[usize::from(c)];
+            assert_eq!(all_safe(&pair), want, "{b} {c}");
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn safe_values_are_written_whole(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+        proptest::prop_assert_eq!(all_safe(&bytes), bytes.iter().all(|&b| SAFE[usize::from(b)]));
+    }
 }

@@ -71,10 +71,16 @@ impl Visit for TextFields<'_> {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         self.record(|s| {
-            if field.name() == "message" {
-                return s.debug(field, &format_args!("{value}"));
+            if s.name(field)? {
+                // The message as a `str` (issue 13: the access line's, not
+                // through `core::fmt`): bare, as `{value}`.
+                let at = s.line.len();
+                s.line.push_str(value);
+                if s.sanitize {
+                    escape_terminal_from(s.line, at);
+                }
+                return Ok(());
             }
-            s.name(field)?;
             // `{:?}` of a str: quoted, with `"`, `\` and non-printable characters escaped.
             if value
                 .bytes()
@@ -144,7 +150,12 @@ pub(super) const RYU_UNTIL: f64 = 1e9;
 /// controls), escaped from `line[at..]` on.
 pub(super) fn escape_terminal_from(line: &mut String, at: usize) {
     let unsafe_char = |c: char| matches!(c, '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}');
-    if !line[at..].chars().any(unsafe_char) {
+    // Bytes first (issue 13): U+0080..U+009F are 0xC2 0x80..0x9F in UTF-8.
+    if !line.as_bytes()[at..]
+        .iter()
+        .any(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2))
+        || !line[at..].chars().any(unsafe_char)
+    {
         return;
     }
     let raw = line.split_off(at);

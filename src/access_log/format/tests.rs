@@ -14,7 +14,7 @@ use tracing_subscriber::Layer;
 
 use super::super::{AccessRecord, TARGET};
 use super::fields::{RYU_FROM, RYU_UNTIL};
-use super::timer::rfc3339;
+use super::timer::{rfc3339, Stamp};
 use super::{format, layer_with_timer, Rfc3339};
 use crate::access_log::tests::Captured;
 use crate::metrics::Metrics;
@@ -132,6 +132,7 @@ fn unusual_access_events_are_the_stock_formatters_bytes() {
         tracing::info!(target: TARGET, s = "a\"b\\c\u{1}\u{e9}\u{200b}", m = "x", "bell\x07 \x1b[31m \u{85}");
         tracing::info!(target: TARGET, neg = -5i64, big = u128::MAX, f = 1e-7, g = 1e16, h = f64::NAN, i = f64::INFINITY, j = -0.0);
         tracing::warn!(target: TARGET, message = "as a field", k = 1u64);
+        tracing::info!(target: TARGET, message = "a str\x07 \x1b[31m \u{85}\u{e9}", k = 2u64);
         tracing::error!(target: TARGET, e = &error as &(dyn std::error::Error + 'static), "with an error");
         tracing::info!(target: TARGET, r#type = "raw", "raw name");
         tracing::info!(target: TARGET, ok = true, dbg = ?Some("q\"uote"), "debug");
@@ -141,7 +142,7 @@ fn unusual_access_events_are_the_stock_formatters_bytes() {
     };
     for (json, ansi) in [(false, false), (true, false), (false, true)] {
         let (stock, ours) = both(json, ansi, emit);
-        assert_eq!(stock.lines().count(), 8, "{stock}");
+        assert_eq!(stock.lines().count(), 9, "{stock}");
         assert_eq!(stock, ours, "json={json} ansi={ansi}");
     }
 }
@@ -216,6 +217,43 @@ proptest! {
 }
 
 #[test]
+fn a_kept_second_is_written_as_without_it() {
+    let mut stamp = Stamp::new();
+    // Within a second, across a boundary, back (the clock stepped), and
+    // past the last second humantime writes.
+    for (secs, nanos) in [
+        (1_795_314_951, 123_456_789),
+        (1_795_314_951, 999_999_999),
+        (1_795_314_951, 0),
+        (1_795_314_952, 7_000),
+        (1_795_314_952, 999_999),
+        (1_795_314_950, 500_000_000),
+        (253_402_300_799, 999_999_999),
+        (1_795_314_950, 1_000),
+    ] {
+        assert_eq!(stamp.at(secs, nanos), Some(text(secs, nanos).as_str()));
+    }
+    assert_eq!(stamp.at(253_402_300_800, 0), None);
+    assert_eq!(stamp.at(1_795_314_950, 1_000_000_000), None);
+    assert_eq!(stamp.at(1_795_314_950, 2_000), Some("2026-11-22T02:35:50.000002Z"));
+}
+
+proptest! {
+    #[test]
+    fn kept_seconds_agree_with_humantime(
+        start in 0u64..253_402_300_000,
+        steps in proptest::collection::vec((0u64..3, 0u32..1_000_000_000), 1..20),
+    ) {
+        let mut stamp = Stamp::new();
+        for (step, nanos) in steps {
+            let secs = start + step;
+            let want = text(secs, nanos);
+            prop_assert_eq!(stamp.at(secs, nanos), Some(want.as_str()));
+        }
+    }
+}
+
+#[test]
 fn the_timer_writes_what_the_stock_timer_writes() {
     // Same instants cannot be had: the stock timer reads the clock
     // itself. Ours must fall between two stock readings, in the same shape.
@@ -224,9 +262,12 @@ fn the_timer_writes_what_the_stock_timer_writes() {
         timer.format_time(&mut Writer::new(&mut s)).unwrap();
         s
     };
-    let before = now(&tracing_subscriber::fmt::time::SystemTime);
-    let ours = now(&Rfc3339);
-    let after = now(&tracing_subscriber::fmt::time::SystemTime);
-    assert_eq!(ours.len(), before.len());
-    assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+    // Twice: the second time from the thread's kept second.
+    for _ in 0..2 {
+        let before = now(&tracing_subscriber::fmt::time::SystemTime);
+        let ours = now(&Rfc3339);
+        let after = now(&tracing_subscriber::fmt::time::SystemTime);
+        assert_eq!(ours.len(), before.len());
+        assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+    }
 }
