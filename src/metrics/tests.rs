@@ -14,21 +14,22 @@ fn names_and_labels_are_the_seed_ones() {
     m.replica_answered("assets", "primary", Duration::from_millis(60));
     m.hedge("assets", "backup", HedgeEvent::Sent);
     let text = m.render();
-    for line in [
-        r#"yatagarasu_replica_health{bucket="assets",replica="primary"} 1"#,
-        r#"yatagarasu_circuit_breaker_state{bucket="assets",replica="primary"} 1"#,
-        r#"yatagarasu_requests_total{bucket="assets",method="GET",operation="GetObject",status_class="2xx"} 1"#,
-        r#"yatagarasu_replica_requests_total{bucket="assets",replica="primary"} 1"#,
-        r#"yatagarasu_replica_failover_total{bucket="assets",from="primary",to="backup"} 1"#,
-        r#"yatagarasu_response_bytes_total{bucket="assets"} 10"#,
-        r#"yatagarasu_hedges_total{bucket="assets",outcome="sent",replica="backup"} 1"#,
-        "# TYPE yatagarasu_request_duration_seconds histogram",
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.05"} 0"#,
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.075"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_count{bucket="assets",replica="primary"} 1"#,
-    ] {
-        assert!(text.contains(line), "missing {line} in:\n{text}");
-    }
+    assert_rendered(
+        &text,
+        &[
+            r#"yatagarasu_replica_health{bucket="assets",replica="primary"} 1"#,
+            r#"yatagarasu_circuit_breaker_state{bucket="assets",replica="primary"} 1"#,
+            r#"yatagarasu_requests_total{bucket="assets",method="GET",operation="GetObject",status_class="2xx"} 1"#,
+            r#"yatagarasu_replica_requests_total{bucket="assets",replica="primary"} 1"#,
+            r#"yatagarasu_replica_failover_total{bucket="assets",from="primary",to="backup"} 1"#,
+            r#"yatagarasu_response_bytes_total{bucket="assets"} 10"#,
+            r#"yatagarasu_hedges_total{bucket="assets",outcome="sent",replica="backup"} 1"#,
+            "# TYPE yatagarasu_request_duration_seconds histogram",
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.05"} 0"#,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="assets",replica="primary",le="0.075"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_count{bucket="assets",replica="primary"} 1"#,
+        ],
+    );
     assert!(!text.contains("otel_scope"), "{text}");
     assert!(!text.contains("target_info"), "{text}");
     assert!(
@@ -49,18 +50,19 @@ fn replica_series_are_recorded() {
     let m = Metrics::new();
     m.init_replicas("ha", &["primary", "backup"]);
     let text = m.render();
-    for line in [
-        "# HELP yatagarasu_replica_requests_total Requests sent to a replica.",
-        "# TYPE yatagarasu_replica_requests_total counter",
-        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 0"#,
-        r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 0"#,
-        "# HELP yatagarasu_replica_failures_total Requests a replica failed (before or after its headers).",
-        "# TYPE yatagarasu_replica_failures_total counter",
-        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"} 0"#,
-        r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"} 0"#,
-    ] {
-        assert!(text.contains(line), "missing {line} in:\n{text}");
-    }
+    assert_rendered(
+        &text,
+        &[
+            "# HELP yatagarasu_replica_requests_total Requests sent to a replica.",
+            "# TYPE yatagarasu_replica_requests_total counter",
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 0"#,
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 0"#,
+            "# HELP yatagarasu_replica_failures_total Requests a replica failed (before or after its headers).",
+            "# TYPE yatagarasu_replica_failures_total counter",
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"} 0"#,
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"} 0"#,
+        ],
+    );
     assert!(!text.contains("yatagarasu_replica_request_duration_seconds"), "{text}");
 
     m.request("ha", "primary");
@@ -71,26 +73,27 @@ fn replica_series_are_recorded() {
     m.replica_answered("ha", "backup", Duration::from_millis(3));
     m.replica_answered("ha", "backup", Duration::from_millis(30));
     let text = m.render();
-    for line in [
-        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 2"#,
-        r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 1"#,
-        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"} 1"#,
-        r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"} 0"#,
-        "# HELP yatagarasu_replica_request_duration_seconds Time from sending a request to a replica to its response headers (or its failure).",
-        "# TYPE yatagarasu_replica_request_duration_seconds histogram",
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="0.75"} 0"#,
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="1"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="20"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="+Inf"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_sum{bucket="ha",replica="primary"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="primary"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.005"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.025"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.05"} 2"#,
-        r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="backup"} 2"#,
-    ] {
-        assert!(text.contains(line), "missing {line} in:\n{text}");
-    }
+    assert_rendered(
+        &text,
+        &[
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 2"#,
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 1"#,
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"} 1"#,
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"} 0"#,
+            "# HELP yatagarasu_replica_request_duration_seconds Time from sending a request to a replica to its response headers (or its failure).",
+            "# TYPE yatagarasu_replica_request_duration_seconds histogram",
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="0.75"} 0"#,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="1"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="20"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="primary",le="+Inf"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_sum{bucket="ha",replica="primary"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="primary"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.005"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.025"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_bucket{bucket="ha",replica="backup",le="0.05"} 2"#,
+            r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="backup"} 2"#,
+        ],
+    );
 }
 
 /// A reload that removes a replica drops its gauges; its counters and
@@ -111,14 +114,15 @@ fn retain_replicas_keeps_the_replica_counters() {
     let text = m.render();
     // Counters stay until restart (docs/metrics.md); a removed replica's
     // gauges go.
-    for line in [
-        r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 1"#,
-        r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 2"#,
-        r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"} 1"#,
-        r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="backup"} 1"#,
-    ] {
-        assert!(text.contains(line), "missing {line} in:\n{text}");
-    }
+    assert_rendered(
+        &text,
+        &[
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"} 1"#,
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"} 2"#,
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="backup"} 1"#,
+            r#"yatagarasu_replica_request_duration_seconds_count{bucket="ha",replica="backup"} 1"#,
+        ],
+    );
     assert!(
         text.contains(r#"yatagarasu_replica_health{bucket="ha",replica="primary"}"#),
         "{text}"
@@ -127,4 +131,11 @@ fn retain_replicas_keeps_the_replica_counters() {
         !text.contains(r#"yatagarasu_replica_health{bucket="ha",replica="backup"}"#),
         "{text}"
     );
+}
+
+/// Fails naming the first of `lines` missing from the rendered `text`.
+fn assert_rendered(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
 }
