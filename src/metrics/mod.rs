@@ -72,7 +72,10 @@ pub struct Metrics {
     _provider: SdkMeterProvider,
     requests: RequestSeries,
     replica_series: ReplicaSeries,
-    in_flight: UpDownCounter<i64>,
+    /// A Prometheus gauge, not an OpenTelemetry instrument: it moves twice per
+    /// request, and an instrument's `add` looks up its (empty) attribute set
+    /// each time (issue 13).
+    in_flight: prometheus::IntGauge,
     failovers: Counter<u64>,
     hedges: Counter<u64>,
     demotions: Counter<u64>,
@@ -150,10 +153,11 @@ impl Metrics {
         let this = Self {
             requests: RequestSeries::register(&registry, &DURATION_BUCKETS)
                 .expect("the request series register into a fresh registry"),
-            in_flight: meter
-                .i64_up_down_counter("yatagarasu_requests_in_flight")
-                .with_description("Requests whose response has not ended yet.")
-                .build(),
+            in_flight: register_gauge(
+                &registry,
+                "yatagarasu_requests_in_flight",
+                "Requests whose response has not ended yet.",
+            ),
             replica_series: ReplicaSeries::register(&registry, &REPLICA_DURATION_BUCKETS)
                 .expect("the replica series register into a fresh registry"),
             failovers: meter
@@ -275,7 +279,7 @@ impl Metrics {
 
     /// One more request in flight until the guard drops.
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
-        self.in_flight.add(1, &[]);
+        self.in_flight.inc();
         InFlight(self.clone())
     }
 
@@ -339,8 +343,17 @@ impl Drop for OpenConnection {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.add(-1, &[]);
+        self.0.in_flight.dec();
     }
+}
+
+/// An integer gauge registered in `registry` (a fresh one: names are unique).
+fn register_gauge(registry: &prometheus::Registry, name: &str, help: &str) -> prometheus::IntGauge {
+    let gauge = prometheus::IntGauge::new(name, help).expect("a valid gauge name");
+    registry
+        .register(Box::new(gauge.clone()))
+        .expect("the gauge registers into a fresh registry");
+    gauge
 }
 
 fn replica_labels(bucket: &str, replica: &str) -> [KeyValue; 2] {

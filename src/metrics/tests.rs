@@ -134,6 +134,32 @@ fn retain_replicas_keeps_the_replica_counters() {
 }
 
 /// Fails naming the first of `lines` missing from the rendered `text`.
+#[test]
+fn requests_in_flight_counts_the_live_guards() {
+    let m = Metrics::new();
+    let in_flight = |m: &Metrics| {
+        let text = m.render();
+        assert_rendered(
+            &text,
+            &[
+                "# HELP yatagarasu_requests_in_flight Requests whose response has not ended yet.",
+                "# TYPE yatagarasu_requests_in_flight gauge",
+            ],
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix("yatagarasu_requests_in_flight "))
+            .unwrap_or_else(|| panic!("no in-flight sample in {text}"))
+            .to_owned()
+    };
+    assert_eq!(in_flight(&m), "0", "the series exists from the start");
+    let (a, b) = (m.in_flight(), m.in_flight());
+    assert_eq!(in_flight(&m), "2");
+    drop(a);
+    assert_eq!(in_flight(&m), "1");
+    drop(b);
+    assert_eq!(in_flight(&m), "0");
+}
+
 fn assert_rendered(text: &str, lines: &[&str]) {
     for line in lines {
         assert!(text.contains(line), "missing {line} in:\n{text}");

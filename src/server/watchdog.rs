@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,7 +22,11 @@ pub(super) const WATCHDOG_TICK: Duration = Duration::from_millis(500);
 /// progress of every response body.
 #[derive(Debug)]
 pub(super) struct ConnState {
-    epoch: Instant,
+    /// The coarse monotonic clock (`CLOCK_MONOTONIC_COARSE` on Linux, a few
+    /// ms of resolution, far below [`WATCHDOG_TICK`]): it is read up to four
+    /// times per request and once per body frame, and a precise read costs
+    /// more (issue 13).
+    epoch: coarsetime::Instant,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch`.
     idle_since: AtomicU64,
@@ -36,7 +40,7 @@ pub(super) struct ConnState {
 impl ConnState {
     pub(super) fn new() -> Self {
         Self {
-            epoch: Instant::now(),
+            epoch: coarsetime::Instant::now_without_cache_update(),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             // A new connection owes its first request head from the start.
@@ -47,7 +51,9 @@ impl ConnState {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        coarsetime::Instant::now_without_cache_update()
+            .duration_since(self.epoch)
+            .as_millis()
     }
 
     pub(super) fn request_started(self: &Arc<Self>) -> RequestGuard {
