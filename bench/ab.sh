@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B of `server.connection_threads` (or any YATAGARASU__ override) on one binary:
 # runs interleaved, each a wrk run against the proxy in front of the bundled S3 server,
-# printing req/s, the proxy's CPU seconds per 100k requests (from /proc/PID/stat,
+# printing req/s, wrk's p99 latency, the proxy's CPU seconds per 100k requests (from /proc/PID/stat,
 # user + system) and the share of it in user space. Use several rounds: the VM's
 # speed moves between runs, only interleaved pairs compare.
 #   bench/ab.sh hit  32 8 auto 0 auto 0      # 4 KiB memory-cache hits, -c32, 8 s per run
@@ -20,13 +20,14 @@ for setting in "$@"; do
   for _ in $(seq 100); do curl -s -o /dev/null $URL && break; sleep 0.1; done
   wrk -t1 -c$C -d2s $URL >/dev/null   # warm-up
   read -r u0 s0 < <(awk '{print $14, $15}' /proc/$P/stat)
-  out=$(wrk -t1 -c$C -d${T}s $URL)
+  out=$(wrk -t1 -c$C -d${T}s --latency $URL)
   read -r u1 s1 < <(awk '{print $14, $15}' /proc/$P/stat)
   n=$(echo "$out" | awk '/requests in/{print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
   python3 -c "
 u, s, n = $u1 - $u0, $s1 - $s0, $n
 tck = $(getconf CLK_TCK)
-print(f'connection_threads=$setting $MODE -c$C req/s=$rps cpu_s_per_100k={(u + s) / tck / n * 1e5:.2f} user_share={u / max(1, u + s):.2f}')"
+print(f'connection_threads=$setting $MODE -c$C req/s=$rps p99=$p99 cpu_s_per_100k={(u + s) / tck / n * 1e5:.2f} user_share={u / max(1, u + s):.2f}')"
   kill $P; wait $P 2>/dev/null
 done
