@@ -46,6 +46,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 # A one-off build gains nothing from incremental state (~2 GiB of target/);
 # set CARGO_INCREMENTAL=1 to keep it when you rerun this script often.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
@@ -57,7 +58,6 @@ free_kib=$(df -Pk "$target_parent" | awk 'NR==2 {print $4}')
 if [ -n "$free_kib" ] && [ "$free_kib" -lt $((4 * 1024 * 1024)) ]; then
   echo "warning: only $((free_kib / 1024)) MiB free under $target_parent; the build and tests need about 4 GiB" >&2
 fi
-export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 if [ -z "${SKIP_LINT:-}" ]; then
   echo "==> cargo fmt --check"

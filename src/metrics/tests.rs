@@ -133,7 +133,6 @@ fn retain_replicas_keeps_the_replica_counters() {
     );
 }
 
-/// Fails naming the first of `lines` missing from the rendered `text`.
 #[test]
 fn requests_in_flight_counts_the_live_guards() {
     let m = Metrics::new();
@@ -160,6 +159,7 @@ fn requests_in_flight_counts_the_live_guards() {
     assert_eq!(in_flight(&m), "0");
 }
 
+/// Fails naming the first of `lines` missing from the rendered `text`.
 fn assert_rendered(text: &str, lines: &[&str]) {
     for line in lines {
         assert!(text.contains(line), "missing {line} in:\n{text}");

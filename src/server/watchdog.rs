@@ -23,7 +23,7 @@ pub(super) const WATCHDOG_TICK: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub(super) struct ConnState {
     /// The coarse monotonic clock (`CLOCK_MONOTONIC_COARSE` on Linux, a few
-    /// ms of resolution, far below [`WATCHDOG_TICK`]): it is read up to four
+    /// ms of resolution, far finer than [`WATCHDOG_TICK`]): it is read up to four
     /// times per request and once per body frame, and a precise read costs
     /// more (issue 13).
     epoch: coarsetime::Instant,
