@@ -11,7 +11,9 @@ use bytes::Bytes;
 use cache_support::*;
 use http::{header, HeaderValue, Request, StatusCode};
 use tower::ServiceExt;
-use yatagarasu_middleware::cache::{Cache, CacheConfig, CacheLayer, CacheStore, CachedObject};
+use yatagarasu_middleware::cache::{
+    BodyPlacement, Cache, CacheConfig, CacheLayer, CacheStore, CachedObject, PlacedBodyWriter,
+};
 use yatagarasu_middleware::object::{ObjectRequest, ObjectService};
 
 fn config(redis: Option<&Redis>) -> CacheConfig {
@@ -926,4 +928,143 @@ async fn concurrent_first_ranges_of_an_object_fetch_its_slice_once() {
         assert!(got == body.slice(first as usize..first as usize + 100));
     }
     assert_eq!(s3.requests(), 1, "slice 0 was fetched more than once");
+}
+
+/// A [`BodyPlacement`] on the heap that records what it is given: the
+/// lengths of the writers it opened and the bodies it made.
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<Records>);
+
+#[derive(Default)]
+struct Records {
+    min_len: usize,
+    opened: std::sync::Mutex<Vec<usize>>,
+    writes: std::sync::atomic::AtomicUsize,
+    made: std::sync::Mutex<Vec<Bytes>>,
+}
+
+impl std::ops::Deref for Recorder {
+    type Target = Records;
+    fn deref(&self) -> &Records {
+        &self.0
+    }
+}
+
+struct RecordingWriter {
+    buf: Vec<u8>,
+    recorder: Recorder,
+}
+
+impl BodyPlacement for Recorder {
+    fn writer(&self, len: usize) -> Option<Box<dyn PlacedBodyWriter>> {
+        if len < self.min_len {
+            return None;
+        }
+        self.opened.lock().unwrap().push(len);
+        Some(Box::new(RecordingWriter {
+            buf: Vec::with_capacity(len),
+            recorder: self.clone(),
+        }))
+    }
+
+    fn holds(&self, body: &[u8]) -> bool {
+        let (start, end) = (body.as_ptr() as usize, body.as_ptr() as usize + body.len());
+        self.made.lock().unwrap().iter().any(|b| {
+            let at = b.as_ptr() as usize;
+            at <= start && end <= at + b.len()
+        })
+    }
+}
+
+impl PlacedBodyWriter for RecordingWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.recorder.writes.fetch_add(1, Ordering::Relaxed);
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> std::io::Result<Bytes> {
+        let body = Bytes::from(self.buf);
+        self.recorder.made.lock().unwrap().push(body.clone());
+        Ok(body)
+    }
+}
+
+/// The first data frame of an answer (a cached body is one frame).
+async fn first_frame(res: http::Response<Body>) -> Bytes {
+    use http_body_util::BodyExt;
+    let frame = res.into_body().frame().await.unwrap().unwrap();
+    frame.into_data().unwrap()
+}
+
+#[tokio::test]
+async fn a_body_placement_gets_fills_as_they_stream_and_redis_copies_once() {
+    let s3 = TestS3::start().await;
+    let large: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    s3.put("large", large.clone()).await;
+    s3.put("small", "tiny").await;
+    let redis = redis_server();
+    let placement = Recorder(std::sync::Arc::new(Records {
+        min_len: 64 * 1024,
+        ..Default::default()
+    }));
+    let store = store(&config(Some(&redis))).with_body_placement(std::sync::Arc::new(placement.clone()));
+    let svc = cache(&store, "data", &s3);
+
+    // The fill writes into one writer of the announced length while the
+    // client gets the body.
+    let res = get(&svc, ObjectRequest::get("large")).await;
+    assert_eq!(x_cache(&res), "MISS");
+    assert_eq!(body_of(res).await, large);
+    assert_eq!(*placement.opened.lock().unwrap(), [200_000]);
+    let writes = placement.writes.load(Ordering::Relaxed);
+    assert!(
+        writes > 1,
+        "the body was copied at the end ({writes} write), not as it streamed"
+    );
+    // Hits, whole or in part, are answered from the placed bytes.
+    let res = get(&svc, ObjectRequest::get("large")).await;
+    assert_eq!(x_cache(&res), "HIT-MEMORY");
+    let body = first_frame(res).await;
+    assert_eq!(body, large);
+    assert!(placement.holds(&body), "a hit served from the heap");
+    let range = ObjectRequest::get("large").with_header(header::RANGE, HeaderValue::from_static("bytes=1000-99999"));
+    let res = get(&svc, range).await;
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    let part = first_frame(res).await;
+    assert_eq!(part, &large[1000..100_000]);
+    assert!(placement.holds(&part));
+    // Below the placement's minimum, the heap.
+    let res = get(&svc, ObjectRequest::get("small")).await;
+    assert_eq!(body_of(res).await, "tiny");
+    let res = get(&svc, ObjectRequest::get("small")).await;
+    assert_eq!(x_cache(&res), "HIT-MEMORY");
+    assert!(!placement.holds(&first_frame(res).await));
+    assert_eq!(
+        placement.opened.lock().unwrap().len(),
+        1,
+        "no second copy of a placed fill"
+    );
+
+    // Another instance fills its memory from Redis: one copy into its placement.
+    wait_redis_writes(&store, 2).await;
+    let theirs = Recorder(std::sync::Arc::new(Records {
+        min_len: 64 * 1024,
+        ..Default::default()
+    }));
+    let other = self::store(&config(Some(&redis))).with_body_placement(std::sync::Arc::new(theirs.clone()));
+    let b = cache(&other, "data", &s3);
+    let res = get(&b, ObjectRequest::get("large")).await;
+    assert_eq!(x_cache(&res), "HIT-REDIS");
+    assert_eq!(body_of(res).await, large);
+    let res = get(&b, ObjectRequest::get("large")).await;
+    assert_eq!(x_cache(&res), "HIT-MEMORY");
+    assert!(theirs.holds(&first_frame(res).await));
+    assert_eq!(*theirs.opened.lock().unwrap(), [200_000]);
+    assert_eq!(
+        theirs.writes.load(Ordering::Relaxed),
+        1,
+        "one copy of the Redis value's body"
+    );
+    assert_eq!(s3.requests(), 2, "one fetch per object");
 }

@@ -18,6 +18,7 @@ use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::placement::PlacedBodyWriter;
 use super::stats::CacheStats;
 use super::store::{CacheStore, FillGuard};
 
@@ -31,10 +32,19 @@ pub(crate) struct Fill {
     pub(crate) ttl: Option<Duration>,
     pub(crate) epoch: u64,
     pub(crate) guard: Option<FillGuard>,
-    /// The body so far (its capacity reserved at the first chunk).
-    pub(crate) parts: Vec<u8>,
+    /// The body so far (its buffer chosen at the first chunk).
+    pub(crate) parts: FillBuffer,
     pub(crate) len: u64,
     pub(crate) stored: bool,
+}
+
+/// Where a fill copies the body: one heap buffer of the announced length,
+/// or the store's body placement (see [`super::placement`]).
+pub(crate) enum FillBuffer {
+    /// Nothing received yet.
+    Empty,
+    Heap(Vec<u8>),
+    Placed(Box<dyn PlacedBodyWriter>),
 }
 
 impl Fill {
@@ -43,22 +53,49 @@ impl Fill {
         if self.len > self.limit || self.expected_len.is_some_and(|n| self.len > n) {
             return false;
         }
-        if self.parts.capacity() == 0 {
-            // The whole object at once (pages are touched only as written),
-            // so that it is never moved by a reallocation.
-            let announced = self.expected_len.unwrap_or(0).min(self.limit);
-            self.parts.reserve_exact(usize::try_from(announced).unwrap_or(0));
+        if matches!(self.parts, FillBuffer::Empty) {
+            self.parts = match self.expected_len.and_then(|n| self.store.placed_writer(n)) {
+                Some(writer) => FillBuffer::Placed(writer),
+                None => {
+                    // The whole object at once (pages are touched only as
+                    // written), so that it is never moved by a reallocation.
+                    let announced = self.expected_len.unwrap_or(0).min(self.limit);
+                    FillBuffer::Heap(Vec::with_capacity(usize::try_from(announced).unwrap_or(0)))
+                }
+            };
         }
-        self.parts.extend_from_slice(data);
-        true
+        match &mut self.parts {
+            FillBuffer::Empty => false,
+            FillBuffer::Heap(parts) => {
+                parts.extend_from_slice(data);
+                true
+            }
+            FillBuffer::Placed(writer) => match writer.write(data) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cache fill abandoned: its body placement failed");
+                    false
+                }
+            },
+        }
     }
 
     fn complete(mut self) {
         if self.expected_len.is_some_and(|n| n != self.len) {
             return;
         }
+        let body = match std::mem::replace(&mut self.parts, FillBuffer::Empty) {
+            FillBuffer::Empty => Bytes::new(),
+            FillBuffer::Heap(parts) => Bytes::from(parts),
+            FillBuffer::Placed(writer) => match writer.finish() {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cache fill abandoned: its body placement failed");
+                    return;
+                }
+            },
+        };
         self.stored = true;
-        let body = Bytes::from(std::mem::take(&mut self.parts));
         self.store.insert(&self.key, &self.headers, body, self.ttl, self.epoch);
         // `guard` drops after the memory insert: waiting requests find the copy.
     }

@@ -16,6 +16,8 @@ pub const DEFAULT_REDIS_CAPACITY: u64 = 2 * 1024 * 1024 * 1024;
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// 10 MiB: objects above this stream through uncached.
 pub const DEFAULT_MAX_ITEM_SIZE: u64 = 10 * 1024 * 1024;
+/// 64 KiB: memory-tier bodies from this size are sent with `sendfile(2)`.
+pub const DEFAULT_SENDFILE_MIN_SIZE: u64 = 64 * 1024;
 
 /// The `cache:` section.
 ///
@@ -85,6 +87,12 @@ pub struct MemoryCacheConfig {
     pub ttl_seconds: u64,
     /// Larger objects are not kept in memory.
     pub max_item_size: u64,
+    /// Bodies of at least this many bytes are kept where a connection can
+    /// send them without copying them (the binary's sealed memfds and
+    /// `sendfile(2)`, Linux, plain TCP; see
+    /// [`BodyPlacement`](super::BodyPlacement)); 0 keeps every body on the heap.
+    /// Not used by the library itself.
+    pub sendfile_min_size: u64,
 }
 
 impl Default for MemoryCacheConfig {
@@ -93,6 +101,7 @@ impl Default for MemoryCacheConfig {
             max_capacity: DEFAULT_MEMORY_CAPACITY,
             ttl_seconds: 1800,
             max_item_size: DEFAULT_MAX_ITEM_SIZE,
+            sendfile_min_size: DEFAULT_SENDFILE_MIN_SIZE,
         }
     }
 }

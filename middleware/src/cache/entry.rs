@@ -113,6 +113,12 @@ impl CachedObject {
         copy
     }
 
+    /// The same object with `body`, the same bytes held elsewhere.
+    pub(crate) fn with_body(&self, body: Bytes) -> Self {
+        debug_assert_eq!(body.len(), self.body.len());
+        Self { body, ..self.clone() }
+    }
+
     /// Makes it fresh for `ttl` from when it was stored.
     pub(crate) fn set_ttl(&mut self, ttl: Duration) {
         self.fresh_until_ms = self.stored_at_ms.saturating_add(ttl.as_millis() as u64);

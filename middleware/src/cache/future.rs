@@ -18,7 +18,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::body::{Fill, TeeBody};
+use super::body::{Fill, FillBuffer, TeeBody};
 use super::entry::now_ms;
 use super::entry::CachedObject;
 use super::serve::respond;
@@ -268,7 +268,7 @@ fn after_miss(res: Response<Body>, miss: Miss, policy: &Policy) -> Response<Body
         ttl: policy.ttl,
         epoch: miss.epoch,
         guard: miss.guard,
-        parts: Vec::new(),
+        parts: FillBuffer::Empty,
         len: 0,
         stored: false,
     };

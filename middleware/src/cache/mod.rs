@@ -70,6 +70,7 @@ pub mod config;
 mod entry;
 mod future;
 mod layer;
+mod placement;
 mod redis;
 mod serve;
 mod service;
@@ -83,6 +84,7 @@ pub use config::{BucketCacheConfig, CacheConfig, CacheConfigError, MemoryCacheCo
 pub use entry::{CachedObject, STORED_HEADERS};
 pub use future::ResponseFuture;
 pub use layer::CacheLayer;
+pub use placement::{BodyPlacement, PlacedBodyWriter};
 pub use redis::RedisHealth;
 pub use service::Cache;
 pub use stats::{CacheStats, CacheStatsSnapshot};

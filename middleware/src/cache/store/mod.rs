@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::config::{CacheConfig, CacheConfigError};
 use super::entry::{now_ms, CachedObject};
+use super::placement::{self, BodyPlacement, PlacedBodyWriter};
 use super::redis::{RedisHealth, RedisTier};
 use super::stats::{CacheStats, CacheStatsSnapshot};
 
@@ -89,6 +90,8 @@ struct Inner {
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<()>>>,
     epoch: AtomicU64,
     stats: Arc<CacheStats>,
+    /// Where large memory-tier bodies live (the heap without one).
+    placement: OnceLock<Arc<dyn BodyPlacement>>,
 }
 
 /// The cache shared by every bucket of a proxy: build one from the `cache:`
@@ -142,8 +145,26 @@ impl CacheStore {
                 inflight: Mutex::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
                 stats,
+                placement: OnceLock::new(),
             }),
         })
+    }
+
+    /// Keeps the memory tier's bodies in `placement`'s memory (those it
+    /// accepts) instead of the heap. Set once: a second placement is ignored.
+    pub fn with_body_placement(self, placement: Arc<dyn BodyPlacement>) -> Self {
+        let _ = self.inner.placement.set(placement);
+        self
+    }
+
+    /// A writer in the body placement for a fill of `len` bytes, when the
+    /// memory tier would keep it and the placement takes it.
+    pub(crate) fn placed_writer(&self, len: u64) -> Option<Box<dyn PlacedBodyWriter>> {
+        self.inner.memory.as_ref()?;
+        if len > self.inner.memory_max_item {
+            return None;
+        }
+        self.inner.placement.get()?.writer(usize::try_from(len).ok()?)
     }
 
     /// The live counters.
@@ -295,6 +316,13 @@ impl CacheStore {
         if obj.body().len() as u64 > self.inner.memory_max_item {
             return;
         }
+        let obj = match self.inner.placement.get() {
+            Some(p) => match placement::place(p.as_ref(), obj.body()) {
+                Some(body) => Arc::new(obj.with_body(body)),
+                None => obj,
+            },
+            None => obj,
+        };
         if let Some(old) = mem.get(key) {
             old.retired.store(true, Ordering::Relaxed);
         }
