@@ -14,3 +14,5 @@ pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+#[cfg(target_os = "linux")]
+pub mod zero_copy;

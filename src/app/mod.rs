@@ -121,6 +121,19 @@ fn listing_token_key(config: &Config) -> TokenKey {
     }
 }
 
+/// The memory tier's large bodies in sealed memfds, sent with `sendfile(2)`
+/// (`cache.memory.sendfile_min_size`; Linux only).
+fn with_sendfile(store: CacheStore, cache: &yatagarasu_middleware::cache::CacheConfig) -> CacheStore {
+    #[cfg(target_os = "linux")]
+    if cache.memory.sendfile_min_size > 0 {
+        let min = usize::try_from(cache.memory.sendfile_min_size).unwrap_or(usize::MAX);
+        return store.with_body_placement(Arc::new(crate::zero_copy::MemfdPlacement::new(min)));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cache;
+    store
+}
+
 /// Builds the proxy from a validated config: per bucket, auth -> cache ->
 /// failover over per-replica (breaker -> bulkhead -> presigned fetch) stacks.
 pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<App, BuildError> {
@@ -134,13 +147,16 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     let client = http_client(config)?;
     let cache_store = match (&config.cache, inherited.cache) {
         (Some(cache), Some((old, store))) if *cache == old => Some(store),
-        (Some(cache), _) => Some(CacheStore::new(cache).map_err(|e| {
-            BuildError::Config(format!(
-                "cache.{}: {}",
-                e.key.strip_prefix("cache.").unwrap_or(e.key),
-                e.message
-            ))
-        })?),
+        (Some(cache), _) => Some(with_sendfile(
+            CacheStore::new(cache).map_err(|e| {
+                BuildError::Config(format!(
+                    "cache.{}: {}",
+                    e.key.strip_prefix("cache.").unwrap_or(e.key),
+                    e.message
+                ))
+            })?,
+            cache,
+        )),
         (None, _) => None,
     };
     let auth_stats = inherited.auth_stats;

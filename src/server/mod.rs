@@ -57,7 +57,10 @@ pub async fn run(
     let service = edge(live.service(), app.metrics.clone(), &app.config.server);
     // TLS (issue 14): certificates loaded now, then watched for rotation.
     let tls = crate::tls::reloaders(&app.config)?;
-    let edge_conf = Arc::new(ConnectionLimits::from_config(&app.config.server));
+    let edge_conf = Arc::new(ConnectionLimits::from_config(
+        &app.config.server,
+        sendfile_files(&app.config),
+    ));
     let metrics = app.metrics.clone();
     let threads = match app.config.server.connection_threads.threads() {
         0 => None,
@@ -165,11 +168,13 @@ const FD_RESERVE: u64 = 256;
 
 impl ConnectionLimits {
     /// From `server:`, with the connection limit fitted to the open-file
-    /// limit (raised to its hard limit first).
-    pub fn from_config(server: &ServerConfig) -> Self {
+    /// limit (raised to its hard limit first), less the files the memory
+    /// tier may hold for `sendfile` when `sendfile_files`.
+    pub fn from_config(server: &ServerConfig, sendfile_files: bool) -> Self {
         let mut max_connections = server.max_client_connections.max(1);
         if let Some(nofile) = raise_nofile_limit() {
-            let fits = usize::try_from(nofile.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);
+            let reserve = FD_RESERVE + if sendfile_files { memory_tier_files(nofile) } else { 0 };
+            let fits = usize::try_from(nofile.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX);
             if max_connections > fits {
                 tracing::warn!(
                     configured = max_connections,
@@ -194,6 +199,23 @@ impl ConnectionLimits {
                 .unwrap_or(u32::MAX),
         }
     }
+}
+
+/// Whether the memory tier keeps bodies in files (see [`crate::zero_copy`]).
+fn sendfile_files(config: &crate::config::Config) -> bool {
+    cfg!(target_os = "linux")
+        && config
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.memory.max_capacity > 0 && c.memory.sendfile_min_size > 0)
+}
+
+/// Files the memory tier may hold for `sendfile` (see [`crate::zero_copy`]).
+fn memory_tier_files(nofile: u64) -> u64 {
+    #[cfg(target_os = "linux")]
+    return crate::zero_copy::file_budget(nofile);
+    #[cfg(not(target_os = "linux"))]
+    return 0;
 }
 
 /// Raises the soft open-file limit to the hard one; the limit now in force.
@@ -292,6 +314,9 @@ async fn accept_loop(listener: TcpListener, accepting: Accepting, mut stop: watc
 async fn connection(tcp: tokio::net::TcpStream, conn: ConnectionContext, acceptor: Option<tokio_rustls::TlsAcceptor>) {
     let peer = conn.peer;
     match acceptor {
+        #[cfg(target_os = "linux")]
+        None => serve_connection(crate::zero_copy::SendfileTcp::new(tcp), conn).await,
+        #[cfg(not(target_os = "linux"))]
         None => serve_connection(tcp, conn).await,
         Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => serve_connection(stream, conn).await,

@@ -415,3 +415,160 @@ async fn redis_max_capacity_refuses_writes_at_its_boundary() {
     assert_eq!((status, cache.as_str()), (200, "MISS"));
     assert_eq!(body, pattern(1_000_000, 4));
 }
+
+/// memfds the process holds (the memory tier's placed bodies).
+fn memfds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("memfd:yatagarasu-cache"))
+        .count()
+}
+
+/// `curl` fetching `url` (with a `Range` when given): status line's code,
+/// `X-Cache` and body.
+async fn curl(url: String, range: Option<&str>) -> (String, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-s", "-D"]).arg(&headers).arg("-o").arg(&body).arg(&url);
+    if let Some(range) = range {
+        cmd.args(["-r", range]);
+    }
+    assert!(cmd.status().await.expect("curl").success());
+    let head = std::fs::read_to_string(&headers).unwrap();
+    let status = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+    let x_cache = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(name, _)| name.eq_ignore_ascii_case("x-cache"))
+        })
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_default();
+    (status, x_cache, std::fs::read(&body).unwrap())
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` from `stream`,
+/// slowly: 4 KiB at a time, pausing every 256 KiB, and calling `midway`
+/// once half of the body is in.
+async fn read_response_slowly(stream: &mut tokio::net::TcpStream, mut midway: impl AsyncFnMut()) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, len) = loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(got[..end].to_vec()).unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            got.drain(..end + 4);
+            break (head, len);
+        }
+    };
+    let mut called = false;
+    while got.len() < len {
+        let want = (len - got.len()).min(buf.len());
+        let n = stream.read(&mut buf[..want]).await.unwrap();
+        assert!(n > 0, "closed after {} of {len} body bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        if !called && got.len() >= len / 2 {
+            called = true;
+            midway().await;
+        }
+        if got.len() % (256 * 1024) < 4096 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    (head, got)
+}
+
+#[tokio::test]
+async fn large_hits_are_sent_from_sealed_memfds_byte_for_byte() {
+    const LEN: usize = 3 * 1024 * 1024;
+    let s3 = s3().await;
+    s3.create_bucket("assets-bkt").unwrap();
+    let object = pattern(LEN, 33);
+    put_via_api(&s3.endpoint(), "assets-bkt", "big.bin", object.clone()).await;
+    s3.put_object("assets-bkt", "small.txt", b"not in a file").unwrap();
+    let config = format!(
+        r#"
+server: {{ address: "127.0.0.1:0" }}
+buckets:
+  - name: assets
+    path_prefix: /assets
+    s3: {{ bucket: assets-bkt, endpoint: "{}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
+health_check: {{ enabled: false }}
+cache:
+  memory: {{ max_capacity: 33554432, ttl_seconds: 60 }}
+metrics: {{ enabled: true, port: 0, address: "127.0.0.1", admin_token: "t0ken-for-purge" }}
+"#,
+        s3.endpoint()
+    );
+    let proxy = Proxy::start(&config);
+    let url = proxy.url("/assets/big.bin");
+
+    // curl: the miss fills the memory tier, then whole and ranged hits.
+    let (status, x_cache, body) = curl(url.clone(), None).await;
+    assert_eq!((status.as_str(), x_cache.as_str()), ("200", "MISS"));
+    assert!(body == object, "the miss differs");
+    eventually(Duration::from_secs(5), || async { memfds(proxy.pid()) == 1 }).await;
+    let (status, x_cache, body) = curl(url.clone(), None).await;
+    assert_eq!((status.as_str(), x_cache.as_str()), ("200", "HIT-MEMORY"));
+    assert!(body == object, "the hit differs");
+    let (status, _, body) = curl(url.clone(), Some("1000-2500000")).await;
+    assert_eq!(status, "206");
+    assert!(body == object[1000..=2_500_000], "the range differs");
+    let (status, _, body) = curl(url.clone(), Some("-70000")).await;
+    assert_eq!(status, "206");
+    assert!(body == object[LEN - 70_000..], "the suffix range differs");
+    // Small objects stay on the heap.
+    let (_, _, body) = curl(proxy.url("/assets/small.txt"), None).await;
+    assert_eq!(body, b"not in a file");
+    curl(proxy.url("/assets/small.txt"), None).await;
+    assert_eq!(memfds(proxy.pid()), 1);
+
+    // A slow client on one keep-alive connection, two hits; the object is
+    // purged while the first is half sent: both arrive whole (the answer
+    // in flight keeps its file), and the file goes once nothing uses it.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let request = format!("GET /assets/big.bin HTTP/1.1\r\nHost: {}\r\n\r\n", proxy.addr());
+    let purge = proxy.metrics_url("/admin/cache/assets/big.bin");
+    for round in 0..2 {
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (head, body) = read_response_slowly(&mut stream, async || {
+            if round == 0 {
+                let res = client()
+                    .delete(&purge)
+                    .bearer_auth("t0ken-for-purge")
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(res.status().is_success(), "purge: {}", res.status());
+            }
+        })
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body == object, "round {round}: the body differs");
+    }
+    // The second round was a miss that filled a new file; the purged one is closed.
+    eventually(Duration::from_secs(5), || async { memfds(proxy.pid()) == 1 }).await;
+
+    // Off with `sendfile_min_size: 0`: the same answers from the heap.
+    let off = Proxy::start(&config.replace("ttl_seconds: 60 }", "ttl_seconds: 60, sendfile_min_size: 0 }"));
+    let url = off.url("/assets/big.bin");
+    curl(url.clone(), None).await;
+    let (_, x_cache, body) = curl(url, None).await;
+    assert_eq!(x_cache, "HIT-MEMORY");
+    assert!(body == object);
+    assert_eq!(memfds(off.pid()), 0);
+}

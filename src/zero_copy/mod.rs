@@ -1,0 +1,17 @@
+//! Zero-copy cache hits (issue 13, Linux): the memory tier keeps bodies of
+//! at least `cache.memory.sendfile_min_size` bytes in sealed memfds mapped
+//! read-only ([`MemfdPlacement`]), and a plain-TCP client connection
+//! ([`SendfileTcp`]) sends a slice lying in one with `sendfile(2)`: the
+//! kernel hands the file's pages to the socket instead of copying the bytes
+//! from user memory for every hit, as nginx does for its cached files.
+//!
+//! Everything else (TLS, HTTP/2 frames, heap bodies, short slices) is
+//! written as before; a body the placement declines (too small, out of
+//! files, no memfd on this kernel) stays on the heap.
+
+mod memfd;
+mod regions;
+mod tcp;
+
+pub use memfd::{file_budget, MemfdPlacement};
+pub use tcp::SendfileTcp;
