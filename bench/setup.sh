@@ -1,13 +1,13 @@
 # Sourced by bench/ir.sh and bench/ab.sh: a temp dir with a 4 KiB and a 1 MiB object, the
 # bundled S3 server on a random loopback port, and a proxy config in front of it.
-#   bench_setup MODE BIN   # MODE hit (memory cache), hit1m (the same, 1 MiB object) or pass (cache off)
+#   bench_setup MODE BIN   # MODE hit (memory cache), hit1m (the same, a 1 MiB object, or LARGE_KIB KiB) or pass (cache off)
 # Sets D (the dir, with $D/proxy.yaml), S3 (the server's pid), PP (the proxy's
 # port) and URL (the object through the proxy).
 bench_setup() {
   local mode=$1 bin=$2 ps3 cache
   D=$(mktemp -d /tmp/bench-XXXX); mkdir -p $D/s3/bench
   head -c 4096 /dev/urandom > $D/s3/bench/small-4k.bin
-  head -c 1048576 /dev/urandom > $D/s3/bench/large-1m.bin
+  head -c $((${LARGE_KIB:-1024} * 1024)) /dev/urandom > $D/s3/bench/large-1m.bin
   ps3=$((20000 + RANDOM % 5000)); PP=$((25000 + RANDOM % 5000))
   $bin serve-s3 --listen 127.0.0.1:$ps3 --root $D/s3 --access-key AKIABENCHPROXY001 --secret-key bench-secret-5e4d3c2b1a >/dev/null 2>&1 &
   S3=$!
