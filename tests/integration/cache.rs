@@ -428,10 +428,20 @@ fn memfds(pid: u32) -> usize {
 /// `curl` fetching `url` (with a `Range` when given): status line's code,
 /// `X-Cache` and body.
 async fn curl(url: String, range: Option<&str>) -> (String, String, Vec<u8>) {
+    curl_with(url, range, &[]).await
+}
+
+/// [`curl`] with more arguments.
+async fn curl_with(url: String, range: Option<&str>, args: &[&str]) -> (String, String, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
     let mut cmd = tokio::process::Command::new("curl");
-    cmd.args(["-s", "-D"]).arg(&headers).arg("-o").arg(&body).arg(&url);
+    cmd.args(["-s", "-D"])
+        .arg(&headers)
+        .arg("-o")
+        .arg(&body)
+        .args(args)
+        .arg(&url);
     if let Some(range) = range {
         cmd.args(["-r", range]);
     }
@@ -530,6 +540,13 @@ metrics: {{ enabled: true, port: 0, address: "127.0.0.1", admin_token: "t0ken-fo
     let (status, _, body) = curl(url.clone(), Some("-70000")).await;
     assert_eq!(status, "206");
     assert!(body == object[LEN - 70_000..], "the suffix range differs");
+    // HTTP/2 (h2c): DATA frames of the same bytes.
+    let (status, x_cache, body) = curl_with(url.clone(), None, &["--http2-prior-knowledge"]).await;
+    assert_eq!((status.as_str(), x_cache.as_str()), ("200", "HIT-MEMORY"));
+    assert!(body == object, "the HTTP/2 hit differs");
+    let (status, _, body) = curl_with(url.clone(), Some("5-1500000"), &["--http2-prior-knowledge"]).await;
+    assert_eq!(status, "206");
+    assert!(body == object[5..=1_500_000], "the HTTP/2 range differs");
     // Small objects stay on the heap.
     let (_, _, body) = curl(proxy.url("/assets/small.txt"), None).await;
     assert_eq!(body, b"not in a file");
