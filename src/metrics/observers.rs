@@ -213,6 +213,20 @@ pub(super) fn register_observers(
             .build();
     }
 
+    #[cfg(target_os = "linux")]
+    {
+        let cache = cache.clone();
+        meter
+            .u64_observable_gauge("yatagarasu_cache_memory_files")
+            .with_description("Memory-tier bodies kept in memfds, sent with sendfile (cache.memory.sendfile_min_size).")
+            .with_callback(move |obs| {
+                if cache.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    obs.observe(crate::zero_copy::live_files() as u64, &[]);
+                }
+            })
+            .build();
+    }
+
     let redis_cache = cache.clone();
     meter
         .u64_observable_gauge("yatagarasu_cache_redis_up")

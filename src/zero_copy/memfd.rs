@@ -28,6 +28,11 @@ pub fn file_budget(nofile: u64) -> u64 {
     (nofile / 8).min(MAX_FILES)
 }
 
+/// Placed bodies held now, over the process (`yatagarasu_cache_memory_files`).
+pub fn live_files() -> usize {
+    LIVE.load(Ordering::Acquire)
+}
+
 fn open_file_limit() -> u64 {
     rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
 }

@@ -13,5 +13,5 @@ mod memfd;
 mod regions;
 mod tcp;
 
-pub use memfd::{file_budget, MemfdPlacement};
+pub use memfd::{file_budget, live_files, MemfdPlacement};
 pub use tcp::SendfileTcp;

@@ -531,6 +531,8 @@ metrics: {{ enabled: true, port: 0, address: "127.0.0.1", admin_token: "t0ken-fo
     assert_eq!((status.as_str(), x_cache.as_str()), ("200", "MISS"));
     assert!(body == object, "the miss differs");
     eventually(Duration::from_secs(5), || async { memfds(proxy.pid()) == 1 }).await;
+    let metrics = get_text(&proxy.metrics_url("/metrics")).await;
+    assert!(metrics.contains("\nyatagarasu_cache_memory_files 1\n"), "{metrics}");
     let (status, x_cache, body) = curl(url.clone(), None).await;
     assert_eq!((status.as_str(), x_cache.as_str()), ("200", "HIT-MEMORY"));
     assert!(body == object, "the hit differs");
@@ -588,4 +590,6 @@ metrics: {{ enabled: true, port: 0, address: "127.0.0.1", admin_token: "t0ken-fo
     assert_eq!(x_cache, "HIT-MEMORY");
     assert!(body == object);
     assert_eq!(memfds(off.pid()), 0);
+    let metrics = get_text(&off.metrics_url("/metrics")).await;
+    assert!(metrics.contains("\nyatagarasu_cache_memory_files 0\n"), "{metrics}");
 }
