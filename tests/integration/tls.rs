@@ -437,3 +437,60 @@ async fn the_metrics_port_serves_https_from_its_own_block() {
     let (code, _, _) = curl(&[&url.replace("https://", "http://")]).await;
     assert_ne!(code, 0, "plain HTTP served on the metrics TLS port");
 }
+
+#[tokio::test]
+async fn large_cached_objects_over_https_are_read_from_their_memfd() {
+    let s3 = s3().await;
+    let object = pattern(2 * 1024 * 1024 + 17, 5);
+    s3.put_object("data", "big.bin", &object).unwrap();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let config = tls_config(&s3, &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}"))
+        + "cache:\n  memory: { max_capacity: 33554432, ttl_seconds: 60 }\n";
+    let proxy = Proxy::start_clean(&config);
+    let ca = pki.ca();
+    let url = proxy.url("/files/big.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("body");
+    // The miss fills a memfd; the hits over TLS (HTTP/1.1, HTTP/2, a range)
+    // are encrypted from its read-only mapping.
+    for (i, (flag, range)) in [
+        ("--http1.1", None),
+        ("--http1.1", None),
+        ("--http2", None),
+        ("--http2", Some("100-1999999")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut args = vec![
+            flag,
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            &url,
+        ];
+        if let Some(r) = range {
+            args.extend(["-r", r]);
+        }
+        let (code, _, err) = curl(&args).await;
+        assert_eq!(code, 0, "request {i}: {err}");
+        let got = std::fs::read(&out).unwrap();
+        let want = match range {
+            Some(_) => &object[100..2_000_000],
+            None => &object[..],
+        };
+        assert!(
+            got == want,
+            "request {i} ({flag}): {} bytes, the body differs",
+            got.len()
+        );
+    }
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy().contains("memfd:yatagarasu-cache"))
+        .count();
+    assert_eq!(fds, 1, "the body is not in a memfd");
+}
