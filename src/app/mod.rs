@@ -126,7 +126,7 @@ fn listing_token_key(config: &Config) -> TokenKey {
 fn with_sendfile(store: CacheStore, cache: &yatagarasu_middleware::cache::CacheConfig) -> CacheStore {
     #[cfg(target_os = "linux")]
     if cache.memory.sendfile_min_size > 0 {
-        let min = usize::try_from(cache.memory.sendfile_min_size).unwrap_or(usize::MAX);
+        let min = crate::zero_copy::placed_min_size(cache.memory.sendfile_min_size);
         return store.with_body_placement(Arc::new(crate::zero_copy::MemfdPlacement::new(min)));
     }
     #[cfg(not(target_os = "linux"))]

@@ -15,3 +15,18 @@ mod tcp;
 
 pub use memfd::{file_budget, live_files, MemfdPlacement};
 pub use tcp::SendfileTcp;
+
+/// The smallest body worth a memfd for `cache.memory.sendfile_min_size`
+/// (`configured`, not 0): smaller ones would never be sent with `sendfile`.
+pub fn placed_min_size(configured: u64) -> usize {
+    usize::try_from(configured).unwrap_or(usize::MAX).max(tcp::MIN_SENDFILE)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bodies_below_the_sendfile_piece_are_never_placed() {
+        assert_eq!(super::placed_min_size(1), 32 * 1024);
+        assert_eq!(super::placed_min_size(65_536), 65_536);
+    }
+}

@@ -13,7 +13,7 @@ use super::regions;
 /// Slices shorter than this are copied even from a placed body: one
 /// syscall with the bytes before them beats two. Above HTTP/2's usual
 /// frame size (16 KiB), so that an h2c answer keeps one `writev` per frame.
-const MIN_SENDFILE: usize = 32 * 1024;
+pub(super) const MIN_SENDFILE: usize = 32 * 1024;
 
 /// A [`TcpStream`] whose writes send any slice lying in a placed body
 /// (see [`MemfdPlacement`](super::MemfdPlacement)) with `sendfile(2)`, and
