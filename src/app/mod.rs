@@ -121,11 +121,16 @@ fn listing_token_key(config: &Config) -> TokenKey {
     }
 }
 
-/// The memory tier's large bodies in sealed memfds, sent with `sendfile(2)`
-/// (`cache.memory.sendfile_min_size`; Linux only).
-fn with_sendfile(store: CacheStore, cache: &yatagarasu_middleware::cache::CacheConfig) -> CacheStore {
+/// Whether the memory tier keeps large bodies in sealed memfds, sent with
+/// `sendfile(2)` (`cache.memory.sendfile_min_size`; Linux only).
+pub fn sendfile_on(cache: &CacheConfig) -> bool {
+    cfg!(target_os = "linux") && cache.memory.max_capacity > 0 && cache.memory.sendfile_min_size > 0
+}
+
+/// `store` with the memfd placement when [`sendfile_on`].
+fn with_sendfile(store: CacheStore, cache: &CacheConfig) -> CacheStore {
     #[cfg(target_os = "linux")]
-    if cache.memory.sendfile_min_size > 0 {
+    if sendfile_on(cache) {
         let min = crate::zero_copy::placed_min_size(cache.memory.sendfile_min_size);
         return store.with_body_placement(Arc::new(crate::zero_copy::MemfdPlacement::new(min)));
     }

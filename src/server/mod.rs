@@ -203,11 +203,7 @@ impl ConnectionLimits {
 
 /// Whether the memory tier keeps bodies in files (see [`crate::zero_copy`]).
 fn sendfile_files(config: &crate::config::Config) -> bool {
-    cfg!(target_os = "linux")
-        && config
-            .cache
-            .as_ref()
-            .is_some_and(|c| c.memory.max_capacity > 0 && c.memory.sendfile_min_size > 0)
+    config.cache.as_ref().is_some_and(crate::app::sendfile_on)
 }
 
 /// Files the memory tier may hold for `sendfile` (see [`crate::zero_copy`]).

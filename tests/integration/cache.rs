@@ -416,15 +416,6 @@ async fn redis_max_capacity_refuses_writes_at_its_boundary() {
     assert_eq!(body, pattern(1_000_000, 4));
 }
 
-/// memfds the process holds (the memory tier's placed bodies).
-fn memfds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy().contains("memfd:yatagarasu-cache"))
-        .count()
-}
-
 /// `curl` fetching `url` (with a `Range` when given): status line's code,
 /// `X-Cache` and body.
 async fn curl(url: String, range: Option<&str>) -> (String, String, Vec<u8>) {

@@ -230,3 +230,12 @@ buckets:
         out
     }
 }
+
+/// memfds process `pid` holds: the memory tier's bodies kept for `sendfile`.
+pub fn memfds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("memfd:yatagarasu-cache"))
+        .count()
+}

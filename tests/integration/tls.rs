@@ -487,10 +487,5 @@ async fn large_cached_objects_over_https_are_read_from_their_memfd() {
             got.len()
         );
     }
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| t.to_string_lossy().contains("memfd:yatagarasu-cache"))
-        .count();
-    assert_eq!(fds, 1, "the body is not in a memfd");
+    assert_eq!(memfds(proxy.pid()), 1, "the body is not in a memfd");
 }

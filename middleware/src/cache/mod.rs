@@ -31,6 +31,9 @@
 //!   (`redis_corrupt`).
 //! - **Keys**: `key_prefix` + `{hash tag}` + bucket length + `:` + bucket +
 //!   `/` + kind + `:` + key; one object's entries share the hash tag.
+//! - **Where bodies live**: on the heap, or in memory a [`BodyPlacement`]
+//!   provides ([`CacheStore::with_body_placement`]): the binary keeps large
+//!   ones in sealed memfds that its connections send with `sendfile(2)`.
 //! - **Purge** with [`CacheStore::purge_object`], [`CacheStore::purge_bucket`],
 //!   [`CacheStore::purge_all`]; counters in [`CacheStats`].
 //!
