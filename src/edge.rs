@@ -204,9 +204,13 @@ fn set_request_id(req: &mut Request<Body>) -> HeaderValue {
             return id.clone();
         }
     }
-    // A UUID v4, written on the stack and copied once into the value.
+    // A UUID v4, written on the stack and moved into a shared buffer: one
+    // allocation, and the clones (access log, response header) count
+    // references instead of copying (a `Vec`-backed value would allocate
+    // again on its first clone).
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = HeaderValue::from_bytes(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text).as_bytes())
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or_else(|_| HeaderValue::from_static("-"));
     req.headers_mut().insert(REQUEST_ID, id.clone());
     id

@@ -188,11 +188,16 @@ impl Service<Request<Body>> for PrefixRouter {
         let rest = if rest.is_empty() { "/" } else { rest };
         let operation = S3Operation::classify(req.method(), rest, req.uri().query());
         let original = OriginalUri(req.uri().clone());
-        let pq = match req.uri().query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_owned(),
-        };
-        if let Ok(uri) = pq.parse::<Uri>() {
+        // Sized exactly, so that the buffer becomes the URI's bytes without
+        // another allocation or copy.
+        let query = req.uri().query();
+        let mut pq = Vec::with_capacity(rest.len() + query.map_or(0, |q| q.len() + 1));
+        pq.extend_from_slice(rest.as_bytes());
+        if let Some(q) = query {
+            pq.push(b'?');
+            pq.extend_from_slice(q.as_bytes());
+        }
+        if let Ok(uri) = Uri::from_maybe_shared(bytes::Bytes::from(pq)) {
             *req.uri_mut() = uri;
         }
         let matched = MatchedBucket(name.clone());

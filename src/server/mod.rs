@@ -390,7 +390,8 @@ where
                     Err(never) => match never {},
                 };
                 request.responding();
-                Ok::<_, Infallible>(res.map(|inner| Body::new(TrackedBody { inner, request })))
+                // Not boxed again: hyper takes the wrapper as it is.
+                Ok::<_, Infallible>(res.map(|inner| TrackedBody { inner, request }))
             }
         })
     };

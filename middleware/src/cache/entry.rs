@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
+use crate::http::headers::X_CACHE;
+
 const MAGIC: &[u8; 4] = b"YTGC";
 const VERSION: u8 = 2;
 const CHECKSUM_LEN: usize = 8;
@@ -80,7 +82,9 @@ impl CachedObject {
     }
 
     /// The headers of a `200` answer with the whole body: the stored ones,
-    /// `Content-Length` and `Accept-Ranges` (built once, cloned per hit).
+    /// `Content-Length` and `Accept-Ranges` (built once, cloned per hit),
+    /// then `X-Cache` and `Age` with placeholder values that each answer
+    /// overwrites in place (an insert into a clone would grow it).
     pub fn whole_head(&self) -> &HeaderMap {
         &self.head
     }
@@ -214,6 +218,8 @@ fn whole_head(headers: &HeaderMap, len: usize) -> HeaderMap {
     }
     head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    head.insert(X_CACHE, HeaderValue::from_static("HIT-MEMORY"));
+    head.insert(header::AGE, HeaderValue::from_static("0"));
     head
 }
 

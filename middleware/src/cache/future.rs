@@ -137,7 +137,7 @@ pub(crate) struct MemoryMiss {
 /// lookup needs.
 pub(crate) fn first_look(policy: &Policy, req: &ObjectRequest) -> Result<Response<Body>, MemoryMiss> {
     let store = &policy.store;
-    let key: Arc<str> = Arc::from(store.cache_key(&policy.bucket, req.key()));
+    let key = store.shared_cache_key(&policy.bucket, req.key());
     let epoch = store.epoch();
     let stale = match store.memory_get(&key) {
         Found::Fresh(obj, tier) => return Ok(hit(&obj, tier, req, store)),
@@ -301,9 +301,19 @@ fn answer(obj: &CachedObject, req: &ObjectRequest, x_cache: &'static str) -> Res
     let mut res = Response::new(body);
     let headers = res.headers_mut();
     *headers = obj.whole_head().clone();
-    headers.insert(X_CACHE, HeaderValue::from_static(x_cache));
+    // Both are in the prebuilt head already: set in place, no insert.
     let age = now_ms().saturating_sub(obj.stored_at_ms()) / 1000;
-    headers.insert(header::AGE, HeaderValue::from(age));
+    for (name, value) in [
+        (X_CACHE, HeaderValue::from_static(x_cache)),
+        (header::AGE, HeaderValue::from(age)),
+    ] {
+        match headers.get_mut(&name) {
+            Some(slot) => *slot = value,
+            None => {
+                headers.insert(name, value);
+            }
+        }
+    }
     res
 }
 

@@ -176,6 +176,11 @@ impl ObjectRequest {
         &self.key
     }
 
+    /// The object key, shared (a reference count, no copy).
+    pub fn shared_key(&self) -> Arc<str> {
+        self.key.clone()
+    }
+
     /// The headers sent upstream.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers

@@ -13,7 +13,7 @@ use super::key::decode_shared_key;
 use super::{KeyError, ObjectMethod, ObjectRequest};
 use crate::error::{FetchError, S3Error};
 use crate::http::conditional::{self, not_modified, Precondition};
-use crate::http::headers::{request_id, REPLICA_HEADER, X_CACHE};
+use crate::http::headers::{REPLICA_HEADER, X_CACHE};
 
 /// The client-facing end of an object stack.
 ///
@@ -59,17 +59,15 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // Set by a request-id layer in front (the binary's); minted here otherwise,
-        // so error bodies always name the request.
-        let request_id = request_id(req.headers())
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // Set by a request-id layer in front (the binary's); minted otherwise
+        // when an error body needs one.
+        let request_id = req.headers().get(crate::http::headers::REQUEST_ID).cloned();
         let object = match to_object_request(&req) {
             Ok(object) => object,
             Err(err) => {
                 return ResponseFuture {
                     state: State::Answered {
-                        res: Some(err.with_request_id(request_id).into_response()),
+                        res: Some(err.with_request_id(id_text(request_id.as_ref())).into_response()),
                     },
                 }
             }
@@ -78,14 +76,37 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let conditional_range =
             object.headers().contains_key(header::RANGE) && object.headers().contains_key(header::IF_RANGE);
+        // The request itself is kept only when its answer depends on its
+        // headers (preconditions, `If-Range`); else its method and key do.
+        let kept = Kept {
+            method: object.method(),
+            key: object.shared_key(),
+            conditions: (conditional_range || conditional::has_preconditions(object.headers())).then(|| object.clone()),
+        };
         ResponseFuture {
             state: State::Fetching {
-                fut: inner.oneshot(object.clone()),
+                fut: inner.oneshot(object),
                 whole: conditional_range.then(|| self.inner.clone()),
-                object,
+                kept,
                 request_id,
             },
         }
+    }
+}
+
+/// What the answer needs of a request sent to the inner service.
+struct Kept {
+    method: ObjectMethod,
+    key: std::sync::Arc<str>,
+    /// The whole request, when it carries preconditions or `If-Range`.
+    conditions: Option<ObjectRequest>,
+}
+
+/// The request id for an error body: the request's, or a new one.
+fn id_text(id: Option<&http::HeaderValue>) -> String {
+    match id.and_then(|v| v.to_str().ok()) {
+        Some(id) => id.to_owned(),
+        None => uuid::Uuid::new_v4().to_string(),
     }
 }
 
@@ -111,8 +132,8 @@ pin_project! {
         Fetching {
             #[pin]
             fut: Oneshot<S, ObjectRequest>,
-            object: ObjectRequest,
-            request_id: String,
+            kept: Kept,
+            request_id: Option<http::HeaderValue>,
             // For a second, whole-object fetch when `If-Range` does not hold.
             whole: Option<S>,
         },
@@ -132,26 +153,30 @@ where
                 StateProj::Answered { res } => return Poll::Ready(Ok(res.take().expect("polled after completion"))),
                 StateProj::Fetching {
                     fut,
-                    object,
+                    kept,
                     request_id,
                     whole,
                 } => {
                     let result = ready!(fut.poll(cx));
-                    match (result, whole.take()) {
-                        (Ok(res), Some(svc)) if !range_applies(object.headers(), &res) => {
+                    match (result, whole.take(), kept.conditions.as_ref()) {
+                        (Ok(res), Some(svc), Some(object)) if !range_applies(object.headers(), &res) => {
                             tracing::debug!(key = %object.key(), "If-Range does not match the upstream's answer: fetching the whole object");
                             let mut whole_object = object.clone();
                             whole_object.headers_mut().remove(header::RANGE);
                             whole_object.headers_mut().remove(header::IF_RANGE);
                             State::Fetching {
                                 fut: svc.oneshot(whole_object.clone()),
-                                object: whole_object,
-                                request_id: std::mem::take(request_id),
+                                kept: Kept {
+                                    method: whole_object.method(),
+                                    key: whole_object.shared_key(),
+                                    conditions: Some(whole_object),
+                                },
+                                request_id: request_id.take(),
                                 whole: None,
                             }
                         }
-                        (result, _) => {
-                            return Poll::Ready(Ok(finish(result, object, std::mem::take(request_id))));
+                        (result, _, _) => {
+                            return Poll::Ready(Ok(finish(result, kept, request_id.as_ref())));
                         }
                     }
                 }
@@ -185,33 +210,38 @@ fn range_applies(req: &HeaderMap, res: &Response<Body>) -> bool {
 }
 
 /// Turns the inner service's result into the client's response.
-fn finish(result: Result<Response<Body>, FetchError>, req: &ObjectRequest, request_id: String) -> Response<Body> {
+fn finish(
+    result: Result<Response<Body>, FetchError>,
+    req: &Kept,
+    request_id: Option<&http::HeaderValue>,
+) -> Response<Body> {
     let res = match result {
         Ok(res) => res,
         Err(err) => {
-            tracing::warn!(key = %req.key(), error = %err, "object request failed");
+            tracing::warn!(key = %req.key, error = %err, "object request failed");
             return S3Error::from_fetch_error(&err)
-                .with_request_id(request_id)
+                .with_request_id(id_text(request_id))
                 .into_response();
         }
     };
     let status = res.status();
-    if status.is_success() && conditional::has_preconditions(req.headers()) {
+    let conditions = req.conditions.as_ref().map(ObjectRequest::headers);
+    if let Some(conditions) = conditions.filter(|h| status.is_success() && conditional::has_preconditions(h)) {
         let etag = res.headers().get(header::ETAG).and_then(|v| v.to_str().ok());
         let modified = res.headers().get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok());
-        match conditional::evaluate(req.headers(), etag, modified) {
+        match conditional::evaluate(conditions, etag, modified) {
             Precondition::Pass => {}
             Precondition::NotModified => return not_modified(res.headers()),
             Precondition::Failed => {
                 return S3Error::precondition_failed()
-                    .with_request_id(request_id)
+                    .with_request_id(id_text(request_id))
                     .into_response()
             }
         }
     }
     if status.is_client_error() || status.is_server_error() {
         let mut err = S3Error::from_upstream_status(status)
-            .with_request_id(request_id)
+            .with_request_id(id_text(request_id))
             .into_response();
         for name in [header::CONTENT_RANGE, X_CACHE, REPLICA_HEADER] {
             if let Some(v) = res.headers().get(&name) {
@@ -220,7 +250,7 @@ fn finish(result: Result<Response<Body>, FetchError>, req: &ObjectRequest, reque
         }
         return err;
     }
-    if req.method() == ObjectMethod::Head {
+    if req.method == ObjectMethod::Head {
         let (parts, _body) = res.into_parts();
         return Response::from_parts(parts, Body::empty());
     }
