@@ -1,6 +1,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
@@ -13,7 +14,7 @@ use super::key::decode_shared_key;
 use super::{KeyError, ObjectMethod, ObjectRequest};
 use crate::error::{FetchError, S3Error};
 use crate::http::conditional::{self, not_modified, Precondition};
-use crate::http::headers::{REPLICA_HEADER, X_CACHE};
+use crate::http::headers::{REPLICA_HEADER, REQUEST_ID, X_CACHE};
 
 /// The client-facing end of an object stack.
 ///
@@ -61,7 +62,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // Set by a request-id layer in front (the binary's); minted otherwise
         // when an error body needs one.
-        let request_id = req.headers().get(crate::http::headers::REQUEST_ID).cloned();
+        let request_id = req.headers().get(REQUEST_ID).cloned();
         let object = match to_object_request(&req) {
             Ok(object) => object,
             Err(err) => {
@@ -78,11 +79,9 @@ where
             object.headers().contains_key(header::RANGE) && object.headers().contains_key(header::IF_RANGE);
         // The request itself is kept only when its answer depends on its
         // headers (preconditions, `If-Range`); else its method and key do.
-        let kept = Kept {
-            method: object.method(),
-            key: object.shared_key(),
-            conditions: (conditional_range || conditional::has_preconditions(object.headers())).then(|| object.clone()),
-        };
+        let conditions =
+            (conditional_range || conditional::has_preconditions(object.headers())).then(|| object.clone());
+        let kept = Kept::new(&object, conditions);
         ResponseFuture {
             state: State::Fetching {
                 fut: inner.oneshot(object),
@@ -97,9 +96,19 @@ where
 /// What the answer needs of a request sent to the inner service.
 struct Kept {
     method: ObjectMethod,
-    key: std::sync::Arc<str>,
+    key: Arc<str>,
     /// The whole request, when it carries preconditions or `If-Range`.
     conditions: Option<ObjectRequest>,
+}
+
+impl Kept {
+    fn new(object: &ObjectRequest, conditions: Option<ObjectRequest>) -> Self {
+        Self {
+            method: object.method(),
+            key: object.shared_key(),
+            conditions,
+        }
+    }
 }
 
 /// The request id for an error body: the request's, or a new one.
@@ -166,9 +175,10 @@ where
                             whole_object.headers_mut().remove(header::IF_RANGE);
                             State::Fetching {
                                 fut: svc.oneshot(whole_object.clone()),
+                                // Same method and key; the headers without the range.
                                 kept: Kept {
-                                    method: whole_object.method(),
-                                    key: whole_object.shared_key(),
+                                    method: kept.method,
+                                    key: kept.key.clone(),
                                     conditions: Some(whole_object),
                                 },
                                 request_id: request_id.take(),

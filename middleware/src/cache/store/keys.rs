@@ -1,9 +1,9 @@
 //! The cache's keys: one per object (or slice, or slice index), scoped by
 //! bucket, with a Redis Cluster hash tag, and the patterns that find them.
 
-use super::super::redis::glob_escape;
 use std::sync::Arc;
 
+use super::super::redis::glob_escape;
 use super::CacheStore;
 
 /// `{` + 16 hex digits + `}`: the hash tag after the key prefix.
@@ -112,6 +112,7 @@ mod tests {
             let tag = xxhash_rust::xxh3::xxh3_64(format!("{scoped}{key}").as_bytes());
             let expected = format!("{}{{{tag:016x}}}{scoped}{kind}:{key}", store.inner.key_prefix);
             assert_eq!(store.entry_key(bucket, key, kind), expected);
+            assert_eq!(&*store.shared_cache_key(bucket, key), store.cache_key(bucket, key));
         }
         assert_eq!(
             store.object_name("assets", &store.cache_key("assets", "a/b")),
