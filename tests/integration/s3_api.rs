@@ -383,10 +383,15 @@ async fn boto3_paginates_prefixes_and_downloads_ranges_across_a_primary_kill() {
         .unwrap();
     let v: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(v["sha256"], sha256(&pattern(size, 11)), "{v}");
-    assert!(proxy
-        .settled_logs()
-        .await
-        .contains("Replica 'primary' failed, trying 'backup'"));
+    // The other download threads keep going while one waits for `go`: the
+    // kill finds some of them mid-body (resumed from the backup, after which
+    // the primary's breaker may skip it quietly) or before their request.
+    let logs = proxy.settled_logs().await;
+    assert!(
+        logs.contains("Replica 'primary' failed, trying 'backup'")
+            || logs.contains("Replica 'primary' failed mid-body, resuming from byte"),
+        "no failover from the killed primary in the logs:\n{logs}"
+    );
 }
 
 #[tokio::test]
