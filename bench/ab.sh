@@ -17,7 +17,7 @@ command -v wrk >/dev/null || { echo "wrk is needed (apt-get install -y wrk)" >&2
 bench_setup "$MODE" "$BIN"
 trap 'kill $S3 2>/dev/null; rm -rf $D' EXIT
 for setting in "$@"; do
-  env "$VAR=$setting" RUST_LOG=warn $BIN -c $D/proxy.yaml >$D/proxy.log 2>&1 &
+  env RUST_LOG=warn "$VAR=$setting" $BIN -c $D/proxy.yaml >$D/proxy.log 2>&1 &
   P=$!
   for _ in $(seq 100); do curl -s -o /dev/null $URL && break; sleep 0.1; done
   wrk -t1 -c$C -d2s $URL >/dev/null   # warm-up

@@ -66,15 +66,14 @@ enum Command {
     },
 }
 
-/// Logs go to stdout through a writer thread, so request threads never
-/// block on (or contend for) stdout. The guard flushes it when dropped.
-/// With `tracing.otlp_endpoint`, spans are exported too (issue 16): the
+/// Logs go to stdout, batched per event-loop thread
+/// ([`yatagarasu::access_log::output`]). With `tracing.otlp_endpoint`, spans are exported too (issue 16): the
 /// returned [`Telemetry`] flushes them on shutdown.
 fn init_tracing(
     logging: &LoggingConfig,
     traces: &TracingConfig,
     runtime: &tokio::runtime::Runtime,
-) -> (tracing_appender::non_blocking::WorkerGuard, Option<Telemetry>) {
+) -> Option<Telemetry> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"))
@@ -85,12 +84,7 @@ fn init_tracing(
                 .expect("a valid directive"),
         );
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    // Not lossy: under a log flood, requests wait rather than lines vanish.
-    // The writer thread flushes whenever its queue is empty: lines queued
-    // together leave in one write(2) instead of one each.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let writer = yatagarasu::access_log::output::LogOutput::stdout();
     let fmt = yatagarasu::access_log::format::layer(logging.format == "json", ansi, writer).with_filter(filter);
     let (otel, telemetry) = match yatagarasu::telemetry::layer(traces, runtime.handle().clone()) {
         Ok(Some((layer, telemetry))) => (Some(layer), Some(telemetry)),
@@ -101,7 +95,7 @@ fn init_tracing(
         }
     };
     tracing_subscriber::registry().with(fmt).with(otel).init();
-    (guard, telemetry)
+    telemetry
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -110,7 +104,11 @@ fn config_path(cli: &Cli) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(yatagarasu::access_log::output::idle)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -119,7 +117,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Demo { listen, metrics_listen }) => {
-            let _log = init_tracing(&LoggingConfig::default(), &TracingConfig::default(), &runtime);
+            let _telemetry = init_tracing(&LoggingConfig::default(), &TracingConfig::default(), &runtime);
             report(runtime.block_on(yatagarasu::demo::run(listen, metrics_listen)))
         }
         Some(Command::ServeS3 {
@@ -128,7 +126,7 @@ fn main() -> ExitCode {
             ref access_key,
             ref secret_key,
         }) => {
-            let _log = init_tracing(&LoggingConfig::default(), &TracingConfig::default(), &runtime);
+            let _telemetry = init_tracing(&LoggingConfig::default(), &TracingConfig::default(), &runtime);
             report(runtime.block_on(serve_s3(listen, root.clone(), access_key.clone(), secret_key.clone())))
         }
         Some(Command::Check) => {
@@ -171,7 +169,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let (_log, telemetry) = init_tracing(&config.logging, &config.tracing, &runtime);
+            let telemetry = init_tracing(&config.logging, &config.tracing, &runtime);
             let served = runtime.block_on(serve(config, path));
             // The spans of the last requests, exported before exit (the
             // runtime's workers still run the export).

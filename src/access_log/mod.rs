@@ -22,6 +22,7 @@ use crate::metrics::{InFlight, Metrics};
 use crate::telemetry::{self, TraceIdField};
 
 pub mod format;
+pub mod output;
 
 /// The target of the access lines: `RUST_LOG=info,yatagarasu::access=off`
 /// turns them off.
@@ -75,6 +76,7 @@ pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
         status: res.status().as_u16(),
         expected: body_length(&res),
         complete: start.method == Method::HEAD,
+        duration_us: 0,
         trace_id: start.trace_id,
         span: start.span,
         method: start.method,
@@ -133,6 +135,8 @@ struct AccessRecord {
     /// `Content-Length`, when known: the body is complete once it is sent.
     expected: Option<u64>,
     complete: bool,
+    /// The request's duration in microseconds, set when it ends.
+    duration_us: u64,
     /// The request's trace (issue 16), when tracing is on.
     trace_id: Option<opentelemetry::trace::TraceId>,
     /// The request span, ended with this record (`Span::none()` when off).
@@ -147,18 +151,60 @@ fn text(v: &Option<HeaderValue>) -> &str {
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
-        let cache = text(&self.cache);
+        self.duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         self.metrics.request_done(
             &self.bucket,
             self.method.as_str(),
             self.operation,
             self.status,
-            cache,
+            text(&self.cache),
             duration,
         );
         if self.bytes > 0 {
             self.metrics.bytes_sent(&self.bucket, self.bytes);
         }
+        // Every subscriber sees the event's fields; the binary's log layer
+        // writes the line from the record instead (issue 13: visiting the
+        // fields through `Debug` was most of the line's cost).
+        EMITTING.set(self, || self.emit());
+        if !self.span.is_none() {
+            self.span.record("http.response.body.size", self.bytes);
+        }
+    }
+}
+
+scoped_tls::scoped_thread_local!(
+    /// The record whose access event this thread is emitting, for the log
+    /// layer to write from ([`format`]).
+    static EMITTING: AccessRecord
+);
+
+/// One value of an access line, typed as its field is given to the event
+/// (see [`AccessRecord::values`]).
+#[derive(Debug, Clone, Copy)]
+enum LineValue<'a> {
+    /// The `message` (a `str`).
+    Message(&'a str),
+    /// `%LogSafe(value)`: a client-controlled value, escaped.
+    Safe(&'a str),
+    /// `%value`: written as it is.
+    Plain(&'a str),
+    /// A `&str` field.
+    Str(&'a str),
+    U64(u64),
+    Bool(bool),
+    /// `micros as f64 / 1000.0`: milliseconds.
+    Millis(u64),
+    /// `%TraceIdField(id)`.
+    Trace(Option<opentelemetry::trace::TraceId>),
+}
+
+/// The number of fields of the access event.
+const LINE_FIELDS: usize = 15;
+
+impl AccessRecord {
+    /// The access event. Its fields are [`Self::values`], in the same order.
+    fn emit(&self) {
         tracing::info!(
             target: TARGET,
             // A `str` rather than a format string (issue 13): it reaches
@@ -173,15 +219,37 @@ impl Drop for AccessRecord {
             bytes = self.bytes,
             complete = self.complete,
             replica = %text(&self.replica),
-            cache = %cache,
+            cache = %text(&self.cache),
             hedge = self.hedge,
             identity = %LogSafe(self.identity.as_deref().unwrap_or("-")),
             trace_id = %TraceIdField(self.trace_id),
-            duration_ms = duration.as_secs_f64() * 1000.0,
+            // Milliseconds to the microsecond (as nginx's `$request_time`
+            // is seconds to the millisecond): 3 decimals at most.
+            duration_ms = self.duration_us as f64 / 1000.0,
         );
-        if !self.span.is_none() {
-            self.span.record("http.response.body.size", self.bytes);
-        }
+    }
+
+    /// The values of [`Self::emit`]'s fields, in its order, as the log
+    /// layer writes them.
+    fn values(&self) -> [LineValue<'_>; LINE_FIELDS] {
+        use LineValue::*;
+        [
+            Message("request"),
+            Safe(self.id.to_str().unwrap_or_default()),
+            Safe(self.method.as_str()),
+            Safe(&self.path),
+            Plain(&self.bucket),
+            Str(self.operation),
+            U64(u64::from(self.status)),
+            U64(self.bytes),
+            Bool(self.complete),
+            Plain(text(&self.replica)),
+            Plain(text(&self.cache)),
+            Str(self.hedge),
+            Safe(self.identity.as_deref().unwrap_or("-")),
+            Trace(self.trace_id),
+            Millis(self.duration_us),
+        ]
     }
 }
 
@@ -286,9 +354,10 @@ fn all_safe(bytes: &[u8]) -> bool {
     marked == 0 && words.remainder().iter().all(|&b| SAFE[usize::from(b)])
 }
 
-impl std::fmt::Display for LogSafe<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::fmt::Write as _;
+impl LogSafe<'_> {
+    /// The escaped value, written into `f` (a `String` writes it without
+    /// `core::fmt`).
+    fn write_into<W: std::fmt::Write + ?Sized>(&self, f: &mut W) -> std::fmt::Result {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let bytes = self.0.as_bytes();
         let end = bytes.len().min(LOG_VALUE_MAX);
@@ -321,6 +390,12 @@ impl std::fmt::Display for LogSafe<'_> {
             f.write_str("...")?;
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write_into(f)
     }
 }
 

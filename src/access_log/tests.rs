@@ -58,6 +58,7 @@ fn full_record(metrics: &Arc<Metrics>) -> AccessRecord {
         bytes: 4096,
         expected: Some(4096),
         complete: true,
+        duration_us: 0,
         trace_id: Some(TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()),
         span: tracing::Span::none(),
     }
@@ -82,6 +83,7 @@ fn bare_record(metrics: &Arc<Metrics>) -> AccessRecord {
         bytes: 0,
         expected: None,
         complete: false,
+        duration_us: 0,
         trace_id: None,
         span: tracing::Span::none(),
     }

@@ -18,11 +18,13 @@ use tokio::sync::oneshot;
 use yatagarasu_middleware::upstream::UpstreamClients;
 
 /// The event loops that serve client connections, in turn. Dropping it
-/// ends the threads: connections still open on them are closed.
+/// ends the threads and waits for them: connections still open on them are
+/// closed, and their last log lines written.
 pub(super) struct ConnectionThreads {
     loops: Vec<Handle>,
     next: AtomicUsize,
-    _stop: Vec<oneshot::Sender<()>>,
+    stop: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ConnectionThreads {
@@ -32,22 +34,27 @@ impl ConnectionThreads {
         let count = count.max(1);
         let mut loops = Vec::with_capacity(count);
         let mut stop = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
         // Each thread says when it runs (with its name set), so the
         // listener opens only once every thread is up.
         let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         for n in 0..count {
-            let runtime = Builder::new_current_thread().enable_all().build()?;
+            let runtime = Builder::new_current_thread()
+                .enable_all()
+                // Its log lines leave in one write whenever it idles.
+                .on_thread_park(crate::access_log::output::idle)
+                .build()?;
             let (tx, rx) = oneshot::channel::<()>();
             loops.push(runtime.handle().clone());
             stop.push(tx);
             let started = started_tx.clone();
-            std::thread::Builder::new().name(format!("conn-{n}")).spawn(move || {
+            threads.push(std::thread::Builder::new().name(format!("conn-{n}")).spawn(move || {
                 UpstreamClients::enter_lane(n + 1);
                 let _ = started.send(());
                 // Until the sender is dropped; then the runtime drops
                 // the tasks still on it.
                 let _ = runtime.block_on(rx);
-            })?;
+            })?);
         }
         drop(started_tx);
         for _ in 0..count {
@@ -59,7 +66,8 @@ impl ConnectionThreads {
         Ok(Self {
             loops,
             next: AtomicUsize::new(0),
-            _stop: stop,
+            stop,
+            threads,
         })
     }
 
@@ -75,5 +83,18 @@ impl ConnectionThreads {
     {
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len();
         self.loops[n].spawn(task);
+    }
+}
+
+impl Drop for ConnectionThreads {
+    fn drop(&mut self) {
+        self.stop.clear();
+        let me = std::thread::current().id();
+        for thread in self.threads.drain(..) {
+            // Dropped on one of its own threads: that one cannot be waited for.
+            if thread.thread().id() != me {
+                let _ = thread.join();
+            }
+        }
     }
 }

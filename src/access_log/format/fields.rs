@@ -6,6 +6,8 @@ use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 
 use super::Unusual;
+use crate::access_log::{LineValue, LogSafe};
+use crate::telemetry::TraceIdField;
 
 /// The fields as tracing-subscriber's `DefaultFields` writes them with ANSI
 /// off: `message` bare (with terminal controls escaped), then ` name=value`
@@ -81,18 +83,7 @@ impl Visit for TextFields<'_> {
                 }
                 return Ok(());
             }
-            // `{:?}` of a str: quoted, with `"`, `\` and non-printable characters escaped.
-            if value
-                .bytes()
-                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-            {
-                s.line.push('"');
-                s.line.push_str(value);
-                s.line.push('"');
-            } else {
-                write!(s.line, "{value:?}")?;
-            }
-            Ok(())
+            debug_str(s.line, value)
         });
     }
 
@@ -123,23 +114,148 @@ impl Visit for TextFields<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.record(|s| {
             s.name(field)?;
-            // In this range (a duration in ms up to 11 days) `{:?}` writes
-            // the shortest digits that read back as `value`, without an
-            // exponent, as ryu does. Outside it `{:?}` may use an exponent
-            // where ryu does not, and from 2^34 on the two can break a tie
-            // between two shortest digit strings differently.
-            if (RYU_FROM..RYU_UNTIL).contains(&value) {
-                s.line.push_str(ryu::Buffer::new().format_finite(value));
-            } else {
-                write!(s.line, "{value:?}")?;
-            }
-            Ok(())
+            debug_f64(s.line, value)
         });
     }
 
     fn record_error(&mut self, _field: &Field, _value: &(dyn std::error::Error + 'static)) {
         self.result = Err(Unusual);
     }
+}
+
+/// `{:?}` of a `str`: quoted, with `"`, `\\` and non-printable characters escaped.
+fn debug_str(line: &mut String, value: &str) -> Result<(), Unusual> {
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        line.push('"');
+        line.push_str(value);
+        line.push('"');
+    } else {
+        write!(line, "{value:?}")?;
+    }
+    Ok(())
+}
+
+/// `{:?}` of an `f64`.
+pub(super) fn debug_f64(line: &mut String, value: f64) -> Result<(), Unusual> {
+    // In this range (a duration in ms up to 11 days) `{:?}` writes the
+    // shortest digits that read back as `value`, without an exponent, as
+    // ryu does. Outside it `{:?}` may use an exponent where ryu does not,
+    // and from 2^34 on the two can break a tie between two shortest digit
+    // strings differently.
+    if (RYU_FROM..RYU_UNTIL).contains(&value) {
+        line.push_str(ryu::Buffer::new().format_finite(value));
+    } else {
+        write!(line, "{value:?}")?;
+    }
+    Ok(())
+}
+
+/// serde_json's own float format; `null` when not finite.
+pub(super) fn json_f64(line: &mut String, value: f64) -> Result<(), Unusual> {
+    match serde_json::Number::from_f64(value) {
+        Some(n) => write!(line, "{n}")?,
+        None => line.push_str("null"),
+    }
+    Ok(())
+}
+
+/// `micros as f64 / 1000.0` as `{:?}` (and serde_json) write it, from its
+/// digits: below 10^15 the quotient is the double nearest to the decimal
+/// `micros / 1000`, and a decimal of at most 15 significant digits is the
+/// shortest that reads back as its nearest double (`DBL_DIG`). Issue 13:
+/// cheaper than finding the shortest digits of a double. `float`, the
+/// format of the value as an `f64`, writes it beyond that.
+pub(super) fn millis(
+    line: &mut String,
+    micros: u64,
+    float: fn(&mut String, f64) -> Result<(), Unusual>,
+) -> Result<(), Unusual> {
+    if micros >= 1_000_000_000_000_000 {
+        return float(line, micros as f64 / 1000.0);
+    }
+    line.push_str(itoa::Buffer::new().format(micros / 1000));
+    line.push('.');
+    let mut fraction = micros % 1000;
+    if fraction == 0 {
+        line.push('0');
+        return Ok(());
+    }
+    let mut unit = 100;
+    while fraction > 0 {
+        // A digit: `fraction / unit` is below 10.
+        line.push(char::from(b'0' + (fraction / unit) as u8));
+        fraction %= unit;
+        unit /= 10;
+    }
+    Ok(())
+}
+
+/// A value given as it is, written as `Display` (`%value`) writes it.
+fn display(line: &mut String, value: &LineValue<'_>) -> Result<(), Unusual> {
+    match *value {
+        LineValue::Message(v) | LineValue::Plain(v) | LineValue::Str(v) => line.push_str(v),
+        LineValue::Safe(v) => LogSafe(v).write_into(line)?,
+        LineValue::Trace(id) => write!(line, "{}", TraceIdField(id))?,
+        LineValue::U64(v) => line.push_str(itoa::Buffer::new().format(v)),
+        LineValue::Bool(v) => line.push_str(if v { "true" } else { "false" }),
+        LineValue::Millis(micros) => millis(line, micros, debug_f64)?,
+    }
+    Ok(())
+}
+
+/// An access record's `values` (in the order of its event's fields, whose
+/// `prefixes` these are), as [`TextFields`] writes the event.
+pub(in crate::access_log) fn text_values(
+    line: &mut String,
+    prefixes: &[(Box<str>, bool)],
+    values: &[LineValue<'_>],
+    sanitize: bool,
+) -> Result<(), Unusual> {
+    if prefixes.len() != values.len() {
+        return Err(Unusual);
+    }
+    for (i, ((prefix, message), value)) in prefixes.iter().zip(values).enumerate() {
+        // Without its leading space before the first field.
+        line.push_str(&prefix[usize::from(i == 0)..]);
+        let at = line.len();
+        match *value {
+            LineValue::Str(v) if !message => debug_str(line, v)?,
+            _ => display(line, value)?,
+        }
+        if *message && sanitize {
+            escape_terminal_from(line, at);
+        }
+    }
+    Ok(())
+}
+
+/// An access record's `values`, as [`JsonFields`] writes the event.
+pub(in crate::access_log) fn json_values(
+    line: &mut String,
+    prefixes: &[(Box<str>, bool)],
+    values: &[LineValue<'_>],
+) -> Result<(), Unusual> {
+    if prefixes.len() != values.len() {
+        return Err(Unusual);
+    }
+    for ((prefix, _), value) in prefixes.iter().zip(values) {
+        line.push_str(prefix);
+        match *value {
+            LineValue::U64(_) | LineValue::Bool(_) => display(line, value)?,
+            LineValue::Millis(micros) => millis(line, micros, json_f64)?,
+            _ => {
+                line.push('"');
+                let at = line.len();
+                display(line, value)?;
+                escape_json_from(line, at - 1);
+                line.push('"');
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where ryu writes what `{:?}` writes for an `f64` (see `record_f64`).
@@ -237,14 +353,7 @@ impl Visit for JsonFields<'_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.record(field, |line| {
-            // serde_json's own float format; `null` when not finite.
-            match serde_json::Number::from_f64(value) {
-                Some(n) => write!(line, "{n}")?,
-                None => line.push_str("null"),
-            }
-            Ok(())
-        });
+        self.record(field, |line| json_f64(line, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {

@@ -8,6 +8,10 @@
 //! formatter), no serde serializer, and a timestamp from [`Rfc3339`]. Every
 //! other event, and an access line in a span or on a terminal, goes to the
 //! stock formatter. The tests in this module hold the two to the same bytes.
+//!
+//! An access line emitted by an `AccessRecord` (see [`super`]) is
+//! written from the record's values (set beside the event in `EMITTING`),
+//! not by visiting the event's fields through `Debug` (issue 13).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -21,8 +25,8 @@ use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use super::TARGET;
-use fields::{escape_json_from, JsonFields, TextFields};
+use super::{LineValue, EMITTING, TARGET};
+use fields::{escape_json_from, json_values, text_values, JsonFields, TextFields};
 pub use timer::Rfc3339;
 
 mod fields;
@@ -180,10 +184,13 @@ where
                 return None;
             };
             line.clear();
-            let done = if self.json {
-                self.json_line(&mut line, event)
+            // The access record emitting this event, when there is one: its
+            // values as they are, rather than visited through the event.
+            let sanitize = writer.sanitizes_ansi_escapes();
+            let done = if EMITTING.is_set() {
+                EMITTING.with(|record| self.line(&mut line, event, sanitize, Some(&record.values())))
             } else {
-                self.text_line(&mut line, event, writer.sanitizes_ansi_escapes())
+                self.line(&mut line, event, sanitize, None)
             };
             done.ok().map(|()| writer.write_str(&line))
         });
@@ -208,8 +215,30 @@ impl From<fmt::Error> for Unusual {
 }
 
 impl<F, T: FormatTime> AccessFormat<F, T> {
+    /// The line of `event` in this format, its fields from `values` (an
+    /// access record's, in the order of the event's fields) when given.
+    fn line(
+        &self,
+        line: &mut String,
+        event: &Event<'_>,
+        sanitize: bool,
+        values: Option<&[LineValue<'_>]>,
+    ) -> Result<(), Unusual> {
+        if self.json {
+            self.json_line(line, event, values)
+        } else {
+            self.text_line(line, event, sanitize, values)
+        }
+    }
+
     /// `Format<Full>`: `<time> <level padded to 5> <fields>`.
-    fn text_line(&self, line: &mut String, event: &Event<'_>, sanitize: bool) -> Result<(), Unusual> {
+    fn text_line(
+        &self,
+        line: &mut String,
+        event: &Event<'_>,
+        sanitize: bool,
+        values: Option<&[LineValue<'_>]>,
+    ) -> Result<(), Unusual> {
         if self.timer.format_time(&mut Writer::new(line)).is_err() {
             line.push_str("<unknown time>");
         }
@@ -223,21 +252,25 @@ impl<F, T: FormatTime> AccessFormat<F, T> {
         });
         line.push(' ');
         let prefixes = self.prefixes.get_or_init(|| Prefixes::new(false, event)).of(event);
-        let mut fields = TextFields {
-            line,
-            first: true,
-            sanitize,
-            prefixes,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
+        if let (Some(prefixes), Some(values)) = (prefixes, values) {
+            text_values(line, prefixes, values, sanitize)?;
+        } else {
+            let mut fields = TextFields {
+                line,
+                first: true,
+                sanitize,
+                prefixes,
+                result: Ok(()),
+            };
+            event.record(&mut fields);
+            fields.result?;
+        }
         line.push('\n');
         Ok(())
     }
 
     /// `Format<Json>`, flattened: `{"timestamp":..,"level":..,<fields>}`.
-    fn json_line(&self, line: &mut String, event: &Event<'_>) -> Result<(), Unusual> {
+    fn json_line(&self, line: &mut String, event: &Event<'_>, values: Option<&[LineValue<'_>]>) -> Result<(), Unusual> {
         line.push_str("{\"timestamp\":\"");
         let at = line.len();
         // The stock JSON format writes no line when the time is unknown.
@@ -247,13 +280,17 @@ impl<F, T: FormatTime> AccessFormat<F, T> {
         line.push_str(event.metadata().level().as_str());
         line.push('"');
         let prefixes = self.prefixes.get_or_init(|| Prefixes::new(true, event)).of(event);
-        let mut fields = JsonFields {
-            line,
-            prefixes,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
+        if let (Some(prefixes), Some(values)) = (prefixes, values) {
+            json_values(line, prefixes, values)?;
+        } else {
+            let mut fields = JsonFields {
+                line,
+                prefixes,
+                result: Ok(()),
+            };
+            event.record(&mut fields);
+            fields.result?;
+        }
         line.push_str("}\n");
         Ok(())
     }

@@ -13,7 +13,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 
 use super::super::{AccessRecord, TARGET};
-use super::fields::{RYU_FROM, RYU_UNTIL};
+use super::fields::{debug_f64, json_f64, millis, RYU_FROM, RYU_UNTIL};
 use super::timer::{rfc3339, Stamp};
 use super::{format, layer_with_timer, Rfc3339};
 use crate::access_log::tests::Captured;
@@ -66,6 +66,7 @@ fn record(metrics: &Arc<Metrics>, v: &Values) -> AccessRecord {
         bytes: v.bytes,
         expected: None,
         complete: v.bytes.is_multiple_of(2),
+        duration_us: 0,
         trace_id: v.trace.map(TraceId::from),
         span: tracing::Span::none(),
     }
@@ -126,6 +127,32 @@ proptest! {
 }
 
 #[test]
+fn an_access_records_line_is_written_from_the_record() {
+    // The event of a record's callsite, emitted with other values while the
+    // record is set: the stock formatter writes the event's, ours the
+    // record's (had ours visited the event, the lines would be equal).
+    let metrics = Metrics::new();
+    let v = Values {
+        method: "GET".into(),
+        path: "/from/the/record".into(),
+        id: "rec".into(),
+        bucket: "b".into(),
+        status: 200,
+        replica: None,
+        identity: None,
+        bytes: 1,
+        trace: None,
+        nanos: 0,
+    };
+    let set = record(&metrics, &v);
+    let mut emitted = record(&metrics, &v);
+    emitted.path = "/from/the/event".into();
+    let (stock, ours) = both(false, false, || super::super::EMITTING.set(&set, || emitted.emit()));
+    assert!(stock.contains(" path=/from/the/event "), "{stock}");
+    assert!(ours.contains(" path=/from/the/record "), "{ours}");
+}
+
+#[test]
 fn unusual_access_events_are_the_stock_formatters_bytes() {
     let error = io::Error::other("disk \"full\"");
     let emit = || {
@@ -179,6 +206,55 @@ proptest! {
         for v in [f64::from_bits(bits), ms] {
             let mut buffer = ryu::Buffer::new();
             prop_assert_eq!(buffer.format_finite(v), format!("{v:?}"));
+        }
+    }
+}
+
+/// `millis` of `micros` with the `{:?}` and the JSON float formats, and
+/// what `{:?}` and serde_json write for the same `f64`.
+fn millis_both_ways(micros: u64) -> [(String, String); 2] {
+    let value = micros as f64 / 1000.0;
+    let (mut text, mut json) = (String::new(), String::new());
+    millis(&mut text, micros, debug_f64).unwrap();
+    millis(&mut json, micros, json_f64).unwrap();
+    [
+        (text, format!("{value:?}")),
+        (json, serde_json::to_string(&value).unwrap()),
+    ]
+}
+
+#[test]
+fn milliseconds_from_their_digits_at_the_edges() {
+    for micros in [
+        0,
+        1,
+        10,
+        100,
+        999,
+        1000,
+        1001,
+        1010,
+        1100,
+        12_000,
+        123_456_789,
+        999_999_999_999_999,
+        1_000_000_000_000_000,
+        u64::MAX,
+    ] {
+        for (ours, want) in millis_both_ways(micros) {
+            assert_eq!(ours, want, "{micros} µs");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+    #[test]
+    fn milliseconds_from_their_digits(micros in 0u64..1_000_000_000_000_000, short in 0u64..100_000_000) {
+        for m in [micros, short] {
+            for (ours, want) in millis_both_ways(m) {
+                prop_assert_eq!(ours, want);
+            }
         }
     }
 }
