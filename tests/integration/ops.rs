@@ -673,6 +673,54 @@ async fn drains_on(signal: &str) {
     assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
 }
 
+/// Every request's access line reaches stdout (a pipe here) whole, and
+/// before the process's last line: connection threads keep their lines
+/// until they idle, and write what is left as they end on SIGTERM.
+#[tokio::test]
+async fn every_access_line_is_written_whole_before_exit() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "obj.txt", b"cached").unwrap();
+    let cache = "cache:\n  memory: { max_capacity: 16777216, ttl_seconds: 60 }";
+    let mut proxy = Proxy::start(&ha_config(&s3.endpoint(), "  connection_threads: 2", cache));
+    let url = proxy.url("/d/obj.txt");
+    // Eight keep-alive connections, shared out over both threads.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let c = client();
+                for _ in 0..50 {
+                    let res = c.get(&url).send().await.unwrap();
+                    assert_eq!(res.status(), 200);
+                    assert_eq!(&res.bytes().await.unwrap()[..], b"cached");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(WAIT), Some(0));
+    assert!(proxy.wait_for_log(" INFO stopped\n", WAIT).await, "{}", proxy.logs());
+    let logs = proxy.logs();
+    let (before, after) = logs.split_once(" INFO stopped\n").unwrap();
+    let lines: Vec<&str> = before.lines().filter(|l| l.contains(" path=/d/obj.txt ")).collect();
+    assert_eq!(lines.len(), 400, "{logs}");
+    for line in lines {
+        assert!(
+            line.contains(" INFO request request_id=")
+                && line.contains(" status=200 ")
+                && line.contains(" duration_ms="),
+            "a line cut or mixed with another: {line}"
+        );
+    }
+    assert!(
+        !after.contains(" path=/d/obj.txt "),
+        "access lines after the last line: {after}"
+    );
+}
+
 #[tokio::test]
 async fn admin_purges_the_cache_and_its_counters_are_exported() {
     let s3 = s3().await;
