@@ -40,14 +40,27 @@ fn decode(path: &str) -> Result<Cow<'_, str>, KeyError> {
     if raw.is_empty() {
         return Err(KeyError::Empty);
     }
-    let key: Cow<'_, str> = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| KeyError::BadEncoding)?;
-    if key.chars().any(|c| c.is_control()) {
-        return Err(KeyError::BadEncoding);
-    }
-    // A backslash separates segments too for some stores and gateways.
-    if key.split(['/', '\\']).any(|seg| seg == "." || seg == "..") {
+    // Most keys are printable ASCII without escapes: nothing to decode and
+    // no control character, checked a byte at a time (issue 13: the general
+    // path walked the key as characters three times).
+    let key: Cow<'_, str> = if raw.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'%') {
+        Cow::Borrowed(raw)
+    } else {
+        let key = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| KeyError::BadEncoding)?;
+        if key.chars().any(|c| c.is_control()) {
+            return Err(KeyError::BadEncoding);
+        }
+        key
+    };
+    // A backslash separates segments too for some stores and gateways. Both
+    // separators are ASCII, so bytes split where characters would.
+    if key
+        .as_bytes()
+        .split(|&b| b == b'/' || b == b'\\')
+        .any(|seg| seg == b"." || seg == b"..")
+    {
         return Err(KeyError::DotSegment);
     }
     if key.len() > 1024 {
@@ -59,6 +72,43 @@ fn decode(path: &str) -> Result<Cow<'_, str>, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The decoding before its byte-at-a-time fast path, as the reference.
+    fn reference(path: &str) -> Result<Cow<'_, str>, KeyError> {
+        let raw = path.strip_prefix('/').unwrap_or(path);
+        if raw.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        let key: Cow<'_, str> = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| KeyError::BadEncoding)?;
+        if key.chars().any(|c| c.is_control()) {
+            return Err(KeyError::BadEncoding);
+        }
+        if key.split(['/', '\\']).any(|seg| seg == "." || seg == "..") {
+            return Err(KeyError::DotSegment);
+        }
+        if key.len() > 1024 {
+            return Err(KeyError::TooLong);
+        }
+        Ok(key)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn decodes_as_the_reference(
+            path in prop_oneof![
+                any::<String>(),
+                "[/a-z.\\\\%0-9A-F ~\\x7f\\x00-\\x1f]{0,24}",
+                "(/|\\.|\\.\\.|%2[eEfF]|%5[cC]|%[0-9a-fA-F]{2}|[a-z]|\\\\){0,12}",
+                "[a-z/]{1020,1030}",
+            ]
+        ) {
+            prop_assert_eq!(decode(&path), reference(&path));
+        }
+    }
 
     #[test]
     fn decodes_odd_keys() {
