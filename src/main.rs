@@ -67,8 +67,9 @@ enum Command {
 }
 
 /// Logs go to stdout, batched per event-loop thread
-/// ([`yatagarasu::access_log::output`]). With `tracing.otlp_endpoint`, spans are exported too (issue 16): the
-/// returned [`Telemetry`] flushes them on shutdown.
+/// ([`yatagarasu::access_log::output`]). With `tracing.otlp_endpoint`, spans
+/// are exported too (issue 16): the returned [`Telemetry`] flushes them on
+/// shutdown.
 fn init_tracing(
     logging: &LoggingConfig,
     traces: &TracingConfig,

@@ -187,10 +187,17 @@ where
             // The access record emitting this event, when there is one: its
             // values as they are, rather than visited through the event.
             let sanitize = writer.sanitizes_ansi_escapes();
+            let mut write = |values: Option<&[LineValue<'_>]>| {
+                if self.json {
+                    self.json_line(&mut line, event, values)
+                } else {
+                    self.text_line(&mut line, event, sanitize, values)
+                }
+            };
             let done = if EMITTING.is_set() {
-                EMITTING.with(|record| self.line(&mut line, event, sanitize, Some(&record.values())))
+                EMITTING.with(|record| write(Some(&record.values())))
             } else {
-                self.line(&mut line, event, sanitize, None)
+                write(None)
             };
             done.ok().map(|()| writer.write_str(&line))
         });
@@ -215,23 +222,9 @@ impl From<fmt::Error> for Unusual {
 }
 
 impl<F, T: FormatTime> AccessFormat<F, T> {
-    /// The line of `event` in this format, its fields from `values` (an
-    /// access record's, in the order of the event's fields) when given.
-    fn line(
-        &self,
-        line: &mut String,
-        event: &Event<'_>,
-        sanitize: bool,
-        values: Option<&[LineValue<'_>]>,
-    ) -> Result<(), Unusual> {
-        if self.json {
-            self.json_line(line, event, values)
-        } else {
-            self.text_line(line, event, sanitize, values)
-        }
-    }
-
-    /// `Format<Full>`: `<time> <level padded to 5> <fields>`.
+    /// `Format<Full>`: `<time> <level padded to 5> <fields>`, the fields
+    /// from `values` (an access record's, in the order of the event's
+    /// fields) when given.
     fn text_line(
         &self,
         line: &mut String,
@@ -269,7 +262,8 @@ impl<F, T: FormatTime> AccessFormat<F, T> {
         Ok(())
     }
 
-    /// `Format<Json>`, flattened: `{"timestamp":..,"level":..,<fields>}`.
+    /// `Format<Json>`, flattened: `{"timestamp":..,"level":..,<fields>}`,
+    /// the fields from `values` when given (as [`Self::text_line`]).
     fn json_line(&self, line: &mut String, event: &Event<'_>, values: Option<&[LineValue<'_>]>) -> Result<(), Unusual> {
         line.push_str("{\"timestamp\":\"");
         let at = line.len();
