@@ -31,7 +31,9 @@ pub const TARGET: &str = "yatagarasu::access";
 /// What the access line needs from a request, taken when it arrives (see
 /// [`begin`] and [`finish`]).
 pub(crate) struct AccessStart {
-    metrics: Arc<Metrics>,
+    /// Counts the request in flight; holds the metrics the record goes to
+    /// (one `Arc` clone per request, not two: the count is shared by every
+    /// connection thread).
     in_flight: InFlight,
     started: Instant,
     method: Method,
@@ -49,7 +51,6 @@ pub(crate) fn begin(metrics: &Arc<Metrics>, req: &Request<Body>, id: &HeaderValu
     AccessStart {
         span,
         trace_id,
-        metrics: metrics.clone(),
         in_flight: metrics.in_flight(),
         started: Instant::now(),
         method: req.method().clone(),
@@ -84,8 +85,7 @@ pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
         id: start.id,
         started: start.started,
         bytes: 0,
-        metrics: start.metrics,
-        _in_flight: start.in_flight,
+        in_flight: start.in_flight,
     };
     if !record.span.is_none() {
         let auth = match (
@@ -116,8 +116,8 @@ pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
 
 /// What the access line and the request metrics say, emitted on drop.
 struct AccessRecord {
-    metrics: Arc<Metrics>,
-    _in_flight: InFlight,
+    /// The request metrics (and the in-flight count, until dropped).
+    in_flight: InFlight,
     started: Instant,
     method: Method,
     path: String,
@@ -152,7 +152,8 @@ impl Drop for AccessRecord {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
         self.duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        self.metrics.request_done(
+        let metrics = self.in_flight.metrics();
+        metrics.request_done(
             &self.bucket,
             self.method.as_str(),
             self.operation,
@@ -161,7 +162,7 @@ impl Drop for AccessRecord {
             duration,
         );
         if self.bytes > 0 {
-            self.metrics.bytes_sent(&self.bucket, self.bytes);
+            metrics.bytes_sent(&self.bucket, self.bytes);
         }
         // Every subscriber sees the event's fields; the binary's log layer
         // writes the line from the record instead (issue 13: visiting the

@@ -31,7 +31,8 @@
 //! The series recorded on every request or replica attempt are Prometheus
 //! collectors with their label sets resolved once (`requests`, `replicas`),
 //! registered in the exporter's registry: same names, help texts, labels
-//! and buckets as the instruments they replaced (issue 13).
+//! and buckets as the instruments they replaced (issue 13). Each thread
+//! records into its own copy, and a scrape sums the copies (`shards`).
 //!
 //! Label values come from the config (bucket and replica names) or from small
 //! fixed sets, so cardinality is bounded; the gauges, and the request, failure
@@ -70,12 +71,14 @@ type ReplicaGauges = BTreeMap<(String, String), (i64, i64)>;
 pub struct Metrics {
     registry: prometheus::Registry,
     _provider: SdkMeterProvider,
-    requests: RequestSeries,
-    replica_series: ReplicaSeries,
-    /// A Prometheus gauge, not an OpenTelemetry instrument: it moves twice per
+    /// The series recorded on every request and attempt, one copy per
+    /// thread shard ([`shards`]).
+    requests: Arc<Shards<RequestSeries>>,
+    replica_series: Arc<Shards<ReplicaSeries>>,
+    /// Prometheus gauges, not an OpenTelemetry instrument: it moves twice per
     /// request, and an instrument's `add` looks up its (empty) attribute set
-    /// each time (issue 13).
-    in_flight: prometheus::IntGauge,
+    /// each time (issue 13). One per thread shard, summed at scrape.
+    in_flight: Arc<Shards<prometheus::IntGauge>>,
     failovers: Counter<u64>,
     hedges: Counter<u64>,
     demotions: Counter<u64>,
@@ -113,10 +116,12 @@ use observers::{register_credentials_gauge, register_observers};
 use replicas::ReplicaSeries;
 pub use requests::status_class;
 use requests::RequestSeries;
+use shards::Shards;
 
 mod observers;
 mod replicas;
 mod requests;
+mod shards;
 
 impl Metrics {
     /// A fresh registry.
@@ -151,14 +156,19 @@ impl Metrics {
             reloads.add(0, &[KeyValue::new("result", result)]);
         }
         let this = Self {
-            requests: RequestSeries::register(&registry, &DURATION_BUCKETS)
+            requests: Shards::new(|| RequestSeries::new(&DURATION_BUCKETS))
+                .and_then(|s| s.register(&registry))
                 .expect("the request series register into a fresh registry"),
-            in_flight: register_gauge(
-                &registry,
-                "yatagarasu_requests_in_flight",
-                "Requests whose response has not ended yet.",
-            ),
-            replica_series: ReplicaSeries::register(&registry, &REPLICA_DURATION_BUCKETS)
+            in_flight: Shards::new(|| {
+                prometheus::IntGauge::new(
+                    "yatagarasu_requests_in_flight",
+                    "Requests whose response has not ended yet.",
+                )
+            })
+            .and_then(|s| s.register(&registry))
+            .expect("the in-flight gauge registers into a fresh registry"),
+            replica_series: Shards::new(|| ReplicaSeries::new(&REPLICA_DURATION_BUCKETS))
+                .and_then(|s| s.register(&registry))
                 .expect("the replica series register into a fresh registry"),
             failovers: meter
                 .u64_counter("yatagarasu_replica_failover_total")
@@ -226,7 +236,7 @@ impl Metrics {
     /// (and the alert rules reading them) exist before the first failure:
     /// requests and failures per replica, and failovers per ordered pair.
     pub fn init_replicas(&self, bucket: &str, replicas: &[&str]) {
-        self.replica_series.init(bucket, replicas);
+        self.replica_series.local().init(bucket, replicas);
         for (i, from) in replicas.iter().enumerate() {
             self.demotions.add(0, &replica_labels(bucket, from));
             for outcome in [HedgeEvent::Sent, HedgeEvent::Won] {
@@ -263,23 +273,25 @@ impl Metrics {
         cache: &str,
         duration: Duration,
     ) {
-        self.requests.done(bucket, method, operation, status, cache, duration);
+        self.requests
+            .local()
+            .done(bucket, method, operation, status, cache, duration);
     }
 
     /// One attempt on `replica` ended with its response headers (or failed)
     /// after `elapsed`: `yatagarasu_replica_request_duration_seconds`.
     pub fn replica_answered(&self, bucket: &str, replica: &str, elapsed: Duration) {
-        self.replica_series.answered(bucket, replica, elapsed);
+        self.replica_series.local().answered(bucket, replica, elapsed);
     }
 
     /// Body bytes sent for a request of `bucket`.
     pub fn bytes_sent(&self, bucket: &str, bytes: u64) {
-        self.requests.bytes_sent(bucket, bytes);
+        self.requests.local().bytes_sent(bucket, bytes);
     }
 
     /// One more request in flight until the guard drops.
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
-        self.in_flight.inc();
+        self.in_flight.local().inc();
         InFlight(self.clone())
     }
 
@@ -331,6 +343,13 @@ impl Metrics {
 #[derive(Debug)]
 pub struct InFlight(Arc<Metrics>);
 
+impl InFlight {
+    /// The metrics the request counts in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0
+    }
+}
+
 /// An open client connection, counted in `yatagarasu_client_connections_open` until dropped.
 #[derive(Debug)]
 pub struct OpenConnection(Arc<Metrics>);
@@ -343,17 +362,8 @@ impl Drop for OpenConnection {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.dec();
+        self.0.in_flight.local().dec();
     }
-}
-
-/// An integer gauge registered in `registry` (a fresh one: names are unique).
-fn register_gauge(registry: &prometheus::Registry, name: &str, help: &str) -> prometheus::IntGauge {
-    let gauge = prometheus::IntGauge::new(name, help).expect("a valid gauge name");
-    registry
-        .register(Box::new(gauge.clone()))
-        .expect("the gauge registers into a fresh registry");
-    gauge
 }
 
 fn replica_labels(bucket: &str, replica: &str) -> [KeyValue; 2] {
@@ -373,11 +383,11 @@ fn failover_labels(bucket: &str, from: &str, to: &str) -> [KeyValue; 3] {
 
 impl FailoverEvents for Metrics {
     fn request(&self, bucket: &str, replica: &str) {
-        self.replica_series.request(bucket, replica);
+        self.replica_series.local().request(bucket, replica);
     }
 
     fn failure(&self, bucket: &str, replica: &str, _error: &FetchError) {
-        self.replica_series.failure(bucket, replica);
+        self.replica_series.local().failure(bucket, replica);
     }
 
     fn failover(&self, bucket: &str, from: &str, to: &str) {

@@ -3,9 +3,10 @@
 //! and `yatagarasu_replica_request_duration_seconds`.
 //!
 //! Like the per-request series ([`super::requests`]), they are Prometheus
-//! collectors registered in the OpenTelemetry exporter's registry, with each
-//! replica's handles resolved once and kept: an attempt costs two lookups by
-//! `&str` (foldhash) under a read lock and an atomic add. The OpenTelemetry
+//! collectors registered in the OpenTelemetry exporter's registry, one copy
+//! per thread shard ([`super::shards`]), with each replica's handles
+//! resolved once and kept: an attempt costs two lookups by `&str` (foldhash)
+//! under its shard's read lock and an atomic add. The OpenTelemetry
 //! instruments they replace copied the bucket and replica names into a
 //! `KeyValue` set and sorted and hashed it (SipHash, `ValueMap::measure`) on
 //! every attempt (issue 13): `bench/ir.sh pass` went from ~120.9k to
@@ -20,7 +21,9 @@ use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 /// Keyed by configured bucket and replica names (not the client's): foldhash,
 /// not SipHash.
@@ -47,9 +50,10 @@ struct ReplicaHandles {
 }
 
 impl ReplicaSeries {
-    /// Registers the three collectors in `registry`; `duration_buckets` are
-    /// the histogram's upper bounds, in seconds.
-    pub(crate) fn register(registry: &Registry, duration_buckets: &[f64]) -> prometheus::Result<Self> {
+    /// The three collectors, unregistered (see [`super::shards`]: one per
+    /// shard, registered as one); `duration_buckets` are the histogram's
+    /// upper bounds, in seconds.
+    pub(crate) fn new(duration_buckets: &[f64]) -> prometheus::Result<Self> {
         let labels = ["bucket", "replica"];
         let requests = IntCounterVec::new(
             Opts::new("yatagarasu_replica_requests_total", "Requests sent to a replica."),
@@ -70,9 +74,6 @@ impl ReplicaSeries {
             .buckets(duration_buckets.to_vec()),
             &labels,
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(failures.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
         Ok(Self {
             requests,
             failures,
@@ -141,5 +142,20 @@ impl ReplicaSeries {
                 .get_or_init(|| self.duration.with_label_values(&[bucket, replica]))
                 .observe(elapsed.as_secs_f64())
         });
+    }
+}
+
+impl Collector for ReplicaSeries {
+    fn desc(&self) -> Vec<&Desc> {
+        [self.requests.desc(), self.failures.desc(), self.duration.desc()].concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        [
+            self.requests.collect(),
+            self.failures.collect(),
+            self.duration.collect(),
+        ]
+        .concat()
     }
 }

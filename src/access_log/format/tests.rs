@@ -50,8 +50,7 @@ fn both(json: bool, ansi: bool, emit: impl FnOnce()) -> (String, String) {
 
 fn record(metrics: &Arc<Metrics>, v: &Values) -> AccessRecord {
     AccessRecord {
-        metrics: metrics.clone(),
-        _in_flight: metrics.in_flight(),
+        in_flight: metrics.in_flight(),
         started: Instant::now() - Duration::from_nanos(v.nanos),
         method: Method::from_bytes(v.method.as_bytes()).unwrap(),
         path: v.path.clone(),
