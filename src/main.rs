@@ -13,10 +13,12 @@ use yatagarasu::config::{self, LoggingConfig, TracingConfig};
 use yatagarasu::telemetry::Telemetry;
 
 /// mimalloc instead of glibc malloc, with `--features mimalloc` (issue 13):
-/// callgrind counts 11% fewer instructions per cache hit and 7% fewer per
-/// pass-through request with it, but the process starts ~17 MiB larger and a
-/// 1 GiB stream raised its peak RSS by 7–18 MiB where glibc's stays within
-/// ~1 MiB, so it is off by default (bench/README.md, "Second round").
+/// callgrind counts ~8% fewer instructions per cache hit and per
+/// pass-through request with it, but interleaved wall-clock runs showed no
+/// less CPU, and the process starts ~17 MiB larger (a 1 GiB stream peaks
+/// ~25 MiB above glibc's) unless `MIMALLOC_ARENA_EAGER_COMMIT=0` is set in
+/// its environment, so it is off by default (bench/README.md, "Eleventh
+/// round").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
