@@ -41,9 +41,9 @@ pub(crate) struct Shards<T> {
 }
 
 /// A shard on cache lines of its own (128 bytes: adjacent-line prefetch
-/// pairs 64-byte lines), so that two threads' shards never share one (the
-/// read lock of one shard's map beside the next shard's moved its line
-/// between cores as the unsharded counters had).
+/// pairs 64-byte lines). A shard's lock is written on every request; on a
+/// line shared with the next shard it would move between cores as the
+/// unsharded counters did.
 #[repr(align(128))]
 struct Padded<T>(T);
 
