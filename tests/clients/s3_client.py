@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 
 import boto3
@@ -58,16 +59,25 @@ def cmd_paginate(s3, args):
 
 
 def cmd_download(s3, args):
-    state = {"paused": not args.pause_file}
+    started = set()
+    lock = threading.Lock()
 
     def progress(_n):
-        # After the first chunk: tell the test, wait until it killed the primary.
-        if not state["paused"]:
-            state["paused"] = True
+        # Each download thread, at its first bytes, tells the test and waits
+        # until it killed the primary. No thread asks for another range in
+        # the meantime, so the ranges not started yet all go out after the
+        # kill (when only one thread waited, the others could fetch every
+        # range before the test got to the kill, and no failover happened).
+        if not args.pause_file:
+            return
+        with lock:
+            if threading.get_ident() in started:
+                return
+            started.add(threading.get_ident())
             open(args.pause_file, "w").close()
-            deadline = time.time() + 60
-            while not os.path.exists(args.go_file) and time.time() < deadline:
-                time.sleep(0.05)
+        deadline = time.time() + 60
+        while not os.path.exists(args.go_file) and time.time() < deadline:
+            time.sleep(0.05)
 
     cfg = TransferConfig(
         multipart_threshold=args.chunk, multipart_chunksize=args.chunk, max_concurrency=4, use_threads=True

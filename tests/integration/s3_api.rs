@@ -348,7 +348,9 @@ async fn boto3_paginates_prefixes_and_downloads_ranges_across_a_primary_kill() {
         )
         .await;
     assert_eq!(v["sha256"], sha256(b"hello\n"), "{v}");
-    // Parallel ranged GETs of 1 MiB; the primary dies after the first chunk.
+    // Parallel ranged GETs of 1 MiB (13 ranges, four threads). Each thread
+    // waits at its first bytes until the primary is dead, so at least nine
+    // ranges are asked for after the kill.
     let (pause, go) = (clients.dir.path().join("paused"), clients.dir.path().join("go"));
     let out = clients.dir.path().join("big.bin");
     let child = clients
@@ -383,9 +385,10 @@ async fn boto3_paginates_prefixes_and_downloads_ranges_across_a_primary_kill() {
         .unwrap();
     let v: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(v["sha256"], sha256(&pattern(size, 11)), "{v}");
-    // The other download threads keep going while one waits for `go`: the
-    // kill finds some of them mid-body (resumed from the backup, after which
-    // the primary's breaker may skip it quietly) or before their request.
+    // The ranges in flight at the kill end from the socket buffers or are
+    // resumed from the backup mid-body; the first range asked for after it
+    // fails over (later ones may skip the primary quietly once its breaker
+    // is open).
     let logs = proxy.settled_logs().await;
     assert!(
         logs.contains("Replica 'primary' failed, trying 'backup'")
