@@ -77,7 +77,11 @@ pub struct Metrics {
     replica_series: Arc<Shards<ReplicaSeries>>,
     /// Prometheus gauges, not an OpenTelemetry instrument: it moves twice per
     /// request, and an instrument's `add` looks up its (empty) attribute set
-    /// each time (issue 13). One per thread shard, summed at scrape.
+    /// each time (issue 13). One per thread shard, summed at scrape. A
+    /// request counts up and down on its connection's thread; on the shared
+    /// runtime its task may end on another thread, and a scrape reading the
+    /// shards while a whole request starts and ends between two reads is
+    /// off by that request.
     in_flight: Arc<Shards<prometheus::IntGauge>>,
     failovers: Counter<u64>,
     hedges: Counter<u64>,
