@@ -106,20 +106,17 @@ impl<T: Collector> Collector for Shards<T> {
 /// Families of the same name merged into one, their metrics with the same
 /// label values summed: counters and gauges by value, histograms bucket by
 /// bucket with their counts and sums. Families keep their first order.
-pub(crate) fn merge(families: impl IntoIterator<Item = MetricFamily>) -> Vec<MetricFamily> {
+fn merge(families: impl IntoIterator<Item = MetricFamily>) -> Vec<MetricFamily> {
     let mut merged: Vec<(MetricFamily, HashMap<Vec<String>, usize>)> = Vec::new();
     for mut family in families {
+        let metrics = family.take_metric();
         let at = match merged.iter().position(|(f, _)| f.name() == family.name()) {
             Some(at) => at,
             None => {
-                let metrics = family.take_metric();
                 merged.push((family, HashMap::new()));
-                let at = merged.len() - 1;
-                add_all(&mut merged[at], metrics);
-                continue;
+                merged.len() - 1
             }
         };
-        let metrics = family.take_metric();
         add_all(&mut merged[at], metrics);
     }
     merged.into_iter().map(|(family, _)| family).collect()
