@@ -109,6 +109,6 @@ pub mod routing;
 pub mod s3api;
 pub mod upstream;
 
-/// Preconditions, now part of [`http`](crate::http); kept at this path for existing users.
+/// Preconditions, now part of [`crate::http`]; kept at this path for existing users.
 pub use crate::http::conditional;
 pub use error::{FetchError, S3Error};

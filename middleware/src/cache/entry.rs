@@ -53,7 +53,8 @@ pub(crate) fn now_ms() -> u64 {
 
 impl CachedObject {
     /// An object stored now, fresh for `ttl`, keeping the [`STORED_HEADERS`]
-    /// of `upstream` (their values copied: see [`compact`]).
+    /// of `upstream`, their values copied into one buffer of their own (a
+    /// slice of the buffer the response was read into would keep it whole).
     pub fn new(upstream: &HeaderMap, body: Bytes, ttl: Duration) -> Self {
         let mut headers = HeaderMap::new();
         for name in STORED_HEADERS.iter() {
