@@ -16,7 +16,10 @@
 //!   body cut mid-way from another replica;
 //! - per replica: [`breaker::CircuitBreakerLayer`] → [`bulkhead::BulkheadLayer`] →
 //!   [`upstream::S3Upstream`], which presigns with rusty-s3, sends with
-//!   reqwest and streams the body back as it arrives, signing with the
+//!   reqwest (or, to a plain-`http://` replica with
+//!   [`UpstreamClients::with_direct_http`](upstream::UpstreamClients::with_direct_http)
+//!   on, over hyper HTTP/1 connections it pools per replica) and streams the
+//!   body back as it arrives, signing with the
 //!   replica's current [`credentials::ReplicaCredentials`] (fixed, anonymous,
 //!   or temporary keys refreshed in the background);
 //! - beside them, [`health::HealthCheck`] probes replicas in the background;

@@ -12,8 +12,23 @@ use crate::config::{Config, ResolvedReplica};
 /// the shared runtime (lane 0) and one per connection thread (lanes 1..=N,
 /// `server.connection_threads`), so that a connection thread's upstream
 /// connections stay on it.
+///
+/// With no HTTP proxy in the environment, plain-`http://` replicas are sent
+/// to over hyper's HTTP/1 connections instead of reqwest
+/// ([`UpstreamClients::with_direct_http`]; issue 13).
 pub fn http_client(config: &Config) -> Result<UpstreamClients, BuildError> {
-    clients(config, || http_client_builder(config)).map_err(BuildError::Client)
+    let clients = clients(config, || http_client_builder(config)).map_err(BuildError::Client)?;
+    Ok(if names_a_proxy(|name| std::env::var_os(name)) {
+        clients
+    } else {
+        clients.with_direct_http(Some(read_timeout(config)))
+    })
+}
+
+/// `server.upstream_read_timeout_seconds`: the longest wait for more of an
+/// upstream answer.
+fn read_timeout(config: &Config) -> Duration {
+    Duration::from_secs(config.server.upstream_read_timeout_seconds.max(1))
 }
 
 /// One client from `builder` per lane.
@@ -27,7 +42,7 @@ fn clients(config: &Config, builder: impl Fn() -> reqwest::ClientBuilder) -> Res
 
 fn http_client_builder(config: &Config) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder()
-        .read_timeout(Duration::from_secs(config.server.upstream_read_timeout_seconds.max(1)))
+        .read_timeout(read_timeout(config))
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)

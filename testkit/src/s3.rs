@@ -151,6 +151,8 @@ async fn accept_loop(listener: TcpListener, service: S3Service, shared: Arc<Shar
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((socket, _)) = accepted else { continue };
+                #[cfg(feature = "harness")]
+                shared.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = socket.set_nodelay(true);
                 let service = service.clone();
                 let shared = shared.clone();

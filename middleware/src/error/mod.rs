@@ -22,18 +22,18 @@ pub use s3::S3Error;
 /// Why fetching an object from one upstream replica failed.
 ///
 /// Messages never contain a presigned URL or a credential: reqwest errors are
-/// stripped of their URL before they are wrapped.
+/// stripped of their URL before they are wrapped, and hyper's carry none.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The TCP/TLS connection could not be made.
-    #[error("connection failed: {}", chain(.0))]
-    Connect(#[source] reqwest::Error),
+    #[error("connection failed: {}", chain(&**.0))]
+    Connect(#[source] tower::BoxError),
     /// No response headers arrived within the replica's timeout.
     #[error("no response within {0:?}")]
     Timeout(std::time::Duration),
     /// The request failed for another transport reason.
-    #[error("request failed: {}", chain(.0))]
-    Transport(#[source] reqwest::Error),
+    #[error("request failed: {}", chain(&**.0))]
+    Transport(#[source] tower::BoxError),
     /// The replica answered with a server error (5xx, including 503 SlowDown),
     /// or a health probe got an answer that does not prove the replica serves.
     #[error("upstream answered {0}")]
@@ -115,9 +115,9 @@ impl FetchError {
     pub fn from_reqwest(err: reqwest::Error) -> Self {
         let err = err.without_url();
         if err.is_connect() {
-            FetchError::Connect(err)
+            FetchError::Connect(err.into())
         } else {
-            FetchError::Transport(err)
+            FetchError::Transport(err.into())
         }
     }
 

@@ -13,6 +13,9 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::time::Duration;
+
+use super::direct::DirectConfig;
 
 thread_local! {
     static LANE: Cell<usize> = const { Cell::new(0) };
@@ -24,6 +27,7 @@ thread_local! {
 #[derive(Clone, Debug)]
 pub struct UpstreamClients {
     lanes: Arc<[reqwest::Client]>,
+    direct: Option<DirectConfig>,
 }
 
 impl UpstreamClients {
@@ -32,7 +36,24 @@ impl UpstreamClients {
     pub fn new(first: reqwest::Client, rest: impl IntoIterator<Item = reqwest::Client>) -> Self {
         Self {
             lanes: std::iter::once(first).chain(rest).collect(),
+            direct: None,
         }
+    }
+
+    /// Sends `GET`s and `HEAD`s to plain-`http://` replicas over hyper's
+    /// HTTP/1 connections, kept per lane by each replica, rather than
+    /// through reqwest (a fraction of reqwest's CPU per request; issue 13).
+    /// HTTPS replicas and health probes still use the reqwest clients. Turn
+    /// it on only when those clients use no HTTP proxy: this path connects
+    /// to the replica itself. `read_timeout` bounds each wait for more of a
+    /// response body, as reqwest's `read_timeout` does.
+    pub fn with_direct_http(mut self, read_timeout: Option<Duration>) -> Self {
+        self.direct = Some(DirectConfig { read_timeout });
+        self
+    }
+
+    pub(crate) fn direct(&self) -> Option<DirectConfig> {
+        self.direct
     }
 
     /// Marks the calling thread as lane `lane`: requests made on it from now
@@ -48,8 +69,17 @@ impl UpstreamClients {
 
     /// The client for the calling thread's lane.
     pub fn current(&self) -> &reqwest::Client {
+        &self.lanes[self.lane()]
+    }
+
+    /// The calling thread's lane (0 for a lane past the end).
+    pub(crate) fn lane(&self) -> usize {
         let lane = LANE.with(Cell::get);
-        self.lanes.get(lane).unwrap_or(&self.lanes[0])
+        if lane < self.lanes.len() {
+            lane
+        } else {
+            0
+        }
     }
 }
 

@@ -13,11 +13,16 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{into_client_response, MAX_ERROR_BODY};
+use super::{client_response, from_reqwest, MAX_ERROR_BODY};
 use crate::error::{s3_error_code, FetchError};
 
 /// reqwest's response future (named through its `tower::Service` impl).
 pub(super) type Send = <reqwest::Client as Service<reqwest::Request>>::Future;
+
+/// A request sent over the replica's own HTTP/1 connections
+/// (`direct.rs`): an `async fn`, so boxed (one allocation, against the
+/// thousands of instructions reqwest's layers took).
+pub(super) type DirectSend = BoxFuture<'static, Result<Response<Body>, FetchError>>;
 
 /// An error answer whose body is read (bounded) to learn its S3 code: rare,
 /// so boxed.
@@ -45,6 +50,13 @@ pin_project! {
             name: Arc<str>,
             replica: Option<HeaderValue>,
         },
+        Direct {
+            #[pin]
+            send: tokio::time::Timeout<DirectSend>,
+            timeout: Duration,
+            name: Arc<str>,
+            replica: Option<HeaderValue>,
+        },
         ErrorBody { #[pin] read: ErrorAnswer },
     }
 }
@@ -59,6 +71,23 @@ impl FetchFuture {
     ) -> Self {
         Self {
             state: FetchState::Sending {
+                send,
+                timeout,
+                name,
+                replica,
+            },
+        }
+    }
+
+    /// [`sending`](Self::sending) over the replica's own connections.
+    pub(super) fn direct(
+        send: tokio::time::Timeout<DirectSend>,
+        timeout: Duration,
+        name: Arc<str>,
+        replica: Option<HeaderValue>,
+    ) -> Self {
+        Self {
+            state: FetchState::Direct {
                 send,
                 timeout,
                 name,
@@ -99,24 +128,53 @@ impl Future for FetchFuture {
                     let res = match ready!(send.poll(cx)) {
                         Err(_) => return Poll::Ready(Err(FetchError::Timeout(*timeout))),
                         Ok(Err(e)) => return Poll::Ready(Err(FetchError::from_reqwest(e))),
+                        Ok(Ok(res)) => from_reqwest(res),
+                    };
+                    match answered(res, name, replica.as_ref()) {
+                        Answered::Done(result) => return Poll::Ready(result),
+                        Answered::ReadError(read) => FetchState::ErrorBody { read },
+                    }
+                }
+                FetchStateProj::Direct {
+                    send,
+                    timeout,
+                    name,
+                    replica,
+                } => {
+                    let res = match ready!(send.poll(cx)) {
+                        Err(_) => return Poll::Ready(Err(FetchError::Timeout(*timeout))),
+                        Ok(Err(e)) => return Poll::Ready(Err(e)),
                         Ok(Ok(res)) => res,
                     };
-                    let status = res.status();
-                    if status.is_server_error() {
-                        return Poll::Ready(Err(FetchError::Status(status)));
-                    }
-                    let res = into_client_response(res, replica.as_ref());
-                    if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST {
-                        return Poll::Ready(Ok(res));
-                    }
-                    FetchState::ErrorBody {
-                        read: Box::pin(error_answer(res, status, name.clone())),
+                    match answered(res, name, replica.as_ref()) {
+                        Answered::Done(result) => return Poll::Ready(result),
+                        Answered::ReadError(read) => FetchState::ErrorBody { read },
                     }
                 }
             };
             self.as_mut().project().state.set(next);
         }
     }
+}
+
+/// What a replica's answer becomes.
+enum Answered {
+    /// The client's response, or a 5xx as [`FetchError::Status`].
+    Done(Result<Response<Body>, FetchError>),
+    /// A 4xx that may be a refusal: its error body is read first.
+    ReadError(ErrorAnswer),
+}
+
+fn answered(res: Response<Body>, name: &Arc<str>, replica: Option<&HeaderValue>) -> Answered {
+    let status = res.status();
+    if status.is_server_error() {
+        return Answered::Done(Err(FetchError::Status(status)));
+    }
+    let res = client_response(res, replica);
+    if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST {
+        return Answered::Done(Ok(res));
+    }
+    Answered::ReadError(Box::pin(error_answer(res, status, name.clone())))
 }
 
 /// A 4xx that may be the replica refusing the proxy: its body (bounded)

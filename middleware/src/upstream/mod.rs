@@ -1,5 +1,7 @@
 //! Fetching from one S3 replica: a SigV4 presigned URL made by rusty-s3, sent
-//! by a reqwest client (one per event loop: [`UpstreamClients`]), the answer
+//! by a reqwest client (one per event loop: [`UpstreamClients`]) or, to a
+//! plain-`http://` replica when [`UpstreamClients::with_direct_http`] is on,
+//! over hyper's HTTP/1 connections pooled by the replica; the answer
 //! streamed back as it arrives.
 //!
 //! [`S3Upstream`] is an object-level service
@@ -23,9 +25,13 @@ use crate::object::{ObjectMethod, ObjectRequest, Operation};
 
 pub use crate::http::headers::REPLICA_HEADER;
 pub use clients::UpstreamClients;
+pub use direct::BodyReadTimeout;
 pub use future::FetchFuture;
 
+use direct::DirectHttp;
+
 mod clients;
+mod direct;
 mod future;
 
 /// Response headers passed from S3 to the client (plus every `x-amz-meta-*`).
@@ -65,9 +71,26 @@ type Presigned = mini_moka::sync::Cache<String, Arc<Recent>, foldhash::fast::Ran
 /// A presigned URL and the credentials it was signed with.
 struct Recent {
     url: Url,
+    /// `url`'s path and query: the request target of an HTTP/1 request sent
+    /// without reqwest (`None` if `http` cannot hold it; reqwest sends then).
+    target: Option<http::Uri>,
     /// The address of the credentials' `Arc` (0: anonymous): keys rotated
     /// since make a new URL.
     credentials: usize,
+}
+
+impl Recent {
+    fn new(url: Url, credentials: usize) -> Self {
+        let target = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(
+            url[url::Position::BeforePath..].as_bytes(),
+        ))
+        .ok();
+        Self {
+            url,
+            target,
+            credentials,
+        }
+    }
 }
 
 fn presigned_cache() -> Presigned {
@@ -112,6 +135,9 @@ struct Inner {
     bucket: Bucket,
     credentials: ReplicaCredentials,
     clients: UpstreamClients,
+    /// This replica's own HTTP/1 connections, when it is plain `http://`
+    /// and `clients` has [`UpstreamClients::with_direct_http`] on.
+    direct: Option<Arc<DirectHttp>>,
     timeout: Duration,
     presigned: Presigned,
     /// The `Host` the presigned URLs are signed for (their authority), sent
@@ -147,14 +173,21 @@ impl S3Upstream {
     /// [`with_credentials`](Self::with_credentials), with a 30 s timeout.
     pub fn new(name: impl Into<Arc<str>>, bucket: Bucket, clients: impl Into<UpstreamClients>) -> Self {
         let name: Arc<str> = name.into();
+        let clients: UpstreamClients = clients.into();
+        let host = host_header(&bucket);
+        let direct = match (clients.direct(), &host) {
+            (Some(config), Some(_)) => DirectHttp::for_url(bucket.base_url(), clients.lanes(), config).map(Arc::new),
+            _ => None,
+        };
         Self {
             inner: Arc::new(Inner {
                 replica_header: HeaderValue::from_str(&name).ok(),
                 name,
-                host: host_header(&bucket),
+                host,
                 bucket,
                 credentials: ReplicaCredentials::anonymous(),
-                clients: clients.into(),
+                clients,
+                direct,
                 timeout: Duration::from_secs(30),
                 presigned: presigned_cache(),
             }),
@@ -169,6 +202,7 @@ impl S3Upstream {
             replica_header: arc.replica_header.clone(),
             credentials: arc.credentials.clone(),
             clients: arc.clients.clone(),
+            direct: arc.direct.clone(),
             timeout: arc.timeout,
             presigned: presigned_cache(),
         });
@@ -226,7 +260,13 @@ impl S3Upstream {
     /// [`try_presign`](Self::try_presign), reusing the URL presigned for the
     /// same request (operation, method, key, query) with the same
     /// credentials in the last [`PRESIGN_REUSE`].
+    #[cfg(test)]
     fn signed_url(&self, req: &ObjectRequest) -> Result<Url, FetchError> {
+        self.signed(req).map(|recent| recent.url.clone())
+    }
+
+    /// [`signed_url`](Self::signed_url)'s URL with its request target.
+    fn signed(&self, req: &ObjectRequest) -> Result<Arc<Recent>, FetchError> {
         let creds = self.inner.credentials.current()?;
         let id = creds.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize);
         // Length-prefixed parts: no two requests share a key. Written
@@ -252,18 +292,12 @@ impl S3Upstream {
         }
         if let Some(recent) = self.inner.presigned.get(&key) {
             if recent.credentials == id {
-                return Ok(recent.url.clone());
+                return Ok(recent);
             }
         }
-        let url = self.sign_with(creds.as_deref(), req);
-        self.inner.presigned.insert(
-            key,
-            Arc::new(Recent {
-                url: url.clone(),
-                credentials: id,
-            }),
-        );
-        Ok(url)
+        let recent = Arc::new(Recent::new(self.sign_with(creds.as_deref(), req), id));
+        self.inner.presigned.insert(key, recent.clone());
+        Ok(recent)
     }
 
     fn sign_with(&self, creds: Option<&Credentials>, req: &ObjectRequest) -> Url {
@@ -325,24 +359,40 @@ impl S3Upstream {
     /// code (never the body: it may echo the key id). Other 2xx, 3xx and 4xx
     /// answers are responses.
     pub fn fetch(&self, req: &ObjectRequest) -> FetchFuture {
-        let url = match self.signed_url(req) {
-            Ok(url) => url,
+        let signed = match self.signed(req) {
+            Ok(signed) => signed,
             Err(e) => return FetchFuture::failed(e),
         };
         let method = match req.method() {
             ObjectMethod::Get => reqwest::Method::GET,
             ObjectMethod::Head => reqwest::Method::HEAD,
         };
-        let mut client = self.inner.clients.current();
         let mut headers = req.headers().clone();
         if let Some(host) = &self.inner.host {
             headers.insert(header::HOST, host.clone());
         }
-        let request = match client.request(method, url).headers(headers).build() {
+        let timeout = self.inner.timeout;
+        if let (Some(direct), Some(target)) = (&self.inner.direct, &signed.target) {
+            let mut request = http::Request::new(http_body_util::Empty::new());
+            *request.method_mut() = method;
+            *request.uri_mut() = target.clone();
+            *request.headers_mut() = headers;
+            let lane = self.inner.clients.lane();
+            return FetchFuture::direct(
+                tokio::time::timeout(
+                    timeout,
+                    Box::pin(direct.clone().send(lane, request)) as future::DirectSend,
+                ),
+                timeout,
+                self.inner.name.clone(),
+                self.inner.replica_header.clone(),
+            );
+        }
+        let mut client = self.inner.clients.current();
+        let request = match client.request(method, signed.url.clone()).headers(headers).build() {
             Ok(request) => request,
             Err(e) => return FetchFuture::failed(FetchError::from_reqwest(e)),
         };
-        let timeout = self.inner.timeout;
         FetchFuture::sending(
             tokio::time::timeout(timeout, client.call(request)),
             timeout,
@@ -368,10 +418,17 @@ impl Service<ObjectRequest> for S3Upstream {
     }
 }
 
-pub(super) fn into_client_response(res: reqwest::Response, replica: Option<&HeaderValue>) -> Response<Body> {
+/// reqwest's answer as an `http` response (errors without the URL).
+pub(super) fn from_reqwest(res: reqwest::Response) -> Response<Body> {
     let res: Response<reqwest::Body> = res.into();
+    res.map(|body| Body::new(body.map_err(|e| e.without_url())))
+}
+
+/// The replica's answer as the client gets it: status, body,
+/// [`forwarded`] headers and the replica's name.
+pub(super) fn client_response(res: Response<Body>, replica: Option<&HeaderValue>) -> Response<Body> {
     let (parts, body) = res.into_parts();
-    let mut out = Response::new(Body::new(body.map_err(|e| e.without_url())));
+    let mut out = Response::new(body);
     *out.status_mut() = parts.status;
     *out.headers_mut() = forwarded(&parts.headers);
     if let Some(v) = replica {

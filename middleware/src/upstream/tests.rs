@@ -80,13 +80,9 @@ fn presigned_urls_are_reused_per_request_and_credentials() {
         .current()
         .unwrap()
         .map_or(0, |c| Arc::as_ptr(&c) as usize);
-    up.inner.presigned.insert(
-        keys[0].clone(),
-        Arc::new(Recent {
-            url: marker.clone(),
-            credentials: id,
-        }),
-    );
+    up.inner
+        .presigned
+        .insert(keys[0].clone(), Arc::new(Recent::new(marker.clone(), id)));
     assert_eq!(up.signed_url(&req).unwrap(), marker);
     // Another method, key or query is signed anew.
     for other in [
@@ -98,13 +94,9 @@ fn presigned_urls_are_reused_per_request_and_credentials() {
         assert_ne!(up.signed_url(&other).unwrap(), marker, "{other:?}");
     }
     // Kept URLs signed with other credentials are not reused.
-    up.inner.presigned.insert(
-        keys[0].clone(),
-        Arc::new(Recent {
-            url: marker.clone(),
-            credentials: id + 1,
-        }),
-    );
+    up.inner
+        .presigned
+        .insert(keys[0].clone(), Arc::new(Recent::new(marker.clone(), id + 1)));
     let again = up.signed_url(&req).unwrap();
     assert_ne!(again, marker);
     assert_eq!(again.path(), first.path());
@@ -134,4 +126,135 @@ fn forwarded_headers_keep_the_first_of_each_named_header_and_every_meta_value() 
     assert_eq!(all("x-amz-meta-owner"), ["a", "b"]);
     assert_eq!(all("etag"), ["\"abc\""]);
     assert_eq!(to.len(), 5, "{to:?}");
+}
+
+/// A replica served by the test S3 server (SigV4 checked) with
+/// `direct_http` on, and the server.
+async fn direct_replica(read_timeout: Duration) -> (S3Upstream, yatagarasu_testkit::s3::LocalS3, tempfile::TempDir) {
+    let (key, secret) = ("AKIATESTDIRECT001", "direct-secret-1a2b3c");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = yatagarasu_testkit::s3::LocalS3::start(dir.path(), "127.0.0.1:0".parse().unwrap(), key, secret)
+        .await
+        .unwrap();
+    s3.put_object("direct", "small", &[7u8; 4096]).unwrap();
+    s3.put_object("direct", "large", &vec![9u8; 4 << 20]).unwrap();
+    s3.put_object("direct", "empty", b"").unwrap();
+    let endpoint: Url = s3.endpoint().parse().unwrap();
+    let clients = UpstreamClients::from(reqwest::Client::new()).with_direct_http(Some(read_timeout));
+    let up = S3Upstream::new("r", s3_bucket(Some(&endpoint), "direct", "us-east-1").unwrap(), clients)
+        .with_credentials(Credentials::new(key, secret));
+    assert!(up.inner.direct.is_some(), "a plain-http replica takes the direct path");
+    (up, s3, dir)
+}
+
+async fn body_of(res: Response<Body>) -> Result<bytes::Bytes, axum::Error> {
+    res.into_body().collect().await.map(|c| c.to_bytes())
+}
+
+#[tokio::test]
+async fn direct_http_reuses_its_connection_and_replaces_dead_ones() {
+    let (up, mut s3, _dir) = direct_replica(Duration::from_secs(30)).await;
+    for _ in 0..3 {
+        let res = up.fetch(&ObjectRequest::get("small")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[REPLICA_HEADER], "r");
+        assert_eq!(body_of(res).await.unwrap(), vec![7u8; 4096]);
+    }
+    // Bodiless answers give the connection back at once: hyper's server
+    // never polls a body that says it is at its end.
+    let res = up.fetch(&ObjectRequest::head("small")).await.unwrap();
+    assert_eq!(res.headers()[header::CONTENT_LENGTH], "4096");
+    assert!(http_body::Body::is_end_stream(res.body()));
+    drop(res);
+    let res = up.fetch(&ObjectRequest::get("empty")).await.unwrap();
+    assert!(http_body::Body::is_end_stream(res.body()));
+    drop(res);
+    let res = up.fetch(&ObjectRequest::get("missing")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    body_of(res).await.unwrap();
+    assert_eq!(s3.requests(), 6);
+    assert_eq!(s3.connections(), 1, "one connection for six requests in a row");
+
+    // A body dropped before its end takes its connection with it.
+    let res = up.fetch(&ObjectRequest::get("large")).await.unwrap();
+    let mut body = res.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    drop(body);
+    assert_eq!(
+        body_of(up.fetch(&ObjectRequest::get("small")).await.unwrap())
+            .await
+            .unwrap()
+            .len(),
+        4096
+    );
+    assert_eq!(s3.connections(), 2);
+
+    // The server restarts: the idle connection is closed, the next request
+    // goes out on a new one and succeeds.
+    s3.stop().await;
+    s3.restart().await.unwrap();
+    assert_eq!(
+        body_of(up.fetch(&ObjectRequest::get("small")).await.unwrap())
+            .await
+            .unwrap()
+            .len(),
+        4096
+    );
+    assert_eq!(s3.connections(), 3);
+
+    // A server that is gone is a connect error, with no URL in it.
+    s3.stop().await;
+    let err = up.fetch(&ObjectRequest::get("small")).await.unwrap_err();
+    assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
+    assert!(!err.to_string().contains("X-Amz-Signature"), "{err}");
+}
+
+#[tokio::test]
+async fn direct_http_bodies_fail_on_a_stall_and_a_reset_and_lose_the_connection() {
+    use yatagarasu_testkit::s3::Fault;
+    let (up, s3, _dir) = direct_replica(Duration::from_millis(300)).await;
+    s3.set_fault(Fault::StallAfter(1000));
+    let res = up.fetch(&ObjectRequest::get("large")).await.unwrap();
+    let err = body_of(res).await.unwrap_err();
+    let source = std::error::Error::source(&err).expect("the body's error");
+    assert!(source.downcast_ref::<BodyReadTimeout>().is_some(), "{err:?}");
+
+    // The server may reset before its head is flushed: an error either way.
+    s3.set_fault(Fault::ResetAfter(1000));
+    match up.fetch(&ObjectRequest::get("large")).await {
+        Ok(res) => assert!(body_of(res).await.is_err()),
+        Err(e) => assert!(matches!(e, FetchError::Transport(_)), "{e:?}"),
+    }
+
+    s3.set_fault(Fault::None);
+    assert_eq!(
+        body_of(up.fetch(&ObjectRequest::get("large")).await.unwrap())
+            .await
+            .unwrap()
+            .len(),
+        4 << 20
+    );
+    assert_eq!(s3.connections(), 3, "neither broken connection was reused");
+}
+
+#[test]
+fn only_plain_http_replicas_with_direct_http_on_skip_reqwest() {
+    let replica = |endpoint: &str, direct: bool| {
+        let ep: Url = endpoint.parse().unwrap();
+        let clients = UpstreamClients::from(reqwest::Client::new());
+        let clients = if direct {
+            clients.with_direct_http(None)
+        } else {
+            clients
+        };
+        S3Upstream::new("r", s3_bucket(Some(&ep), "b", "us-east-1").unwrap(), clients)
+            .with_timeout(Duration::from_secs(5))
+            .inner
+            .direct
+            .is_some()
+    };
+    assert!(replica("http://127.0.0.1:9000", true));
+    assert!(replica("http://minio.internal", true));
+    assert!(!replica("http://127.0.0.1:9000", false));
+    assert!(!replica("https://r2.example", true));
 }

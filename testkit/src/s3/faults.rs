@@ -66,6 +66,8 @@ pub(super) struct State {
     /// While set, `GET`s wait until the value turns true.
     gate: Mutex<Option<watch::Sender<bool>>>,
     waiting: AtomicU64,
+    /// Connections accepted (see [`LocalS3::connections`]).
+    pub(super) connections: AtomicU64,
     /// Body bytes handed to the connections (see [`LocalS3::body_bytes_sent`]).
     sent: Arc<AtomicU64>,
 }
@@ -125,6 +127,12 @@ impl LocalS3 {
     /// Sets the fault mode (applies to new requests).
     pub fn set_fault(&self, fault: Fault) {
         *self.shared.fault.lock().expect("not poisoned") = fault;
+    }
+
+    /// TCP connections accepted since start (across restarts): how a test
+    /// sees whether a client reused its connections.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Requests received since start (every fault mode counts).

@@ -1,0 +1,267 @@
+//! Requests to a plain-`http://` replica sent over hyper's HTTP/1 client
+//! connections, pooled per lane (event loop) by each replica, instead of
+//! through reqwest (issue 13).
+//!
+//! reqwest wraps hyper in a redirect layer, a retry layer, a URL to `Uri`
+//! conversion, hyper-util's pool (a keyed map behind a lock, a task spawned
+//! per request to return the connection) and a timeout per read. On a 4 KiB
+//! pass-through request that was ~34k instructions of a GET's ~54k on a
+//! loopback client, about 60% of its user CPU (`bench/README.md`, twelfth
+//! round). A replica has one authority, so its pool is a list per lane, no
+//! map. HTTPS replicas and replicas behind an HTTP proxy still go through
+//! reqwest (TLS, proxy settings), and so do health probes.
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_util::rt::TokioIo;
+use url::{Host, Url};
+
+use crate::error::FetchError;
+
+/// The request body of a `GET` or `HEAD`.
+type Sender = SendRequest<Empty<Bytes>>;
+
+/// The most idle connections kept per lane (reqwest's
+/// `pool_max_idle_per_host` in the binary).
+const MAX_IDLE_PER_LANE: usize = 256;
+
+/// How long an idle connection is kept (reqwest's `pool_idle_timeout` in the
+/// binary).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a [`DirectHttp`] pool sends: set on
+/// [`UpstreamClients::with_direct_http`](super::UpstreamClients::with_direct_http).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DirectConfig {
+    /// The longest wait for the next bytes of a response body.
+    pub(crate) read_timeout: Option<Duration>,
+}
+
+/// One replica's connections: where it is and an idle list per lane.
+pub(crate) struct DirectHttp {
+    host: String,
+    port: u16,
+    config: DirectConfig,
+    lanes: Box<[Mutex<Vec<Idle>>]>,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl std::fmt::Debug for DirectHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectHttp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirectHttp {
+    /// A pool for the replica at `base` (its bucket's URL) with `lanes`
+    /// lanes; `None` unless `base` is plain `http://` with a host.
+    pub(crate) fn for_url(base: &Url, lanes: usize, config: DirectConfig) -> Option<Self> {
+        if base.scheme() != "http" {
+            return None;
+        }
+        let host = match base.host()? {
+            Host::Domain(name) => name.to_owned(),
+            Host::Ipv4(ip) => ip.to_string(),
+            Host::Ipv6(ip) => ip.to_string(),
+        };
+        Some(Self {
+            host,
+            port: base.port_or_known_default()?,
+            config,
+            lanes: (0..lanes.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+        })
+    }
+
+    /// Sends `req` (origin-form `Uri`, `Host` set) on lane `lane`: on an idle
+    /// connection when one is alive, else on a new one. A request that an
+    /// idle connection did not take (it was closing) goes out on the next.
+    pub(crate) async fn send(
+        self: Arc<Self>,
+        lane: usize,
+        mut req: Request<Empty<Bytes>>,
+    ) -> Result<Response<Body>, FetchError> {
+        let lane = lane.min(self.lanes.len() - 1);
+        loop {
+            let (mut sender, pooled) = match self.checkout(lane) {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            if pooled && sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(res) => return Ok(self.response(res, sender, lane)),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if pooled => req = back,
+                    _ => return Err(FetchError::Transport(e.into_error().into())),
+                },
+            }
+        }
+    }
+
+    /// The newest idle connection of `lane` that is not closed; drops the
+    /// closed ones it passes, and every connection idle for longer than
+    /// [`IDLE_TIMEOUT`].
+    fn checkout(&self, lane: usize) -> Option<Sender> {
+        let mut idle = self.lanes[lane].lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() > IDLE_TIMEOUT {
+                // The rest are older still.
+                idle.clear();
+                return None;
+            }
+            if !entry.sender.is_closed() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, lane: usize, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lanes[lane].lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_PER_LANE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, FetchError> {
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| FetchError::Connect(e.into()))?;
+        // As reqwest's `tcp_nodelay(true)`: a request head is one small write.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| FetchError::Connect(e.into()))?;
+        // The connection is driven by a task on the runtime that opened it
+        // (this lane's event loop); it ends when the socket closes or every
+        // sender is dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    fn response(self: &Arc<Self>, res: Response<Incoming>, sender: Sender, lane: usize) -> Response<Body> {
+        let (parts, body) = res.into_parts();
+        let mut body = PooledBody {
+            body,
+            back: Some((self.clone(), lane, sender)),
+            read_timeout: self.config.read_timeout,
+            sleep: None,
+            progressed: false,
+        };
+        // A `HEAD` answer or an empty body may never be polled.
+        if body.body.is_end_stream() {
+            body.release();
+        }
+        Response::from_parts(parts, Body::new(body))
+    }
+}
+
+/// No bytes of a replica's response body within the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no response body bytes from the replica within {0:?}")]
+pub struct BodyReadTimeout(pub Duration);
+
+/// A response body that gives its connection back to the lane's idle list
+/// once read to the end, and fails when the replica sends nothing for the
+/// read timeout. Dropped before its end, it drops the connection (hyper
+/// closes it: the rest of the body is still on the wire).
+struct PooledBody {
+    body: Incoming,
+    back: Option<(Arc<DirectHttp>, usize, Sender)>,
+    read_timeout: Option<Duration>,
+    /// Armed on the first wait for bytes, reset on the first wait after
+    /// each frame.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since `sleep` was last armed.
+    progressed: bool,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((pool, lane, sender)) = self.back.take() {
+            pool.put(lane, sender);
+        }
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = tower::BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.progressed = true;
+                if this.body.is_end_stream() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.back = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                let Some(limit) = this.read_timeout else {
+                    return Poll::Pending;
+                };
+                let sleep = match &mut this.sleep {
+                    Some(sleep) => {
+                        if std::mem::take(&mut this.progressed) {
+                            sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+                        }
+                        sleep
+                    }
+                    None => this.sleep.insert(Box::pin(tokio::time::sleep(limit))),
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.back = None;
+                        Poll::Ready(Some(Err(BodyReadTimeout(limit).into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
