@@ -17,12 +17,44 @@ use super::{client_response, from_reqwest, MAX_ERROR_BODY};
 use crate::error::{s3_error_code, FetchError};
 
 /// reqwest's response future (named through its `tower::Service` impl).
-pub(super) type Send = <reqwest::Client as Service<reqwest::Request>>::Future;
+type ReqwestSend = <reqwest::Client as Service<reqwest::Request>>::Future;
 
 /// A request sent over the replica's own HTTP/1 connections
 /// (`direct.rs`): an `async fn`, so boxed (one allocation, against the
 /// thousands of instructions reqwest's layers took).
 pub(super) type DirectSend = BoxFuture<'static, Result<Response<Body>, FetchError>>;
+
+pin_project! {
+    /// A request on its way to the replica, through reqwest or directly.
+    #[project = SendProj]
+    pub(super) enum SendFuture {
+        Reqwest { #[pin] send: ReqwestSend },
+        Direct { send: DirectSend },
+    }
+}
+
+impl SendFuture {
+    pub(super) fn reqwest(send: ReqwestSend) -> Self {
+        SendFuture::Reqwest { send }
+    }
+
+    pub(super) fn direct(send: DirectSend) -> Self {
+        SendFuture::Direct { send }
+    }
+}
+
+impl Future for SendFuture {
+    type Output = Result<Response<Body>, FetchError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SendProj::Reqwest { send } => send
+                .poll(cx)
+                .map(|res| res.map(from_reqwest).map_err(FetchError::from_reqwest)),
+            SendProj::Direct { send } => send.as_mut().poll(cx),
+        }
+    }
+}
 
 /// An error answer whose body is read (bounded) to learn its S3 code: rare,
 /// so boxed.
@@ -45,14 +77,7 @@ pin_project! {
         Failed { error: Option<FetchError> },
         Sending {
             #[pin]
-            send: tokio::time::Timeout<Send>,
-            timeout: Duration,
-            name: Arc<str>,
-            replica: Option<HeaderValue>,
-        },
-        Direct {
-            #[pin]
-            send: tokio::time::Timeout<DirectSend>,
+            send: tokio::time::Timeout<SendFuture>,
             timeout: Duration,
             name: Arc<str>,
             replica: Option<HeaderValue>,
@@ -64,30 +89,13 @@ pin_project! {
 impl FetchFuture {
     /// `replica` is the replica's name as the `X-Yatagarasu-Replica` value.
     pub(super) fn sending(
-        send: tokio::time::Timeout<Send>,
+        send: tokio::time::Timeout<SendFuture>,
         timeout: Duration,
         name: Arc<str>,
         replica: Option<HeaderValue>,
     ) -> Self {
         Self {
             state: FetchState::Sending {
-                send,
-                timeout,
-                name,
-                replica,
-            },
-        }
-    }
-
-    /// [`sending`](Self::sending) over the replica's own connections.
-    pub(super) fn direct(
-        send: tokio::time::Timeout<DirectSend>,
-        timeout: Duration,
-        name: Arc<str>,
-        replica: Option<HeaderValue>,
-    ) -> Self {
-        Self {
-            state: FetchState::Direct {
                 send,
                 timeout,
                 name,
@@ -120,22 +128,6 @@ impl Future for FetchFuture {
                 }
                 FetchStateProj::ErrorBody { read } => return read.poll(cx),
                 FetchStateProj::Sending {
-                    send,
-                    timeout,
-                    name,
-                    replica,
-                } => {
-                    let res = match ready!(send.poll(cx)) {
-                        Err(_) => return Poll::Ready(Err(FetchError::Timeout(*timeout))),
-                        Ok(Err(e)) => return Poll::Ready(Err(FetchError::from_reqwest(e))),
-                        Ok(Ok(res)) => from_reqwest(res),
-                    };
-                    match answered(res, name, replica.as_ref()) {
-                        Answered::Done(result) => return Poll::Ready(result),
-                        Answered::ReadError(read) => FetchState::ErrorBody { read },
-                    }
-                }
-                FetchStateProj::Direct {
                     send,
                     timeout,
                     name,

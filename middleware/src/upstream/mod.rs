@@ -378,10 +378,10 @@ impl S3Upstream {
             *request.uri_mut() = target.clone();
             *request.headers_mut() = headers;
             let lane = self.inner.clients.lane();
-            return FetchFuture::direct(
+            return FetchFuture::sending(
                 tokio::time::timeout(
                     timeout,
-                    Box::pin(direct.clone().send(lane, request)) as future::DirectSend,
+                    future::SendFuture::direct(Box::pin(direct.clone().send(lane, request))),
                 ),
                 timeout,
                 self.inner.name.clone(),
@@ -394,7 +394,7 @@ impl S3Upstream {
             Err(e) => return FetchFuture::failed(FetchError::from_reqwest(e)),
         };
         FetchFuture::sending(
-            tokio::time::timeout(timeout, client.call(request)),
+            tokio::time::timeout(timeout, future::SendFuture::reqwest(client.call(request))),
             timeout,
             self.inner.name.clone(),
             self.inner.replica_header.clone(),

@@ -151,6 +151,12 @@ async fn body_of(res: Response<Body>) -> Result<bytes::Bytes, axum::Error> {
     res.into_body().collect().await.map(|c| c.to_bytes())
 }
 
+/// The length of `small` fetched from `up`.
+async fn small_len(up: &S3Upstream) -> usize {
+    let res = up.fetch(&ObjectRequest::get("small")).await.unwrap();
+    body_of(res).await.unwrap().len()
+}
+
 #[tokio::test]
 async fn direct_http_reuses_its_connection_and_replaces_dead_ones() {
     let (up, mut s3, _dir) = direct_replica(Duration::from_secs(30)).await;
@@ -180,26 +186,14 @@ async fn direct_http_reuses_its_connection_and_replaces_dead_ones() {
     let mut body = res.into_body();
     assert!(body.frame().await.unwrap().unwrap().is_data());
     drop(body);
-    assert_eq!(
-        body_of(up.fetch(&ObjectRequest::get("small")).await.unwrap())
-            .await
-            .unwrap()
-            .len(),
-        4096
-    );
+    assert_eq!(small_len(&up).await, 4096);
     assert_eq!(s3.connections(), 2);
 
     // The server restarts: the idle connection is closed, the next request
     // goes out on a new one and succeeds.
     s3.stop().await;
     s3.restart().await.unwrap();
-    assert_eq!(
-        body_of(up.fetch(&ObjectRequest::get("small")).await.unwrap())
-            .await
-            .unwrap()
-            .len(),
-        4096
-    );
+    assert_eq!(small_len(&up).await, 4096);
     assert_eq!(s3.connections(), 3);
 
     // A server that is gone is a connect error, with no URL in it.
