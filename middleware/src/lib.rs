@@ -16,7 +16,7 @@
 //!   body cut mid-way from another replica;
 //! - per replica: [`breaker::CircuitBreakerLayer`] → [`bulkhead::BulkheadLayer`] →
 //!   [`upstream::S3Upstream`], which presigns with rusty-s3, sends with
-//!   reqwest (or, to a plain-`http://` replica with
+//!   reqwest (or, with
 //!   [`UpstreamClients::with_direct_http`](upstream::UpstreamClients::with_direct_http)
 //!   on, over hyper HTTP/1 connections it pools per replica) and streams the
 //!   body back as it arrives, signing with the

@@ -1,8 +1,10 @@
 //! The upstream HTTP clients (one pool per event loop, shared by the
 //! replicas; one set per private CA) and each replica's [`S3Upstream`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream, UpstreamClients};
 
 use super::BuildError;
@@ -13,16 +15,53 @@ use crate::config::{Config, ResolvedReplica};
 /// `server.connection_threads`), so that a connection thread's upstream
 /// connections stay on it.
 ///
-/// With no HTTP proxy in the environment, plain-`http://` replicas are sent
-/// to over hyper's HTTP/1 connections instead of reqwest
-/// ([`UpstreamClients::with_direct_http`]; issue 13).
+/// With no HTTP proxy in the environment, replicas are sent to over
+/// hyper's HTTP/1 connections instead of reqwest, over TLS for `https://`
+/// ones with the roots reqwest trusts ([`direct`]; issue 13).
 pub fn http_client(config: &Config) -> Result<UpstreamClients, BuildError> {
     let clients = clients(config, || http_client_builder(config)).map_err(BuildError::Client)?;
-    Ok(if names_a_proxy(|name| std::env::var_os(name)) {
-        clients
-    } else {
-        clients.with_direct_http(Some(read_timeout(config)))
-    })
+    direct(config, clients, None).map_err(BuildError::Config)
+}
+
+/// `clients`, sending without reqwest when no HTTP proxy is set: TLS
+/// trusting only `cas` when given, else the platform's roots through
+/// rustls-platform-verifier, as reqwest's `rustls` feature does.
+fn direct(
+    config: &Config,
+    clients: UpstreamClients,
+    cas: Option<Vec<CertificateDer<'static>>>,
+) -> Result<UpstreamClients, String> {
+    if names_a_proxy(|name| std::env::var_os(name)) {
+        return Ok(clients);
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS to replicas: {e}"))?;
+    let mut tls = match cas {
+        Some(cas) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in cas {
+                roots
+                    .add(ca)
+                    .map_err(|e| format!("a CA of ca_file cannot be used: {e}"))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            let verifier = rustls_platform_verifier::Verifier::new(provider)
+                .map_err(|e| format!("cannot load the platform's TLS roots: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        }
+    };
+    // These connections speak HTTP/1.1 only.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(clients
+        .with_direct_http(Some(read_timeout(config)))
+        .with_direct_tls(Arc::new(tls)))
 }
 
 /// `server.upstream_read_timeout_seconds`: the longest wait for more of an
@@ -102,13 +141,15 @@ pub(super) async fn upstream(
 
 /// [`http_client`] trusting only the CAs of the PEM bundle at `path`.
 fn http_client_with_ca(config: &Config, path: &str) -> Result<UpstreamClients, String> {
-    let cas = crate::tls::read_ca_bundle(path)?
-        .into_iter()
-        .map(|der| reqwest::Certificate::from_der(&der))
+    let ders = crate::tls::read_ca_bundle(path)?;
+    let cas = ders
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("ca_file '{path}': {e}"))?;
-    clients(config, || http_client_builder(config).tls_certs_only(cas.clone()))
-        .map_err(|e| format!("cannot create the HTTP client for ca_file '{path}': {e}"))
+    let clients = clients(config, || http_client_builder(config).tls_certs_only(cas.clone()))
+        .map_err(|e| format!("cannot create the HTTP client for ca_file '{path}': {e}"))?;
+    direct(config, clients, Some(ders)).map_err(|e| format!("ca_file '{path}': {e}"))
 }
 
 #[cfg(test)]

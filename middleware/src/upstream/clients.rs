@@ -27,7 +27,9 @@ thread_local! {
 #[derive(Clone, Debug)]
 pub struct UpstreamClients {
     lanes: Arc<[reqwest::Client]>,
-    direct: Option<DirectConfig>,
+    /// [`with_direct_http`](Self::with_direct_http)'s read timeout, when on.
+    direct: Option<Option<Duration>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl UpstreamClients {
@@ -37,23 +39,38 @@ impl UpstreamClients {
         Self {
             lanes: std::iter::once(first).chain(rest).collect(),
             direct: None,
+            tls: None,
         }
     }
 
-    /// Sends `GET`s and `HEAD`s to plain-`http://` replicas over hyper's
+    /// Sends `GET`s and `HEAD`s to plain-`http://` replicas (and `https://`
+    /// ones with [`with_direct_tls`](Self::with_direct_tls)) over hyper's
     /// HTTP/1 connections, kept per lane by each replica, rather than
     /// through reqwest (a fraction of reqwest's CPU per request; issue 13).
-    /// HTTPS replicas and health probes still use the reqwest clients. Turn
-    /// it on only when those clients use no HTTP proxy: this path connects
-    /// to the replica itself. `read_timeout` bounds each wait for more of a
+    /// Health probes still use the reqwest clients. Turn it on only when
+    /// those clients use no HTTP proxy: this path connects to the replica
+    /// itself. `read_timeout` bounds each wait for more of a
     /// response body, as reqwest's `read_timeout` does.
     pub fn with_direct_http(mut self, read_timeout: Option<Duration>) -> Self {
-        self.direct = Some(DirectConfig { read_timeout });
+        self.direct = Some(read_timeout);
         self
     }
 
+    /// With [`with_direct_http`](Self::with_direct_http), sends to
+    /// `https://` replicas the same way, over TLS with `config` (give it the
+    /// roots reqwest's clients trust, and `http/1.1` as its only ALPN
+    /// protocol: these connections speak HTTP/1.1).
+    pub fn with_direct_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// How replicas send without reqwest; `None` when they do not.
     pub(crate) fn direct(&self) -> Option<DirectConfig> {
-        self.direct
+        self.direct.map(|read_timeout| DirectConfig {
+            read_timeout,
+            tls: self.tls.clone(),
+        })
     }
 
     /// Marks the calling thread as lane `lane`: requests made on it from now

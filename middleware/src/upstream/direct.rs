@@ -1,6 +1,6 @@
-//! Requests to a plain-`http://` replica sent over hyper's HTTP/1 client
-//! connections, pooled per lane (event loop) by each replica, instead of
-//! through reqwest (issue 13).
+//! Requests to a replica sent over hyper's HTTP/1 client connections (over
+//! TLS with the caller's rustls config for `https://`), pooled per lane
+//! (event loop) by each replica, instead of through reqwest (issue 13).
 //!
 //! reqwest wraps hyper in a redirect layer, a retry layer, a URL to `Uri`
 //! conversion, hyper-util's pool (a keyed map behind a lock, a task spawned
@@ -9,10 +9,11 @@
 //! reqwest and 20k on a hyper connection; in the proxy, a pass-through
 //! request went from 78k to 51k (`bench/README.md`, twelfth round). A
 //! replica has one authority, so its pool is a list per lane, not a map.
-//! HTTPS replicas and replicas behind an HTTP proxy still go through
-//! reqwest (TLS, proxy settings), and so do health probes.
+//! Replicas behind an HTTP proxy still go through reqwest, and so do health
+//! probes.
 
 use std::future::Future as _;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -26,6 +27,7 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use url::{Host, Url};
 
 use crate::error::FetchError;
@@ -42,18 +44,28 @@ const MAX_IDLE_PER_LANE: usize = 256;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a [`DirectHttp`] pool sends: set on
-/// [`UpstreamClients::with_direct_http`](super::UpstreamClients::with_direct_http).
-#[derive(Clone, Copy, Debug, Default)]
+/// [`UpstreamClients::with_direct_http`](super::UpstreamClients::with_direct_http)
+/// and [`with_direct_tls`](super::UpstreamClients::with_direct_tls).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct DirectConfig {
     /// The longest wait for the next bytes of a response body.
     pub(crate) read_timeout: Option<Duration>,
+    /// TLS for `https://` replicas (without it they use reqwest).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// TLS to one replica: the connector and the name its certificate must hold.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
 }
 
 /// One replica's connections: where it is and an idle list per lane.
 pub(crate) struct DirectHttp {
     host: String,
     port: u16,
-    config: DirectConfig,
+    read_timeout: Option<Duration>,
+    tls: Option<Tls>,
     lanes: Box<[Mutex<Vec<Idle>>]>,
 }
 
@@ -73,20 +85,27 @@ impl std::fmt::Debug for DirectHttp {
 
 impl DirectHttp {
     /// A pool for the replica at `base` (its bucket's URL) with `lanes`
-    /// lanes; `None` unless `base` is plain `http://` with a host.
+    /// lanes; `None` unless `base` has a host and is `http://`, or
+    /// `https://` with a TLS config.
     pub(crate) fn for_url(base: &Url, lanes: usize, config: DirectConfig) -> Option<Self> {
-        if base.scheme() != "http" {
-            return None;
-        }
-        let host = match base.host()? {
-            Host::Domain(name) => name.to_owned(),
-            Host::Ipv4(ip) => ip.to_string(),
-            Host::Ipv6(ip) => ip.to_string(),
+        let (host, name) = match base.host()? {
+            Host::Domain(name) => (name.to_owned(), ServerName::try_from(name.to_owned()).ok()),
+            Host::Ipv4(ip) => (ip.to_string(), Some(ServerName::IpAddress(IpAddr::V4(ip).into()))),
+            Host::Ipv6(ip) => (ip.to_string(), Some(ServerName::IpAddress(IpAddr::V6(ip).into()))),
+        };
+        let tls = match base.scheme() {
+            "http" => None,
+            "https" => Some(Tls {
+                connector: tokio_rustls::TlsConnector::from(config.tls?),
+                name: name?,
+            }),
+            _ => return None,
         };
         Some(Self {
             host,
             port: base.port_or_known_default()?,
-            config,
+            read_timeout: config.read_timeout,
+            tls,
             lanes: (0..lanes.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
         })
     }
@@ -155,17 +174,17 @@ impl DirectHttp {
             .map_err(|e| FetchError::Connect(e.into()))?;
         // As reqwest's `tcp_nodelay(true)`: a request head is one small write.
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| FetchError::Connect(e.into()))?;
-        // The connection is driven by a task on the runtime that opened it
-        // (this lane's event loop); it ends when the socket closes or every
-        // sender is dropped.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        match &self.tls {
+            None => handshake(stream).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), stream)
+                    .await
+                    .map_err(|e| FetchError::Connect(e.into()))?;
+                handshake(stream).await
+            }
+        }
     }
 
     fn response(self: &Arc<Self>, res: Response<Incoming>, sender: Sender, lane: usize) -> Response<Body> {
@@ -173,7 +192,7 @@ impl DirectHttp {
         let mut body = PooledBody {
             body,
             back: Some((self.clone(), lane, sender)),
-            read_timeout: self.config.read_timeout,
+            read_timeout: self.read_timeout,
             sleep: None,
             progressed: false,
         };
@@ -183,6 +202,23 @@ impl DirectHttp {
         }
         Response::from_parts(parts, Body::new(body))
     }
+}
+
+/// HTTP/1 over `io`; the connection is driven by a task on the runtime that
+/// opened it (this lane's event loop), which ends when the socket closes or
+/// every sender is dropped.
+async fn handshake<IO>(io: IO) -> Result<Sender, FetchError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| FetchError::Connect(e.into()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// No bytes of a replica's response body within the read timeout (the

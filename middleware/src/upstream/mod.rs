@@ -1,8 +1,9 @@
 //! Fetching from one S3 replica: a SigV4 presigned URL made by rusty-s3, sent
-//! by a reqwest client (one per event loop: [`UpstreamClients`]) or, to a
-//! plain-`http://` replica when [`UpstreamClients::with_direct_http`] is on,
-//! over hyper's HTTP/1 connections pooled by the replica; the answer
-//! streamed back as it arrives.
+//! by a reqwest client (one per event loop: [`UpstreamClients`]) or, when
+//! [`UpstreamClients::with_direct_http`] is on, over hyper's HTTP/1
+//! connections pooled by the replica (TLS for `https://` with
+//! [`UpstreamClients::with_direct_tls`]); the answer streamed back as it
+//! arrives.
 //!
 //! [`S3Upstream`] is an object-level service
 //! (`Service<ObjectRequest, Response = http::Response<Body>, Error = FetchError>`):
@@ -135,8 +136,9 @@ struct Inner {
     bucket: Bucket,
     credentials: ReplicaCredentials,
     clients: UpstreamClients,
-    /// This replica's own HTTP/1 connections, when it is plain `http://`
-    /// and `clients` has [`UpstreamClients::with_direct_http`] on.
+    /// This replica's own HTTP/1 connections, when `clients` has
+    /// [`UpstreamClients::with_direct_http`] on (and, for `https://`, a TLS
+    /// config).
     direct: Option<Arc<DirectHttp>>,
     timeout: Duration,
     presigned: Presigned,

@@ -232,23 +232,129 @@ async fn direct_http_bodies_fail_on_a_stall_and_a_reset_and_lose_the_connection(
 }
 
 #[test]
-fn only_plain_http_replicas_with_direct_http_on_skip_reqwest() {
-    let replica = |endpoint: &str, direct: bool| {
+fn replicas_skip_reqwest_with_direct_http_on_and_https_ones_with_a_tls_config() {
+    let replica = |endpoint: &str, direct: bool, tls: bool| {
         let ep: Url = endpoint.parse().unwrap();
-        let clients = UpstreamClients::from(reqwest::Client::new());
-        let clients = if direct {
-            clients.with_direct_http(None)
-        } else {
-            clients
-        };
+        let mut clients = UpstreamClients::from(reqwest::Client::new());
+        if direct {
+            clients = clients.with_direct_http(None);
+        }
+        if tls {
+            clients = clients.with_direct_tls(client_tls([]));
+        }
         S3Upstream::new("r", s3_bucket(Some(&ep), "b", "us-east-1").unwrap(), clients)
             .with_timeout(Duration::from_secs(5))
             .inner
             .direct
             .is_some()
     };
-    assert!(replica("http://127.0.0.1:9000", true));
-    assert!(replica("http://minio.internal", true));
-    assert!(!replica("http://127.0.0.1:9000", false));
-    assert!(!replica("https://r2.example", true));
+    assert!(replica("http://127.0.0.1:9000", true, false));
+    assert!(replica("http://minio.internal", true, false));
+    assert!(!replica("http://127.0.0.1:9000", false, true));
+    assert!(!replica("https://r2.example", true, false));
+    assert!(replica("https://r2.example", true, true));
+    assert!(replica("https://[::1]:9000", true, true));
+    assert!(!replica("https://r2.example", false, true));
+}
+
+/// A TLS front with a certificate from a private CA for `backend` (the test
+/// S3 server, as a MinIO with its own certificate); returns its `https://`
+/// URL and the CA's certificate.
+async fn tls_front(
+    backend: std::net::SocketAddr,
+    pki: &yatagarasu_testkit::pki::Pki,
+) -> (Url, rustls::pki_types::CertificateDer<'static>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = pki.issue("replica", "replica", false);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            CertificateDer::pem_file_iter(&cert)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect(),
+            PrivateKeyDer::from_pem_file(&key).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap()).parse().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let (Ok(mut tls), Ok(mut plain)) = (
+                    acceptor.accept(tcp).await,
+                    tokio::net::TcpStream::connect(backend).await,
+                ) {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    (url, CertificateDer::from_pem_file(pki.ca()).unwrap())
+}
+
+/// A client TLS config trusting `roots` only, HTTP/1.1 by ALPN.
+fn client_tls(
+    roots: impl IntoIterator<Item = rustls::pki_types::CertificateDer<'static>>,
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root).unwrap();
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn direct_https_verifies_the_replicas_certificate_and_reuses_its_connection() {
+    let (key, secret) = ("AKIATESTDIRECT002", "direct-secret-4d5e6f");
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = yatagarasu_testkit::s3::LocalS3::start(dir.path(), "127.0.0.1:0".parse().unwrap(), key, secret)
+        .await
+        .unwrap();
+    s3.put_object("direct", "small", &[7u8; 4096]).unwrap();
+    let pki = yatagarasu_testkit::pki::Pki::new();
+    let (endpoint, ca) = tls_front(s3.addr(), &pki).await;
+    let replica = |roots: Vec<rustls::pki_types::CertificateDer<'static>>| {
+        let clients = UpstreamClients::from(reqwest::Client::new())
+            .with_direct_http(Some(Duration::from_secs(30)))
+            .with_direct_tls(client_tls(roots));
+        let up = S3Upstream::new("r", s3_bucket(Some(&endpoint), "direct", "us-east-1").unwrap(), clients)
+            .with_credentials(Credentials::new(key, secret));
+        assert!(
+            up.inner.direct.is_some(),
+            "an https replica with TLS given takes the direct path"
+        );
+        up
+    };
+
+    let trusting = replica(vec![ca]);
+    for _ in 0..3 {
+        assert_eq!(small_len(&trusting).await, 4096);
+    }
+    assert_eq!(s3.connections(), 1, "one TLS connection for three requests");
+
+    // A CA the replica's certificate does not chain to: no connection.
+    let other = yatagarasu_testkit::pki::Pki::new();
+    let (_, other_ca) = tls_front(s3.addr(), &other).await;
+    let err = replica(vec![other_ca])
+        .fetch(&ObjectRequest::get("small"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert_eq!(s3.requests(), 3);
 }
