@@ -128,17 +128,27 @@ fn forwarded_headers_keep_the_first_of_each_named_header_and_every_meta_value() 
     assert_eq!(to.len(), 5, "{to:?}");
 }
 
-/// A replica served by the test S3 server (SigV4 checked) with
-/// `direct_http` on, and the server.
-async fn direct_replica(read_timeout: Duration) -> (S3Upstream, yatagarasu_testkit::s3::LocalS3, tempfile::TempDir) {
-    let (key, secret) = ("AKIATESTDIRECT001", "direct-secret-1a2b3c");
+/// The test S3 server's key pair in these tests.
+const KEYS: (&str, &str) = ("AKIATESTDIRECT001", "direct-secret-1a2b3c");
+
+/// The test S3 server (SigV4 checked) with bucket `direct`: `small` (4 KiB),
+/// `large` (4 MiB) and `empty`.
+async fn s3_with_objects() -> (yatagarasu_testkit::s3::LocalS3, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let s3 = yatagarasu_testkit::s3::LocalS3::start(dir.path(), "127.0.0.1:0".parse().unwrap(), key, secret)
+    let s3 = yatagarasu_testkit::s3::LocalS3::start(dir.path(), "127.0.0.1:0".parse().unwrap(), KEYS.0, KEYS.1)
         .await
         .unwrap();
     s3.put_object("direct", "small", &[7u8; 4096]).unwrap();
     s3.put_object("direct", "large", &vec![9u8; 4 << 20]).unwrap();
     s3.put_object("direct", "empty", b"").unwrap();
+    (s3, dir)
+}
+
+/// A replica served by [`s3_with_objects`] with `direct_http` on, and the
+/// server.
+async fn direct_replica(read_timeout: Duration) -> (S3Upstream, yatagarasu_testkit::s3::LocalS3, tempfile::TempDir) {
+    let (key, secret) = KEYS;
+    let (s3, dir) = s3_with_objects().await;
     let endpoint: Url = s3.endpoint().parse().unwrap();
     let clients = UpstreamClients::from(reqwest::Client::new()).with_direct_http(Some(read_timeout));
     let up = S3Upstream::new("r", s3_bucket(Some(&endpoint), "direct", "us-east-1").unwrap(), clients)
@@ -320,12 +330,8 @@ fn client_tls(
 
 #[tokio::test]
 async fn direct_https_verifies_the_replicas_certificate_and_reuses_its_connection() {
-    let (key, secret) = ("AKIATESTDIRECT002", "direct-secret-4d5e6f");
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = yatagarasu_testkit::s3::LocalS3::start(dir.path(), "127.0.0.1:0".parse().unwrap(), key, secret)
-        .await
-        .unwrap();
-    s3.put_object("direct", "small", &[7u8; 4096]).unwrap();
+    let (key, secret) = KEYS;
+    let (s3, _dir) = s3_with_objects().await;
     let pki = yatagarasu_testkit::pki::Pki::new();
     let (endpoint, ca) = tls_front(s3.addr(), &pki).await;
     let replica = |roots: Vec<rustls::pki_types::CertificateDer<'static>>| {
