@@ -49,8 +49,8 @@ impl UpstreamClients {
     /// through reqwest (a fraction of reqwest's CPU per request; issue 13).
     /// Health probes still use the reqwest clients. Turn it on only when
     /// those clients use no HTTP proxy: this path connects to the replica
-    /// itself. `read_timeout` bounds each wait for more of a
-    /// response body, as reqwest's `read_timeout` does.
+    /// itself. `read_timeout` bounds each wait for more of a response body,
+    /// as reqwest's `read_timeout` does.
     pub fn with_direct_http(mut self, read_timeout: Option<Duration>) -> Self {
         self.direct = Some(read_timeout);
         self

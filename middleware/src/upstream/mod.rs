@@ -66,7 +66,7 @@ const PRESIGN_REUSE: Duration = Duration::from_secs(10);
 /// The most presigned URLs kept for reuse per replica.
 const PRESIGN_REUSE_ENTRIES: u64 = 1024;
 
-/// Recently presigned URLs, by request (see [`S3Upstream::signed_url`]).
+/// Recently presigned URLs, by request (see `S3Upstream::signed`).
 type Presigned = mini_moka::sync::Cache<String, Arc<Recent>, foldhash::fast::RandomState>;
 
 /// A presigned URL and the credentials it was signed with.
@@ -259,15 +259,15 @@ impl S3Upstream {
         Ok(self.sign_with(creds.as_deref(), req))
     }
 
-    /// [`try_presign`](Self::try_presign), reusing the URL presigned for the
-    /// same request (operation, method, key, query) with the same
-    /// credentials in the last [`PRESIGN_REUSE`].
+    /// [`signed`](Self::signed)'s URL.
     #[cfg(test)]
     fn signed_url(&self, req: &ObjectRequest) -> Result<Url, FetchError> {
         self.signed(req).map(|recent| recent.url.clone())
     }
 
-    /// [`signed_url`](Self::signed_url)'s URL with its request target.
+    /// [`try_presign`](Self::try_presign) with the URL's request target,
+    /// reusing the URL presigned for the same request (operation, method,
+    /// key, query) with the same credentials in the last [`PRESIGN_REUSE`].
     fn signed(&self, req: &ObjectRequest) -> Result<Arc<Recent>, FetchError> {
         let creds = self.inner.credentials.current()?;
         let id = creds.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize);
