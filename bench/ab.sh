@@ -6,10 +6,11 @@
 # speed moves between runs, only interleaved pairs compare.
 #   bench/ab.sh hit  32 8 auto 0 auto 0      # 4 KiB memory-cache hits, -c32, 8 s per run
 #   bench/ab.sh pass 64 8 auto 0 auto 0      # 4 KiB pass-through (cache off)
+#   bench/ab.sh pass-tls 32 6 auto 0         # the same to an https replica (nginx TLS in front of the S3 server)
 #   BIN=path/to/yatagarasu bench/ab.sh ...   # another build (default target/release/yatagarasu)
 #   VAR=YATAGARASU__CACHE__MEMORY__SENDFILE_MIN_SIZE bench/ab.sh hit1m 32 5 65536 0   # 1 MiB hits, sendfile on/off
 set -u
-MODE=${1:?hit|hit1m|pass}; C=${2:?connections}; T=${3:?seconds}; shift 3
+MODE=${1:?hit|hit1m|pass|pass-tls}; C=${2:?connections}; T=${3:?seconds}; shift 3
 BIN=${BIN:-target/release/yatagarasu}
 VAR=${VAR:-YATAGARASU__SERVER__CONNECTION_THREADS}
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install -y wrk)" >&2; exit 1; }
