@@ -46,8 +46,9 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     /// A replica's response future, with when it was sent and as which attempt.
     pub(super) struct Sent<F> {
-        #[pin]
-        fut: F,
+        // Boxed: a flight holds two (the call and its hedge) and the run
+        // holding the flight moves while it is built; a box keeps both small.
+        fut: Pin<Box<F>>,
         started: Instant,
         attempt: Attempt,
         _pending: Pending,
@@ -62,7 +63,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let answer = ready!(this.fut.poll(cx));
+        let answer = ready!(this.fut.as_mut().poll(cx));
         let attempt = *this.attempt;
         Poll::Ready((
             this.started.elapsed(),
@@ -107,7 +108,7 @@ where
         let pending = replica.latency().start();
         Sent {
             started: Instant::now(),
-            fut: svc.call(req),
+            fut: Box::pin(svc.call(req)),
             attempt,
             _pending: pending,
         }

@@ -1,7 +1,7 @@
-//! The failover's per-request futures, as named state machines (no box per
-//! request): [`Run`] goes through retry rounds of passes over the replicas,
-//! racing a hedge against a slow replica; [`FailoverFuture`] is a `Run` whose
-//! answer can resume mid-body elsewhere. The judgement of each answer and
+//! The failover's per-request futures, as named state machines: [`Run`]
+//! goes through retry rounds of passes over the replicas, racing a hedge
+//! against a slow replica; [`FailoverFuture`] is a boxed `Run` whose answer
+//! can resume mid-body elsewhere. The judgement of each answer and
 //! the events it reports are in [`pass`](super::pass).
 //!
 //! States of a [`Run`] (one `poll` goes through as many as are ready):
@@ -51,8 +51,11 @@ pin_project_lite::pin_project! {
     where
         S: Service<ObjectRequest>,
     {
-        #[pin]
-        run: Run<S>,
+        // Boxed (about 1 KiB: the request, the try order, a flight): inline,
+        // it made every future above it 2 KiB or more, a cache hit's too
+        // (whose future holds the failover's in an unused variant), copied
+        // each time one moved. One allocation per fetch instead.
+        run: Pin<Box<Run<S>>>,
     }
 }
 
@@ -63,7 +66,7 @@ where
 {
     pub(super) fn new(shared: Arc<Shared<S>>, req: ObjectRequest) -> Self {
         Self {
-            run: Run::new(shared, req, None, None, true, 0),
+            run: Box::pin(Run::new(shared, req, None, None, true, 0)),
         }
     }
 }
@@ -76,9 +79,9 @@ where
     type Output = Result<Response<Body>, FetchError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut run = self.project().run;
+        let run = self.project().run;
         let (index, res) = ready!(run.as_mut().poll(cx))?;
-        let run = run.project();
+        let run = run.as_mut().project();
         Poll::Ready(Ok(resume::wrap(run.shared.clone(), run.req, index, res)))
     }
 }
@@ -266,9 +269,9 @@ where
 /// answer (with `failover_on_404`); else the error to report, and whether a
 /// replica was really tried (not only skipped).
 fn pass_ended<S>(shared: &Shared<S>, seen: Seen) -> Result<(usize, Response<Body>), (FetchError, bool)> {
-    if let Some(found) = seen.not_found {
+    if let Some((from, res)) = seen.not_found {
         // No replica had it (or the rest failed): the 404 is the answer.
-        return Ok(found);
+        return Ok((from, *res));
     }
     if let Some((from, e)) = &seen.failed {
         tracing::warn!(

@@ -43,8 +43,9 @@ pub(crate) struct Seen {
     pub(super) failed: Option<(usize, FetchError)>,
     /// The last replica skipped (not admitted, or its answer not usable).
     pub(super) skipped: Option<(usize, FetchError)>,
-    /// The first 404 (with `failover_on_404`): the answer if no replica has it.
-    pub(super) not_found: Option<(usize, Response<Body>)>,
+    /// The first 404 (with `failover_on_404`): the answer if no replica has
+    /// it. Boxed: rare, and it would make every request's `Run` larger.
+    pub(super) not_found: Option<(usize, Box<Response<Body>>)>,
     /// Whether a replica was really tried (not only skipped).
     pub(super) tried: bool,
 }
@@ -118,7 +119,7 @@ where
                 seen.failed = None;
                 seen.skipped = None;
                 if seen.not_found.is_none() {
-                    seen.not_found = Some((i, res));
+                    seen.not_found = Some((i, Box::new(res)));
                 }
                 None
             }
