@@ -80,7 +80,16 @@ async fn miss_then_hit_through_a_real_s3_replica() {
     assert_eq!(x_cache(&res), "HIT-MEMORY");
     assert_eq!(res.headers()[header::ETAG].to_str().unwrap(), etag);
     assert_eq!(res.headers()[header::CONTENT_LENGTH], "13");
+    // The prebuilt head's request-id slot: gone for a request without an id...
+    assert!(!res.headers().contains_key("x-request-id"));
     assert_eq!(body_of(res).await, "hello from s3");
+    // ...the request's own id otherwise, once.
+    let res = send("/dir/a%20b.txt", "GET", &[("x-request-id", "req-7")])
+        .await
+        .unwrap();
+    assert_eq!(x_cache(&res), "HIT-MEMORY");
+    let ids: Vec<_> = res.headers().get_all("x-request-id").iter().collect();
+    assert_eq!(ids, ["req-7"]);
 
     // From the cached copy: HEAD, ranges and preconditions, as S3 answers them.
     let res = send("/dir/a%20b.txt", "HEAD", &[]).await.unwrap();
@@ -107,9 +116,17 @@ async fn miss_then_hit_through_a_real_s3_replica() {
     wait_redis_writes(&store, 1).await;
     let other = self::store(&config(Some(&redis)));
     let b = cache(&other, "data", &s3);
-    let res = get(&b, ObjectRequest::get("dir/a b.txt")).await;
+    let res = get(
+        &b,
+        ObjectRequest::get("dir/a b.txt").with_request_id(Some(HeaderValue::from_static("req-8"))),
+    )
+    .await;
     assert_eq!(x_cache(&res), "HIT-REDIS");
+    assert_eq!(res.headers()["x-request-id"], "req-8");
     assert_eq!(body_of(res).await, "hello from s3");
+    let res = get(&b, ObjectRequest::get("dir/a b.txt")).await;
+    assert_eq!(x_cache(&res), "HIT-MEMORY");
+    assert!(!res.headers().contains_key("x-request-id"));
     assert_eq!(s3.requests(), 1);
 }
 

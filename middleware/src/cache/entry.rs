@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
-use crate::http::headers::X_CACHE;
+use crate::http::headers::{REQUEST_ID, X_CACHE};
 
 const MAGIC: &[u8; 4] = b"YTGC";
 const VERSION: u8 = 2;
@@ -237,7 +237,10 @@ fn compact(headers: HeaderMap) -> HeaderMap {
 const HEAD_ROOM: usize = 8;
 
 /// `headers` plus `Content-Length: len` and `Accept-Ranges: bytes`, in the
-/// order a range-less answer has them.
+/// order a range-less answer has them, and slots the answer fills in place:
+/// `X-Cache`, `Age` and `X-Request-Id` (an answer for a request without an
+/// id removes that one). A clone of a `HeaderMap` holds exactly its entries,
+/// so a header added to it moves them all to a larger allocation.
 fn whole_head(headers: &HeaderMap, len: usize) -> HeaderMap {
     let mut head = HeaderMap::with_capacity(headers.len() + 2 + HEAD_ROOM);
     for (name, value) in headers.iter() {
@@ -247,6 +250,7 @@ fn whole_head(headers: &HeaderMap, len: usize) -> HeaderMap {
     head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     head.insert(X_CACHE, HeaderValue::from_static("HIT-MEMORY"));
     head.insert(header::AGE, HeaderValue::from_static("0"));
+    head.insert(REQUEST_ID, HeaderValue::from_static("-"));
     head
 }
 

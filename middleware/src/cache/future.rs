@@ -26,7 +26,7 @@ use super::slice::{self, Fetcher};
 use super::stats::CacheStats;
 use super::store::{CacheStore, FillGuard, Found, Join, Tier};
 use crate::error::FetchError;
-use crate::http::headers::{body_length, X_CACHE};
+use crate::http::headers::{body_length, REQUEST_ID, X_CACHE};
 use crate::object::{ObjectMethod, ObjectRequest};
 
 /// What one bucket's layer does with the shared store.
@@ -301,8 +301,19 @@ fn answer(obj: &CachedObject, req: &ObjectRequest, x_cache: &'static str) -> Res
     let mut res = Response::new(body);
     let headers = res.headers_mut();
     *headers = obj.whole_head().clone();
-    // Both are in the prebuilt head already: set in place, no insert.
+    // All three are in the prebuilt head already: set in place, no insert.
     let age = now_ms().saturating_sub(obj.stored_at_ms()) / 1000;
+    match req.request_id() {
+        Some(id) => match headers.get_mut(REQUEST_ID) {
+            Some(slot) => *slot = id.clone(),
+            None => {
+                headers.insert(REQUEST_ID, id.clone());
+            }
+        },
+        None => {
+            headers.remove(REQUEST_ID);
+        }
+    }
     for (name, value) in [
         (X_CACHE, HeaderValue::from_static(x_cache)),
         (header::AGE, HeaderValue::from(age)),

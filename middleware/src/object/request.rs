@@ -71,6 +71,7 @@ pub struct ObjectRequest {
     operation: Operation,
     query: Vec<(String, String)>,
     extensions: http::Extensions,
+    request_id: Option<HeaderValue>,
 }
 
 impl ObjectRequest {
@@ -93,6 +94,7 @@ impl ObjectRequest {
             operation: Operation::Object,
             query: Vec::new(),
             extensions: http::Extensions::new(),
+            request_id: None,
         }
     }
 
@@ -119,6 +121,19 @@ impl ObjectRequest {
     pub fn with_query(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.query.push((name.into(), value.into()));
         self
+    }
+
+    /// Carries the client request's id ([`REQUEST_ID`](crate::object::REQUEST_ID),
+    /// as a layer in front set it): answers made without the inner service,
+    /// such as cache hits, send it back. Not sent upstream.
+    pub fn with_request_id(mut self, id: Option<HeaderValue>) -> Self {
+        self.request_id = id;
+        self
+    }
+
+    /// The client request's id, when it had one (see [`Self::with_request_id`]).
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.as_ref()
     }
 
     /// What is read: an object, a listing page, the bucket.

@@ -63,7 +63,7 @@ where
         // Set by a request-id layer in front (the binary's); minted otherwise
         // when an error body needs one.
         let request_id = req.headers().get(REQUEST_ID).cloned();
-        let object = match to_object_request(&req) {
+        let object = match to_object_request(&req, request_id.clone()) {
             Ok(object) => object,
             Err(err) => {
                 return ResponseFuture {
@@ -197,7 +197,7 @@ where
 }
 
 #[allow(clippy::result_large_err)] // built once per request, mapped to a response at once
-fn to_object_request<B>(req: &Request<B>) -> Result<ObjectRequest, S3Error> {
+fn to_object_request<B>(req: &Request<B>, request_id: Option<http::HeaderValue>) -> Result<ObjectRequest, S3Error> {
     let method = ObjectMethod::from_http(req.method()).ok_or_else(S3Error::method_not_allowed)?;
     let key = decode_shared_key(req.uri().path()).map_err(|e| match e {
         KeyError::Empty => S3Error::no_such_key(),
@@ -205,7 +205,8 @@ fn to_object_request<B>(req: &Request<B>) -> Result<ObjectRequest, S3Error> {
     })?;
     Ok(ObjectRequest::new(method, key)
         .with_forwarded_headers(req.headers())
-        .with_forwarded_query(req.uri().query()))
+        .with_forwarded_query(req.uri().query())
+        .with_request_id(request_id))
 }
 
 /// Whether a partial answer may be sent as is: it is not a `206`, or the
