@@ -6,7 +6,7 @@
 #   bench/ir.sh hit  [BIN] [LD_PRELOAD lib]   # 4 KiB memory-cache hits
 #   bench/ir.sh pass [BIN]                    # 4 KiB pass-through (cache off)
 #   bench/ir.sh pass-tls [BIN]                # the same to an https replica (nginx TLS in front)
-#   KEEP=1 bench/ir.sh hit                    # keep the callgrind file: callgrind_annotate --inclusive=yes FILE
+#   KEEP=1 bench/ir.sh hit                    # keep the callgrind file: bench/cg.py FILE N self (or callgrind_annotate --inclusive=yes FILE)
 #   IR_RUST_LOG=info bench/ir.sh hit          # with the access log on (to the proxy's stdout, a file here)
 set -u
 MODE=${1:-hit}; BIN=${2:-target/release/yatagarasu}; PRE=${3:-}
