@@ -58,6 +58,8 @@ pub struct PrefixRouter {
     routes: Arc<Vec<(String, Arc<str>, Route)>>,
     // `.s3.example.com`: lower case, with its leading dot.
     s3_domain: Option<Arc<str>>,
+    // Set [`OriginalUri`] on routed requests (the default).
+    skip_original_uri: bool,
 }
 
 impl std::fmt::Debug for PrefixRouter {
@@ -107,6 +109,14 @@ impl PrefixRouter {
     pub fn with_s3_domain(mut self, domain: &str) -> Self {
         let domain = domain.trim().trim_matches('.').to_ascii_lowercase();
         self.s3_domain = (!domain.is_empty()).then(|| format!(".{domain}").into());
+        self
+    }
+
+    /// Whether routed requests carry [`OriginalUri`] (the default: yes). Only
+    /// SigV4 verification ([`crate::auth::sigv4`]) reads it; a router with
+    /// no such layer behind it can skip the clone and the insert.
+    pub fn with_original_uri(mut self, keep: bool) -> Self {
+        self.skip_original_uri = !keep;
         self
     }
 
@@ -187,7 +197,7 @@ impl Service<Request<Body>> for PrefixRouter {
         };
         let rest = if rest.is_empty() { "/" } else { rest };
         let operation = S3Operation::classify(req.method(), rest, req.uri().query());
-        let original = OriginalUri(req.uri().clone());
+        let original = (!self.skip_original_uri).then(|| OriginalUri(req.uri().clone()));
         // Sized exactly, so that the buffer becomes the URI's bytes without
         // another allocation or copy.
         let query = req.uri().query();
@@ -202,7 +212,7 @@ impl Service<Request<Body>> for PrefixRouter {
         }
         let matched = MatchedBucket(name.clone());
         req.extensions_mut().insert(matched.clone());
-        if req.extensions().get::<OriginalUri>().is_none() {
+        if let Some(original) = original.filter(|_| req.extensions().get::<OriginalUri>().is_none()) {
             req.extensions_mut().insert(original);
         }
         RouteFuture {
@@ -278,6 +288,18 @@ mod tests {
         let status = res.status().as_u16();
         let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn original_uri_is_kept_unless_turned_off() {
+        let original = tower::service_fn(|req: Request<Body>| async move {
+            let seen = req.extensions().get::<OriginalUri>().map(|o| o.0.to_string());
+            Ok::<_, Infallible>(Response::new(Body::from(seen.unwrap_or_else(|| "none".into()))))
+        });
+        let router = PrefixRouter::new().mount("/assets", "assets", original).unwrap();
+        assert_eq!(get(&router, "/assets/a.txt?x=1").await.1, "/assets/a.txt?x=1");
+        let router = router.with_original_uri(false);
+        assert_eq!(get(&router, "/assets/a.txt?x=1").await.1, "none");
     }
 
     #[tokio::test]

@@ -168,7 +168,12 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     // One retry budget for every bucket of this config (a reload builds a new
     // one): a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
-    let mut router = PrefixRouter::new();
+    // The client's URI is kept for SigV4 verification only.
+    let sigv4 = config
+        .buckets
+        .iter()
+        .any(|b| b.auth.as_ref().is_some_and(|a| a.effective_sigv4().is_some()));
+    let mut router = PrefixRouter::new().with_original_uri(sigv4);
     if let Some(domain) = &config.server.s3_domain {
         router = router.with_s3_domain(domain);
     }

@@ -160,6 +160,10 @@ pub struct ConnectionLimits {
     /// so that the edge's own check (431 with an S3 error body) is the one
     /// that applies, as for HTTP/1.1.
     pub http2_max_header_list_size: u32,
+    /// Whether requests carry the client's address as `ConnectInfo` (only
+    /// `server.rate_limit.per_ip` reads it; the edge is built once, so a
+    /// reload cannot turn it on later): an allocation per request saved.
+    pub connect_info: bool,
 }
 
 /// File descriptors kept for everything but client connections (upstream
@@ -197,6 +201,7 @@ impl ConnectionLimits {
             http2_max_concurrent_streams: server.http2_max_concurrent_streams,
             http2_max_header_list_size: u32::try_from(server.max_header_bytes.saturating_mul(2).max(16 * 1024))
                 .unwrap_or(u32::MAX),
+            connect_info: server.rate_limit.per_ip.enabled,
         }
     }
 }
@@ -380,8 +385,11 @@ where
     });
     let svc = {
         let (state, service, peer) = (state.clone(), ctx.service.clone(), ctx.peer);
+        let connect_info = ctx.limits.connect_info;
         hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
+            if connect_info {
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
             let request = state.request_started();
             let fut = service.clone().oneshot(req.map(Body::new));
             async move {
