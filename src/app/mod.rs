@@ -168,12 +168,9 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     // One retry budget for every bucket of this config (a reload builds a new
     // one): a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
-    // The client's URI is kept for SigV4 verification only.
-    let sigv4 = config
-        .buckets
-        .iter()
-        .any(|b| b.auth.as_ref().is_some_and(|a| a.effective_sigv4().is_some()));
-    let mut router = PrefixRouter::new().with_original_uri(sigv4);
+    let mut router = PrefixRouter::new();
+    // Whether a bucket verifies SigV4, the only reader of `OriginalUri`.
+    let mut any_sigv4 = false;
     if let Some(domain) = &config.server.s3_domain {
         router = router.with_s3_domain(domain);
     }
@@ -343,6 +340,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             None => None,
         };
         let (prefix, name) = (&bucket.path_prefix, bucket.name.clone());
+        any_sigv4 |= sigv4_layer.is_some();
         router = match (sigv4_layer, jwt_layer) {
             (None, None) => router.mount(prefix, name, plain),
             (None, Some(jwt)) => router.mount(prefix, name, jwt.layer(plain)),
@@ -359,6 +357,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             replicas: readiness,
         });
     }
+    let router = router.with_original_uri(any_sigv4);
     crate::telemetry::set_routes(config.buckets.iter().map(|b| b.path_prefix.as_str()));
     if let Some(store) = &cache_store {
         metrics.watch_cache(store.clone());
