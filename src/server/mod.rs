@@ -8,8 +8,10 @@
 //! `server.max_client_connections` new connections are refused at once.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -28,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::reload::Live;
 use signals::{reload_on_sighup, shutdown_signal, sighup, terminate};
 use threads::ConnectionThreads;
-use watchdog::{ConnState, TrackedBody, Watched, WATCHDOG_TICK};
+use watchdog::{nudge_waker, ConnState, Nudge, TrackedBody, Watched, WATCHDOG_TICK};
 
 mod signals;
 mod threads;
@@ -406,28 +408,39 @@ where
     let conn = ctx.builder.serve_connection(io, svc).into_owned();
     tokio::pin!(conn);
     let mut stop = ctx.stop.clone();
+    let mut stop = std::pin::pin!(stop.wait_for(|s| *s));
     let mut stopping = false;
     let mut tick = tokio::time::interval(WATCHDOG_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, peer = %ctx.peer, "client connection ended with an error");
-                }
-                return;
+    // The tick and the stop signal wake the task through `nudge`, and are
+    // polled only after they did (see `Nudge`).
+    let nudge = Nudge::new();
+    let nudge_waker = nudge_waker(&nudge);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, peer = %ctx.peer, "client connection ended with an error");
             }
-            _ = stop.wait_for(|s| *s), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = tick.tick() => {
-                if let Some(reason) = state.expired(&ctx.limits) {
-                    tracing::debug!(peer = %ctx.peer, reason, "closing the client connection");
-                    ctx.metrics.connection_closed(reason);
-                    return;
-                }
+            return Poll::Ready(());
+        }
+        if !nudge.take(cx) {
+            return Poll::Pending;
+        }
+        let mut side = Context::from_waker(&nudge_waker);
+        if !stopping && stop.as_mut().poll(&mut side).is_ready() {
+            stopping = true;
+            conn.as_mut().graceful_shutdown();
+            // The connection acts on it when polled again.
+            cx.waker().wake_by_ref();
+        }
+        while tick.poll_tick(&mut side).is_ready() {
+            if let Some(reason) = state.expired(&ctx.limits) {
+                tracing::debug!(peer = %ctx.peer, reason, "closing the client connection");
+                ctx.metrics.connection_closed(reason);
+                return Poll::Ready(());
             }
         }
-    }
+        Poll::Pending
+    })
+    .await;
 }

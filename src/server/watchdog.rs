@@ -6,16 +6,60 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::ConnectionLimits;
 
 /// How often each connection's timeouts are checked (their resolution).
 pub(super) const WATCHDOG_TICK: Duration = Duration::from_millis(500);
+
+/// The waker of a connection's watchdog tick and stop signal: it marks that
+/// one of them woke, then wakes the connection's task. The task polls them
+/// only when marked, instead of beside the connection on every wake (~500
+/// instructions per poll, 2% of a cache hit's; issue 13).
+#[derive(Debug)]
+pub(super) struct Nudge {
+    task: AtomicWaker,
+    woke: AtomicBool,
+}
+
+impl Nudge {
+    /// Marked, so that the first poll arms the tick and the stop signal.
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            task: AtomicWaker::new(),
+            woke: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether the tick or the stop signal woke since the last call; the
+    /// task of `cx` is woken by the next of them.
+    pub(super) fn take(&self, cx: &Context<'_>) -> bool {
+        self.task.register(cx.waker());
+        self.woke.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Wake for Nudge {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woke.store(true, Ordering::SeqCst);
+        self.task.wake();
+    }
+}
+
+/// A waker for the tick and the stop signal of a connection.
+pub(super) fn nudge_waker(nudge: &Arc<Nudge>) -> Waker {
+    Waker::from(nudge.clone())
+}
 
 /// What the watchdog of one connection reads: requests in progress, when the
 /// connection last became idle, when a request head started, and the

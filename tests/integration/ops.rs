@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::common::*;
 
 const TOKEN: &str = "admin-token-for-tests";
@@ -654,10 +656,28 @@ async fn drains_on(signal: &str) {
     let mut download = client().get(proxy.url("/d/big.bin")).send().await.unwrap();
     assert_eq!(download.status(), 200);
     let mut body = download.chunk().await.unwrap().unwrap().to_vec();
+    // A keep-alive connection idle between requests when the signal comes.
+    let mut idle = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
 
     proxy.signal(signal);
     assert!(proxy.wait_for_log("shutting down", WAIT).await);
     assert!(proxy.wait_for_log("stopped accepting connections", WAIT).await);
+    // It is closed at once, not at the idle timeout (60 s) or the drain's
+    // end (`shutdown_grace_seconds`, 30 s).
+    let closed = async {
+        let mut buf = [0u8; 1024];
+        while !matches!(idle.read(&mut buf).await, Ok(0) | Err(_)) {}
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), closed).await.is_ok(),
+        "an idle connection stayed open after {signal}"
+    );
     // A fresh client, so a new connection: the listener is closed.
     for path in ["/ready", "/d/big.bin"] {
         match client().get(proxy.url(path)).send().await {
