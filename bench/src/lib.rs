@@ -46,7 +46,7 @@ const MOUNTS: [(&str, &str); 4] = [
 
 /// Routing as the proxy runs it: a request through `PrefixRouter`'s
 /// `Service::call` (longest-prefix match, the prefix stripped from the URI,
-/// `MatchedBucket` recorded on the request and the response), cloned per
+/// `MatchedBucket` recorded on the response, as the binary routes), cloned per
 /// request as axum's `fallback_service` does, into a mounted bucket service
 /// that answers at once.
 pub struct Routing {
@@ -69,7 +69,9 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    MOUNTS.iter().fold(PrefixRouter::new(), |router, (prefix, name)| {
+    // As the binary sets it up without SigV4 buckets.
+    let router = PrefixRouter::new().with_original_uri(false).with_matched_bucket(false);
+    MOUNTS.iter().fold(router, |router, (prefix, name)| {
         router.mount(prefix, *name, service.clone()).expect("valid prefix")
     })
 }
@@ -392,7 +394,7 @@ mod tests {
                 .unwrap();
             assert_eq!(res.status(), StatusCode::OK);
             let matched = res.extensions().get::<MatchedBucket>().expect("routed");
-            assert_eq!(&*matched.0, "data");
+            assert_eq!(&*matched.name, "data");
         }
         assert_eq!((routing.run(), routing.run_with_key()), (200, 200));
     }

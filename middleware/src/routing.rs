@@ -19,9 +19,16 @@ use crate::error::S3Error;
 use crate::object::request_id;
 use crate::s3api::S3Operation;
 
-/// The name of the bucket a request was routed to, as a request extension.
+/// The bucket a request was routed to and the S3 call it makes: an
+/// extension of the routed request (unless turned off with
+/// [`PrefixRouter::with_matched_bucket`]) and of its response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MatchedBucket(pub Arc<str>);
+pub struct MatchedBucket {
+    /// The bucket's name, as mounted.
+    pub name: Arc<str>,
+    /// The S3 call, from the method, the path under the prefix and the query.
+    pub operation: S3Operation,
+}
 
 /// The URI as the client sent it, before the prefix was stripped, as a
 /// request extension (SigV4 signs it).
@@ -50,8 +57,8 @@ pub enum PrefixError {
 /// `NAME.<domain>` goes to the bucket mounted at `/NAME`, with its path
 /// unchanged (virtual-hosted-style S3 addressing).
 ///
-/// The response of a routed request carries [`MatchedBucket`] and the
-/// [`S3Operation`] it called, as extensions (for the access log).
+/// The response of a routed request carries [`MatchedBucket`] (the bucket
+/// and the [`S3Operation`] it called) as an extension, for the access log.
 #[derive(Clone, Default)]
 pub struct PrefixRouter {
     // Longest prefix first.
@@ -60,6 +67,8 @@ pub struct PrefixRouter {
     s3_domain: Option<Arc<str>>,
     // Set [`OriginalUri`] on routed requests (the default).
     skip_original_uri: bool,
+    // Set [`MatchedBucket`] on routed requests (the default).
+    skip_matched_on_requests: bool,
 }
 
 impl std::fmt::Debug for PrefixRouter {
@@ -117,6 +126,15 @@ impl PrefixRouter {
     /// no such layer behind it can skip the clone and the insert.
     pub fn with_original_uri(mut self, keep: bool) -> Self {
         self.skip_original_uri = !keep;
+        self
+    }
+
+    /// Whether routed requests carry [`MatchedBucket`] (the default: yes;
+    /// their responses always do). A router whose buckets do not read it
+    /// can skip the insert: the request then has no extension map to
+    /// allocate and free (issue 13).
+    pub fn with_matched_bucket(mut self, on_requests: bool) -> Self {
+        self.skip_matched_on_requests = !on_requests;
         self
     }
 
@@ -210,15 +228,20 @@ impl Service<Request<Body>> for PrefixRouter {
         if let Ok(uri) = Uri::from_maybe_shared(bytes::Bytes::from(pq)) {
             *req.uri_mut() = uri;
         }
-        let matched = MatchedBucket(name.clone());
-        req.extensions_mut().insert(matched.clone());
+        let matched = MatchedBucket {
+            name: name.clone(),
+            operation,
+        };
+        if !self.skip_matched_on_requests {
+            req.extensions_mut().insert(matched.clone());
+        }
         if let Some(original) = original.filter(|_| req.extensions().get::<OriginalUri>().is_none()) {
             req.extensions_mut().insert(original);
         }
         RouteFuture {
             state: RouteState::Routed {
                 fut: route.clone().oneshot(req),
-                matched: Some((matched, operation)),
+                matched: Some(matched),
             },
         }
     }
@@ -226,9 +249,8 @@ impl Service<Request<Body>> for PrefixRouter {
 
 pin_project! {
     /// The response future of [`PrefixRouter`]: a `NoSuchBucket` answer, or
-    /// the routed bucket's response with [`MatchedBucket`] and
-    /// [`S3Operation`] added to its extensions (for the request log around
-    /// the router).
+    /// the routed bucket's response with [`MatchedBucket`] added to its
+    /// extensions (for the request log around the router).
     pub struct RouteFuture {
         #[pin]
         state: RouteState,
@@ -242,7 +264,7 @@ pin_project! {
         Routed {
             #[pin]
             fut: Oneshot<Route, Request<Body>>,
-            matched: Option<(MatchedBucket, S3Operation)>,
+            matched: Option<MatchedBucket>,
         },
     }
 }
@@ -255,9 +277,8 @@ impl Future for RouteFuture {
             RouteStateProj::Answered { res } => Poll::Ready(Ok(res.take().expect("polled after completion"))),
             RouteStateProj::Routed { fut, matched } => {
                 let mut res = ready!(fut.poll(cx))?;
-                if let Some((matched, operation)) = matched.take() {
+                if let Some(matched) = matched.take() {
                     res.extensions_mut().insert(matched);
-                    res.extensions_mut().insert(operation);
                 }
                 Poll::Ready(Ok(res))
             }
@@ -274,7 +295,7 @@ mod tests {
     ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + Sync
     {
         tower::service_fn(move |req: Request<Body>| async move {
-            let bucket = req.extensions().get::<MatchedBucket>().unwrap().0.clone();
+            let bucket = req.extensions().get::<MatchedBucket>().unwrap().name.clone();
             Ok::<_, Infallible>(Response::new(Body::from(format!("{tag} {bucket} {}", req.uri()))))
         })
     }
@@ -300,6 +321,31 @@ mod tests {
         assert_eq!(get(&router, "/assets/a.txt?x=1").await.1, "/assets/a.txt?x=1");
         let router = router.with_original_uri(false);
         assert_eq!(get(&router, "/assets/a.txt?x=1").await.1, "none");
+    }
+
+    #[tokio::test]
+    async fn matched_bucket_on_requests_can_be_turned_off_and_responses_keep_it() {
+        let seen = tower::service_fn(|req: Request<Body>| async move {
+            let seen = req.extensions().get::<MatchedBucket>().map(|m| m.name.to_string());
+            Ok::<_, Infallible>(Response::new(Body::from(seen.unwrap_or_else(|| "none".into()))))
+        });
+        let router = PrefixRouter::new().mount("/assets", "assets", seen).unwrap();
+        for (router, on_request) in [(router.clone(), "assets"), (router.with_matched_bucket(false), "none")] {
+            let res = router
+                .oneshot(Request::head("/assets/a.txt").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let matched = res.extensions().get::<MatchedBucket>().cloned();
+            let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+            assert_eq!(&body[..], on_request.as_bytes());
+            assert_eq!(
+                matched,
+                Some(MatchedBucket {
+                    name: "assets".into(),
+                    operation: S3Operation::HeadObject
+                })
+            );
+        }
     }
 
     #[tokio::test]
@@ -337,7 +383,7 @@ mod tests {
                     .oneshot(Request::get(uri).header("host", host).body(Body::empty()).unwrap())
                     .await
                     .unwrap();
-                let op = res.extensions().get::<S3Operation>().copied();
+                let op = res.extensions().get::<MatchedBucket>().map(|m| m.operation);
                 let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
                 (String::from_utf8(body.to_vec()).unwrap(), op)
             }

@@ -15,7 +15,6 @@ use yatagarasu_middleware::cache::X_CACHE;
 use yatagarasu_middleware::failover::HedgeOutcome;
 use yatagarasu_middleware::http::headers::body_length;
 use yatagarasu_middleware::routing::MatchedBucket;
-use yatagarasu_middleware::s3api::S3Operation;
 use yatagarasu_middleware::upstream::REPLICA_HEADER;
 
 use crate::metrics::{InFlight, Metrics};
@@ -64,15 +63,13 @@ pub(crate) fn begin(metrics: &Arc<Metrics>, req: &Request<Body>, id: &HeaderValu
 /// the bytes sent; the request metrics are recorded at the same moment.
 pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
     let header = |name: HeaderName| res.headers().get(name).cloned();
+    let matched = res.extensions().get::<MatchedBucket>();
     let record = AccessRecord {
         replica: header(REPLICA_HEADER),
         cache: header(X_CACHE),
         hedge: res.extensions().get::<HedgeOutcome>().map_or("-", |h| h.as_str()),
-        bucket: res
-            .extensions()
-            .get::<MatchedBucket>()
-            .map_or_else(|| Arc::from("-"), |b| b.0.clone()),
-        operation: res.extensions().get::<S3Operation>().map_or("-", |op| op.as_str()),
+        bucket: matched.map_or_else(|| Arc::from("-"), |m| m.name.clone()),
+        operation: matched.map_or("-", |m| m.operation.as_str()),
         identity: res.extensions().get::<Identity>().and_then(|i| i.subject.clone()),
         status: res.status().as_u16(),
         expected: body_length(&res),
