@@ -727,14 +727,28 @@ async fn every_access_line_is_written_whole_before_exit() {
     let (before, after) = logs.split_once(" INFO stopped\n").unwrap();
     let lines: Vec<&str> = before.lines().filter(|l| l.contains(" path=/d/obj.txt ")).collect();
     assert_eq!(lines.len(), 400, "{logs}");
-    for line in lines {
+    for line in &lines {
         assert!(
             line.contains(" INFO request request_id=")
                 && line.contains(" status=200 ")
                 && line.contains(" duration_ms="),
             "a line cut or mixed with another: {line}"
         );
+        // What the router told the edge.
+        assert!(
+            line.contains(" bucket=ha ") && line.contains(" operation=\"GetObject\" "),
+            "{line}"
+        );
     }
+    // What the cache and the failover told it: hits, and the one fill from
+    // the backup (or a few, for requests that raced it).
+    assert!(lines.iter().any(|l| l.contains(" cache=HIT-MEMORY ")), "{logs}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" replica=backup ") && l.contains(" cache=MISS")),
+        "{logs}"
+    );
     assert!(
         !after.contains(" path=/d/obj.txt "),
         "access lines after the last line: {after}"

@@ -305,6 +305,10 @@ async fn new_trace_is_exported_and_logged_in_json() {
     let res = client().get(proxy.url("/t/b.txt")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let x_cache = res
+        .headers()
+        .get("x-cache")
+        .map_or("-".to_owned(), |v| v.to_str().unwrap().to_owned());
     assert_eq!(res.text().await.unwrap(), "bee\n");
 
     let (trace, _) = primary
@@ -327,6 +331,11 @@ async fn new_trace_is_exported_and_logged_in_json() {
         .find(|v| v["request_id"] == id.as_str())
         .unwrap_or_else(|| panic!("no JSON access line for {id}:\n{logs}"));
     assert_eq!(line["trace_id"], trace.as_str(), "{line}");
+    // What the router, the failover and the cache told the edge.
+    assert_eq!(line["bucket"], "traced", "{line}");
+    assert_eq!(line["operation"], "GetObject", "{line}");
+    assert_eq!(line["replica"], "primary", "{line}");
+    assert_eq!(line["cache"], x_cache.as_str(), "{line}");
 }
 
 /// Tracing off (no `tracing.otlp_endpoint`, even with the OpenTelemetry

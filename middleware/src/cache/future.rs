@@ -301,29 +301,29 @@ fn answer(obj: &CachedObject, req: &ObjectRequest, x_cache: &'static str) -> Res
     let mut res = Response::new(body);
     let headers = res.headers_mut();
     *headers = obj.whole_head().clone();
-    // All three are in the prebuilt head already: set in place, no insert.
     let age = now_ms().saturating_sub(obj.stored_at_ms()) / 1000;
-    match req.request_id() {
-        Some(id) => match headers.get_mut(REQUEST_ID) {
-            Some(slot) => *slot = id.clone(),
-            None => {
-                headers.insert(REQUEST_ID, id.clone());
+    let mut slots = [
+        (X_CACHE, Some(HeaderValue::from_static(x_cache))),
+        (header::AGE, Some(HeaderValue::from(age))),
+        (REQUEST_ID, req.request_id().cloned()),
+    ];
+    // All three are in the prebuilt head already: set in place in one pass
+    // over it (a lookup each hashed the name: ~300 instructions a hit;
+    // issue 13), no insert.
+    for (name, value) in headers.iter_mut() {
+        if let Some((_, slot)) = slots.iter_mut().find(|(n, _)| n == name) {
+            if let Some(v) = slot.take() {
+                *value = v;
             }
-        },
-        None => {
-            headers.remove(REQUEST_ID);
         }
     }
-    for (name, value) in [
-        (X_CACHE, HeaderValue::from_static(x_cache)),
-        (header::AGE, HeaderValue::from(age)),
-    ] {
-        match headers.get_mut(&name) {
-            Some(slot) => *slot = value,
-            None => {
-                headers.insert(name, value);
-            }
+    for (name, value) in slots {
+        if let Some(v) = value {
+            headers.insert(name, v);
         }
+    }
+    if req.request_id().is_none() {
+        headers.remove(REQUEST_ID);
     }
     res
 }
