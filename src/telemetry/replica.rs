@@ -11,16 +11,16 @@ use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing::Span;
 use yatagarasu_middleware::error::FetchError;
-use yatagarasu_middleware::failover::Attempt;
 use yatagarasu_middleware::object::ObjectRequest;
 
 use super::{enabled, inject, TARGET};
 
 /// Attributes an attempt takes from its request: attempt number and kind
 /// (failover, hedge): `yatagarasu.attempt` and `yatagarasu.attempt_kind`,
-/// from the [`Attempt`] the failover puts on every request it sends.
+/// from the [`Attempt`](yatagarasu_middleware::failover::Attempt) the
+/// failover puts on every request it sends.
 fn attempt_attributes(req: &ObjectRequest, span: &Span) {
-    if let Some(attempt) = req.extensions().get::<Attempt>() {
+    if let Some(attempt) = req.attempt() {
         span.record("yatagarasu.attempt", attempt.number);
         span.record("yatagarasu.attempt_kind", attempt.kind.as_str());
     }

@@ -1,5 +1,6 @@
 //! What the failover tells the layers below (and the access log) about each
-//! attempt: a request extension on every request it sends to a replica, and
+//! attempt: [`ObjectRequest::attempt`](crate::object::ObjectRequest::attempt)
+//! on every request it sends to a replica, and, when a hedge was sent,
 //! response extensions on the answer it returns.
 
 /// Why a request was sent to a replica.
@@ -27,9 +28,10 @@ impl AttemptKind {
     }
 }
 
-/// Inserted by the failover into the extensions of each request it sends to
-/// a replica ([`ObjectRequest::extensions`](crate::object::ObjectRequest::extensions)),
-/// and into the response it returns (the attempt that answered): the
+/// Set by the failover on each request it sends to a replica
+/// ([`ObjectRequest::attempt`](crate::object::ObjectRequest::attempt)), and,
+/// when a hedge was sent, inserted beside [`HedgeOutcome`] into the
+/// extensions of the response it returns (the attempt that answered): the
 /// attempt's number for this client request (1 for the first) and its kind.
 /// Layers below the failover (e.g. a tracing span per attempt) read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,7 +44,8 @@ pub struct Attempt {
 }
 
 /// Inserted into the response's extensions when a hedge was sent for it:
-/// which of the two attempts answered first.
+/// which of the two attempts answered first (the [`Attempt`] that answered
+/// is inserted beside it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HedgeOutcome {
     /// The hedge answered first (the slow replica's request was cancelled).

@@ -59,19 +59,12 @@ impl<F> Future for Sent<F>
 where
     F: Future<Output = Result<Response<Body>, FetchError>>,
 {
-    type Output = (Duration, Result<Response<Body>, FetchError>);
+    type Output = (Duration, Attempt, Result<Response<Body>, FetchError>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let answer = ready!(this.fut.as_mut().poll(cx));
-        let attempt = *this.attempt;
-        Poll::Ready((
-            this.started.elapsed(),
-            answer.map(|mut res| {
-                res.extensions_mut().insert(attempt);
-                res
-            }),
-        ))
+        Poll::Ready((this.started.elapsed(), *this.attempt, answer))
     }
 }
 
@@ -102,8 +95,7 @@ where
     /// Sends `req` to replica `i` through `svc` (ready) as `attempt`.
     pub(super) fn send(&self, i: usize, svc: &mut S, req: &ObjectRequest, attempt: Attempt) -> Sent<S::Future> {
         let replica = &self.replicas[i];
-        let mut req = req.clone();
-        req.extensions_mut().insert(attempt);
+        let req = req.clone().with_attempt(attempt);
         self.events.request(&self.bucket, replica.name());
         let pending = replica.latency().start();
         Sent {
@@ -157,9 +149,9 @@ where
                 let Some(call) = this.call.as_mut().as_pin_mut() else {
                     unreachable!("a flight without a hedge ends with its answer");
                 };
-                if let Poll::Ready(answer) = call.poll(cx) {
+                if let Poll::Ready((rtt, _, answer)) = call.poll(cx) {
                     this.call.set(None);
-                    let answer = shared.landed(i, answer);
+                    let answer = shared.landed(i, (rtt, answer));
                     return Poll::Ready(match shared.judge(i, answer, pass.seen, pass.accept) {
                         Some(res) => Landed::Answer(i, res),
                         None => Landed::MoveOn,
@@ -216,7 +208,7 @@ where
             // Two requests in flight (or one left, after the other's answer
             // was not usable): the first usable answer wins.
             let racing = this.call.is_some() && this.hedge.is_some();
-            let (winner, answer) =
+            let (winner, (rtt, attempt, answer)) =
                 if let Some(Poll::Ready(answer)) = this.call.as_mut().as_pin_mut().map(|c| c.poll(cx)) {
                     this.call.set(None);
                     (i, answer)
@@ -226,7 +218,7 @@ where
                 } else {
                     return Poll::Pending;
                 };
-            let answer = shared.landed(winner, answer);
+            let answer = shared.landed(winner, (rtt, answer));
             let Some(mut res) = shared.judge(winner, answer, pass.seen, pass.accept) else {
                 if this.call.is_none() && this.hedge.is_none() {
                     return Poll::Ready(Landed::MoveOn);
@@ -258,6 +250,7 @@ where
                 HedgeOutcome::Lost
             };
             res.extensions_mut().insert(outcome);
+            res.extensions_mut().insert(attempt);
             return Poll::Ready(Landed::Answer(winner, res));
         }
     }

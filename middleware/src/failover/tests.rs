@@ -27,15 +27,21 @@ fn scripted(
     calls: Arc<AtomicUsize>,
 ) -> (Replica<Svc>, Arc<CircuitBreaker>) {
     let script = Arc::new(Mutex::new(script));
-    let inner = tower::service_fn(move |_req: ObjectRequest| {
+    let inner = tower::service_fn(move |req: ObjectRequest| {
         calls.fetch_add(1, Ordering::SeqCst);
         let mut s = script.lock().unwrap();
         let next = if s.len() > 1 { s.remove(0) } else { s[0] };
+        // The attempt as the replica saw it.
+        let attempt = req
+            .attempt()
+            .map(|a| format!("{} {}", a.number, a.kind.as_str()))
+            .unwrap_or_default();
         async move {
             match next {
                 Ok(status) => {
                     let mut res = Response::new(Body::from(name));
                     *res.status_mut() = StatusCode::from_u16(status).unwrap();
+                    res.headers_mut().insert("x-attempt", attempt.parse().unwrap());
                     Ok(res)
                 }
                 Err(()) => Err(FetchError::Timeout(Duration::from_secs(1))),
@@ -207,7 +213,7 @@ fn slow_to(
     seen: Arc<Mutex<Vec<Attempt>>>,
 ) -> (Replica<Svc>, Arc<CircuitBreaker>) {
     let inner = tower::service_fn(move |req: ObjectRequest| {
-        seen.lock().unwrap().push(*req.extensions().get::<Attempt>().unwrap());
+        seen.lock().unwrap().push(req.attempt().unwrap());
         async move {
             tokio::time::sleep(delay).await;
             if ok {
@@ -433,13 +439,9 @@ async fn a_failed_pass_is_retried_with_every_replica_again_after_the_backoff() {
         .retries(1, Duration::from_millis(10), Duration::from_millis(20))
         .build();
     let res = failover.oneshot(ObjectRequest::get("k")).await.unwrap();
-    assert_eq!(
-        res.extensions().get::<Attempt>(),
-        Some(&Attempt {
-            number: 3,
-            kind: AttemptKind::Failover
-        })
-    );
+    assert_eq!(res.headers()["x-attempt"], "3 failover");
+    // No hedge was sent: the attempt is on the request only.
+    assert_eq!(res.extensions().get::<Attempt>(), None);
     assert_eq!(body(res).await, "a");
     assert_eq!((a_calls.load(Ordering::SeqCst), b_calls.load(Ordering::SeqCst)), (2, 1));
 }
