@@ -21,11 +21,18 @@ pub fn request_id(headers: &HeaderMap) -> Option<&str> {
 /// The `Content-Length` of a message, when it has one that parses
 /// (RFC 9110 §8.6: one non-negative decimal number).
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+    // One pass over the bytes (a `to_str`, a digit check and `parse` were
+    // three, ~300 instructions a pass-through; issue 13).
+    let value = headers.get(header::CONTENT_LENGTH)?.as_bytes().trim_ascii();
+    if value.is_empty() {
         return None;
     }
-    value.parse().ok()
+    value.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// The body bytes a response will send: the body's exact size when it knows
