@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use cache_support::*;
-use http::{header, HeaderValue, Request, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use tower::ServiceExt;
 use yatagarasu_middleware::cache::{
     BodyPlacement, Cache, CacheConfig, CacheLayer, CacheStore, CachedObject, PlacedBodyWriter,
@@ -123,11 +123,37 @@ async fn miss_then_hit_through_a_real_s3_replica() {
     .await;
     assert_eq!(x_cache(&res), "HIT-REDIS");
     assert_eq!(res.headers()["x-request-id"], "req-8");
+    hit_head_once(&res, Some("req-8"));
     assert_eq!(body_of(res).await, "hello from s3");
     let res = get(&b, ObjectRequest::get("dir/a b.txt")).await;
     assert_eq!(x_cache(&res), "HIT-MEMORY");
     assert!(!res.headers().contains_key("x-request-id"));
+    hit_head_once(&res, None);
+    let res = get(
+        &b,
+        ObjectRequest::get("dir/a b.txt").with_request_id(Some(HeaderValue::from_static("req-9"))),
+    )
+    .await;
+    assert_eq!(x_cache(&res), "HIT-MEMORY");
+    hit_head_once(&res, Some("req-9"));
     assert_eq!(s3.requests(), 1);
+}
+
+/// A whole-object hit's head: one `X-Cache`, one `Age` in whole seconds,
+/// the request's id once (or none), and the object's own headers.
+fn hit_head_once(res: &Response<Body>, id: Option<&str>) {
+    let count = |name: &str| res.headers().get_all(name).iter().count();
+    assert_eq!(count("x-cache"), 1, "{:?}", res.headers());
+    assert_eq!(count("age"), 1, "{:?}", res.headers());
+    let age: u64 = res.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!(age < 60, "age {age}");
+    assert_eq!(count("x-request-id"), usize::from(id.is_some()), "{:?}", res.headers());
+    if let Some(id) = id {
+        assert_eq!(res.headers()["x-request-id"], id);
+    }
+    assert_eq!(count("etag"), 1, "{:?}", res.headers());
+    assert_eq!(res.headers()[header::CONTENT_LENGTH], "13");
+    assert_eq!(res.headers()[header::ACCEPT_RANGES], "bytes");
 }
 
 #[tokio::test]

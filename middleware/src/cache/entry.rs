@@ -87,6 +87,10 @@ impl CachedObject {
     /// `Content-Length` and `Accept-Ranges` (built once, cloned per hit),
     /// then `X-Cache` and `Age` with placeholder values that each answer
     /// overwrites in place (an insert into a clone would grow it).
+    ///
+    /// It starts with [`X_CACHE`], `Age` and
+    /// [`REQUEST_ID`](crate::http::headers::REQUEST_ID), placeholders a hit
+    /// fills.
     pub fn whole_head(&self) -> &HeaderMap {
         &self.head
     }
@@ -243,16 +247,24 @@ const HEAD_ROOM: usize = 8;
 /// so a header added to it moves them all to a larger allocation.
 fn whole_head(headers: &HeaderMap, len: usize) -> HeaderMap {
     let mut head = HeaderMap::with_capacity(headers.len() + 2 + HEAD_ROOM);
+    // The per-hit slots first, in this order: a hit fills them by position
+    // (`cache::future::answer`).
+    for (name, value) in HIT_SLOTS.iter().zip(["HIT-MEMORY", "0", "-"]) {
+        head.insert(name.clone(), HeaderValue::from_static(value));
+    }
     for (name, value) in headers.iter() {
-        head.append(name.clone(), value.clone());
+        if !HIT_SLOTS.contains(name) {
+            head.append(name.clone(), value.clone());
+        }
     }
     head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    head.insert(X_CACHE, HeaderValue::from_static("HIT-MEMORY"));
-    head.insert(header::AGE, HeaderValue::from_static("0"));
-    head.insert(REQUEST_ID, HeaderValue::from_static("-"));
     head
 }
+
+/// The headers a hit sets on a whole object's prebuilt head: the first
+/// three of [`CachedObject::whole_head`], in this order.
+pub(crate) const HIT_SLOTS: [HeaderName; 3] = [X_CACHE, header::AGE, REQUEST_ID];
 
 fn take_prefixed(buf: &mut Bytes) -> Option<Bytes> {
     if buf.remaining() < 2 {

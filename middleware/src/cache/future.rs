@@ -21,6 +21,7 @@ use tower::Service;
 use super::body::{Fill, FillBuffer, TeeBody};
 use super::entry::now_ms;
 use super::entry::CachedObject;
+use super::entry::HIT_SLOTS;
 use super::serve::respond;
 use super::slice::{self, Fetcher};
 use super::stats::CacheStats;
@@ -302,24 +303,28 @@ fn answer(obj: &CachedObject, req: &ObjectRequest, x_cache: &'static str) -> Res
     let headers = res.headers_mut();
     *headers = obj.whole_head().clone();
     let age = now_ms().saturating_sub(obj.stored_at_ms()) / 1000;
-    let mut slots = [
-        (X_CACHE, Some(HeaderValue::from_static(x_cache))),
-        (header::AGE, Some(HeaderValue::from(age))),
-        (REQUEST_ID, req.request_id().cloned()),
+    let mut values = [
+        Some(HeaderValue::from_static(x_cache)),
+        Some(HeaderValue::from(age)),
+        req.request_id().cloned(),
     ];
-    // All three are in the prebuilt head already: set in place in one pass
-    // over it (a lookup each hashed the name: ~300 instructions a hit;
-    // issue 13), no insert.
-    for (name, value) in headers.iter_mut() {
-        if let Some((_, slot)) = slots.iter_mut().find(|(n, _)| n == name) {
-            if let Some(v) = slot.take() {
-                *value = v;
+    // The prebuilt head starts with the three slots (`HIT_SLOTS`): set in
+    // place by position, no lookup hashing a name (issue 13).
+    let mut entries = headers.iter_mut();
+    for (slot, value) in HIT_SLOTS.iter().zip(values.iter_mut()) {
+        match entries.next() {
+            Some((name, v)) if name == slot => {
+                if let Some(value) = value.take() {
+                    *v = value;
+                }
             }
+            _ => break,
         }
     }
-    for (name, value) in slots {
-        if let Some(v) = value {
-            headers.insert(name, v);
+    // Not in place (a head built otherwise): by name.
+    for (name, value) in HIT_SLOTS.iter().zip(values) {
+        if let Some(value) = value {
+            headers.insert(name.clone(), value);
         }
     }
     if req.request_id().is_none() {
