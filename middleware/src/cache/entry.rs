@@ -83,14 +83,12 @@ impl CachedObject {
         &self.headers
     }
 
-    /// The headers of a `200` answer with the whole body: the stored ones,
-    /// `Content-Length` and `Accept-Ranges` (built once, cloned per hit),
-    /// then `X-Cache` and `Age` with placeholder values that each answer
-    /// overwrites in place (an insert into a clone would grow it).
-    ///
-    /// It starts with [`X_CACHE`], `Age` and
-    /// [`REQUEST_ID`](crate::http::headers::REQUEST_ID), placeholders a hit
-    /// fills.
+    /// The headers of a `200` answer with the whole body (built once,
+    /// cloned per hit): first [`X_CACHE`], `Age` and
+    /// [`REQUEST_ID`](crate::http::headers::REQUEST_ID) with placeholder
+    /// values that each answer overwrites in place (an insert into a clone
+    /// would grow it), then the stored ones, `Content-Length` and
+    /// `Accept-Ranges`.
     pub fn whole_head(&self) -> &HeaderMap {
         &self.head
     }
