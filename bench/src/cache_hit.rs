@@ -1,13 +1,15 @@
 //! Cache hits: an object served from the proxy's memory tier, against nginx
-//! `proxy_cache` in front of the same S3 server (and nginx serving the file
-//! itself, for the small object), under wrk at every `--connections` count.
+//! `proxy_cache` in front of the same S3 server (and, for the small object,
+//! nginx serving the file itself and `hyper-floor`, a bare hyper server
+//! answering from memory), under wrk at every `--connections` count.
 //! Figures: req/s (MiB/s for the 1 MiB object), p99, and the server's CPU
 //! seconds per 100k hits (per GiB served for the 1 MiB object).
 
 use crate::data::{self, human_size, Object, GIB, MIB};
 use crate::measure::{client, expect_hit, fmt_ratio, fmt_us, get};
 use crate::nginx::{Nginx, Site};
-use crate::servers::{bucket_block, config, Proxy, S3Server, MEMORY_CACHE};
+use crate::procs::Proc;
+use crate::servers::{bucket_block, config, Floor, Proxy, S3Server, MEMORY_CACHE};
 use crate::suite::{Env, Outcome, Scenario};
 use crate::wrk::{self, Load};
 
@@ -35,10 +37,48 @@ fn medium(env: &mut Env) -> Result<Outcome, String> {
     run(env, data::MEDIUM, false)
 }
 
-/// An nginx peer and the URL a client asks it for.
+/// A server the proxy is measured against.
+enum Server {
+    Nginx(Nginx),
+    /// `hyper-floor`: a reference (no goal), with the access log off only.
+    Floor(Floor),
+}
+
+/// A peer and the URL a client asks it for.
 struct Peer {
-    nginx: Nginx,
+    server: Server,
     url: String,
+}
+
+impl Peer {
+    fn label(&self) -> &'static str {
+        match &self.server {
+            Server::Nginx(n) => n.site.label(),
+            Server::Floor(_) => "hyper floor",
+        }
+    }
+
+    fn proc(&self) -> &Proc {
+        match &self.server {
+            Server::Nginx(n) => &n.proc,
+            Server::Floor(f) => &f.proc,
+        }
+    }
+
+    /// The goal of the proxy's throughput against this peer.
+    fn goal(&self, big: bool) -> &'static str {
+        match (&self.server, big) {
+            (
+                Server::Nginx(Nginx {
+                    site: Site::Proxy { .. },
+                    ..
+                }),
+                true,
+            ) => ">= 1.2",
+            (Server::Nginx(_), false) => ">= 1.0",
+            _ => "",
+        }
+    }
 }
 
 /// The CPU figure for `object`: per 100k hits, or per GiB served for large objects.
@@ -108,7 +148,25 @@ fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, Stri
                 }
             }
         }
-        peers.push(Peer { nginx, url });
+        peers.push(Peer {
+            server: Server::Nginx(nginx),
+            url,
+        });
+    }
+    // The floor logs nothing: like for like only with the access log off.
+    if with_static && !opts.access_log() {
+        let file = env.root.join(data::BUCKET).join(object.key);
+        if let Some(floor) = Floor::start(&format!("hyper-floor-{tag}"), &file, &env.logs)? {
+            let url = floor.url(object.key);
+            let got = env.rt.block_on(get(&client, &url))?;
+            if got.status != 200 || got.len as u64 != object.size {
+                return Err(format!("hyper floor: status {} with {} bytes", got.status, got.len));
+            }
+            peers.push(Peer {
+                server: Server::Floor(floor),
+                url,
+            });
+        }
     }
 
     let mut summary = Vec::new();
@@ -117,19 +175,16 @@ fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, Stri
         let ours = wrk::measured(&opts, &url, c, proxy.proc.pid())?;
         let mut theirs = Vec::new();
         for p in &peers {
-            theirs.push(wrk::measured(&opts, &p.url, c, p.nginx.proc.pid())?);
+            theirs.push(wrk::measured(&opts, &p.url, c, p.proc().pid())?);
         }
         let our_cpu = cpu_figure(&ours, object);
         let mut line = format!("-c{c}: yatagarasu {}, CPU {our_cpu:.2} s", throughput(&ours, object),);
         for (p, t) in peers.iter().zip(&theirs) {
-            let peer = p.nginx.site.label();
+            let peer = p.label();
             let their_cpu = cpu_figure(t, object);
             let ratio = ours.wrk.rps / t.wrk.rps;
-            let goal = match (&p.nginx.site, big) {
-                (Site::Proxy { .. }, true) => ">= 1.2",
-                (_, true) => "",
-                (_, false) => ">= 1.0",
-            };
+            let goal = p.goal(big);
+            let reference = goal.is_empty() && !big;
             let (figure, ours_cell, theirs_cell) = if big {
                 (
                     "MiB/s",
@@ -153,7 +208,7 @@ fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, Stri
                 &fmt_us(ours.wrk.p99_us),
                 &format!("{} ({peer})", fmt_us(t.wrk.p99_us)),
                 &fmt_ratio(ours.wrk.p99_us / t.wrk.p99_us),
-                if c == 32 { "<= 1.0" } else { "" },
+                if c == 32 && !reference { "<= 1.0" } else { "" },
             ]);
             env.row([
                 &label,
@@ -161,7 +216,7 @@ fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, Stri
                 &format!("{our_cpu:.2}"),
                 &format!("{their_cpu:.2} ({peer})"),
                 &fmt_ratio(our_cpu / their_cpu),
-                "<= 1.0",
+                if reference { "" } else { "<= 1.0" },
             ]);
             line.push_str(&format!(
                 "; {peer} {}, CPU {their_cpu:.2} s, ratio {ratio:.2}",

@@ -165,3 +165,37 @@ pub fn with_tls(config: &str, cert: &Path, key: &Path) -> String {
         1,
     )
 }
+
+/// `hyper-floor` (this package's other binary) serving one file: the least a
+/// hyper server does per request, the reference under the proxy's stack.
+pub struct Floor {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Floor {
+    /// Starts `hyper-floor` (next to this binary) on `file`, logging to
+    /// `<logs>/<name>.log`; `None` when it was not built.
+    pub fn start(name: &str, file: &Path, logs: &Path) -> Result<Option<Floor>, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let bin = exe.with_file_name("hyper-floor");
+        if !bin.exists() {
+            return Ok(None);
+        }
+        let mut cmd = Command::new(bin);
+        cmd.arg(file);
+        let mut proc = Proc::spawn(name, cmd, logs.join(format!("{name}.log")))?;
+        let addr = proc.wait_for("floor listening on ", Duration::from_secs(10))?;
+        Ok(Some(Floor {
+            proc,
+            base: format!("http://{addr}"),
+        }))
+    }
+
+    /// The URL of `key` (any path gets the file).
+    pub fn url(&self, key: &str) -> String {
+        format!("{}/{BUCKET}/{key}", self.base)
+    }
+}
