@@ -264,6 +264,56 @@ fn whole_head(headers: &HeaderMap, len: usize) -> HeaderMap {
 /// three of [`CachedObject::whole_head`], in this order.
 pub(crate) const HIT_SLOTS: [HeaderName; 3] = [X_CACHE, header::AGE, REQUEST_ID];
 
+/// Ages below this get a static `Age` value ([`age_value`]): 2 h 46 min,
+/// past the default one-hour TTL.
+const STATIC_AGES: u64 = 10_000;
+
+/// The decimal numbers `0..STATIC_AGES`, one after another (38,890 bytes).
+static AGE_DIGITS: [u8; 38_890] = {
+    let mut out = [0u8; 38_890];
+    let (mut n, mut at) = (0u64, 0usize);
+    while n < STATIC_AGES {
+        let width = age_width(n);
+        let (mut i, mut v) = (width, n);
+        while i > 0 {
+            out[at + i - 1] = b'0' + (v % 10) as u8;
+            v /= 10;
+            i -= 1;
+        }
+        at += width;
+        n += 1;
+    }
+    out
+};
+
+const fn age_width(n: u64) -> usize {
+    match n {
+        0..10 => 1,
+        10..100 => 2,
+        100..1000 => 3,
+        _ => 4,
+    }
+}
+
+/// The `Age` header of an entry `age` seconds old. Below [`STATIC_AGES`] it
+/// points into a static table: no allocation, and its clones and drop count
+/// no references (issue 13: `HeaderValue::from(u64)` allocated on every hit).
+pub(crate) fn age_value(age: u64) -> HeaderValue {
+    if age >= STATIC_AGES {
+        return HeaderValue::from(age);
+    }
+    let start = match age {
+        0..10 => age,
+        10..100 => 10 + (age - 10) * 2,
+        100..1000 => 190 + (age - 100) * 3,
+        _ => 2890 + (age - 1000) * 4,
+    } as usize;
+    match std::str::from_utf8(&AGE_DIGITS[start..start + age_width(age)]) {
+        Ok(digits) => HeaderValue::from_static(digits),
+        Err(_) => HeaderValue::from(age),
+    }
+}
+
 fn take_prefixed(buf: &mut Bytes) -> Option<Bytes> {
     if buf.remaining() < 2 {
         return None;
@@ -286,6 +336,14 @@ mod tests {
         h.insert("x-amz-meta-owner", HeaderValue::from_static("me"));
         h.insert("x-yatagarasu-replica", HeaderValue::from_static("p"));
         CachedObject::new(&h, Bytes::from_static(b"hello"), Duration::from_secs(60))
+    }
+
+    /// Every age reads as its decimal number, from the table and past it.
+    #[test]
+    fn age_values_are_the_decimal_seconds() {
+        for age in (0..STATIC_AGES + 3).chain([u64::MAX]) {
+            assert_eq!(age_value(age).to_str().unwrap(), age.to_string(), "age {age}");
+        }
     }
 
     #[test]

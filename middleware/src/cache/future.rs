@@ -305,7 +305,7 @@ fn answer(obj: &CachedObject, req: &ObjectRequest, x_cache: &'static str) -> Res
     let age = now_ms().saturating_sub(obj.stored_at_ms()) / 1000;
     let mut values = [
         Some(HeaderValue::from_static(x_cache)),
-        Some(HeaderValue::from(age)),
+        Some(super::entry::age_value(age)),
         req.request_id().cloned(),
     ];
     // The prebuilt head starts with the three slots (`HIT_SLOTS`): set in

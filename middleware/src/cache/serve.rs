@@ -18,7 +18,7 @@ pub(crate) fn respond(obj: &CachedObject, req: &ObjectRequest, x_cache: &'static
     let headers = res.headers_mut();
     headers.insert(X_CACHE, HeaderValue::from_static(x_cache));
     let age = now_ms().saturating_sub(obj.stored_at_ms()) / 1000;
-    headers.insert(header::AGE, HeaderValue::from(age));
+    headers.insert(header::AGE, super::entry::age_value(age));
     res
 }
 

@@ -182,7 +182,7 @@ pub(crate) async fn serve(policy: Arc<Policy>, req: &ObjectRequest, fetch: Fetch
     }
     headers.insert(X_CACHE, HeaderValue::from_static(SLICE));
     let age = super::entry::now_ms().saturating_sub(index.stored_at_ms) / 1000;
-    headers.insert(header::AGE, HeaderValue::from(age));
+    headers.insert(header::AGE, super::entry::age_value(age));
     Some(res)
 }
 
