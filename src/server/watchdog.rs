@@ -4,7 +4,7 @@
 //! response body).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -78,8 +78,22 @@ pub(super) struct ConnState {
     head_started: AtomicU64,
     /// Set once the client spoke HTTP/2 (no head timer: frames arrive while idle).
     http2: AtomicBool,
+    /// The progress of one response body, kept here: the body of every
+    /// HTTP/1.1 request (one at a time) and of the first of concurrent
+    /// HTTP/2 streams. [`SLOT_FREE`], [`SLOT_CLAIMED`] or [`SLOT_RESPONDING`].
+    slot: AtomicU8,
+    /// Milliseconds since `epoch` of the slot body's last poll.
+    slot_progress: AtomicU64,
+    /// The progress of the other bodies (concurrent HTTP/2 streams).
     bodies: Mutex<Vec<Weak<AtomicU64>>>,
 }
+
+/// [`ConnState::slot`]: no request holds it.
+const SLOT_FREE: u8 = 0;
+/// A request holds it; its response is not ready yet.
+const SLOT_CLAIMED: u8 = 1;
+/// A request holds it and the client must take its body.
+const SLOT_RESPONDING: u8 = 2;
 
 impl ConnState {
     pub(super) fn new() -> Self {
@@ -90,6 +104,8 @@ impl ConnState {
             // A new connection owes its first request head from the start.
             head_started: AtomicU64::new(1),
             http2: AtomicBool::new(false),
+            slot: AtomicU8::new(SLOT_FREE),
+            slot_progress: AtomicU64::new(0),
             bodies: Mutex::new(Vec::new()),
         }
     }
@@ -102,9 +118,19 @@ impl ConnState {
 
     pub(super) fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        // The connection's own slot when free: no allocation and no lock
+        // per request (issue 13).
+        let claimed = self
+            .slot
+            .compare_exchange(SLOT_FREE, SLOT_CLAIMED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
         RequestGuard {
             state: self.clone(),
-            progress: Arc::new(AtomicU64::new(0)),
+            progress: if claimed {
+                Progress::Slot
+            } else {
+                Progress::Own(Arc::new(AtomicU64::new(0)))
+            },
         }
     }
 
@@ -137,6 +163,11 @@ impl ConnState {
             }
             return None;
         }
+        if self.slot.load(Ordering::SeqCst) == SLOT_RESPONDING
+            && over(self.slot_progress.load(Ordering::SeqCst), limits.send_timeout)
+        {
+            return Some("send_timeout");
+        }
         let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
         bodies
             .iter()
@@ -151,21 +182,47 @@ impl ConnState {
 #[derive(Debug)]
 pub(super) struct RequestGuard {
     state: Arc<ConnState>,
-    progress: Arc<AtomicU64>,
+    progress: Progress,
+}
+
+/// Where a request's body progress is kept.
+#[derive(Debug)]
+enum Progress {
+    /// In [`ConnState::slot_progress`].
+    Slot,
+    /// In a cell of its own, watched through [`ConnState::bodies`].
+    Own(Arc<AtomicU64>),
 }
 
 impl RequestGuard {
     /// The response is ready: from now on the client must take its body.
     pub(super) fn responding(&self) {
-        self.progress.store(self.state.now_ms(), Ordering::SeqCst);
-        let mut bodies = self.state.bodies.lock().unwrap_or_else(|e| e.into_inner());
-        bodies.retain(|b| b.strong_count() > 0);
-        bodies.push(Arc::downgrade(&self.progress));
+        self.record_progress();
+        match &self.progress {
+            Progress::Slot => self.state.slot.store(SLOT_RESPONDING, Ordering::SeqCst),
+            Progress::Own(cell) => {
+                let mut bodies = self.state.bodies.lock().unwrap_or_else(|e| e.into_inner());
+                bodies.retain(|b| b.strong_count() > 0);
+                bodies.push(Arc::downgrade(cell));
+            }
+        }
+    }
+
+    /// The client asked for more of the body now.
+    fn record_progress(&self) {
+        let now = self.state.now_ms();
+        match &self.progress {
+            Progress::Slot => self.state.slot_progress.store(now, Ordering::SeqCst),
+            Progress::Own(cell) => cell.store(now, Ordering::SeqCst),
+        }
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        if let Progress::Slot = self.progress {
+            self.state.slot.store(SLOT_FREE, Ordering::SeqCst);
+        }
         let now = self.state.now_ms();
         if self.state.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.state.idle_since.store(now, Ordering::SeqCst);
@@ -192,8 +249,7 @@ impl http_body::Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
         let this = self.project();
-        let now = this.request.state.now_ms();
-        this.request.progress.store(now, Ordering::SeqCst);
+        this.request.record_progress();
         this.inner.poll_frame(cx)
     }
 
@@ -250,5 +306,40 @@ impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(send_timeout: Duration) -> ConnectionLimits {
+        let mut limits = ConnectionLimits::from_config(&crate::config::ServerConfig::default(), false);
+        limits.send_timeout = send_timeout;
+        limits
+    }
+
+    /// The connection's slot serves one request at a time; a request
+    /// beside it (an HTTP/2 stream) gets a cell of its own. A stalled body
+    /// expires the connection either way, and only once it is responding.
+    #[test]
+    fn every_body_is_watched_in_the_slot_or_a_cell_of_its_own() {
+        let state = Arc::new(ConnState::new());
+        let zero = limits(Duration::ZERO);
+        let first = state.request_started();
+        let second = state.request_started();
+        assert!(matches!(first.progress, Progress::Slot));
+        assert!(matches!(second.progress, Progress::Own(_)));
+        assert_eq!(state.expired(&zero), None, "no response is ready yet");
+        first.responding();
+        assert_eq!(state.expired(&zero), Some("send_timeout"), "the slot body");
+        assert_eq!(state.expired(&limits(Duration::from_secs(60))), None);
+        drop(first);
+        assert_eq!(state.expired(&zero), None, "the slot is free again");
+        second.responding();
+        assert_eq!(state.expired(&zero), Some("send_timeout"), "the body in its own cell");
+        drop(second);
+        let third = state.request_started();
+        assert!(matches!(third.progress, Progress::Slot), "the slot is taken again");
     }
 }
