@@ -23,6 +23,7 @@ use yatagarasu_middleware::object::REQUEST_ID;
 use yatagarasu_middleware::protect::{
     LoadShed, LoadShedLayer, RateLimit, RateLimitLayer, RequestLimits, RequestLimitsLayer,
 };
+use yatagarasu_middleware::routing::MatchedBucket;
 
 use crate::access_log::{self, AccessStart};
 use crate::config::ServerConfig;
@@ -34,12 +35,20 @@ type Open<S> = RequestLimits<S>;
 /// load shedding.
 type Protected<S> = RequestLimits<Either<RateLimit<LoadShed<S>>, LoadShed<S>>>;
 
+/// What the edge asks of the app behind it: the bucket a request goes to,
+/// for its access line and metrics.
+pub trait Buckets {
+    /// The bucket `req` is routed to and the S3 call it makes (`None`:
+    /// `NoSuchBucket`).
+    fn matched(&self, req: &Request<Body>) -> Option<MatchedBucket>;
+}
+
 /// The edge in front of `inner` (the live app): request ids, the access log
 /// and metrics, request limits (414/431), then, except for `/health` and
 /// `/ready`, rate limiting (429) and load shedding (503).
 pub fn edge<S>(inner: S, metrics: Arc<Metrics>, server: &ServerConfig) -> Edge<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Buckets + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
     let rl = &server.rate_limit;
@@ -63,6 +72,7 @@ where
     };
     Edge {
         shared: Arc::new(Shared {
+            buckets: inner.clone(),
             open: limits.layer(inner),
             protected: limits.layer(protected),
             metrics,
@@ -76,6 +86,8 @@ pub struct Edge<S> {
 }
 
 struct Shared<S> {
+    /// The app, asked for the bucket of each request.
+    buckets: S,
     open: Open<S>,
     protected: Protected<S>,
     metrics: Arc<Metrics>,
@@ -97,7 +109,7 @@ impl<S> std::fmt::Debug for Edge<S> {
 
 impl<S> Service<Request<Body>> for Edge<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Buckets + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -111,16 +123,22 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let id = set_request_id(&mut req);
-        let log = access_log::begin(&self.shared.metrics, &req, &id);
+        let mut log = access_log::begin(&self.shared.metrics, &req, &id);
         let state = match conformance(&req, &id) {
             Some(res) => State::Answered { res: Some(res) },
             None => match req.uri().path() {
                 "/health" | "/ready" => State::Open {
                     fut: self.shared.open.clone().oneshot(req),
                 },
-                _ => State::Protected {
-                    fut: self.shared.protected.clone().oneshot(req),
-                },
+                _ => {
+                    // Asked here rather than carried on the response: a
+                    // response extension allocates a map (issue 13). A
+                    // request shed or rate-limited counts for its bucket too.
+                    log.matched = self.shared.buckets.matched(&req);
+                    State::Protected {
+                        fut: self.shared.protected.clone().oneshot(req),
+                    }
+                }
             },
         };
         EdgeFuture {

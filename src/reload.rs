@@ -244,6 +244,12 @@ fn warn_restart_only(old: &Config, new: &Config) {
 #[derive(Debug, Clone)]
 pub struct LiveService(Arc<Live>);
 
+impl crate::edge::Buckets for LiveService {
+    fn matched(&self, req: &Request<Body>) -> Option<yatagarasu_middleware::routing::MatchedBucket> {
+        self.0.current.load().buckets.matched(req)
+    }
+}
+
 impl Service<Request<Body>> for LiveService {
     type Response = Response;
     type Error = Infallible;

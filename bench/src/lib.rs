@@ -70,7 +70,9 @@ where
     S::Future: Send + 'static,
 {
     // As the binary sets it up without SigV4 buckets.
-    let router = PrefixRouter::new().with_original_uri(false).with_matched_bucket(false);
+    let router = PrefixRouter::new()
+        .with_original_uri(false)
+        .with_matched_bucket_on_requests(false);
     MOUNTS.iter().fold(router, |router, (prefix, name)| {
         router.mount(prefix, *name, service.clone()).expect("valid prefix")
     })

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
+use futures_util::future::BoxFuture;
 use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
-use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Service, ServiceExt};
 
 use crate::error::S3Error;
@@ -20,8 +20,10 @@ use crate::object::request_id;
 use crate::s3api::S3Operation;
 
 /// The bucket a request was routed to and the S3 call it makes: an
-/// extension of the routed request (unless turned off with
-/// [`PrefixRouter::with_matched_bucket`]) and of its response.
+/// extension of the routed request and of its response (unless turned off
+/// with [`PrefixRouter::with_matched_bucket_on_requests`] and
+/// [`PrefixRouter::with_matched_bucket_on_responses`]), and the answer of
+/// [`PrefixRouter::matched`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedBucket {
     /// The bucket's name, as mounted.
@@ -35,7 +37,28 @@ pub struct MatchedBucket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginalUri(pub Uri);
 
-type Route = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+/// A mounted bucket's service, type-erased. Called through a shared
+/// reference: each request clones the concrete service inside and boxes one
+/// future (a `BoxCloneSyncService` boxes the clone too: issue 13).
+trait Route: Send + Sync {
+    fn call(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, Infallible>>;
+}
+
+/// A mounted bucket: prefix, name, service.
+type Mount = (String, Arc<str>, Arc<dyn Route>);
+
+/// [`Route`] for a concrete service.
+struct Mounted<S>(S);
+
+impl<S> Route for Mounted<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, Infallible>> {
+        Box::pin(self.0.clone().oneshot(req))
+    }
+}
 
 /// Why a prefix cannot be mounted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,17 +81,20 @@ pub enum PrefixError {
 /// unchanged (virtual-hosted-style S3 addressing).
 ///
 /// The response of a routed request carries [`MatchedBucket`] (the bucket
-/// and the [`S3Operation`] it called) as an extension, for the access log.
+/// and the [`S3Operation`] it called) as an extension, for the access log
+/// (or the log asks [`matched`](Self::matched) first).
 #[derive(Clone, Default)]
 pub struct PrefixRouter {
     // Longest prefix first.
-    routes: Arc<Vec<(String, Arc<str>, Route)>>,
+    routes: Arc<Vec<Mount>>,
     // `.s3.example.com`: lower case, with its leading dot.
     s3_domain: Option<Arc<str>>,
     // Set [`OriginalUri`] on routed requests (the default).
     skip_original_uri: bool,
     // Set [`MatchedBucket`] on routed requests (the default).
     skip_matched_on_requests: bool,
+    // Set [`MatchedBucket`] on the responses of routed requests (the default).
+    skip_matched_on_responses: bool,
 }
 
 impl std::fmt::Debug for PrefixRouter {
@@ -129,12 +155,20 @@ impl PrefixRouter {
         self
     }
 
-    /// Whether routed requests carry [`MatchedBucket`] (the default: yes;
-    /// their responses always do). A router whose buckets do not read it
-    /// can skip the insert: the request then has no extension map to
-    /// allocate and free (issue 13).
-    pub fn with_matched_bucket(mut self, on_requests: bool) -> Self {
-        self.skip_matched_on_requests = !on_requests;
+    /// Whether routed requests carry [`MatchedBucket`] (the default: yes).
+    /// A router whose buckets do not read it can skip the insert: the
+    /// request then has no extension map to allocate and free (issue 13).
+    pub fn with_matched_bucket_on_requests(mut self, on: bool) -> Self {
+        self.skip_matched_on_requests = !on;
+        self
+    }
+
+    /// Whether the responses of routed requests carry [`MatchedBucket`]
+    /// (the default: yes). A log around the router that takes it from
+    /// [`matched`](Self::matched) can skip the insert: most responses then
+    /// have no extension map to allocate and free (issue 13).
+    pub fn with_matched_bucket_on_responses(mut self, on: bool) -> Self {
+        self.skip_matched_on_responses = !on;
         self
     }
 
@@ -160,6 +194,43 @@ impl PrefixRouter {
         (!label.is_empty() && !label.contains('.')).then_some(label)
     }
 
+    /// The bucket `req` goes to, and the S3 call it makes: what [`call`]
+    /// records as [`MatchedBucket`], without calling (a log around the
+    /// router can take it from the request; see
+    /// [`with_matched_bucket_on_responses`](Self::with_matched_bucket_on_responses)).
+    /// `None` for a request answered `NoSuchBucket`.
+    ///
+    /// [`call`]: Service::call
+    pub fn matched(&self, req: &Request<Body>) -> Option<MatchedBucket> {
+        let (index, rest) = self.find(req)?;
+        Some(MatchedBucket {
+            name: self.routes[index].1.clone(),
+            operation: S3Operation::classify(req.method(), rest, req.uri().query()),
+        })
+    }
+
+    /// The route of `req` (its index in `routes`) and the path under its
+    /// prefix (`/` for the prefix itself).
+    fn find<'r>(&self, req: &'r Request<Body>) -> Option<(usize, &'r str)> {
+        let path = req.uri().path();
+        let (index, by_host) = match self.virtual_bucket(req) {
+            Some(label) => (
+                self.routes
+                    .iter()
+                    .position(|(p, _, _)| p.strip_prefix('/').is_some_and(|p| p.eq_ignore_ascii_case(label)))?,
+                true,
+            ),
+            None => (self.routes.iter().position(|(p, _, _)| prefix_matches(p, path))?, false),
+        };
+        let prefix = &self.routes[index].0;
+        let rest = if prefix == "/" || by_host {
+            path
+        } else {
+            &path[prefix.len()..]
+        };
+        Some((index, if rest.is_empty() { "/" } else { rest }))
+    }
+
     /// Mounts `service` for bucket `name` at `prefix`.
     pub fn mount<S>(mut self, prefix: &str, name: impl Into<Arc<str>>, service: S) -> Result<Self, PrefixError>
     where
@@ -171,7 +242,7 @@ impl PrefixRouter {
         if routes.iter().any(|(p, _, _)| p == prefix) {
             return Err(PrefixError::Duplicate);
         }
-        routes.push((prefix.to_owned(), name.into(), BoxCloneSyncService::new(service)));
+        routes.push((prefix.to_owned(), name.into(), Arc::new(Mounted(service))));
         routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Ok(self)
     }
@@ -187,20 +258,7 @@ impl Service<Request<Body>> for PrefixRouter {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let path = req.uri().path();
-        let found = match self.virtual_bucket(&req) {
-            Some(label) => self
-                .routes
-                .iter()
-                .find(|(p, _, _)| p.strip_prefix('/').is_some_and(|p| p.eq_ignore_ascii_case(label)))
-                .map(|route| (route, true)),
-            None => self
-                .routes
-                .iter()
-                .find(|(p, _, _)| prefix_matches(p, path))
-                .map(|route| (route, false)),
-        };
-        let Some(((prefix, name, route), by_host)) = found else {
+        let Some((index, rest)) = self.find(&req) else {
             let id = request_id(req.headers()).unwrap_or_default().to_owned();
             return RouteFuture {
                 state: RouteState::Answered {
@@ -208,12 +266,7 @@ impl Service<Request<Body>> for PrefixRouter {
                 },
             };
         };
-        let rest = if prefix == "/" || by_host {
-            path
-        } else {
-            &path[prefix.len()..]
-        };
-        let rest = if rest.is_empty() { "/" } else { rest };
+        let (_, name, route) = &self.routes[index];
         let operation = S3Operation::classify(req.method(), rest, req.uri().query());
         let original = (!self.skip_original_uri).then(|| OriginalUri(req.uri().clone()));
         // Sized exactly, so that the buffer becomes the URI's bytes without
@@ -240,8 +293,8 @@ impl Service<Request<Body>> for PrefixRouter {
         }
         RouteFuture {
             state: RouteState::Routed {
-                fut: route.clone().oneshot(req),
-                matched: Some(matched),
+                fut: route.call(req),
+                matched: (!self.skip_matched_on_responses).then_some(matched),
             },
         }
     }
@@ -262,8 +315,7 @@ pin_project! {
     enum RouteState {
         Answered { res: Option<Response<Body>> },
         Routed {
-            #[pin]
-            fut: Oneshot<Route, Request<Body>>,
+            fut: BoxFuture<'static, Result<Response<Body>, Infallible>>,
             matched: Option<MatchedBucket>,
         },
     }
@@ -276,7 +328,7 @@ impl Future for RouteFuture {
         match self.project().state.project() {
             RouteStateProj::Answered { res } => Poll::Ready(Ok(res.take().expect("polled after completion"))),
             RouteStateProj::Routed { fut, matched } => {
-                let mut res = ready!(fut.poll(cx))?;
+                let mut res = ready!(fut.as_mut().poll(cx))?;
                 if let Some(matched) = matched.take() {
                     res.extensions_mut().insert(matched);
                 }
@@ -330,7 +382,10 @@ mod tests {
             Ok::<_, Infallible>(Response::new(Body::from(seen.unwrap_or_else(|| "none".into()))))
         });
         let router = PrefixRouter::new().mount("/assets", "assets", seen).unwrap();
-        for (router, on_request) in [(router.clone(), "assets"), (router.with_matched_bucket(false), "none")] {
+        for (router, on_request) in [
+            (router.clone(), "assets"),
+            (router.with_matched_bucket_on_requests(false), "none"),
+        ] {
             let res = router
                 .oneshot(Request::head("/assets/a.txt").body(Body::empty()).unwrap())
                 .await
@@ -346,6 +401,29 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[tokio::test]
+    async fn matched_bucket_on_responses_can_be_turned_off_and_matched_still_answers() {
+        let router = PrefixRouter::new()
+            .mount("/assets", "assets", echo("A"))
+            .unwrap()
+            .with_matched_bucket_on_responses(false);
+        let req = Request::get("/assets/a.txt?tagging").body(Body::empty()).unwrap();
+        assert_eq!(
+            router.matched(&req),
+            Some(MatchedBucket {
+                name: "assets".into(),
+                operation: S3Operation::classify(&http::Method::GET, "/a.txt", Some("tagging")),
+            })
+        );
+        let res = router.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 200, "the request still carries it: echo reads it");
+        assert!(res.extensions().get::<MatchedBucket>().is_none());
+        assert_eq!(
+            router.matched(&Request::get("/other/a").body(Body::empty()).unwrap()),
+            None
+        );
     }
 
     #[tokio::test]
@@ -379,10 +457,11 @@ mod tests {
         let get = |host: &'static str, uri: &'static str| {
             let router = router.clone();
             async move {
-                let res = router
-                    .oneshot(Request::get(uri).header("host", host).body(Body::empty()).unwrap())
-                    .await
-                    .unwrap();
+                let req = Request::get(uri).header("host", host).body(Body::empty()).unwrap();
+                let asked = router.matched(&req);
+                let res = router.oneshot(req).await.unwrap();
+                // `matched` answers what routing records, without calling.
+                assert_eq!(asked.as_ref(), res.extensions().get::<MatchedBucket>(), "{host} {uri}");
                 let op = res.extensions().get::<MatchedBucket>().map(|m| m.operation);
                 let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
                 (String::from_utf8(body.to_vec()).unwrap(), op)

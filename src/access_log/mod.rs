@@ -40,6 +40,9 @@ pub(crate) struct AccessStart {
     id: HeaderValue,
     /// The request span (issue 16): `Span::none()` when tracing is off.
     pub(crate) span: tracing::Span,
+    /// The bucket and S3 call, when the edge knows them before the response
+    /// (else taken from the response's extensions).
+    pub(crate) matched: Option<MatchedBucket>,
     trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
@@ -61,6 +64,7 @@ pub(crate) fn begin(metrics: &Arc<Metrics>, req: &Request<Body>, id: &HeaderValu
             String::new()
         },
         id: id.clone(),
+        matched: None,
     }
 }
 
@@ -78,7 +82,10 @@ pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
             replica.get_or_insert_with(|| value.clone());
         }
     }
-    let matched = res.extensions().get::<MatchedBucket>();
+    let matched = start
+        .matched
+        .as_ref()
+        .or_else(|| res.extensions().get::<MatchedBucket>());
     let record = AccessRecord {
         replica,
         cache,

@@ -357,9 +357,12 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
             replicas: readiness,
         });
     }
-    // No bucket layer of the binary reads `MatchedBucket` on the request
-    // (the access log reads the response's).
-    let router = router.with_original_uri(any_sigv4).with_matched_bucket(false);
+    // No bucket layer of the binary reads `MatchedBucket`; the edge asks
+    // the router for it (`PrefixRouter::matched`) for the access log.
+    let router = router
+        .with_original_uri(any_sigv4)
+        .with_matched_bucket_on_requests(false)
+        .with_matched_bucket_on_responses(false);
     crate::telemetry::set_routes(config.buckets.iter().map(|b| b.path_prefix.as_str()));
     if let Some(store) = &cache_store {
         metrics.watch_cache(store.clone());
