@@ -56,7 +56,14 @@ where
     S::Future: Send + 'static,
 {
     fn call(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, Infallible>> {
-        Box::pin(self.0.clone().oneshot(req))
+        let mut svc = self.0.clone();
+        // Called at once when ready (a bucket's stack always is): the boxed
+        // future then holds neither the clone nor the request.
+        match svc.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(())) => Box::pin(svc.call(req)),
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => Box::pin(svc.oneshot(req)),
+        }
     }
 }
 
@@ -424,6 +431,38 @@ mod tests {
             router.matched(&Request::get("/other/a").body(Body::empty()).unwrap()),
             None
         );
+    }
+
+    /// A bucket's service not ready at once is called when it becomes ready
+    /// (its readiness is waited for, not skipped).
+    #[tokio::test]
+    async fn a_route_not_ready_yet_is_called_once_ready() {
+        #[derive(Clone)]
+        struct Slow(Arc<std::sync::atomic::AtomicUsize>);
+        impl Service<Request<Body>> for Slow {
+            type Response = Response<Body>;
+            type Error = Infallible;
+            type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                // Pending on the first poll of each clone, then ready.
+                if self
+                    .0
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    .is_multiple_of(2)
+                {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, _req: Request<Body>) -> Self::Future {
+                std::future::ready(Ok(Response::new(Body::from("called"))))
+            }
+        }
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let router = PrefixRouter::new().mount("/slow", "slow", Slow(polls.clone())).unwrap();
+        assert_eq!(get(&router, "/slow/a").await, (200, "called".into()));
+        assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
