@@ -550,6 +550,13 @@ async fn rate_limit_answers_429_slowdown_with_retry_after() {
     assert!(res.text().await.unwrap().contains("<Code>SlowDown</Code>"));
     // Probes are never limited.
     assert_eq!(c.get(proxy.url("/health")).send().await.unwrap().status(), 200);
+    // A limited request counts for the bucket it was sent to.
+    let text = scrape(&proxy).await;
+    let limited = r#"yatagarasu_requests_total{bucket="ha",method="GET",operation="GetObject",status_class="4xx"}"#;
+    assert!(
+        sample(&text, limited).is_some_and(|n| n >= 1.0),
+        "{limited} missing:\n{text}"
+    );
 }
 
 #[tokio::test]
