@@ -23,4 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --release -p yatagarasu --bin yatagarasu
-exec cargo run --release -q -p yatagarasu-bench -- "$@"
+# Both bench binaries: the suite and `hyper-floor` (a reference server it starts).
+cargo build --release -p yatagarasu-bench --bins
+exec cargo run --release -q -p yatagarasu-bench --bin yatagarasu-bench -- "$@"
