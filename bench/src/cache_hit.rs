@@ -141,12 +141,7 @@ fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, Stri
                 .rt
                 .block_on(expect_hit(&client, &url, object.size))
                 .map_err(|e| format!("{}: {e}", nginx.site.label()))?,
-            Site::Static { .. } => {
-                let got = env.rt.block_on(get(&client, &url))?;
-                if got.status != 200 || got.len as u64 != object.size {
-                    return Err(format!("nginx static: status {} with {} bytes", got.status, got.len));
-                }
-            }
+            Site::Static { .. } => whole_object(env, &client, &url, object, "nginx static")?,
         }
         peers.push(Peer {
             server: Server::Nginx(nginx),
@@ -156,28 +151,20 @@ fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, Stri
     // The floor logs nothing: like for like only with the access log off.
     if with_static && !opts.access_log() {
         let file = env.root.join(data::BUCKET).join(object.key);
-        let floor = Floor::start(&format!("hyper-floor-{tag}"), &file, &env.logs)?;
-        if floor.is_none() {
-            let size = format!("cache hit {size}");
-            env.row([
-                &size,
-                "req/s",
-                "skipped",
-                "hyper floor not built (bench/run.sh builds it)",
-                "",
-                "",
-            ]);
-        }
-        if let Some(floor) = floor {
-            let url = floor.url(object.key);
-            let got = env.rt.block_on(get(&client, &url))?;
-            if got.status != 200 || got.len as u64 != object.size {
-                return Err(format!("hyper floor: status {} with {} bytes", got.status, got.len));
+        match Floor::start(&format!("hyper-floor-{tag}"), &file, &env.logs)? {
+            Some(floor) => {
+                let url = floor.url(object.key);
+                whole_object(env, &client, &url, object, "hyper floor")?;
+                peers.push(Peer {
+                    server: Server::Floor(floor),
+                    url,
+                });
             }
-            peers.push(Peer {
-                server: Server::Floor(floor),
-                url,
-            });
+            None => {
+                let label = format!("cache hit {size}");
+                let why = "hyper floor not built (bench/run.sh builds it)";
+                env.row([&label, "req/s", "skipped", why, "", ""]);
+            }
         }
     }
 
@@ -245,6 +232,15 @@ fn run(env: &mut Env, object: Object, with_static: bool) -> Result<Outcome, Stri
         cpu_name(object),
         hwm / 1024
     )))
+}
+
+/// Checks that `url` answers `object` whole (a peer serving the file itself).
+fn whole_object(env: &Env, client: &reqwest::Client, url: &str, object: Object, peer: &str) -> Result<(), String> {
+    let got = env.rt.block_on(get(client, url))?;
+    if got.status != 200 || got.len as u64 != object.size {
+        return Err(format!("{peer}: status {} with {} bytes", got.status, got.len));
+    }
+    Ok(())
 }
 
 /// `61234 req/s (p99 1.20 ms)` or `2930 MiB/s (p99 …)`, plus errors if any.
