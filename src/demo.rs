@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 use yatagarasu_testkit::s3::LocalS3;
 
 use crate::config::{self, Config};
@@ -135,9 +134,24 @@ pub async fn run(listen: SocketAddr, metrics_listen: SocketAddr) -> Result<(), B
     Ok(())
 }
 
+/// Reads the commands on a thread of its own: a read of `tokio::io::stdin`
+/// runs on the runtime's blocking pool, which the runtime waits for as it
+/// shuts down, so Ctrl-C would hang until Enter (and the temp dir stay).
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 async fn control_loop(replicas: Arc<Mutex<[(&'static str, LocalS3); 2]>>) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut lines = stdin_lines();
+    while let Some(line) = lines.recv().await {
         let mut words = line.split_whitespace();
         let (Some(cmd), Some(name)) = (words.next(), words.next()) else {
             continue;

@@ -1,5 +1,6 @@
 //! The README's run command: `yatagarasu demo` serves at once, and its
-//! `stop primary` / `start primary` commands show failover and recovery.
+//! `stop primary` / `start primary` commands show failover and recovery, and
+//! it leaves nothing behind in the temp dir when stopped.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -9,9 +10,13 @@ use crate::common::*;
 
 #[tokio::test]
 async fn the_demo_serves_at_once_and_shows_failover() {
+    // The demo's replicas keep their objects under the temp dir: give it one
+    // of its own, to see that it is cleaned up.
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["demo", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env_remove("RUST_LOG")
+        .env("TMPDIR", tmp.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -67,6 +72,33 @@ async fn the_demo_serves_at_once_and_shows_failover() {
     })
     .await;
     assert!(back, "the primary never came back");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().next().is_some(),
+        "the demo keeps its replicas' data elsewhere than TMPDIR"
+    );
+
+    // Ctrl-C or SIGTERM: the demo drains, exits 0 and removes its data dir.
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let exited = eventually(Duration::from_secs(15), || {
+        let done = matches!(child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        exited && status.success(),
+        "demo did not exit cleanly on SIGTERM: {status}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "the demo left {left:?} behind");
 }
