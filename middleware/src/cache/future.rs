@@ -138,13 +138,13 @@ pub(crate) struct MemoryMiss {
 /// lookup needs.
 pub(crate) fn first_look(policy: &Policy, req: &ObjectRequest) -> Result<Response<Body>, MemoryMiss> {
     let store = &policy.store;
-    let key = store.shared_cache_key(&policy.bucket, req.key());
     let epoch = store.epoch();
-    let stale = match store.memory_get(&key) {
+    let stale = match store.memory_get_object(&policy.bucket, req.key()) {
         Found::Fresh(obj, tier) => return Ok(hit(&obj, tier, req, store)),
         Found::Stale(obj) => Some(obj),
         Found::None => None,
     };
+    let key = store.shared_cache_key(&policy.bucket, req.key());
     Err(MemoryMiss { key, epoch, stale })
 }
 

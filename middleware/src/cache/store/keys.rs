@@ -9,6 +9,13 @@ use super::CacheStore;
 /// `{` + 16 hex digits + `}`: the hash tag after the key prefix.
 const TAG_LEN: usize = 18;
 
+/// `<len>:<bucket>/<kind>:<key>`: what follows the hash tag.
+fn write_scoped(out: &mut String, len: &str, bucket: &str, key: &str, kind: &str) {
+    for part in [len, ":", bucket, "/", kind, ":", key] {
+        out.push_str(part);
+    }
+}
+
 impl CacheStore {
     /// The cache key of an object: prefix, a cluster hash tag of bucket and
     /// key, length-prefixed bucket, `o:`, key. The same key in two buckets
@@ -64,9 +71,29 @@ impl CacheStore {
         out.push('{');
         out.push_str(std::str::from_utf8(&tag_hex).unwrap_or_default());
         out.push('}');
-        for part in [len, ":", bucket, "/", kind, ":", key] {
-            out.push_str(part);
+        write_scoped(out, len, bucket, key, kind);
+    }
+
+    /// Calls `f` with the scoped part of an entry key
+    /// ([`Self::scoped_part`]), written in a per-thread buffer: no allocation.
+    pub(super) fn with_scoped_key<R>(&self, bucket: &str, key: &str, kind: &str, f: impl FnOnce(&str) -> R) -> R {
+        thread_local! {
+            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
+        let mut digits = itoa::Buffer::new();
+        let len = digits.format(bucket.len());
+        BUF.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                write_scoped(&mut buf, len, bucket, key, kind);
+                f(&buf)
+            }
+            Err(_) => {
+                let mut own = String::new();
+                write_scoped(&mut own, len, bucket, key, kind);
+                f(&own)
+            }
+        })
     }
 
     /// The object key inside the cache key of a whole object of `bucket`.

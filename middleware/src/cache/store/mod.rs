@@ -2,6 +2,7 @@
 //! memory tier, the Redis tier, the counters and the in-flight fills.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -22,6 +23,9 @@ mod purge;
 /// A memory-tier value; one dropped without being retired (capacity
 /// eviction, admission refusal, expiry) counts as an eviction.
 struct MemEntry {
+    /// The full entry key: the tier is keyed by its hash, so a lookup
+    /// checks this before it serves.
+    key: Arc<str>,
     obj: Arc<CachedObject>,
     retired: AtomicBool,
     stats: Arc<CacheStats>,
@@ -75,9 +79,14 @@ pub(crate) enum Join {
 pub struct PurgeError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 struct Inner {
-    /// Keyed with foldhash (randomly seeded per process) rather than the
-    /// default SipHash, which was ~1.5% of a cache hit's CPU (issue 13).
-    memory: Option<MokaCache<Arc<str>, Arc<MemEntry>, foldhash::fast::RandomState>>,
+    /// Keyed by [`Self::key_hasher`]'s hash of the entry key's scoped part,
+    /// so a hit builds and allocates no key (issue 13); the entry holds the
+    /// full key, checked on every lookup. Hashed again with foldhash
+    /// rather than the default SipHash, which was ~1.5% of a hit's CPU.
+    memory: Option<MokaCache<u64, Arc<MemEntry>, foldhash::fast::RandomState>>,
+    /// Randomly seeded per process: which keys share a hash is not
+    /// predictable from outside (and a shared hash only means a miss).
+    key_hasher: foldhash::fast::RandomState,
     memory_ttl: Duration,
     memory_max_item: u64,
     redis: Option<RedisTier>,
@@ -122,7 +131,7 @@ impl CacheStore {
         let memory = (config.memory.max_capacity > 0).then(|| {
             MokaCache::builder()
                 .max_capacity(config.memory.max_capacity)
-                .weigher(|_k: &Arc<str>, v: &Arc<MemEntry>| v.obj.weight().min(u64::from(u32::MAX)) as u32)
+                .weigher(|_k: &u64, v: &Arc<MemEntry>| v.obj.weight().min(u64::from(u32::MAX)) as u32)
                 .build_with_hasher(foldhash::fast::RandomState::default())
         });
         let redis = if config.redis.enabled {
@@ -133,6 +142,7 @@ impl CacheStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 memory,
+                key_hasher: foldhash::fast::RandomState::default(),
                 memory_ttl: Duration::from_secs(config.memory.ttl_seconds),
                 memory_max_item: config.memory.max_item_size,
                 redis,
@@ -216,13 +226,8 @@ impl CacheStore {
 
     /// Drops entries from both tiers (no epoch change: not a purge).
     pub(crate) async fn forget(&self, keys: &[Arc<str>]) {
-        if let Some(mem) = &self.inner.memory {
-            for k in keys {
-                if let Some(old) = mem.get(k) {
-                    old.retired.store(true, Ordering::Relaxed);
-                }
-                mem.invalidate(k);
-            }
+        for k in keys {
+            self.memory_remove(k);
         }
         if let Some(redis) = &self.inner.redis {
             let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -246,11 +251,33 @@ impl CacheStore {
     }
 
     /// Looks in memory.
-    pub(crate) fn memory_get(&self, key: &Arc<str>) -> Found {
+    pub(crate) fn memory_get(&self, key: &str) -> Found {
+        let hash = self.memory_hash(key);
+        self.memory_found(hash, |entry| *entry.key == *key)
+    }
+
+    /// Looks in memory for the whole object `key` of `bucket`
+    /// ([`Self::cache_key`]) without building its key: a cache hit's lookup.
+    pub(crate) fn memory_get_object(&self, bucket: &str, key: &str) -> Found {
+        if self.inner.memory.is_none() {
+            return Found::None;
+        }
+        self.with_scoped_key(bucket, key, "o", |scoped| {
+            let hash = self.inner.key_hasher.hash_one(scoped);
+            self.memory_found(hash, |entry| self.scoped_part(&entry.key) == Some(scoped))
+        })
+    }
+
+    /// The memory tier's key of an entry key: the hash of its scoped part.
+    fn memory_hash(&self, key: &str) -> u64 {
+        self.inner.key_hasher.hash_one(self.scoped_part(key).unwrap_or(key))
+    }
+
+    fn memory_found(&self, hash: u64, is_key: impl FnOnce(&MemEntry) -> bool) -> Found {
         let Some(mem) = &self.inner.memory else {
             return Found::None;
         };
-        let Some(entry) = mem.get(key) else {
+        let Some(entry) = mem.get(&hash).filter(|e| is_key(e)) else {
             return Found::None;
         };
         let now = now_ms();
@@ -265,8 +292,20 @@ impl CacheStore {
         {
             return Found::Stale(entry.obj.clone());
         }
-        mem.invalidate(key);
+        mem.invalidate(&hash);
         Found::None
+    }
+
+    /// Drops `key`'s memory entry, counted as retired (not an eviction).
+    fn memory_remove(&self, key: &str) {
+        let Some(mem) = &self.inner.memory else {
+            return;
+        };
+        let hash = self.memory_hash(key);
+        if let Some(old) = mem.get(&hash).filter(|e| *e.key == *key) {
+            old.retired.store(true, Ordering::Relaxed);
+            mem.invalidate(&hash);
+        }
     }
 
     /// Looks in Redis; a fresh copy fills memory.
@@ -323,12 +362,16 @@ impl CacheStore {
             },
             None => obj,
         };
-        if let Some(old) = mem.get(key) {
+        let hash = self.memory_hash(key);
+        // The entry it replaces: the same key's, or (rarely) another key's
+        // with the same hash.
+        if let Some(old) = mem.get(&hash) {
             old.retired.store(true, Ordering::Relaxed);
         }
         mem.insert(
-            key.clone(),
+            hash,
             Arc::new(MemEntry {
+                key: key.clone(),
                 obj,
                 retired: AtomicBool::new(false),
                 stats: self.inner.stats.clone(),
@@ -427,5 +470,90 @@ mod tests {
                 held(&store)
             );
         }
+    }
+
+    fn store() -> CacheStore {
+        CacheStore::new(&CacheConfig::default()).unwrap()
+    }
+
+    fn put(store: &CacheStore, key: &Arc<str>, body: &'static [u8]) {
+        store.insert(
+            key,
+            &http::HeaderMap::new(),
+            Bytes::from_static(body),
+            None,
+            store.epoch(),
+        );
+    }
+
+    fn body(found: Found) -> Option<Bytes> {
+        match found {
+            Found::Fresh(obj, Tier::Memory) => Some(obj.body().clone()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_is_found_by_bucket_and_key_as_by_its_cache_key() {
+        let store = store();
+        let key: Arc<str> = store.cache_key("b", "dir/a.txt").into();
+        put(&store, &key, b"A");
+        assert_eq!(
+            body(store.memory_get_object("b", "dir/a.txt")).as_deref(),
+            Some(&b"A"[..])
+        );
+        assert_eq!(body(store.memory_get(&key)).as_deref(), Some(&b"A"[..]));
+        // Another key, another bucket, a slice index of the same object.
+        assert!(body(store.memory_get_object("b", "dir/a.tx")).is_none());
+        assert!(body(store.memory_get_object("bb", "dir/a.txt")).is_none());
+        assert!(body(store.memory_get(&store.entry_key("b", "dir/a.txt", "m"))).is_none());
+        // Gone once forgotten or purged.
+        let other: Arc<str> = store.cache_key("c", "x").into();
+        put(&store, &other, b"X");
+        store.forget(std::slice::from_ref(&key)).await;
+        assert!(body(store.memory_get_object("b", "dir/a.txt")).is_none());
+        assert_eq!(body(store.memory_get_object("c", "x")).as_deref(), Some(&b"X"[..]));
+        store.purge_bucket("c").await.unwrap();
+        assert!(body(store.memory_get_object("c", "x")).is_none());
+        assert_eq!(store.stats().snapshot().memory_evictions, 0);
+    }
+
+    /// The tier is keyed by a hash: an entry whose hash is another key's
+    /// (a collision, made here by hand) is never served for that key, and
+    /// removing that key leaves it alone.
+    #[test]
+    fn an_entry_under_another_keys_hash_is_not_served() {
+        let store = store();
+        let mine: Arc<str> = store.cache_key("b", "mine").into();
+        let theirs: Arc<str> = store.cache_key("b", "theirs").into();
+        let mem = store.inner.memory.as_ref().unwrap();
+        let obj = Arc::new(CachedObject::new(
+            &http::HeaderMap::new(),
+            Bytes::from_static(b"theirs"),
+            Duration::from_secs(60),
+        ));
+        mem.insert(
+            store.memory_hash(&mine),
+            Arc::new(MemEntry {
+                key: theirs.clone(),
+                obj,
+                retired: AtomicBool::new(false),
+                stats: store.inner.stats.clone(),
+            }),
+        );
+        assert!(mem.get(&store.memory_hash(&mine)).is_some());
+        assert!(body(store.memory_get_object("b", "mine")).is_none());
+        assert!(body(store.memory_get(&mine)).is_none());
+        store.memory_remove(&mine);
+        assert!(
+            mem.get(&store.memory_hash(&mine)).is_some(),
+            "removed another key's entry"
+        );
+        // The key that shares the hash takes the slot over when stored.
+        put(&store, &mine, b"mine");
+        assert_eq!(
+            body(store.memory_get_object("b", "mine")).as_deref(),
+            Some(&b"mine"[..])
+        );
     }
 }

@@ -24,13 +24,8 @@ impl CacheStore {
             Arc::from(self.cache_key(bucket, key)),
             Arc::from(self.entry_key(bucket, key, "m")),
         ];
-        if let Some(mem) = &self.inner.memory {
-            for k in &keys {
-                if let Some(old) = mem.get(k) {
-                    old.retired.store(true, Ordering::Relaxed);
-                }
-                mem.invalidate(k);
-            }
+        for k in &keys {
+            self.memory_remove(k);
         }
         match &self.inner.redis {
             Some(redis) => redis
@@ -75,16 +70,16 @@ impl CacheStore {
         let Some(mem) = &self.inner.memory else {
             return;
         };
-        let keys: Vec<Arc<str>> = mem
+        let hashes: Vec<u64> = mem
             .iter()
-            .filter(|e| matches(e.key()))
+            .filter(|e| matches(&e.value().key))
             .map(|e| {
                 e.value().retired.store(true, Ordering::Relaxed);
-                e.key().clone()
+                *e.key()
             })
             .collect();
-        for k in keys {
-            mem.invalidate(&k);
+        for h in hashes {
+            mem.invalidate(&h);
         }
     }
 }
