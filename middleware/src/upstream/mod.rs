@@ -30,10 +30,12 @@ pub use direct::BodyReadTimeout;
 pub use future::FetchFuture;
 
 use direct::DirectHttp;
+use reuse::Reuse;
 
 mod clients;
 mod direct;
 mod future;
+mod reuse;
 
 /// Response headers passed from S3 to the client (plus every `x-amz-meta-*`).
 pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 11] = [
@@ -63,11 +65,11 @@ const PRESIGN_TTL: Duration = Duration::from_secs(60);
 /// (issue 13). A reused URL still has at least 50 s of its 60 s left.
 const PRESIGN_REUSE: Duration = Duration::from_secs(10);
 
-/// The most presigned URLs kept for reuse per replica.
-const PRESIGN_REUSE_ENTRIES: u64 = 1024;
+/// The slots of each replica's table of presigned URLs kept for reuse.
+const PRESIGN_REUSE_SLOTS: usize = 1024;
 
 /// Recently presigned URLs, by request (see `S3Upstream::signed`).
-type Presigned = mini_moka::sync::Cache<String, Arc<Recent>, foldhash::fast::RandomState>;
+type Presigned = Reuse<Recent>;
 
 /// A presigned URL and the credentials it was signed with.
 struct Recent {
@@ -95,10 +97,32 @@ impl Recent {
 }
 
 fn presigned_cache() -> Presigned {
-    mini_moka::sync::Cache::builder()
-        .max_capacity(PRESIGN_REUSE_ENTRIES)
-        .time_to_live(PRESIGN_REUSE)
-        .build_with_hasher(foldhash::fast::RandomState::default())
+    Reuse::new(PRESIGN_REUSE_SLOTS, PRESIGN_REUSE)
+}
+
+/// Writes the key under which `req`'s presigned URL is kept into `key`:
+/// length-prefixed parts, so no two requests share a key. Written without
+/// `core::fmt` (it runs on every pass-through request).
+fn presign_key(key: &mut String, req: &ObjectRequest) {
+    key.clear();
+    key.push_str(match (req.operation(), req.method()) {
+        (Operation::Object, ObjectMethod::Get) => "GetObject ",
+        (Operation::Object, ObjectMethod::Head) => "HeadObject ",
+        (Operation::ListObjectsV2, _) => "ListObjectsV2 ",
+        (Operation::HeadBucket, _) => "HeadBucket ",
+    });
+    let mut digits = itoa::Buffer::new();
+    let mut part = |key: &mut String, text: &str| {
+        key.push_str(digits.format(text.len()));
+        key.push(':');
+        key.push_str(text);
+    };
+    part(key, req.key());
+    for (name, value) in req.query() {
+        key.push(' ');
+        part(key, name);
+        part(key, value);
+    }
 }
 
 /// Builds the rusty-s3 bucket for an endpoint: path-style for a custom
@@ -271,35 +295,21 @@ impl S3Upstream {
     fn signed(&self, req: &ObjectRequest) -> Result<Arc<Recent>, FetchError> {
         let creds = self.inner.credentials.current()?;
         let id = creds.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize);
-        // Length-prefixed parts: no two requests share a key. Written
-        // without `core::fmt` (it runs on every pass-through request).
-        let mut key = String::with_capacity(req.key().len() + 24);
-        key.push_str(match (req.operation(), req.method()) {
-            (Operation::Object, ObjectMethod::Get) => "GetObject ",
-            (Operation::Object, ObjectMethod::Head) => "HeadObject ",
-            (Operation::ListObjectsV2, _) => "ListObjectsV2 ",
-            (Operation::HeadBucket, _) => "HeadBucket ",
-        });
-        let mut digits = itoa::Buffer::new();
-        let mut part = |key: &mut String, text: &str| {
-            key.push_str(digits.format(text.len()));
-            key.push(':');
-            key.push_str(text);
-        };
-        part(&mut key, req.key());
-        for (name, value) in req.query() {
-            key.push(' ');
-            part(&mut key, name);
-            part(&mut key, value);
+        thread_local! {
+            /// The key being looked up: built here, allocated only when kept.
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        if let Some(recent) = self.inner.presigned.get(&key) {
-            if recent.credentials == id {
-                return Ok(recent);
+        KEY.with_borrow_mut(|key| {
+            presign_key(key, req);
+            if let Some(recent) = self.inner.presigned.get(key) {
+                if recent.credentials == id {
+                    return Ok(recent);
+                }
             }
-        }
-        let recent = Arc::new(Recent::new(self.sign_with(creds.as_deref(), req), id));
-        self.inner.presigned.insert(key, recent.clone());
-        Ok(recent)
+            let recent = Arc::new(Recent::new(self.sign_with(creds.as_deref(), req), id));
+            self.inner.presigned.insert(key, recent.clone());
+            Ok(recent)
+        })
     }
 
     fn sign_with(&self, creds: Option<&Credentials>, req: &ObjectRequest) -> Url {

@@ -72,7 +72,7 @@ fn presigned_urls_are_reused_per_request_and_credentials() {
     let first = up.signed_url(&req).unwrap();
     // The same request reuses the kept URL: replace it with a marker.
     let marker: Url = "http://marker.invalid/".parse().unwrap();
-    let keys: Vec<String> = up.inner.presigned.iter().map(|e| e.key().clone()).collect();
+    let keys = up.inner.presigned.keys();
     assert_eq!(keys.len(), 1, "one URL kept");
     let id = up
         .inner
@@ -82,7 +82,7 @@ fn presigned_urls_are_reused_per_request_and_credentials() {
         .map_or(0, |c| Arc::as_ptr(&c) as usize);
     up.inner
         .presigned
-        .insert(keys[0].clone(), Arc::new(Recent::new(marker.clone(), id)));
+        .insert(&keys[0], Arc::new(Recent::new(marker.clone(), id)));
     assert_eq!(up.signed_url(&req).unwrap(), marker);
     // Another method, key or query is signed anew.
     for other in [
@@ -96,7 +96,7 @@ fn presigned_urls_are_reused_per_request_and_credentials() {
     // Kept URLs signed with other credentials are not reused.
     up.inner
         .presigned
-        .insert(keys[0].clone(), Arc::new(Recent::new(marker.clone(), id + 1)));
+        .insert(&keys[0], Arc::new(Recent::new(marker.clone(), id + 1)));
     let again = up.signed_url(&req).unwrap();
     assert_ne!(again, marker);
     assert_eq!(again.path(), first.path());
