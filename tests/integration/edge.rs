@@ -209,6 +209,66 @@ async fn a_client_that_stops_reading_frees_its_slot() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_a_cache_hit_is_cut_and_logged_incomplete() {
+    let s3 = s3().await;
+    let size = 32 * 1024 * 1024;
+    s3.put_object("bucket-a", "large.bin", &pattern(size, 7)).unwrap();
+    let config = config(
+        &s3.endpoint(),
+        "  send_timeout_seconds: 2\n  keepalive_idle_timeout_seconds: 300",
+    ) + "cache:\n  memory: { max_capacity: 134217728, max_item_size: 67108864 }\n";
+    let proxy = Proxy::start(&config);
+    // The first read stores the object; the next is a memory hit.
+    let hit = eventually(PATIENCE, || async {
+        let res = client().get(proxy.url("/data/large.bin")).send().await.unwrap();
+        let x_cache = res.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(res.bytes().await.unwrap().len(), size);
+        x_cache.as_deref() == Some("HIT-MEMORY")
+    })
+    .await;
+    assert!(hit, "the object was never served from memory");
+
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET /data/large.bin HTTP/1.1\r\nHost: test\r\nX-Request-Id: stalled-hit\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 100];
+    s.read_exact(&mut first).await.unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first));
+    // ... and never reads again: the hit is cut by `send_timeout` as a
+    // stream would be (not left to the idle timeout of 300 s) ...
+    let aborted = eventually(PATIENCE, || async {
+        metric(
+            &proxy,
+            "yatagarasu_client_connections_closed_total{reason=\"send_timeout\"}",
+        )
+        .await
+            >= 1.0
+    })
+    .await;
+    assert!(aborted, "the stalled reader of a hit was not cut by send_timeout");
+    assert!(closed_by_peer(&mut s).await, "its connection stayed open");
+    // ... and the access log counts what was taken, not the whole object.
+    let line = eventually(PATIENCE, || async {
+        proxy.logs().lines().any(|l| l.contains("stalled-hit") && l.contains("complete="))
+    })
+    .await;
+    assert!(line, "no access line: {}", proxy.logs());
+    let logs = proxy.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("stalled-hit") && l.contains("complete="))
+        .unwrap();
+    assert!(line.contains("complete=false"), "{line}");
+    let bytes: usize = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("bytes="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes= in {line}"));
+    assert!(bytes < size, "{line}");
+}
+
+#[tokio::test]
 async fn connections_past_the_limit_are_refused_with_503() {
     let (_s3, proxy) = setup("  max_client_connections: 3").await;
     let mut held = Vec::new();

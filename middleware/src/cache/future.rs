@@ -296,7 +296,7 @@ fn answer(obj: &CachedObject, req: &ObjectRequest, x_cache: &'static str) -> Res
         return respond(obj, req, x_cache);
     }
     let body = match req.method() {
-        ObjectMethod::Get => Body::from(obj.body().clone()),
+        ObjectMethod::Get => super::serve::hit_body(obj.body().clone()),
         ObjectMethod::Head => Body::empty(),
     };
     let mut res = Response::new(body);

@@ -2,8 +2,14 @@
 //! single byte ranges (206, or 416 with `Content-Range: bytes */len`),
 //! `If-Range`, and the RFC 9110 preconditions, all by the rules of [`crate::http`].
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::body::Body;
+use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 
 use super::entry::{now_ms, CachedObject};
 use crate::error::S3Error;
@@ -53,7 +59,7 @@ fn answer(obj: &CachedObject, req: &ObjectRequest) -> Response<Body> {
     };
     let content_length = body.len();
     let body = match req.method() {
-        ObjectMethod::Get => Body::from(body),
+        ObjectMethod::Get => hit_body(body),
         ObjectMethod::Head => Body::empty(),
     };
     let mut res = Response::new(body);
@@ -68,6 +74,53 @@ fn answer(obj: &CachedObject, req: &ObjectRequest) -> Response<Body> {
         headers.insert(header::CONTENT_RANGE, cr);
     }
     res
+}
+
+/// The largest frame of a body served from the cache.
+///
+/// A cached body handed to hyper as one frame is taken at once: the access
+/// log and `yatagarasu_response_bytes_total` counted all of it as sent, and
+/// the connection's watchdog saw the request end (no `send_timeout`, only
+/// the idle timeout) while hyper was still writing it to a client that
+/// might never read. In frames of this size, the body is taken as the
+/// client reads it (hyper buffers at most ~400 KiB ahead), at the cost of a
+/// poll per frame. Each frame is a slice of the cached bytes: no copy, and
+/// a memfd-placed body is still sent with `sendfile(2)`.
+pub(crate) const HIT_FRAME: usize = 256 * 1024;
+
+/// `bytes` as a response body of frames of at most [`HIT_FRAME`] bytes.
+pub(crate) fn hit_body(bytes: Bytes) -> Body {
+    if bytes.len() <= HIT_FRAME {
+        Body::from(bytes)
+    } else {
+        Body::new(Framed { rest: bytes })
+    }
+}
+
+/// A cached body given out [`HIT_FRAME`] bytes at a time.
+struct Framed {
+    rest: Bytes,
+}
+
+impl http_body::Body for Framed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(HIT_FRAME);
+        Poll::Ready(Some(Ok(Frame::data(self.rest.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +176,25 @@ mod tests {
         let res = respond(&obj(), &r, "HIT");
         assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes */10");
+    }
+
+    #[tokio::test]
+    async fn large_hit_bodies_go_out_in_slices_of_the_cached_bytes() {
+        use http_body_util::BodyExt;
+        let bytes = Bytes::from((0..HIT_FRAME * 2 + 7).map(|i| i as u8).collect::<Vec<_>>());
+        let mut body = hit_body(bytes.clone());
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(bytes.len() as u64));
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        let lens: Vec<usize> = frames.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [HIT_FRAME, HIT_FRAME, 7]);
+        // Slices of the cached body, not copies.
+        assert_eq!(frames[1].as_ptr(), bytes[HIT_FRAME..].as_ptr());
+        assert_eq!(frames.concat(), bytes);
+        // A small body stays one frame.
+        let small = hit_body(Bytes::from_static(b"0123"));
+        assert_eq!(small.collect().await.unwrap().to_bytes(), "0123");
     }
 }
