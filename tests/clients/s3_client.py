@@ -102,6 +102,12 @@ def cmd_head_bucket(s3, args):
     out({"ok": True})
 
 
+def cmd_object_api(s3, args):
+    """Calls an object API by its boto3 name (get_object_tagging...)."""
+    res = getattr(s3, args.api)(Bucket=args.bucket, Key=args.key)
+    out({"ok": True, "fields": sorted(k for k in res if k != "ResponseMetadata")})
+
+
 def cmd_presign(s3, args):
     url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": args.bucket, "Key": args.key}, ExpiresIn=args.expires
@@ -127,6 +133,7 @@ def main():
     p.add_argument("--unsigned", action="store_true")
     p.add_argument("--addressing", default="path", choices=["path", "virtual"])
     p.add_argument("--http-proxy")
+    p.add_argument("--api")
     args = p.parse_args()
     s3 = client(args)
     commands = {
@@ -136,6 +143,7 @@ def main():
         "list": cmd_list,
         "head-bucket": cmd_head_bucket,
         "presign": cmd_presign,
+        "object-api": cmd_object_api,
     }
     try:
         commands[args.command](s3, args)

@@ -416,6 +416,16 @@ async fn sigv4_clients_sign_with_proxy_keys_and_get_s3_errors() {
         .boto3_json(&[&["head-bucket"][..], &common].concat(), good)
         .await;
     assert_eq!(v["ok"], true, "{v}");
+    // Object APIs the proxy does not serve get S3's 501, not the object's bytes.
+    for api in ["get_object_tagging", "get_object_acl"] {
+        let args = [&["object-api"][..], &common, &["--key", "test.txt", "--api", api]].concat();
+        let v = clients.boto3_json(&args, good).await;
+        assert_eq!(
+            (v["error"].as_str(), v["status"].as_u64()),
+            (Some("NotImplemented"), Some(501)),
+            "{api}: {v}"
+        );
+    }
     // A paginated listing past 1,000 keys, signed.
     let v = clients.boto3_json(&[&["paginate"][..], &common].concat(), good).await;
     assert_eq!(v["keys"].as_array().unwrap().len(), KEYS + 1);
@@ -548,6 +558,7 @@ async fn request_metrics_carry_the_s3_operation() {
         ("PUT", "/data/new.txt", 405),
         ("DELETE", "/data", 405),
         ("GET", "/data?versioning", 501),
+        ("GET", "/data/test.txt?tagging", 501),
         ("GET", "/nowhere/x", 404),
     ] {
         let res = c
@@ -567,7 +578,7 @@ async fn request_metrics_carry_the_s3_operation() {
         r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="GetBucketLocation",status_class="2xx"} 1"#,
         r#"yatagarasu_requests_total{bucket="ha-data",method="PUT",operation="Refused",status_class="4xx"} 1"#,
         r#"yatagarasu_requests_total{bucket="ha-data",method="DELETE",operation="Refused",status_class="4xx"} 1"#,
-        r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="Unsupported",status_class="5xx"} 1"#,
+        r#"yatagarasu_requests_total{bucket="ha-data",method="GET",operation="Unsupported",status_class="5xx"} 2"#,
         r#"yatagarasu_requests_total{bucket="-",method="GET",operation="-",status_class="4xx"} 1"#,
         r#"yatagarasu_request_duration_seconds_count{bucket="ha-data",cache="-",operation="ListObjectsV2",status_class="2xx"} 1"#,
         r#"yatagarasu_request_duration_seconds_count{bucket="ha-data",cache="-",operation="HeadBucket",status_class="2xx"} 1"#,

@@ -22,6 +22,28 @@ pub(crate) const UNSUPPORTED_SUBRESOURCES: [&str; 14] = [
     "website",
 ];
 
+/// Object subresources that name an API the proxy does not serve
+/// (`GetObjectTagging`, `GetObjectAcl`, `ListParts`...): without this check a
+/// `GET /bucket/key?tagging` would be answered with the object's bytes.
+pub(crate) const UNSUPPORTED_OBJECT_SUBRESOURCES: [&str; 9] = [
+    "acl",
+    "attributes",
+    "legal-hold",
+    "restore",
+    "retention",
+    "select",
+    "tagging",
+    "torrent",
+    "uploadId",
+];
+
+/// The first object subresource of `query` the proxy does not serve.
+pub(crate) fn unsupported_object_subresource(query: Option<&str>) -> Option<&'static str> {
+    let query = query?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find_map(|(k, _)| UNSUPPORTED_OBJECT_SUBRESOURCES.iter().find(|s| **s == k).copied())
+}
+
 /// The S3 operation of a request routed to a bucket (a response extension
 /// set by [`PrefixRouter`](crate::routing::PrefixRouter), read by the access
 /// log for the `operation` metric label). A small fixed set, so the label
@@ -40,7 +62,8 @@ pub enum S3Operation {
     HeadBucket,
     /// `GET /bucket?location`.
     GetBucketLocation,
-    /// A bucket API the proxy does not serve (`?versioning`, `?acl`...): 501.
+    /// A bucket or object API the proxy does not serve (`?versioning`,
+    /// `?acl`, `key?tagging`...): 501.
     Unsupported,
     /// A method the read-only proxy refuses (`PUT`, `POST`, `DELETE`...): 405.
     Refused,
@@ -56,6 +79,9 @@ impl S3Operation {
     pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Self {
         let bucket = path == "/" || path.is_empty();
         match (method, bucket) {
+            (&Method::GET | &Method::HEAD, false) if unsupported_object_subresource(query).is_some() => {
+                Self::Unsupported
+            }
             (&Method::GET, false) => Self::GetObject,
             (&Method::HEAD, false) => Self::HeadObject,
             (&Method::HEAD, true) => Self::HeadBucket,
@@ -104,6 +130,11 @@ mod tests {
             (Method::GET, "/", Some("marker=m"), ListObjects),
             (Method::GET, "/", None, ListObjects),
             (Method::GET, "/", Some("versioning"), Unsupported),
+            (Method::GET, "/a.txt", Some("tagging"), Unsupported),
+            (Method::HEAD, "/a.txt", Some("versionId=1&acl="), Unsupported),
+            (Method::GET, "/a.txt", Some("uploadId=x"), Unsupported),
+            (Method::GET, "/a.txt", Some("x-id=GetObject"), GetObject),
+            (Method::PUT, "/a.txt", Some("tagging"), Refused),
             (Method::PUT, "/a.txt", None, Refused),
             (Method::DELETE, "/", None, Refused),
             (Method::POST, "/", Some("delete"), Refused),

@@ -14,7 +14,7 @@ use rusty_s3::actions::ListObjectsV2;
 use tower::{Service, ServiceExt};
 
 use super::listing::{self, ListParams, ListVersion};
-use super::operation::{S3Operation, UNSUPPORTED_SUBRESOURCES};
+use super::operation::{unsupported_object_subresource, S3Operation, UNSUPPORTED_SUBRESOURCES};
 use super::token::TokenKey;
 use crate::cache::X_CACHE;
 use crate::error::{FetchError, S3Error};
@@ -143,6 +143,28 @@ impl<O, U: Clone> S3Api<O, U> {
 
 type Obj = ObjectRequest;
 
+impl<O, U> S3Api<O, U> {
+    /// 501 `NotImplemented` for an object API the proxy does not serve
+    /// (`GET /bucket/key?tagging`...), rather than the object's bytes.
+    fn object_api_refused<B>(&self, req: &Request<B>, sub: &str) -> Response<Body> {
+        let id = request_id(req.headers())
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut res = S3Error::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            format!("The proxy does not serve the '{sub}' object API."),
+        )
+        .with_resource(format!("/{}{}", self.shared.name, req.uri().path()))
+        .with_request_id(id)
+        .into_response();
+        if req.method() == Method::HEAD {
+            *res.body_mut() = Body::empty();
+        }
+        res
+    }
+}
+
 impl<O, U, B> Service<Request<B>> for S3Api<O, U>
 where
     O: Service<Obj, Response = Response<Body>, Error = FetchError> + Clone,
@@ -174,6 +196,14 @@ where
             return ResponseFuture {
                 kind: Kind::Bucket { fut },
             };
+        }
+        if let Some(sub) = unsupported_object_subresource(req.uri().query()) {
+            if matches!(*req.method(), Method::GET | Method::HEAD) {
+                let fut = Box::pin(std::future::ready(self.object_api_refused(&req, sub)));
+                return ResponseFuture {
+                    kind: Kind::Bucket { fut },
+                };
+            }
         }
         if ObjectRequest::query_has_forwarded_params(req.uri().query()) {
             return ResponseFuture {
