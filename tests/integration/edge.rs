@@ -234,7 +234,11 @@ async fn a_client_that_stops_reading_a_cache_hit_is_cut_and_logged_incomplete() 
         .unwrap();
     let mut first = [0u8; 100];
     s.read_exact(&mut first).await.unwrap();
-    assert!(first.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first));
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
     // ... and never reads again: the hit is cut by `send_timeout` as a
     // stream would be (not left to the idle timeout of 300 s) ...
     let aborted = eventually(PATIENCE, || async {
@@ -250,7 +254,10 @@ async fn a_client_that_stops_reading_a_cache_hit_is_cut_and_logged_incomplete() 
     assert!(closed_by_peer(&mut s).await, "its connection stayed open");
     // ... and the access log counts what was taken, not the whole object.
     let line = eventually(PATIENCE, || async {
-        proxy.logs().lines().any(|l| l.contains("stalled-hit") && l.contains("complete="))
+        proxy
+            .logs()
+            .lines()
+            .any(|l| l.contains("stalled-hit") && l.contains("complete="))
     })
     .await;
     assert!(line, "no access line: {}", proxy.logs());
