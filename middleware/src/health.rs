@@ -131,8 +131,11 @@ impl HealthCheck {
 
     /// Feeds every probe's result to the replica's circuit breaker (the one
     /// its [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer)
-    /// gates requests with): a dead replica is skipped before a client hits
-    /// it, and a recovered one comes back without client traffic.
+    /// gates requests with): a failed probe counts as a failure, so a dead
+    /// replica is skipped before a client hits it; a passing probe moves an
+    /// open breaker to half-open, so a recovered one comes back without
+    /// client traffic, but does not reset a closed breaker's failure count
+    /// (see [`CircuitBreaker::record_success`]).
     pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
         self.breaker = Some(breaker);
         self
@@ -176,6 +179,7 @@ impl HealthCheck {
         }
         if let Some(breaker) = &self.breaker {
             match &result {
+                // Moves an open breaker on; never resets a closed one's count.
                 Ok(_) => breaker.record_success(),
                 Err(_) => breaker.record_failure(),
             }
@@ -235,14 +239,15 @@ mod tests {
         assert_eq!(breaker.state(), BreakerState::Closed, "one failure of two");
         s3.restart().await.unwrap();
         check.probe_once().await.unwrap();
+        assert_eq!(breaker.state(), BreakerState::Closed);
         s3.stop().await;
-        assert!(check.probe_once().await.is_err());
-        assert_eq!(
-            breaker.state(),
-            BreakerState::Closed,
-            "the success in between reset the count"
-        );
+        // A passing probe does not reset a closed breaker's count (it must
+        // not keep open a replica whose requests fail): the second failure opens it.
         assert!(check.probe_once().await.is_err());
         assert_eq!(breaker.state(), BreakerState::Open);
+        // A passing probe helps an open breaker recover: half-open at once.
+        s3.restart().await.unwrap();
+        check.probe_once().await.unwrap();
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
     }
 }

@@ -240,12 +240,15 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a success seen outside a permit (a health probe): it resets
-    /// the failure count, counts toward closing a half-open breaker, and
-    /// moves an open one to half-open (the replica answers again).
+    /// Records a success seen outside a permit (a health probe): it moves an
+    /// open breaker to half-open (the replica answers again) and counts
+    /// toward closing a half-open one. It leaves a closed breaker's failure
+    /// count alone: a probe that passes says the replica answers a `HEAD`,
+    /// not that its requests succeed, so it must not stop the consecutive
+    /// failures of those requests from opening the breaker.
     pub fn record_success(&self) {
         match self.state() {
-            BreakerState::Closed => self.reset_failures(),
+            BreakerState::Closed => {}
             _ => {
                 let mut inner = self.lock();
                 if self.state() == BreakerState::Open {

@@ -109,6 +109,26 @@ fn probes_feed_the_breaker() {
 }
 
 #[test]
+fn a_probe_success_does_not_reset_the_count_of_a_closed_breaker() {
+    // Requests fail, probes pass in between: the requests' consecutive
+    // failures still open it.
+    let (b, _, _) = breaker(3, 1, 1);
+    b.try_acquire().unwrap().failure();
+    b.record_success();
+    b.try_acquire().unwrap().failure();
+    b.record_success();
+    assert_eq!(b.state(), BreakerState::Closed);
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), BreakerState::Open);
+    // A request's success still resets the count.
+    let (b, _, _) = breaker(2, 1, 1);
+    b.try_acquire().unwrap().failure();
+    b.try_acquire().unwrap().success();
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[test]
 fn concurrent_failures_open_it_exactly_once_at_the_threshold() {
     let (b, _, seen) = breaker(100, 1, 1);
     let granted = AtomicU32::new(0);
