@@ -176,7 +176,7 @@ impl Metrics {
                 .expect("the replica series register into a fresh registry"),
             failovers: meter
                 .u64_counter("yatagarasu_replica_failover_total")
-                .with_description("Requests moved from one replica to the next.")
+                .with_description("Requests moved from one replica to the next (a response body resumed mid-way from another replica included).")
                 .build(),
             hedges: meter
                 .u64_counter("yatagarasu_hedges_total")

@@ -544,3 +544,115 @@ async fn probes_pass_on_2xx_for_the_bucket_and_on_2xx_or_404_for_a_key() {
     .await;
     assert!(seen, "{:?}", ready(&proxy).await);
 }
+
+/// `/ready`'s report of the primary has `field` == `value`.
+async fn primary_reads(proxy: &Proxy, field: &str, value: &str) -> bool {
+    ready(proxy).await.1["buckets"]["ha"]["replicas"][0][field] == value
+}
+
+#[tokio::test]
+async fn a_replica_that_breaks_every_body_opens_its_breaker_and_each_resume_is_a_failover() {
+    let p = pair().await;
+    let proxy = Proxy::start(&Cfg::default().render(&p));
+    // Good headers (full length, ETag), then a reset at 64 KiB: every time.
+    p.primary.set_fault(Fault::ResetAfter(64 * 1024));
+    for _ in 0..3 {
+        let res = client().get(proxy.url("/data/big.bin")).send().await.unwrap();
+        assert_eq!(res.headers()["x-yatagarasu-replica"], "primary");
+        let body = res.bytes().await.expect("resumed from the backup");
+        assert_eq!(sha256(&body), sha256(&pattern(BIG, 3)));
+    }
+    let expected = [
+        (
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"}"#,
+            3.0,
+        ),
+        (
+            r#"yatagarasu_replica_failover_total{bucket="ha",from="primary",to="backup"}"#,
+            3.0,
+        ),
+        // failure_threshold 3: three cuts in a row, no success in between.
+        (
+            r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#,
+            1.0,
+        ),
+    ];
+    let counted = eventually(WAIT, || async {
+        let text = scrape(&proxy).await;
+        expected.iter().all(|(name, value)| series(&text, name) == Some(*value))
+    })
+    .await;
+    assert!(counted, "{}", scrape(&proxy).await);
+    // Open: the next download goes to the backup without touching the primary.
+    let gets = p.primary.gets();
+    let res = client().get(proxy.url("/data/big.bin")).send().await.unwrap();
+    assert_eq!(res.headers()["x-yatagarasu-replica"], "backup");
+    assert_eq!(sha256(&res.bytes().await.unwrap()), sha256(&pattern(BIG, 3)));
+    assert_eq!(p.primary.gets(), gets, "an open breaker let a request through");
+}
+
+#[tokio::test]
+async fn a_cut_body_that_cannot_be_resumed_is_counted_logged_and_charged() {
+    let p = pair().await;
+    let proxy = Proxy::start(&Cfg::default().render(&p));
+    // No ETag: nothing can guard a resume, so the client's download is cut.
+    p.primary.set_fault(Fault::ResetAfterWithoutEtag(64 * 1024));
+    for _ in 0..3 {
+        let res = client().get(proxy.url("/data/big.bin")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.bytes().await.is_err(), "a cut body was delivered as complete");
+    }
+    let counted = eventually(WAIT, || async {
+        let text = scrape(&proxy).await;
+        series(
+            &text,
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"}"#,
+        ) == Some(3.0)
+            && series(
+                &text,
+                r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#,
+            ) == Some(1.0)
+    })
+    .await;
+    assert!(counted, "{}", scrape(&proxy).await);
+    assert!(
+        proxy
+            .wait_for_log("Replica 'primary' failed mid-body, cannot resume (no ETag)", WAIT)
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    // The open breaker sends the next download to the backup, whole.
+    let res = client().get(proxy.url("/data/big.bin")).send().await.unwrap();
+    assert_eq!(res.headers()["x-yatagarasu-replica"], "backup");
+    assert_eq!(sha256(&res.bytes().await.unwrap()), sha256(&pattern(BIG, 3)));
+}
+
+#[tokio::test]
+async fn passing_probes_do_not_keep_closed_the_breaker_of_a_replica_whose_gets_fail() {
+    let p = pair().await;
+    let cfg = Cfg {
+        health: true,
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render(&p));
+    assert!(
+        eventually(WAIT, || primary_reads(&proxy, "health", "healthy")).await,
+        "{:?}",
+        ready(&proxy).await
+    );
+    // The bucket's HEAD passes, every GET answers 503.
+    p.primary.set_fault(Fault::SlowDownGets);
+    let probes = || p.primary.requests() - p.primary.gets();
+    for _ in 0..3 {
+        // A passing probe between every two failed GETs.
+        let before = probes();
+        assert!(eventually(WAIT, || async { probes() > before }).await);
+        assert_eq!(get(&proxy, "/data/test.txt").await.1, "backup");
+    }
+    assert!(
+        proxy.wait_for_log("circuit breaker opened", WAIT).await,
+        "{}",
+        proxy.logs()
+    );
+}

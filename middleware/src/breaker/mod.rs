@@ -2,8 +2,11 @@
 //!
 //! [`CircuitBreaker`] is the state machine (closed / open / half-open);
 //! [`CircuitBreakerLayer`] gates a replica's service with one; [`classify`]
-//! decides which outcomes count as failures. They are separate so each can
-//! be tested alone: the state machine with a [`ManualClock`], no sleeps.
+//! decides which outcomes count as failures; [`Settle`] decides when a
+//! success counts (a response whose body is still to come: once its body
+//! has ended cleanly, so a replica that breaks bodies mid-way opens its
+//! breaker like one that fails at the headers). They are separate so each
+//! can be tested alone: the state machine with a [`ManualClock`], no sleeps.
 //!
 //! ```
 //! use std::time::Duration;
@@ -19,11 +22,13 @@
 //! # let _ = layer;
 //! ```
 
+mod body;
 mod classify;
 mod clock;
 mod service;
 mod state;
 
+pub use body::Settle;
 pub use classify::{classify, Classify, FailureClass};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};

@@ -6,6 +6,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::body::Settle;
 use super::classify::{Classify, FailureClass};
 use super::state::{CircuitBreaker, Permit};
 use crate::error::FetchError;
@@ -79,7 +80,7 @@ impl<S> CircuitBreakerService<S> {
 impl<S, Req> Service<Req> for CircuitBreakerService<S>
 where
     S: Service<Req, Error = FetchError>,
-    S::Response: Classify,
+    S::Response: Classify + Settle,
 {
     type Response = S::Response;
     type Error = FetchError;
@@ -118,6 +119,8 @@ where
 pin_project! {
     /// Records the outcome of a gated request in its breaker (or refuses a
     /// request called without a permit while the breaker admits nothing).
+    /// A successful answer's permit is handed to [`Settle`]: a response
+    /// whose body is still to come counts once its body has ended.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
@@ -137,7 +140,7 @@ pin_project! {
 impl<F, T> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<T, FetchError>>,
-    T: Classify,
+    T: Classify + Settle,
 {
     type Output = Result<T, FetchError>;
 
@@ -147,12 +150,13 @@ where
             StateProj::Refused => return Poll::Ready(Err(FetchError::BreakerOpen)),
         };
         let result = ready!(inner.poll(cx));
-        if let Some(permit) = permit.take() {
-            match super::classify::classify(&result) {
-                FailureClass::Success => permit.success(),
-                FailureClass::Failure => permit.failure(),
-                FailureClass::Neutral => drop(permit),
-            }
+        let Some(permit) = permit.take() else {
+            return Poll::Ready(result);
+        };
+        match super::classify::classify(&result) {
+            FailureClass::Success => return Poll::Ready(result.map(|res| res.settle(permit))),
+            FailureClass::Failure => permit.failure(),
+            FailureClass::Neutral => drop(permit),
         }
         Poll::Ready(result)
     }
@@ -165,7 +169,7 @@ mod tests {
 
     use axum::body::Body;
     use http::{Response, StatusCode};
-    use tower::{service_fn, ServiceExt};
+    use tower::{service_fn, BoxError, ServiceExt};
 
     use super::*;
     use crate::breaker::{BreakerConfig, BreakerState, ManualClock};
@@ -217,6 +221,166 @@ mod tests {
         assert_eq!(breaker.state(), BreakerState::Open);
         assert!(matches!(svc.call(()).await, Err(FetchError::BreakerOpen)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A body of `len` bytes (its exact length known) that yields `chunks`
+    /// then `end`: `Ok(())` ends it (short if the chunks fall short of
+    /// `len`), `Err(())` breaks it, and no `end` leaves it pending.
+    struct Scripted {
+        chunks: Vec<&'static [u8]>,
+        len: u64,
+        end: Option<Result<(), ()>>,
+    }
+
+    impl http_body::Body for Scripted {
+        type Data = bytes::Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+            if !self.chunks.is_empty() {
+                let chunk = self.chunks.remove(0);
+                return Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(chunk)))));
+            }
+            match self.end {
+                Some(Ok(())) => Poll::Ready(None),
+                Some(Err(())) => Poll::Ready(Some(Err("connection reset".into()))),
+                None => Poll::Pending,
+            }
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.len)
+        }
+    }
+
+    /// A replica answering 200 with bodies made by `body`.
+    fn streaming(
+        body: impl Fn() -> Scripted + Clone + Send + 'static,
+    ) -> impl Service<(), Response = Response<Body>, Error = FetchError, Future: Send> + Clone {
+        service_fn(move |()| {
+            let body = body.clone();
+            async move { Ok::<_, FetchError>(Response::new(Body::new(body()))) }
+        })
+    }
+
+    fn closed_breaker(failure_threshold: u32) -> Arc<CircuitBreaker> {
+        CircuitBreaker::new(BreakerConfig {
+            failure_threshold,
+            success_threshold: 1,
+            open_timeout: Duration::from_secs(30),
+            half_open_requests: 1,
+        })
+    }
+
+    /// Reads a body to its end or its first error (Err: the body broke).
+    async fn drain(res: Response<Body>) -> Result<usize, axum::Error> {
+        axum::body::to_bytes(res.into_body(), usize::MAX).await.map(|b| b.len())
+    }
+
+    #[tokio::test]
+    async fn bodies_that_break_after_good_headers_open_the_breaker() {
+        let breaker = closed_breaker(3);
+        let broken = || Scripted {
+            chunks: vec![b"0123"],
+            len: 10,
+            end: Some(Err(())),
+        };
+        let svc = CircuitBreakerService::new(streaming(broken), breaker.clone());
+        for _ in 0..3 {
+            let res = svc.clone().oneshot(()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            // The headers were good: nothing is counted yet, no success in between.
+            assert!(drain(res).await.is_err());
+        }
+        assert_eq!(breaker.state(), BreakerState::Open, "three broken bodies in a row");
+    }
+
+    #[tokio::test]
+    async fn a_body_ending_short_of_its_length_is_a_failure() {
+        let breaker = closed_breaker(1);
+        let short = || Scripted {
+            chunks: vec![b"0123"],
+            len: 10,
+            end: Some(Ok(())),
+        };
+        let res = CircuitBreakerService::new(streaming(short), breaker.clone())
+            .oneshot(())
+            .await
+            .unwrap();
+        assert_eq!(drain(res).await.unwrap(), 4);
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_is_the_success_and_resets_the_count() {
+        let breaker = closed_breaker(2);
+        breaker.try_acquire().unwrap().failure();
+        let whole = || Scripted {
+            chunks: vec![b"01234", b"56789"],
+            len: 10,
+            end: None,
+        };
+        // Settled at its last byte, even if never polled past it.
+        let mut body = CircuitBreakerService::new(streaming(whole), breaker.clone())
+            .oneshot(())
+            .await
+            .unwrap()
+            .into_body();
+        use http_body_util::BodyExt;
+        body.frame().await.unwrap().unwrap();
+        body.frame().await.unwrap().unwrap();
+        breaker.try_acquire().unwrap().failure();
+        assert_eq!(
+            breaker.state(),
+            BreakerState::Closed,
+            "the body's success reset the count"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_half_open_trial_lasts_until_its_body_ends() {
+        let (breaker, clock) = open_breaker();
+        clock.advance(Duration::from_secs(30));
+        let whole = || Scripted {
+            chunks: vec![b"0123456789"],
+            len: 10,
+            end: Some(Ok(())),
+        };
+        let res = CircuitBreakerService::new(streaming(whole), breaker.clone())
+            .oneshot(())
+            .await
+            .unwrap();
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert!(breaker.try_acquire().is_none(), "the trial's slot is still taken");
+        assert_eq!(drain(res).await.unwrap(), 10);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_mid_way_records_nothing_and_frees_its_trial_slot() {
+        let (breaker, clock) = open_breaker();
+        clock.advance(Duration::from_secs(30));
+        let stalled = || Scripted {
+            chunks: vec![b"0123"],
+            len: 10,
+            end: None,
+        };
+        let mut body = CircuitBreakerService::new(streaming(stalled), breaker.clone())
+            .oneshot(())
+            .await
+            .unwrap()
+            .into_body();
+        use http_body_util::BodyExt;
+        body.frame().await.unwrap().unwrap();
+        assert!(breaker.try_acquire().is_none(), "one trial at a time");
+        // The client leaves: neither a success nor a failure of the replica.
+        drop(body);
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        breaker.try_acquire().expect("the slot was freed").success();
+        assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
     #[tokio::test]

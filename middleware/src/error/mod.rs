@@ -61,7 +61,8 @@ pub enum FetchError {
     NoReplica,
     /// The replica's body broke after its headers were sent on (a failure
     /// of that replica, reported to [`FailoverEvents`](crate::failover::FailoverEvents)
-    /// when a resume starts; the client's response cannot become an error any more).
+    /// whether the response resumes elsewhere or is cut; the client's
+    /// response cannot become an error any more).
     #[error("response body cut after the headers: {0}")]
     BodyCut(String),
     /// The replica has no usable credentials (expired, or never obtained):

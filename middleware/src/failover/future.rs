@@ -88,16 +88,17 @@ where
 
 pin_project_lite::pin_project! {
     /// Passes over the replicas until one answers: the first pass in try
-    /// order (`last`, when set, tried last), then, with `retries`, more
-    /// passes after a backoff while the retry budget allows. Resolves to the
-    /// answering replica's index and its answer.
+    /// order, then, with `retries`, more passes after a backoff while the
+    /// retry budget allows. Resolves to the answering replica's index and
+    /// its answer. A resume's run sets `cut`, the replica whose body broke:
+    /// it is tried last, and the first move is reported from it.
     pub(crate) struct Run<S>
     where
         S: Service<ObjectRequest>,
     {
         shared: Arc<Shared<S>>,
         req: ObjectRequest,
-        last: Option<usize>,
+        cut: Option<usize>,
         accept: Option<AcceptFn>,
         retries: bool,
         attempts: u32,
@@ -139,7 +140,7 @@ where
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
         req: ObjectRequest,
-        last: Option<usize>,
+        cut: Option<usize>,
         accept: Option<AcceptFn>,
         retries: bool,
         attempts: u32,
@@ -147,7 +148,7 @@ where
         Self {
             shared,
             req,
-            last,
+            cut,
             accept,
             retries,
             attempts,
@@ -176,12 +177,13 @@ where
             match this.stage.as_mut().project() {
                 StageProj::Start => {
                     let mut order: VecDeque<usize> = try_order(&shared.replicas, shared.latency.as_ref()).into();
-                    if let Some(last) = *this.last {
-                        order.retain(|&i| i != last);
-                        order.push_back(last);
+                    *this.seen = Seen::default();
+                    if let Some(cut) = *this.cut {
+                        order.retain(|&i| i != cut);
+                        order.push_back(cut);
+                        this.seen.cut = Some(cut);
                     }
                     *this.order = order;
-                    *this.seen = Seen::default();
                     *this.may_hedge = this.accept.is_none();
                     this.stage.set(Stage::Next);
                 }

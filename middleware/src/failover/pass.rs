@@ -48,6 +48,9 @@ pub(crate) struct Seen {
     pub(super) not_found: Option<(usize, Box<Response<Body>>)>,
     /// Whether a replica was really tried (not only skipped).
     pub(super) tried: bool,
+    /// A resume's pass: the replica whose body broke (reported as the
+    /// origin of a move unless a replica failed since).
+    pub(super) cut: Option<usize>,
 }
 
 impl<S> Shared<S>
@@ -142,7 +145,8 @@ where
         }
     }
 
-    /// Reports moving on to replica `i` after what the pass has seen.
+    /// Reports moving on to replica `i` after what the pass has seen (for a
+    /// resume, first the move away from the replica whose body broke).
     pub(super) fn report_move(&self, i: usize, seen: &Seen) {
         let to = self.replicas[i].name();
         if let Some((from, e)) = &seen.failed {
@@ -153,6 +157,12 @@ where
             let from = self.replicas[*from].name();
             tracing::info!(bucket = %self.bucket, "Replica '{}' answered 404, trying '{}'", from, to);
             self.events.failover(&self.bucket, from, to);
+        } else if let Some(from) = seen.cut {
+            // A body resumed elsewhere (logged when the resume started); as
+            // with a failure, a replica skipped since does not hide it.
+            if from != i {
+                self.events.failover(&self.bucket, self.replicas[from].name(), to);
+            }
         } else if let Some((from, _)) = &seen.skipped {
             self.events.failover(&self.bucket, self.replicas[*from].name(), to);
         }

@@ -1,6 +1,12 @@
 //! Mid-body failover: when the serving replica's body breaks after the
 //! headers went out, the response continues from another replica with a
 //! `Range` request from the byte already sent, guarded by the `ETag`.
+//!
+//! Every body cut is the serving replica's failure, resumed or not: it is
+//! reported to [`FailoverEvents::failure`](super::FailoverEvents::failure)
+//! and logged at WARN here. Its breaker is charged by the replica's own
+//! [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer), which
+//! watches the body it admitted (see [`Settle`](crate::breaker::Settle)).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,17 +31,28 @@ fn body_range(res: &Response<Body>) -> Option<(u64, u64)> {
 }
 
 /// Wraps a served response's body so that it can resume elsewhere, when it
-/// can be resumed at all (a `GET` with an `ETag` and a known length).
+/// can be resumed at all (a `GET` with an `ETag` and a known length); a
+/// `GET` body that cannot be resumed is watched, so that its cut is still
+/// reported as the replica's failure.
 pub(crate) fn wrap<S>(shared: Arc<Shared<S>>, req: &ObjectRequest, index: usize, res: Response<Body>) -> Response<Body>
 where
     S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    if req.method() != ObjectMethod::Get || shared.replicas.is_empty() {
+    if req.method() != ObjectMethod::Get || shared.replicas.is_empty() || http_body::Body::is_end_stream(res.body()) {
         return res;
     }
-    let (Some(etag), Some((first, last))) = (res.headers().get(header::ETAG).cloned(), body_range(&res)) else {
-        return res;
+    let etag = res.headers().get(header::ETAG).cloned();
+    let (Some(etag), Some((first, last))) = (etag.clone(), body_range(&res)) else {
+        let why = if etag.is_none() { "no ETag" } else { "length unknown" };
+        return res.map(|body| {
+            Body::new(WatchedBody {
+                shared,
+                serving: index,
+                why,
+                body,
+            })
+        });
     };
     let (parts, body) = res.into_parts();
     let body = ResumeBody {
@@ -81,8 +98,9 @@ where
     }
 
     fn start_resume(&mut self, cause: &dyn std::fmt::Display) -> Result<(), BoxError> {
+        // The breaker was charged by the replica's breaker layer, which
+        // watches the body it admitted: the metric and the log are ours.
         let failed = &self.shared.replicas[self.serving];
-        failed.breaker().record_failure();
         self.shared.events.failure(
             &self.shared.bucket,
             failed.name(),
@@ -185,6 +203,44 @@ where
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact((self.last - self.first + 1).saturating_sub(self.sent))
+    }
+}
+
+/// A `GET` body that cannot be resumed (no `ETag`, or no known length):
+/// passed through as it is, its cut reported as the serving replica's
+/// failure (the client's response is cut too).
+struct WatchedBody<S> {
+    shared: Arc<Shared<S>>,
+    serving: usize,
+    /// Why it cannot be resumed.
+    why: &'static str,
+    body: Body,
+}
+
+impl<S: Send + Sync + 'static> http_body::Body for WatchedBody<S> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if let Some(Err(e)) = &frame {
+            let failed = this.shared.replicas[this.serving].name();
+            this.shared
+                .events
+                .failure(&this.shared.bucket, failed, &FetchError::BodyCut(e.to_string()));
+            tracing::warn!(bucket = %this.shared.bucket, replica = %failed, error = %e,
+                "Replica '{}' failed mid-body, cannot resume ({}): aborting the response", failed, this.why);
+        }
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -445,3 +445,100 @@ async fn a_failed_pass_is_retried_with_every_replica_again_after_the_backoff() {
     assert_eq!(body(res).await, "a");
     assert_eq!((a_calls.load(Ordering::SeqCst), b_calls.load(Ordering::SeqCst)), (2, 1));
 }
+
+/// Every failure and failover, as `fail:a` and `a->b`.
+#[derive(Default)]
+struct Log(Mutex<Vec<String>>);
+
+impl FailoverEvents for Log {
+    fn failure(&self, _bucket: &str, replica: &str, _error: &FetchError) {
+        self.0.lock().unwrap().push(format!("fail:{replica}"));
+    }
+
+    fn failover(&self, _bucket: &str, from: &str, to: &str) {
+        self.0.lock().unwrap().push(format!("{from}->{to}"));
+    }
+}
+
+const OBJECT: &[u8] = b"0123456789";
+
+/// A replica of the 10-byte `OBJECT`, with ETag `"e"` when `etag`: a whole
+/// `GET` sends its headers, then its first `cut` bytes and a reset (`None`:
+/// the whole body); a ranged `GET` is served.
+fn object(name: &'static str, cut: Option<usize>, etag: bool) -> (Replica<Svc>, Arc<CircuitBreaker>) {
+    let inner = tower::service_fn(move |req: ObjectRequest| {
+        let range = req
+            .headers()
+            .get(http::header::RANGE)
+            .and_then(|v| v.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
+            .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+        async move {
+            let mut res = match range {
+                Some((first, last)) => {
+                    let mut res = Response::new(Body::from(&OBJECT[first..=last]));
+                    *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    let range = format!("bytes {first}-{last}/{}", OBJECT.len());
+                    res.headers_mut().insert("content-range", range.parse().unwrap());
+                    res.headers_mut().insert("content-length", (last + 1 - first).into());
+                    res
+                }
+                None => {
+                    let mut chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+                        vec![Ok(bytes::Bytes::from_static(&OBJECT[..cut.unwrap_or(OBJECT.len())]))];
+                    if cut.is_some() {
+                        chunks.push(Err(std::io::Error::other("connection reset")));
+                    }
+                    let mut res = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+                    res.headers_mut().insert("content-length", OBJECT.len().into());
+                    res
+                }
+            };
+            if etag {
+                res.headers_mut().insert("etag", "\"e\"".parse().unwrap());
+            }
+            Ok::<_, FetchError>(res)
+        }
+    });
+    let breaker = CircuitBreaker::new(BreakerConfig {
+        failure_threshold: 2,
+        ..BreakerConfig::default()
+    });
+    let svc = BoxCloneSyncService::new(CircuitBreakerLayer::new(breaker.clone()).layer(inner));
+    (Replica::new(name, svc, breaker.clone(), ReplicaHealth::new()), breaker)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_resumed_elsewhere_is_a_failure_and_a_move_and_cuts_open_the_breaker() {
+    let (a, a_breaker) = object("a", Some(4), true);
+    let (b, _) = object("b", None, true);
+    let events = Arc::new(Log::default());
+    let failover = Failover::builder("bkt", vec![a.with_priority(1), b.with_priority(2)])
+        .events(events.clone())
+        .build();
+    for _ in 0..2 {
+        let res = failover.clone().oneshot(ObjectRequest::get("k")).await.unwrap();
+        assert_eq!(body(res).await, "0123456789");
+    }
+    assert_eq!(*events.0.lock().unwrap(), vec!["fail:a", "a->b", "fail:a", "a->b"]);
+    // The good headers in between did not reset the count: two cuts in a row.
+    assert_eq!(a_breaker.state(), crate::breaker::BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_that_cannot_be_resumed_is_still_the_replicas_failure() {
+    let (a, a_breaker) = object("a", Some(4), false);
+    let (b, _) = object("b", None, false);
+    let events = Arc::new(Log::default());
+    let failover = Failover::builder("bkt", vec![a.with_priority(1), b.with_priority(2)])
+        .events(events.clone())
+        .build();
+    for _ in 0..2 {
+        let res = failover.clone().oneshot(ObjectRequest::get("k")).await.unwrap();
+        assert!(
+            axum::body::to_bytes(res.into_body(), 1024).await.is_err(),
+            "delivered as complete"
+        );
+    }
+    assert_eq!(*events.0.lock().unwrap(), vec!["fail:a", "fail:a"]);
+    assert_eq!(a_breaker.state(), crate::breaker::BreakerState::Open);
+}

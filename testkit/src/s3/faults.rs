@@ -32,6 +32,9 @@ pub enum Fault {
     Stall,
     /// Sends the headers and this many body bytes, then resets the connection.
     ResetAfter(u64),
+    /// As [`Fault::ResetAfter`], with no `ETag` in the answer: a body a
+    /// client cannot resume (no `If-Match` to guard a ranged rest).
+    ResetAfterWithoutEtag(u64),
     /// Sends the headers and this many body bytes, then sends nothing more
     /// (the connection stays open): a body that stalls mid-way.
     StallAfter(u64),
@@ -306,10 +309,13 @@ pub(super) async fn handle(
     if fault == Fault::SlowDownGets && is_get && res.status().is_success() {
         return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "SlowDown"));
     }
-    let (parts, body) = res.into_parts();
+    let (mut parts, body) = res.into_parts();
+    if matches!(fault, Fault::ResetAfterWithoutEtag(_)) {
+        parts.headers.remove(header::ETAG);
+    }
     let body: BoxBody = match fault {
-        Fault::ResetAfter(limit) | Fault::StallAfter(limit) => {
-            let reset = matches!(fault, Fault::ResetAfter(_));
+        Fault::ResetAfter(limit) | Fault::ResetAfterWithoutEtag(limit) | Fault::StallAfter(limit) => {
+            let reset = !matches!(fault, Fault::StallAfter(_));
             let mut sent = 0u64;
             let hit = Arc::new(AtomicBool::new(false));
             let hit_at_end = hit.clone();
