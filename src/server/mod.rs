@@ -162,11 +162,19 @@ pub struct ConnectionLimits {
     /// so that the edge's own check (431 with an S3 error body) is the one
     /// that applies, as for HTTP/1.1.
     pub http2_max_header_list_size: u32,
+    /// hyper's HTTP/1.1 buffer limit: room for a request head of
+    /// `server.max_header_bytes` and `server.max_uri_length` (and never
+    /// below hyper's default, ~408 KiB), so that the edge's own check (431
+    /// or 414 with an S3 error body) is the one that applies.
+    pub http1_max_buf_size: usize,
     /// Whether requests carry the client's address as `ConnectInfo` (only
     /// `server.rate_limit.per_ip` reads it; the edge is built once, so a
     /// reload cannot turn it on later): an allocation per request saved.
     pub connect_info: bool,
 }
+
+/// hyper's default HTTP/1.1 buffer limit (`8192 + 4096 * 100`).
+const HYPER_DEFAULT_MAX_BUF_SIZE: usize = 8192 + 4096 * 100;
 
 /// File descriptors kept for everything but client connections (upstream
 /// connections, Redis, the metrics listener, logs).
@@ -203,6 +211,8 @@ impl ConnectionLimits {
             http2_max_concurrent_streams: server.http2_max_concurrent_streams,
             http2_max_header_list_size: u32::try_from(server.max_header_bytes.saturating_mul(2).max(16 * 1024))
                 .unwrap_or(u32::MAX),
+            http1_max_buf_size: (server.max_header_bytes + server.max_uri_length + 16 * 1024)
+                .max(HYPER_DEFAULT_MAX_BUF_SIZE),
             connect_info: server.rate_limit.per_ip.enabled,
         }
     }
@@ -342,6 +352,7 @@ fn http_builder(limits: &ConnectionLimits) -> AutoBuilder<TokioExecutor> {
         // so every request reallocated it (8 KiB; bench/README.md). A
         // client that half-closes after its request is answered as well.
         .half_close(true)
+        .max_buf_size(limits.http1_max_buf_size)
         .keep_alive(true);
     builder
         .http2()

@@ -177,6 +177,12 @@ buckets:
 "#;
 
 #[test]
+fn a_uri_limit_beyond_what_hyper_parses_is_refused_by_key() {
+    let err = refused(&format!("server: {{ max_uri_length: 70000 }}\n{BUCKET}"), &[]);
+    assert!(err.contains("server.max_uri_length: 70000 is out of range"), "{err}");
+}
+
+#[test]
 fn values_that_would_overflow_are_refused_by_key() {
     let max = u64::MAX;
     let err = refused(
