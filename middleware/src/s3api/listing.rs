@@ -43,6 +43,9 @@ pub struct ListParams {
     pub url_encoded: bool,
 }
 
+/// The listing parameters that carry keys or tokens (checked for UTF-8).
+const TEXT_PARAMS: [&str; 5] = ["prefix", "delimiter", "start-after", "continuation-token", "marker"];
+
 fn invalid_argument(message: &'static str) -> S3Error {
     S3Error::new(StatusCode::BAD_REQUEST, "InvalidArgument", message)
 }
@@ -56,6 +59,18 @@ impl ListParams {
             ..Default::default()
         };
         for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            // The parser replaces bytes that are not UTF-8: listing another
+            // prefix than the one asked for. Refused instead, as S3 does.
+            if TEXT_PARAMS.contains(&name.as_ref())
+                && value.contains(char::REPLACEMENT_CHARACTER)
+                && !decodes_strictly(query.unwrap_or_default(), &name)
+            {
+                return Err(S3Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    format!("The {name} parameter is not valid UTF-8"),
+                ));
+            }
             let value = value.into_owned();
             match name.as_ref() {
                 "prefix" => p.prefix = value,
@@ -240,6 +255,23 @@ pub fn render(
     x.out
 }
 
+/// Whether every value of `name` in `query` decodes to UTF-8 (form
+/// encoding: `+` is a space). A value may hold U+FFFD sent as such.
+fn decodes_strictly(query: &str, name: &str) -> bool {
+    query.split('&').all(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+        };
+        match decode(n) {
+            Ok(n) if n == name => decode(v).is_ok(),
+            _ => true,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use rusty_s3::actions::ListObjectsV2;
@@ -254,6 +286,24 @@ mod tests {
 <Contents><Key>z.txt</Key><Size>1</Size></Contents>
 <CommonPrefixes><Prefix>dir%2F</Prefix></CommonPrefixes>
 </ListBucketResult>"#;
+
+    #[test]
+    fn parameters_that_are_not_utf8_are_refused() {
+        for q in [
+            "list-type=2&prefix=%ff%fe",
+            "marker=%ff",
+            "start-after=a%c3",
+            "delimiter=%80",
+        ] {
+            assert_eq!(ListParams::parse(Some(q)).unwrap_err().code(), "InvalidArgument", "{q}");
+        }
+        // U+FFFD itself is a valid prefix, sent raw or encoded; unknown
+        // parameters are not read at all.
+        for q in ["prefix=%EF%BF%BD", "prefix=\u{FFFD}", "x-other=%ff&prefix=a"] {
+            assert!(ListParams::parse(Some(q)).is_ok(), "{q}");
+        }
+        assert_eq!(ListParams::parse(Some("prefix=%EF%BF%BD")).unwrap().prefix, "\u{FFFD}");
+    }
 
     #[test]
     fn parses_client_parameters() {
