@@ -3,18 +3,28 @@
 //! refused at once with [`FetchError::Overloaded`] (the failover moves on)
 //! instead of queueing without bound behind a slow replica.
 //!
-//! Built from tower's `ConcurrencyLimit` and `LoadShed`.
+//! The refusal comes from `poll_ready`, not from the call: a refused request
+//! is never sent, so it is not counted as one sent to the replica (and the
+//! breaker above records nothing for it). Built on tower's `ConcurrencyLimit`.
+//!
+//! ```
+//! use tower::{service_fn, Layer};
+//! use yatagarasu_middleware::bulkhead::BulkheadLayer;
+//! use yatagarasu_middleware::error::FetchError;
+//!
+//! let fetch = service_fn(|key: String| async move { Ok::<_, FetchError>(key) });
+//! let limited = BulkheadLayer::new(256).layer(fetch);
+//! # let _ = limited;
+//! ```
 
-use tower::limit::ConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
-use tower::util::MapErrLayer;
-use tower::{BoxError, Layer};
+use std::task::{Context, Poll};
+
+use futures_util::future::{ready, Either, Ready};
+use tower::limit::concurrency::future::ResponseFuture;
+use tower::limit::ConcurrencyLimit;
+use tower::{Layer, Service};
 
 use crate::error::FetchError;
-
-/// The bulkhead around a service.
-pub type Bulkhead<S> =
-    tower::util::MapErr<tower::load_shed::LoadShed<tower::limit::ConcurrencyLimit<S>>, fn(BoxError) -> FetchError>;
 
 /// Limits `inner` to `max` requests in flight (until response headers).
 #[derive(Debug, Clone, Copy)]
@@ -29,18 +39,79 @@ impl BulkheadLayer {
     }
 }
 
-/// The inner service's own error, or `Overloaded`: the only other error this
-/// stack makes is `LoadShed`'s refusal.
-fn to_fetch_error(e: BoxError) -> FetchError {
-    e.downcast::<FetchError>().map_or(FetchError::Overloaded, |e| *e)
-}
-
 impl<S> Layer<S> for BulkheadLayer {
     type Service = Bulkhead<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let limited = LoadShedLayer::new().layer(ConcurrencyLimitLayer::new(self.max).layer(inner));
-        MapErrLayer::new(to_fetch_error as fn(BoxError) -> FetchError).layer(limited)
+        Bulkhead {
+            inner: ConcurrencyLimit::new(inner, self.max),
+            ready: false,
+        }
+    }
+}
+
+/// A service behind a bulkhead: `poll_ready` reserves one of its slots or
+/// fails at once with [`FetchError::Overloaded`] (never waits); `call`
+/// spends the slot until the response headers. Clones start without a slot;
+/// a `call` made without one is refused with `Overloaded`, unsent.
+#[derive(Debug)]
+pub struct Bulkhead<S> {
+    inner: ConcurrencyLimit<S>,
+    ready: bool,
+}
+
+impl<S: Clone> Clone for Bulkhead<S> {
+    fn clone(&self) -> Self {
+        // `ConcurrencyLimit`'s clone holds no slot: neither does ours.
+        Self {
+            inner: self.inner.clone(),
+            ready: false,
+        }
+    }
+}
+
+impl<S> Bulkhead<S> {
+    /// The limited service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The limited service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// The limited service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, Req> Service<Req> for Bulkhead<S>
+where
+    S: Service<Req, Error = FetchError>,
+{
+    type Response = S::Response;
+    type Error = FetchError;
+    type Future = Either<ResponseFuture<S::Future>, Ready<Result<S::Response, FetchError>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FetchError>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                self.ready = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // Full: refused now, never queued.
+            Poll::Pending => Poll::Ready(Err(FetchError::Overloaded)),
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        if !std::mem::take(&mut self.ready) {
+            return Either::Right(ready(Err(FetchError::Overloaded)));
+        }
+        Either::Left(self.inner.call(req))
     }
 }
 
@@ -69,9 +140,13 @@ mod tests {
         let first = svc.ready().await.unwrap().call(false);
         let handle = tokio::spawn(first);
         tokio::task::yield_now().await;
-        // LoadShed reports "not ready" as an immediate error of the call.
-        let second = svc.ready().await.unwrap().call(false).await;
+        // Full: refused by `poll_ready`, so the request is never sent (nor
+        // counted as sent by the failover).
+        let second = svc.clone().ready().await.map(|_| ());
         assert!(matches!(second, Err(FetchError::Overloaded)), "{second:?}");
+        // A call without a slot is refused too, unsent.
+        let unready = svc.clone().call(false).await;
+        assert!(matches!(unready, Err(FetchError::Overloaded)), "{unready:?}");
         tx.send(()).unwrap();
         handle.await.unwrap().unwrap();
         let err = svc.ready().await.unwrap().call(true).await.unwrap_err();

@@ -380,6 +380,24 @@ async fn a_full_bulkhead_skips_to_the_next_replica() {
         (200, "backup", "Backup data!\n")
     );
     assert_eq!(p.primary.requests(), 1, "a request got past a full bulkhead");
+    // The refused request was not sent: not counted as one sent to the primary.
+    let text = scrape(&proxy).await;
+    for (name, value) in [
+        (
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="primary"}"#,
+            1.0,
+        ),
+        (
+            r#"yatagarasu_replica_requests_total{bucket="ha",replica="backup"}"#,
+            1.0,
+        ),
+        (
+            r#"yatagarasu_replica_failover_total{bucket="ha",from="primary",to="backup"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(series(&text, name), Some(value), "{name}\n{text}");
+    }
     assert_eq!(holder.await.unwrap(), 200);
 }
 
