@@ -11,9 +11,13 @@ pub enum KeyError {
     /// A `.` or `..` segment (also percent-encoded) that could walk out of the key.
     #[error("the path contains a '.' or '..' segment")]
     DotSegment,
-    /// The percent-decoded bytes are not UTF-8, or contain a NUL or control byte.
+    /// The percent-decoded bytes are not UTF-8.
     #[error("the path is not valid UTF-8 once decoded")]
     BadEncoding,
+    /// The decoded key holds a control character (NUL, tab, newline...):
+    /// refused, as they can split log lines and upstream requests.
+    #[error("the object key contains a control character (such as NUL, tab or newline)")]
+    ControlCharacter,
     /// Longer than S3's 1024-byte key limit.
     #[error("the object key is longer than 1024 bytes")]
     TooLong,
@@ -50,7 +54,7 @@ fn decode(path: &str) -> Result<Cow<'_, str>, KeyError> {
             .decode_utf8()
             .map_err(|_| KeyError::BadEncoding)?;
         if key.chars().any(|c| c.is_control()) {
-            return Err(KeyError::BadEncoding);
+            return Err(KeyError::ControlCharacter);
         }
         key
     };
@@ -84,7 +88,7 @@ mod tests {
             .decode_utf8()
             .map_err(|_| KeyError::BadEncoding)?;
         if key.chars().any(|c| c.is_control()) {
-            return Err(KeyError::BadEncoding);
+            return Err(KeyError::ControlCharacter);
         }
         if key.split(['/', '\\']).any(|seg| seg == "." || seg == "..") {
             return Err(KeyError::DotSegment);
@@ -143,7 +147,8 @@ mod tests {
         assert_eq!(decode_key("/"), Err(KeyError::Empty));
         assert_eq!(decode_key(""), Err(KeyError::Empty));
         assert_eq!(decode_key("/%ff%fe"), Err(KeyError::BadEncoding));
-        assert_eq!(decode_key("/a%00b"), Err(KeyError::BadEncoding));
+        assert_eq!(decode_key("/a%00b"), Err(KeyError::ControlCharacter));
+        assert_eq!(decode_key("/a%09b"), Err(KeyError::ControlCharacter));
         assert_eq!(decode_key(&format!("/{}", "k".repeat(1025))), Err(KeyError::TooLong));
     }
 }
