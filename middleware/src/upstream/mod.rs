@@ -438,7 +438,7 @@ pub(super) fn from_reqwest(res: reqwest::Response) -> Response<Body> {
 }
 
 /// The replica's answer as the client gets it: status, body,
-/// [`forwarded`] headers and the replica's name.
+/// [`keep_forwarded`] headers and the replica's name.
 pub(super) fn client_response(res: Response<Body>, replica: Option<&HeaderValue>) -> Response<Body> {
     let (parts, body) = res.into_parts();
     let mut out = Response::new(body);
