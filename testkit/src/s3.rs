@@ -29,6 +29,8 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+mod fidelity;
+
 #[cfg(feature = "harness")]
 mod faults;
 #[cfg(feature = "harness")]
@@ -80,7 +82,7 @@ impl LocalS3 {
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(fidelity::Fidelity::new(fs, root));
         builder.set_auth(auth);
         let mut server = Self {
             root: root.to_path_buf(),
