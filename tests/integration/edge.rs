@@ -83,6 +83,35 @@ async fn closed_by_peer(s: &mut TcpStream) -> bool {
     tokio::time::timeout(PATIENCE, wait).await.is_ok()
 }
 
+/// Sends `request` on a new connection and reads the start of its `200`
+/// answer, then never reads again: the connection, for the caller to hold.
+async fn stalled_reader(proxy: &Proxy, request: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut first = [0u8; 100];
+    s.read_exact(&mut first).await.unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    s
+}
+
+/// Whether at least `n` client connections were closed by `send_timeout`
+/// within [`PATIENCE`].
+async fn cut_by_send_timeout(proxy: &Proxy, n: f64) -> bool {
+    eventually(PATIENCE, || async {
+        metric(
+            proxy,
+            "yatagarasu_client_connections_closed_total{reason=\"send_timeout\"}",
+        )
+        .await
+            >= n
+    })
+    .await
+}
+
 /// A metric's value from the metrics listener (0 when absent).
 async fn metric(proxy: &Proxy, series: &str) -> f64 {
     let text = get_text(proxy.metrics_url("/metrics")).await;
@@ -164,18 +193,7 @@ async fn a_client_that_stops_reading_frees_its_slot() {
     let (_s3, proxy) = setup("  max_concurrent_requests: 2\n  send_timeout_seconds: 2").await;
     let mut stalled = Vec::new();
     for _ in 0..2 {
-        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
-        s.write_all(b"GET /data/large.bin HTTP/1.1\r\nHost: test\r\n\r\n")
-            .await
-            .unwrap();
-        let mut first = [0u8; 100];
-        s.read_exact(&mut first).await.unwrap();
-        assert!(
-            first.starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&first)
-        );
-        stalled.push(s); // and never read again
+        stalled.push(stalled_reader(&proxy, "GET /data/large.bin HTTP/1.1\r\nHost: test\r\n\r\n").await);
     }
     // With both slots held for ever, this would stay 503 SlowDown.
     let served = eventually(PATIENCE, || async {
@@ -190,16 +208,10 @@ async fn a_client_that_stops_reading_frees_its_slot() {
     .await;
     assert!(served, "the stalled readers kept every slot");
     // Both are aborted (reading them before would let them go on).
-    let aborted = eventually(PATIENCE, || async {
-        metric(
-            &proxy,
-            "yatagarasu_client_connections_closed_total{reason=\"send_timeout\"}",
-        )
-        .await
-            >= 2.0
-    })
-    .await;
-    assert!(aborted, "a stalled reader was not aborted");
+    assert!(
+        cut_by_send_timeout(&proxy, 2.0).await,
+        "a stalled reader was not aborted"
+    );
     for mut s in stalled {
         assert!(
             closed_by_peer(&mut s).await,
@@ -228,29 +240,14 @@ async fn a_client_that_stops_reading_a_cache_hit_is_cut_and_logged_incomplete() 
     .await;
     assert!(hit, "the object was never served from memory");
 
-    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
-    s.write_all(b"GET /data/large.bin HTTP/1.1\r\nHost: test\r\nX-Request-Id: stalled-hit\r\n\r\n")
-        .await
-        .unwrap();
-    let mut first = [0u8; 100];
-    s.read_exact(&mut first).await.unwrap();
+    let request = "GET /data/large.bin HTTP/1.1\r\nHost: test\r\nX-Request-Id: stalled-hit\r\n\r\n";
+    let mut s = stalled_reader(&proxy, request).await;
+    // The hit is cut by `send_timeout` as a stream would be (not left to
+    // the idle timeout of 300 s) ...
     assert!(
-        first.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&first)
+        cut_by_send_timeout(&proxy, 1.0).await,
+        "the stalled reader of a hit was not cut by send_timeout"
     );
-    // ... and never reads again: the hit is cut by `send_timeout` as a
-    // stream would be (not left to the idle timeout of 300 s) ...
-    let aborted = eventually(PATIENCE, || async {
-        metric(
-            &proxy,
-            "yatagarasu_client_connections_closed_total{reason=\"send_timeout\"}",
-        )
-        .await
-            >= 1.0
-    })
-    .await;
-    assert!(aborted, "the stalled reader of a hit was not cut by send_timeout");
     assert!(closed_by_peer(&mut s).await, "its connection stayed open");
     // ... and the access log counts what was taken, not the whole object.
     let line = eventually(PATIENCE, || async {
