@@ -134,8 +134,8 @@ impl HealthCheck {
     /// gates requests with): a failed probe counts as a failure, so a dead
     /// replica is skipped before a client hits it; a passing probe moves an
     /// open breaker to half-open, so a recovered one comes back without
-    /// client traffic, but does not reset a closed breaker's failure count
-    /// (see [`CircuitBreaker::record_success`]).
+    /// client traffic, but does not clear the failures of a closed breaker's
+    /// requests (see [`CircuitBreaker::record_success`]).
     pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
         self.breaker = Some(breaker);
         self
@@ -179,7 +179,8 @@ impl HealthCheck {
         }
         if let Some(breaker) = &self.breaker {
             match &result {
-                // Moves an open breaker on; never resets a closed one's count.
+                // Moves an open breaker on; in a closed one, clears only
+                // failures that were all probes'.
                 Ok(_) => breaker.record_success(),
                 Err(_) => breaker.record_failure(),
             }
@@ -241,8 +242,11 @@ mod tests {
         check.probe_once().await.unwrap();
         assert_eq!(breaker.state(), BreakerState::Closed);
         s3.stop().await;
-        // A passing probe does not reset a closed breaker's count (it must
-        // not keep open a replica whose requests fail): the second failure opens it.
+        // The passing probe cleared the probe's own failure (it does not
+        // clear requests' failures: `breaker::state` tests) ...
+        assert!(check.probe_once().await.is_err());
+        assert_eq!(breaker.state(), BreakerState::Closed, "one failure of two again");
+        // ... and two probe failures in a row open it.
         assert!(check.probe_once().await.is_err());
         assert_eq!(breaker.state(), BreakerState::Open);
         // A passing probe helps an open breaker recover: half-open at once.

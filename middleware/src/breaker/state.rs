@@ -85,6 +85,8 @@ pub struct CircuitBreaker {
     config: BreakerConfig,
     state: AtomicU8,
     failures: AtomicU32,
+    /// How many of `failures` were health probes' (see `record_success`).
+    probe_failures: AtomicU32,
     inner: Mutex<Inner>,
     clock: Arc<dyn Clock>,
     hook: Option<TransitionHook>,
@@ -156,6 +158,7 @@ impl CircuitBreaker {
             },
             state: AtomicU8::new(0),
             failures: AtomicU32::new(0),
+            probe_failures: AtomicU32::new(0),
             inner: Mutex::new(Inner {
                 opened_at: None,
                 trials_in_flight: 0,
@@ -242,13 +245,19 @@ impl CircuitBreaker {
 
     /// Records a success seen outside a permit (a health probe): it moves an
     /// open breaker to half-open (the replica answers again) and counts
-    /// toward closing a half-open one. It leaves a closed breaker's failure
-    /// count alone: a probe that passes says the replica answers a `HEAD`,
-    /// not that its requests succeed, so it must not stop the consecutive
-    /// failures of those requests from opening the breaker.
+    /// toward closing a half-open one. In a closed breaker it clears the
+    /// failures only when they were all probes' (so a replica of an idle
+    /// bucket does not open on probe failures days apart): a probe that
+    /// passes says the replica answers a `HEAD`, not that its requests
+    /// succeed, so it must not stop the consecutive failures of those
+    /// requests from opening the breaker.
     pub fn record_success(&self) {
         match self.state() {
-            BreakerState::Closed => {}
+            BreakerState::Closed => {
+                if self.failures.load(Ordering::Acquire) == self.probe_failures.load(Ordering::Acquire) {
+                    self.reset_failures();
+                }
+            }
             _ => {
                 let mut inner = self.lock();
                 if self.state() == BreakerState::Open {
@@ -260,15 +269,18 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a failure seen outside a permit (a health probe, a body cut
-    /// after the headers).
+    /// Records a failure seen outside a permit (a health probe).
     pub fn record_failure(&self) {
+        if self.state() == BreakerState::Closed {
+            self.probe_failures.fetch_add(1, Ordering::AcqRel);
+        }
         self.on_failure(false);
     }
 
     fn reset_failures(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
+            self.probe_failures.store(0, Ordering::Relaxed);
         }
     }
 
@@ -332,6 +344,7 @@ impl CircuitBreaker {
                 inner.successes = 0;
                 inner.trials_in_flight = 0;
                 self.failures.store(0, Ordering::Release);
+                self.probe_failures.store(0, Ordering::Release);
             }
         }
         self.state.store(to as u8, Ordering::Release);

@@ -126,6 +126,22 @@ fn a_probe_success_does_not_reset_the_count_of_a_closed_breaker() {
     b.try_acquire().unwrap().success();
     b.try_acquire().unwrap().failure();
     assert_eq!(b.state(), BreakerState::Closed);
+    // Failures that were all probes' are cleared by a passing probe: an idle
+    // replica does not open on probe blips far apart.
+    let (b, _, _) = breaker(2, 1, 1);
+    b.record_failure();
+    b.record_success();
+    b.record_failure();
+    assert_eq!(b.state(), BreakerState::Closed);
+    // ... but not when a request failed among them.
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), BreakerState::Open);
+    let (b, _, _) = breaker(3, 1, 1);
+    b.record_failure();
+    b.try_acquire().unwrap().failure();
+    b.record_success();
+    b.record_failure();
+    assert_eq!(b.state(), BreakerState::Open);
 }
 
 #[test]
