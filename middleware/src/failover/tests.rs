@@ -507,14 +507,27 @@ fn object(name: &'static str, cut: Option<usize>, etag: bool) -> (Replica<Svc>, 
     (Replica::new(name, svc, breaker.clone(), ReplicaHealth::new()), breaker)
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_body_resumed_elsewhere_is_a_failure_and_a_move_and_cuts_open_the_breaker() {
-    let (a, a_breaker) = object("a", Some(4), true);
-    let (b, _) = object("b", None, true);
+/// Replica `a` (first) cuts its body after 4 bytes, `b` serves it whole;
+/// both with an `ETag` when `etag`: the failover, its events and `a`'s breaker.
+fn cut_then_whole(
+    etag: bool,
+) -> (
+    Failover<BoxCloneSyncService<ObjectRequest, Response<Body>, FetchError>>,
+    Arc<Log>,
+    Arc<CircuitBreaker>,
+) {
+    let (a, a_breaker) = object("a", Some(4), etag);
+    let (b, _) = object("b", None, etag);
     let events = Arc::new(Log::default());
     let failover = Failover::builder("bkt", vec![a.with_priority(1), b.with_priority(2)])
         .events(events.clone())
         .build();
+    (failover, events, a_breaker)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_resumed_elsewhere_is_a_failure_and_a_move_and_cuts_open_the_breaker() {
+    let (failover, events, a_breaker) = cut_then_whole(true);
     for _ in 0..2 {
         let res = failover.clone().oneshot(ObjectRequest::get("k")).await.unwrap();
         assert_eq!(body(res).await, "0123456789");
@@ -526,12 +539,7 @@ async fn a_body_resumed_elsewhere_is_a_failure_and_a_move_and_cuts_open_the_brea
 
 #[tokio::test(start_paused = true)]
 async fn a_cut_that_cannot_be_resumed_is_still_the_replicas_failure() {
-    let (a, a_breaker) = object("a", Some(4), false);
-    let (b, _) = object("b", None, false);
-    let events = Arc::new(Log::default());
-    let failover = Failover::builder("bkt", vec![a.with_priority(1), b.with_priority(2)])
-        .events(events.clone())
-        .build();
+    let (failover, events, a_breaker) = cut_then_whole(false);
     for _ in 0..2 {
         let res = failover.clone().oneshot(ObjectRequest::get("k")).await.unwrap();
         assert!(
