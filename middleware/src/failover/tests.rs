@@ -509,13 +509,7 @@ fn object(name: &'static str, cut: Option<usize>, etag: bool) -> (Replica<Svc>, 
 
 /// Replica `a` (first) cuts its body after 4 bytes, `b` serves it whole;
 /// both with an `ETag` when `etag`: the failover, its events and `a`'s breaker.
-fn cut_then_whole(
-    etag: bool,
-) -> (
-    Failover<BoxCloneSyncService<ObjectRequest, Response<Body>, FetchError>>,
-    Arc<Log>,
-    Arc<CircuitBreaker>,
-) {
+fn cut_then_whole(etag: bool) -> (Failover<Svc>, Arc<Log>, Arc<CircuitBreaker>) {
     let (a, a_breaker) = object("a", Some(4), etag);
     let (b, _) = object("b", None, etag);
     let events = Arc::new(Log::default());
