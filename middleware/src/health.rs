@@ -134,8 +134,9 @@ impl HealthCheck {
     /// gates requests with): a failed probe counts as a failure, so a dead
     /// replica is skipped before a client hits it; a passing probe moves an
     /// open breaker to half-open, so a recovered one comes back without
-    /// client traffic, but does not clear the failures of a closed breaker's
-    /// requests (see [`CircuitBreaker::record_success`]).
+    /// client traffic, but neither closes a breaker that requests opened nor
+    /// clears the failures of a closed breaker's requests (see
+    /// [`CircuitBreaker::record_success`]).
     pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
         self.breaker = Some(breaker);
         self

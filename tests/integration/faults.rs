@@ -673,4 +673,22 @@ async fn passing_probes_do_not_keep_closed_the_breaker_of_a_replica_whose_gets_f
         "{}",
         proxy.logs()
     );
+    // Requests opened it, so passing probes only let a trial through: more
+    // than `success_threshold` (2) of them leave it half-open, not closed.
+    for _ in 0..3 {
+        let before = probes();
+        assert!(eventually(WAIT, || async { probes() > before }).await);
+    }
+    let state = r#"yatagarasu_circuit_breaker_state{bucket="ha",replica="primary"}"#;
+    assert_eq!(series(&scrape(&proxy).await, state), Some(2.0), "{}", proxy.logs());
+    assert!(!proxy.logs().contains("circuit breaker closed"), "{}", proxy.logs());
+    // The trial GET fails over to the backup and opens it again.
+    let gets = p.primary.gets();
+    assert_eq!(get(&proxy, "/data/test.txt").await.1, "backup");
+    assert_eq!(p.primary.gets(), gets + 1, "the half-open breaker sent no trial");
+    let reopened = eventually(WAIT, || async {
+        proxy.logs().matches("circuit breaker opened").count() == 2
+    })
+    .await;
+    assert!(reopened, "{}", proxy.logs());
 }

@@ -97,6 +97,9 @@ struct Inner {
     opened_at: Option<Instant>,
     trials_in_flight: u32,
     successes: u32,
+    /// Whether a request's failure (not only probes') opened the breaker:
+    /// then only requests' successes close it again.
+    opened_by_requests: bool,
 }
 
 impl std::fmt::Debug for CircuitBreaker {
@@ -123,13 +126,13 @@ impl Permit {
     /// The request succeeded.
     pub fn success(mut self) {
         self.done = true;
-        self.breaker.on_success(self.trial);
+        self.breaker.on_success(self.trial, false);
     }
 
     /// The request failed.
     pub fn failure(mut self) {
         self.done = true;
-        self.breaker.on_failure(self.trial);
+        self.breaker.on_failure(self.trial, false);
     }
 }
 
@@ -163,6 +166,7 @@ impl CircuitBreaker {
                 opened_at: None,
                 trials_in_flight: 0,
                 successes: 0,
+                opened_by_requests: false,
             }),
             clock,
             hook,
@@ -243,14 +247,18 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a success seen outside a permit (a health probe): it moves an
-    /// open breaker to half-open (the replica answers again) and counts
-    /// toward closing a half-open one. In a closed breaker it clears the
-    /// failures only when they were all probes' (so a replica of an idle
-    /// bucket does not open on probe failures days apart): a probe that
-    /// passes says the replica answers a `HEAD`, not that its requests
-    /// succeed, so it must not stop the consecutive failures of those
-    /// requests from opening the breaker.
+    /// Records a success seen outside a permit (a health probe). A probe
+    /// that passes says the replica answers a `HEAD`, not that its requests
+    /// succeed, so:
+    /// - it moves an open breaker to half-open (the next request is a trial,
+    ///   so a recovered replica comes back within one probe interval);
+    /// - it counts toward closing a half-open breaker only when probes alone
+    ///   opened it; when a request's failure did, only requests close it (a
+    ///   replica whose `HEAD` passes while its `GET`s fail costs one trial
+    ///   per probe interval, not `failure_threshold` requests per cycle);
+    /// - in a closed breaker it clears the failures only when they were all
+    ///   probes' (so a replica of an idle bucket does not open on probe
+    ///   failures days apart), never a run that includes a request's.
     pub fn record_success(&self) {
         match self.state() {
             BreakerState::Closed => {
@@ -264,7 +272,7 @@ impl CircuitBreaker {
                     self.set_state(&mut inner, BreakerState::HalfOpen);
                 }
                 drop(inner);
-                self.on_success(false);
+                self.on_success(false, true);
             }
         }
     }
@@ -274,7 +282,7 @@ impl CircuitBreaker {
         if self.state() == BreakerState::Closed {
             self.probe_failures.fetch_add(1, Ordering::AcqRel);
         }
-        self.on_failure(false);
+        self.on_failure(false, true);
     }
 
     fn reset_failures(&self) {
@@ -284,7 +292,7 @@ impl CircuitBreaker {
         }
     }
 
-    fn on_success(&self, trial: bool) {
+    fn on_success(&self, trial: bool, probe: bool) {
         if self.state() == BreakerState::Closed && !trial {
             return self.reset_failures();
         }
@@ -293,6 +301,7 @@ impl CircuitBreaker {
             inner.trials_in_flight = inner.trials_in_flight.saturating_sub(1);
         }
         match self.state() {
+            BreakerState::HalfOpen if probe && inner.opened_by_requests => {}
             BreakerState::HalfOpen => {
                 inner.successes += 1;
                 if inner.successes >= self.config.success_threshold {
@@ -304,7 +313,7 @@ impl CircuitBreaker {
         }
     }
 
-    fn on_failure(&self, trial: bool) {
+    fn on_failure(&self, trial: bool, probe: bool) {
         if self.state() == BreakerState::Closed && !trial {
             let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
             if n < self.config.failure_threshold {
@@ -317,11 +326,17 @@ impl CircuitBreaker {
         }
         match self.state() {
             BreakerState::Closed => {
-                if self.failures.load(Ordering::Acquire) >= self.config.failure_threshold {
+                let failures = self.failures.load(Ordering::Acquire);
+                if failures >= self.config.failure_threshold {
+                    inner.opened_by_requests = failures != self.probe_failures.load(Ordering::Acquire);
                     self.set_state(&mut inner, BreakerState::Open);
                 }
             }
-            BreakerState::HalfOpen => self.set_state(&mut inner, BreakerState::Open),
+            BreakerState::HalfOpen => {
+                // A probe's failure keeps who opened it; a request's marks it.
+                inner.opened_by_requests |= !probe;
+                self.set_state(&mut inner, BreakerState::Open);
+            }
             BreakerState::Open => {}
         }
     }
@@ -343,6 +358,7 @@ impl CircuitBreaker {
                 inner.opened_at = None;
                 inner.successes = 0;
                 inner.trials_in_flight = 0;
+                inner.opened_by_requests = false;
                 self.failures.store(0, Ordering::Release);
                 self.probe_failures.store(0, Ordering::Release);
             }

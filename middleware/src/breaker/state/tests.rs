@@ -109,6 +109,54 @@ fn probes_feed_the_breaker() {
 }
 
 #[test]
+fn probes_do_not_close_a_breaker_that_requests_opened() {
+    // A replica whose HEAD passes while its GETs fail: requests open it.
+    let (b, clock, _) = breaker(2, 2, 1);
+    b.try_acquire().unwrap().failure();
+    b.record_failure();
+    assert_eq!(b.state(), BreakerState::Open);
+    // A passing probe lets the next request through as a trial ...
+    b.record_success();
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    // ... but passing probes alone never close it.
+    for _ in 0..5 {
+        b.record_success();
+    }
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    // The trial fails: open again, and a probe's failure in half-open
+    // does not forget that requests opened it.
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), BreakerState::Open);
+    b.record_success();
+    b.record_failure();
+    assert_eq!(b.state(), BreakerState::Open);
+    b.record_success();
+    b.record_success();
+    b.record_success();
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    // Requests' successes close it.
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), BreakerState::Closed);
+    // Closed again, a breaker that probes alone open is closed by probes.
+    b.record_failure();
+    b.record_failure();
+    assert_eq!(b.state(), BreakerState::Open);
+    b.record_success();
+    b.record_success();
+    assert_eq!(b.state(), BreakerState::Closed);
+    // And one opened by requests still reaches half-open by its timeout.
+    b.try_acquire().unwrap().failure();
+    b.try_acquire().unwrap().failure();
+    assert!(b.try_acquire().is_none());
+    clock.advance(Duration::from_secs(30));
+    b.try_acquire().unwrap().success();
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[test]
 fn a_probe_success_does_not_reset_the_count_of_a_closed_breaker() {
     // Requests fail, probes pass in between: the requests' consecutive
     // failures still open it.
