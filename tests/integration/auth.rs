@@ -196,3 +196,110 @@ metrics: {{ enabled: false }}
     assert!(res.text().await.unwrap().contains("<Error><Code>"));
     server.abort();
 }
+
+const CLIENT_KEY: &str = "AKIAAUTHTESTCLIENT01";
+const CLIENT_SECRET: &str = "auth-test-client/secret+9";
+
+/// A bucket `/data` whose clients sign with [`CLIENT_KEY`]; `server` is the
+/// `server:` block (YAML flow mapping).
+fn sigv4_config(s3: &S3, server: &str) -> String {
+    format!(
+        r#"
+server: {server}
+buckets:
+  - name: data
+    path_prefix: /data
+    s3: {{ bucket: data-bkt, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}" }}
+    auth:
+      enabled: true
+      sigv4:
+        credentials:
+          - {{ access_key_id: "{CLIENT_KEY}", secret_access_key: "{CLIENT_SECRET}" }}
+health_check: {{ enabled: false }}
+metrics: {{ enabled: false }}
+"#,
+        endpoint = s3.endpoint()
+    )
+}
+
+/// `rclone ARGS` (Debian's, installed by `scripts/test.sh`) with remote `yg:`
+/// at `base` signing with `secret`, the machine's `AWS_*` and `RCLONE_*`
+/// variables removed: `None` when rclone is missing and
+/// `YATAGARASU_ALLOW_MISSING_TOOLS` is set, else (success, stdout, stderr).
+async fn rclone(dir: &std::path::Path, base: &str, secret: &str, args: &[&str]) -> Option<(bool, String, String)> {
+    let found = std::process::Command::new("rclone")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("YATAGARASU_ALLOW_MISSING_TOOLS").is_some() {
+            eprintln!("\n!!!!! SKIPPED: rclone is not installed (scripts/test.sh installs it) !!!!!\n");
+            return None;
+        }
+        panic!("rclone is not installed: run scripts/test.sh (or set YATAGARASU_ALLOW_MISSING_TOOLS to skip)");
+    }
+    let mut cmd = tokio::process::Command::new("rclone");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("AWS_") || k.starts_with("RCLONE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RCLONE_CONFIG", dir.join("rclone.conf"))
+        .env("RCLONE_CONFIG_YG_TYPE", "s3")
+        .env("RCLONE_CONFIG_YG_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_YG_ENDPOINT", base)
+        .env("RCLONE_CONFIG_YG_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_YG_FORCE_PATH_STYLE", "true")
+        .env("RCLONE_CONFIG_YG_ACCESS_KEY_ID", CLIENT_KEY)
+        .env("RCLONE_CONFIG_YG_SECRET_ACCESS_KEY", secret)
+        .args(["--retries", "1", "--low-level-retries", "1"])
+        .args(args)
+        .kill_on_drop(true);
+    let out = cmd.output().await.expect("run rclone");
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// rclone over HTTPS speaks HTTP/2 (Go's default): the host it signed then
+/// arrives as the `:authority`, with no `Host` header.
+#[tokio::test]
+async fn rclone_signs_with_proxy_issued_keys_over_https_and_http2() {
+    let s3 = s3().await;
+    s3.put_object("data-bkt", "dir/a b+c.txt", b"over h2\n").unwrap();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "proxy", false);
+    let proxy = Proxy::start(&sigv4_config(
+        &s3,
+        &format!(r#"{{ address: "127.0.0.1:0", tls: {{ cert_file: {cert:?}, key_file: {key:?} }} }}"#),
+    ));
+    assert!(proxy.base.starts_with("https://"), "{}", proxy.base);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    let rclone = |secret: &'static str, args: &'static [&'static str]| {
+        let (dir, base) = (dir.path().to_owned(), proxy.base.clone());
+        async move {
+            let mut all = vec!["--ca-cert", ca, "--dump", "headers"];
+            all.extend_from_slice(args);
+            rclone(&dir, &base, secret, &all).await
+        }
+    };
+    let Some((ok, out, err)) = rclone(CLIENT_SECRET, &["lsf", "-R", "--files-only", "yg:data"]).await else {
+        return;
+    };
+    assert!(ok, "rclone lsf: {err}\n{}", proxy.logs());
+    assert!(err.contains("HTTP/2.0 200"), "rclone did not speak HTTP/2: {err}");
+    assert_eq!(out, "dir/a b+c.txt\n");
+    let (ok, out, err) = rclone(CLIENT_SECRET, &["cat", "yg:data/dir/a b+c.txt"]).await.unwrap();
+    assert!(ok, "rclone cat: {err}\n{}", proxy.logs());
+    assert_eq!(out, "over h2\n");
+    // A wrong secret is still refused.
+    let (ok, _, err) = rclone("not-the-secret", &["cat", "yg:data/dir/a b+c.txt"])
+        .await
+        .unwrap();
+    assert!(!ok && err.contains("SignatureDoesNotMatch"), "{err}");
+}

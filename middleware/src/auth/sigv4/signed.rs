@@ -142,9 +142,13 @@ pub(super) fn parse_amz_date(s: &str) -> Option<i64> {
 const SIGV4_QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 const SIGV4_PATH: &AsciiSet = &SIGV4_QUERY.remove(b'/');
 
+/// The canonical request of `s`. `authority` is the request URI's authority:
+/// an HTTP/2 request carries its host there (`:authority`), not in a `Host`
+/// header, and it is what the client signed as `host`.
 pub(super) fn canonical_request(
     method: &Method,
     path: &str,
+    authority: Option<&str>,
     query: &[(String, String)],
     headers: &HeaderMap,
     s: &Signed<'_>,
@@ -182,6 +186,10 @@ pub(super) fn canonical_request(
                     .join(" ")
             })
             .collect();
+        let values = match authority {
+            Some(authority) if values.is_empty() && name == "host" => vec![authority.to_owned()],
+            _ => values,
+        };
         canonical_headers.push_str(name);
         canonical_headers.push(':');
         canonical_headers.push_str(&values.join(","));

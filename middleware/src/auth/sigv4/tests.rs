@@ -93,6 +93,29 @@ fn published_presigned_vector_verifies_and_expires() {
     );
 }
 
+/// HTTP/2 carries the signed host as the `:authority` (the URI's), not a `Host` header.
+#[test]
+fn http2_authority_is_the_signed_host() {
+    let mut h = example_get();
+    h.remove("host");
+    let now = at("20130524T000500Z");
+    let h2: Uri = "https://examplebucket.s3.amazonaws.com/test.txt".parse().unwrap();
+    assert_eq!(
+        verifier().verify(&Method::GET, &h2, &h, now).unwrap(),
+        "AKIAIOSFODNN7EXAMPLE"
+    );
+    let other: Uri = "https://other.s3.amazonaws.com/test.txt".parse().unwrap();
+    assert_eq!(
+        verifier().verify(&Method::GET, &other, &h, now),
+        Err(SigV4Error::SignatureMismatch)
+    );
+    // A Host header, when there is one, is what was signed.
+    assert_eq!(
+        verifier().verify(&Method::GET, &other, &example_get(), now).unwrap(),
+        "AKIAIOSFODNN7EXAMPLE"
+    );
+}
+
 #[test]
 fn errors_map_to_s3_codes() {
     let v = verifier();

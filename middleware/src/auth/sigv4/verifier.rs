@@ -102,7 +102,14 @@ impl SigV4Verifier {
                 }
             }
         }
-        let canonical = canonical_request(method, uri.path(), &query, headers, &signed);
+        let canonical = canonical_request(
+            method,
+            uri.path(),
+            uri.authority().map(|a| a.as_str()),
+            &query,
+            headers,
+            &signed,
+        );
         let scope = format!("{}/{}/{}/aws4_request", signed.date, signed.region, signed.service);
         let string_to_sign = format!(
             "{ALGORITHM}\n{}\n{scope}\n{}",
