@@ -303,3 +303,26 @@ async fn rclone_signs_with_proxy_issued_keys_over_https_and_http2() {
         .unwrap();
     assert!(!ok && err.contains("SignatureDoesNotMatch"), "{err}");
 }
+
+/// The request log names the access key of a SigV4-signed request (as it
+/// names a JWT's subject), and nothing of its signature.
+#[tokio::test]
+async fn the_access_log_names_the_access_key_of_signed_requests() {
+    let s3 = s3().await;
+    s3.put_object("data-bkt", "report.txt", b"signed\n").unwrap();
+    let proxy = Proxy::start(&sigv4_config(&s3, r#"{ address: "127.0.0.1:0" }"#));
+    let dir = tempfile::tempdir().unwrap();
+    let Some((ok, out, err)) = rclone(dir.path(), &proxy.base, CLIENT_SECRET, &["cat", "yg:data/report.txt"]).await
+    else {
+        return;
+    };
+    assert!(ok, "rclone cat: {err}\n{}", proxy.logs());
+    assert_eq!(out, "signed\n");
+    let logs = proxy.settled_logs().await;
+    let get = logs
+        .lines()
+        .find(|l| l.contains("operation=\"GetObject\"") && l.contains("status=200"))
+        .unwrap_or_else(|| panic!("no GetObject line:\n{logs}"));
+    assert!(get.contains(&format!("identity={CLIENT_KEY}")), "{get}");
+    assert!(!logs.contains(CLIENT_SECRET) && !logs.contains("Signature="), "{logs}");
+}

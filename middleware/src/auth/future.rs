@@ -10,8 +10,8 @@ use pin_project_lite::pin_project;
 use super::verify::Identity;
 
 pin_project! {
-    /// Response future of [`Auth`](super::Auth): the inner service's answer
-    /// (tagged with the caller's [`Identity`]), or a 401/403 of our own.
+    /// Response future of [`Auth`](super::Auth) and [`SigV4`](super::SigV4): the inner
+    /// service's answer (tagged with the caller's [`Identity`]), or a 401/403 of our own.
     pub struct ResponseFuture<F, E> {
         #[pin]
         kind: Kind<F, E>,
@@ -35,6 +35,13 @@ impl<F, E> ResponseFuture<F, E> {
                 fut,
                 identity: Some(identity),
             },
+        }
+    }
+
+    /// The inner service's answer as it is (a request this layer does not authenticate).
+    pub(crate) fn passthrough(fut: F) -> Self {
+        Self {
+            kind: Kind::Inner { fut, identity: None },
         }
     }
 

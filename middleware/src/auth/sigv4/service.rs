@@ -11,12 +11,15 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::{is_sigv4, strip_credentials, SigV4Verifier};
+use crate::auth::future::ResponseFuture;
 use crate::auth::stats::{AuthOutcome, AuthStats};
 use crate::auth::verify::Identity;
 use crate::routing::OriginalUri;
 
 /// SigV4 authentication in front of a service (see the [module](super) docs).
-/// Rejections are S3 XML answers; the inner error passes through.
+/// Rejections are S3 XML answers; the inner error passes through. The
+/// caller's [`Identity`] is a request extension for the inner service and a
+/// response extension for the request log, as with [`Auth`](crate::auth::Auth).
 #[derive(Clone, Debug)]
 pub struct SigV4<S> {
     pub(super) inner: S,
@@ -35,8 +38,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future =
-        futures_util::future::Either<Oneshot<S, Request<B>>, std::future::Ready<Result<Response<Body>, Infallible>>>;
+    type Future = ResponseFuture<Oneshot<S, Request<B>>, Infallible>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The service called is picked per request; it is driven to readiness by `oneshot`.
@@ -44,10 +46,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        use futures_util::future::Either;
         if !is_sigv4(&req) {
             if let Some(unsigned) = &self.unsigned {
-                return Either::Left(unsigned.clone().oneshot(req));
+                return ResponseFuture::passthrough(unsigned.clone().oneshot(req));
             }
         }
         let uri = req
@@ -61,11 +62,12 @@ where
             Ok(access_key) => {
                 self.stats.record(AuthOutcome::Success);
                 strip_credentials(&mut req);
-                req.extensions_mut().insert(Identity {
+                let identity = Identity {
                     subject: Some(access_key.clone()),
                     claims: serde_json::json!({ "access_key_id": access_key, "auth": "sigv4" }),
-                });
-                Either::Left(self.inner.clone().oneshot(req))
+                };
+                req.extensions_mut().insert(identity.clone());
+                ResponseFuture::inner(self.inner.clone().oneshot(req), identity)
             }
             Err(err) => {
                 self.stats.record(err.outcome());
@@ -76,7 +78,7 @@ where
                     *res.body_mut() = Body::empty();
                 }
                 res.extensions_mut().insert(err.outcome());
-                Either::Right(std::future::ready(Ok(res)))
+                ResponseFuture::rejected(res)
             }
         }
     }
