@@ -12,15 +12,23 @@
 //! crate: the middleware only needs "the current keys", and other users of
 //! the layers need not compile the SDK. Temporary keys are refreshed in the
 //! background by [`ReplicaCredentials::refreshing`].
+//!
+//! A reload builds every replica's credentials anew, but when the new ones
+//! cannot be fetched (the metadata endpoint or STS is down for a moment) and
+//! the running config's, from the same settings, are still valid, those stay
+//! in use: a reload never turns working keys into an outage.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use futures_util::future::BoxFuture;
-use yatagarasu_middleware::credentials::{BoxError, CredentialSource, Fetched, RefreshPolicy, ReplicaCredentials};
+use yatagarasu_middleware::credentials::{
+    BoxError, CredentialSource, Fetched, RefreshPolicy, ReplicaCredentials, WeakReplicaCredentials,
+};
 
 use crate::config::ResolvedReplica;
 
@@ -86,7 +94,55 @@ pub async fn for_replica(bucket: &str, r: &ResolvedReplica) -> ReplicaCredential
         }
     };
     let name = format!("{bucket}/{}", r.name);
-    ReplicaCredentials::refreshing(name, Arc::new(AwsSource(provider)), RefreshPolicy::default()).await
+    let fresh =
+        ReplicaCredentials::refreshing(name.clone(), Arc::new(AwsSource(provider)), RefreshPolicy::default()).await;
+    keep_running(name, source_digest(r), fresh)
+}
+
+/// The refreshing credentials of each replica (`bucket/replica`) in use, with
+/// a digest of the settings they come from; weak, so the credentials of a
+/// config no longer in use stop refreshing.
+static RUNNING: Mutex<BTreeMap<String, (u64, WeakReplicaCredentials)>> = Mutex::new(BTreeMap::new());
+
+/// `fresh`, or the running credentials of the same replica and settings when
+/// `fresh` has no usable keys and they do (a reload during an outage of the
+/// credential source).
+fn keep_running(name: String, digest: u64, fresh: ReplicaCredentials) -> ReplicaCredentials {
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    running.retain(|_, (_, weak)| weak.upgrade().is_some());
+    if fresh.current().is_err() {
+        let same = running.get(&name).filter(|(d, _)| *d == digest);
+        if let Some(current) = same.and_then(|(_, weak)| weak.upgrade()) {
+            if current.current().is_ok() {
+                tracing::warn!(
+                    replica = %name,
+                    "new credentials could not be fetched: the running ones, still valid, stay in use and keep refreshing"
+                );
+                return current;
+            }
+        }
+    }
+    running.insert(name, (digest, fresh.downgrade()));
+    fresh
+}
+
+/// A digest of what a replica's credentials come from (never the settings themselves).
+fn source_digest(r: &ResolvedReplica) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    let role = r.role.as_ref();
+    for part in [
+        Some(r.region.as_str()),
+        r.credentials.as_ref().map(|(access, _)| access.expose()),
+        r.credentials.as_ref().map(|(_, secret)| secret.expose()),
+        r.session_token.as_ref().map(|t| t.expose()),
+        role.map(|x| x.arn.as_str()),
+        role.and_then(|x| x.external_id.as_ref()).map(|e| e.expose()),
+        role.map(|x| x.session_name.as_str()),
+    ] {
+        part.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Which source a replica will use, for `yatagarasu check` (no secret, no

@@ -365,6 +365,47 @@ async fn expired_credentials_are_that_replicas_failure_and_the_next_replica_serv
     assert!(!logs.contains("short-secret") && !logs.contains(SECRET_KEY), "{logs}");
 }
 
+/// A reload while the credential source is down keeps the running, valid keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_the_credentials_endpoint_is_down_keeps_the_valid_keys() {
+    let s3 = keyring_s3().await;
+    s3.ring.add("ASIARELOADKEY00001", "reload-secret");
+    let endpoint =
+        CredentialsEndpoint::start(issued("ASIARELOADKEY00001", "reload-secret", Duration::from_secs(3600))).await;
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_str().unwrap().to_owned();
+    let proxy = Proxy::start_clean_with_env(
+        &chain_config(&[("chain", &s3.server.endpoint(), "")]),
+        &container_env(&endpoint.url, &home_path),
+    );
+    let url = proxy.url("/files/hello.txt");
+    let get = || async {
+        let res = client().get(&url).send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    assert_eq!(get().await, (200, "signed by the chain".to_owned()), "{}", proxy.logs());
+    // The endpoint goes away for a moment, and the config is reloaded then.
+    endpoint.stop();
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_for_log("config reloaded", Duration::from_secs(30)).await,
+        "{}",
+        proxy.logs()
+    );
+    for _ in 0..5 {
+        assert_eq!(get().await, (200, "signed by the chain".to_owned()), "{}", proxy.logs());
+    }
+    let metrics = get_text(proxy.metrics_url("/metrics")).await;
+    let gauge = metrics
+        .lines()
+        .find(|l| l.starts_with("yatagarasu_credentials_expiry_seconds{") && l.contains("replica=\"chain\""))
+        .unwrap_or_else(|| panic!("no expiry gauge:\n{metrics}"));
+    let secs: f64 = gauge.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs > 3000.0, "{gauge}");
+    let logs = proxy.logs();
+    assert!(!logs.contains("reload-secret") && !logs.contains("token-of-"), "{logs}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_and_profile_sources_sign_requests() {
     let s3 = s3().await;

@@ -41,7 +41,7 @@
 
 mod refresh;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
@@ -171,6 +171,28 @@ impl ReplicaCredentials {
     /// Whether the keys come from a refreshing source (and so may expire).
     pub fn is_refreshing(&self) -> bool {
         matches!(self.0, Kind::Refreshing(_))
+    }
+
+    /// A handle that does not keep the background refresh alive: it upgrades
+    /// back to these credentials while a clone of them is still in use.
+    pub fn downgrade(&self) -> WeakReplicaCredentials {
+        match &self.0 {
+            Kind::Refreshing(shared) => WeakReplicaCredentials(Some(Arc::downgrade(shared))),
+            Kind::Anonymous | Kind::Fixed(_) => WeakReplicaCredentials(None),
+        }
+    }
+}
+
+/// A [`ReplicaCredentials::downgrade`]d handle (only refreshing credentials
+/// upgrade back; anonymous and fixed ones are cheap to make again).
+#[derive(Clone, Debug, Default)]
+pub struct WeakReplicaCredentials(Option<Weak<refresh::Shared>>);
+
+impl WeakReplicaCredentials {
+    /// The credentials, if some clone of them is still alive.
+    pub fn upgrade(&self) -> Option<ReplicaCredentials> {
+        let shared = self.0.as_ref()?.upgrade()?;
+        Some(ReplicaCredentials(Kind::Refreshing(shared)))
     }
 }
 
