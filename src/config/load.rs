@@ -158,6 +158,9 @@ pub fn load(
     lookup: &dyn Fn(&str) -> Option<String>,
     overrides: &[(String, String)],
 ) -> Result<Config, ConfigErrors> {
+    // A byte order mark (Windows editors write one) is not part of the
+    // first key: YAML and JSON readers skip it, so does this one.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut secrets = Vec::new();
     let result = load_inner(text, format, lookup, overrides, &mut secrets);
     result.map_err(|errors| ConfigErrors {
@@ -181,7 +184,14 @@ fn parse_file(text: &str, format: Format) -> Result<config::Map<String, config::
             } else {
                 config::FileFormat::Json
             };
-            config::Source::collect(&config::File::from_str(text, kind)).map_err(|e| e.to_string())
+            // The JSON reader keeps the last of a key given twice; YAML and TOML refuse it.
+            match (format == Format::Json)
+                .then(|| super::json::duplicate_key(text))
+                .flatten()
+            {
+                Some(duplicate) => Err(duplicate),
+                None => config::Source::collect(&config::File::from_str(text, kind)).map_err(|e| e.to_string()),
+            }
         }
     };
     parsed.map_err(|e| format!("not valid {}: {e}", format.name()))

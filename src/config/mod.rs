@@ -5,12 +5,13 @@
 //! One file per section: the root [`Config`] here, `server:` in `server`,
 //! `buckets:` in `bucket` (its replicas in `replica`, hedging and
 //! latency-aware choice in `latency`), `metrics:` / `logging:` / `tracing:`
-//! in `observability`; reading the file in `load`, `yaml`, `tree`, `env`
-//! and `overrides`, and the checks in `validate`.
+//! in `observability`; reading the file in `load`, `yaml`, `json`, `tree`,
+//! `env` and `overrides`, and the checks in `validate`.
 
 mod bucket;
 mod de;
 mod env;
+mod json;
 mod latency;
 mod load;
 mod observability;

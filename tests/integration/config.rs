@@ -408,3 +408,41 @@ fn toml_and_json_files_load() {
     let out = check_as("{\"server\": ", "json", &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
 }
+
+#[test]
+fn a_file_saved_with_a_byte_order_mark_loads() {
+    // Notepad and other Windows editors start UTF-8 files with U+FEFF; it is
+    // not part of the first key (YAML 1.2, 5.2), and it is invisible in an
+    // error message ("server: unknown key" for a file that says `server:`).
+    let yaml = format!("server: {{ address: \"127.0.0.1:0\" }}\n{BUCKET}");
+    let json = r#"{"server": {"address": "127.0.0.1:0"},
+        "buckets": [{"name": "a", "path_prefix": "/a", "s3": {"bucket": "b", "endpoint": "http://127.0.0.1:9"}}]}"#;
+    let toml = "[server]\naddress = \"127.0.0.1:0\"\n\n[[buckets]]\nname = \"a\"\npath_prefix = \"/a\"\n\
+                [buckets.s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9\"\n";
+    for (text, extension) in [(yaml.as_str(), "yaml"), (json, "json"), (toml, "toml")] {
+        let out = check_as(&format!("\u{feff}{text}"), extension, &[]);
+        assert!(
+            out.status.success(),
+            "{extension}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Only a leading mark is skipped: the keys are still checked.
+    let err = refused(&format!("\u{feff}server: {{ adress: \"127.0.0.1:0\" }}\n{BUCKET}"), &[]);
+    assert!(err.contains("  - server.adress: unknown key"), "{err}");
+}
+
+#[test]
+fn a_key_given_twice_in_a_json_file_is_refused_as_in_yaml_and_toml() {
+    // The second `server` would silently replace the first (and its typo).
+    let json = r#"{"server": {"adress": "127.0.0.1:0"},
+        "buckets": [{"name": "a", "path_prefix": "/a", "s3": {"bucket": "b", "endpoint": "http://127.0.0.1:9"}}],
+        "server": {"address": "127.0.0.1:0"}}"#;
+    let out = check_as(json, "json", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(
+        err.contains("not valid JSON: duplicate key 'server'") && err.contains("line 3"),
+        "{err}"
+    );
+}
