@@ -9,8 +9,11 @@
 //! stays and the reason is logged.
 //!
 //! Reloaded: buckets, replicas, credentials, auth, cache settings, health
-//! checks. Not reloaded (a restart applies them): `server.*` (listen address,
-//! limits, rate limits, timeouts), `metrics.*` except `admin_token`, `logging.*`, `tracing.*`.
+//! checks, `server.upstream_read_timeout_seconds`, `server.readiness`,
+//! `server.s3_api`, `server.s3_domain`, `metrics.admin_token`. Not reloaded (a
+//! restart applies them, and a reload that changes one warns by its key): the
+//! other `server.*` keys (listen address, TLS block, limits, rate limits,
+//! timeouts), the rest of `metrics.*`, `logging.*`, `tracing.*`.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -221,23 +224,100 @@ impl Live {
 }
 
 fn warn_restart_only(old: &Config, new: &Config) {
+    for key in restart_only_changes(old, new) {
+        tracing::warn!(key, "changes under this key take effect on restart only");
+    }
+}
+
+/// The keys changed from `old` to `new` that a reload does not apply. The
+/// `server.*` keys the new app is built from (`upstream_read_timeout_seconds`,
+/// `readiness`, `s3_api`, `s3_domain`) and `metrics.admin_token` apply at once.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    for (key, changed) in [
-        ("server", differs(&old.server, &new.server)),
+    // Every field named, so that a new one has to be sorted here.
+    let config::ServerConfig {
+        address,
+        shutdown_grace_seconds,
+        upstream_read_timeout_seconds: _,
+        max_concurrent_requests,
+        max_header_bytes,
+        max_uri_length,
+        rate_limit,
+        header_read_timeout_seconds,
+        keepalive_idle_timeout_seconds,
+        send_timeout_seconds,
+        max_client_connections,
+        http2_keepalive_interval_seconds,
+        http2_keepalive_timeout_seconds,
+        http2_max_concurrent_streams,
+        connection_threads,
+        tls,
+        readiness: _,
+        s3_api: _,
+        s3_domain: _,
+    } = &old.server;
+    let s = &new.server;
+    let (m, n) = (&old.metrics, &new.metrics);
+    [
+        ("server.address", differs(address, &s.address)),
         (
-            "metrics",
-            differs(
-                &(&old.metrics.enabled, &old.metrics.address, old.metrics.port),
-                &(&new.metrics.enabled, &new.metrics.address, new.metrics.port),
-            ),
+            "server.shutdown_grace_seconds",
+            differs(shutdown_grace_seconds, &s.shutdown_grace_seconds),
         ),
+        (
+            "server.max_concurrent_requests",
+            differs(max_concurrent_requests, &s.max_concurrent_requests),
+        ),
+        (
+            "server.max_header_bytes",
+            differs(max_header_bytes, &s.max_header_bytes),
+        ),
+        ("server.max_uri_length", differs(max_uri_length, &s.max_uri_length)),
+        ("server.rate_limit", differs(rate_limit, &s.rate_limit)),
+        (
+            "server.header_read_timeout_seconds",
+            differs(header_read_timeout_seconds, &s.header_read_timeout_seconds),
+        ),
+        (
+            "server.keepalive_idle_timeout_seconds",
+            differs(keepalive_idle_timeout_seconds, &s.keepalive_idle_timeout_seconds),
+        ),
+        (
+            "server.send_timeout_seconds",
+            differs(send_timeout_seconds, &s.send_timeout_seconds),
+        ),
+        (
+            "server.max_client_connections",
+            differs(max_client_connections, &s.max_client_connections),
+        ),
+        (
+            "server.http2_keepalive_interval_seconds",
+            differs(http2_keepalive_interval_seconds, &s.http2_keepalive_interval_seconds),
+        ),
+        (
+            "server.http2_keepalive_timeout_seconds",
+            differs(http2_keepalive_timeout_seconds, &s.http2_keepalive_timeout_seconds),
+        ),
+        (
+            "server.http2_max_concurrent_streams",
+            differs(http2_max_concurrent_streams, &s.http2_max_concurrent_streams),
+        ),
+        (
+            "server.connection_threads",
+            differs(connection_threads, &s.connection_threads),
+        ),
+        // The files of the block are re-read on reload; the block itself is not.
+        ("server.tls", differs(tls, &s.tls)),
+        ("metrics.enabled", m.enabled != n.enabled),
+        ("metrics.address", m.address != n.address),
+        ("metrics.port", m.port != n.port),
+        ("metrics.tls", m.tls != n.tls),
         ("logging", differs(&old.logging, &new.logging)),
         ("tracing", differs(&old.tracing, &new.tracing)),
-    ] {
-        if changed {
-            tracing::warn!(key, "changes under this key take effect on restart only");
-        }
-    }
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 /// The service of [`Live::service`].

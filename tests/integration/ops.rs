@@ -476,6 +476,56 @@ async fn failed_reload_keeps_the_running_config_and_says_why() {
     );
 }
 
+/// A reload warns, by key, about each change it does not apply, and only
+/// about those: `server.readiness` and `server.upstream_read_timeout_seconds`
+/// apply at once, a new `metrics.tls` block needs a restart.
+#[tokio::test]
+async fn a_reload_names_each_key_that_needs_a_restart_and_no_other() {
+    let s3 = s3().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("metrics-1", "first", false);
+    let (cert2, key2) = pki.issue("metrics-2", "second", false);
+    let tls = |c: &std::path::Path, k: &std::path::Path| format!("  tls: {{ cert_file: {c:?}, key_file: {k:?} }}");
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", &tls(&cert, &key)));
+
+    // Keys the new app is built from: applied, so no warning.
+    let applied = ha_config(
+        &s3.endpoint(),
+        "  upstream_read_timeout_seconds: 40\n  readiness: { require_replicas: false }",
+        &tls(&cert, &key),
+    );
+    proxy.rewrite_config(&applied);
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("config reloaded", WAIT).await, "{}", proxy.logs());
+    let logs = proxy.settled_logs().await;
+    assert!(!logs.contains("restart only"), "{logs}");
+    let ready = client()
+        .get(proxy.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["require_replicas"], false, "{ready}");
+
+    // Another certificate path for the metrics listener: not applied, so named.
+    let moved = ha_config(
+        &s3.endpoint(),
+        "  upstream_read_timeout_seconds: 40\n  readiness: { require_replicas: false }",
+        &tls(&cert2, &key2),
+    );
+    proxy.rewrite_config(&moved);
+    proxy.signal("HUP");
+    let twice = eventually(WAIT, || async { proxy.logs().matches("config reloaded").count() >= 2 }).await;
+    assert!(twice, "{}", proxy.logs());
+    let logs = proxy.settled_logs().await;
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("restart only")).collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(warnings[0].contains(r#"key="metrics.tls""#), "{logs}");
+}
+
 #[tokio::test]
 async fn admin_endpoints_need_the_token_and_are_off_without_one() {
     let s3 = s3().await;
