@@ -584,3 +584,44 @@ metrics: {{ enabled: true, port: 0, address: "127.0.0.1", admin_token: "t0ken-fo
     let metrics = get_text(&off.metrics_url("/metrics")).await;
     assert!(metrics.contains("\nyatagarasu_cache_memory_files 0\n"), "{metrics}");
 }
+
+/// Concurrent misses of an object the memory tier does not keep (here the
+/// tier is off) make one upstream request: the others wait for the fill and
+/// are answered from Redis. They were woken as the body ended, before the
+/// Redis write (in the background) had landed, found nothing and each
+/// fetched the object again. Writes are held back by `CLIENT PAUSE ... WRITE`
+/// (reads still answered) so that the write lands well after the body ends.
+#[tokio::test]
+async fn concurrent_misses_of_a_redis_only_object_make_one_upstream_request() {
+    let redis = Redis::start();
+    let s3 = s3().await;
+    let body = pattern(2_000_000, 7);
+    s3.put_object("assets-bkt", "big.bin", &body).unwrap();
+    let config = cached_config(&s3.endpoint(), "")
+        .replace(
+            "memory: { max_capacity: 16777216, ttl_seconds: 60 }",
+            "memory: { max_capacity: 0 }",
+        )
+        .replace("pool_size: 4 }", "pool_size: 4, timeout_ms: 10000 }");
+    assert!(config.contains("timeout_ms: 10000"), "{config}");
+    let proxy = Proxy::start_with_env(&config, &[("REDIS_URL", &redis.url())]);
+    // The pool's first connection, before the pause.
+    assert_eq!(get(&proxy, "/assets/absent.bin", &[]).await.0, 404);
+    let before = s3.requests();
+
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]).trim(), "OK");
+    let gets = (0..12).map(|_| get(&proxy, "/assets/big.bin", &[]));
+    let answers = futures_util::future::join_all(gets).await;
+    for (status, cache, got) in &answers {
+        assert_eq!(*status, 200, "{cache}");
+        assert!(*got == body, "a wrong body ({cache})");
+    }
+    let caches: Vec<&str> = answers.iter().map(|(_, c, _)| c.as_str()).collect();
+    assert_eq!(
+        s3.requests() - before,
+        1,
+        "concurrent misses went upstream more than once: {caches:?}"
+    );
+    assert_eq!(caches.iter().filter(|c| **c == "MISS").count(), 1, "{caches:?}");
+    assert_eq!(caches.iter().filter(|c| **c == "HIT-REDIS").count(), 11, "{caches:?}");
+}

@@ -96,8 +96,11 @@ impl Fill {
             },
         };
         self.stored = true;
-        self.store.insert(&self.key, &self.headers, body, self.ttl, self.epoch);
-        // `guard` drops after the memory insert: waiting requests find the copy.
+        // The guard is released once a copy can be found (in memory, or
+        // after the Redis write): waiting requests find it.
+        let guard = self.guard.take();
+        self.store
+            .insert_and_release(&self.key, &self.headers, body, self.ttl, self.epoch, guard);
     }
 }
 

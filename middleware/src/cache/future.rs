@@ -404,6 +404,15 @@ async fn lookup_rest(
                         CacheStats::inc(&stats.coalesced_hits);
                         return Lookup::Hit(hit(&obj, Tier::Memory, req, store));
                     }
+                    // A copy the memory tier does not keep (tier off, object
+                    // over its `max_item_size`) is in Redis once the leader
+                    // lets us go.
+                    if store.has_redis() {
+                        if let Found::Fresh(obj, tier) = store.redis_get(&key).await {
+                            CacheStats::inc(&stats.coalesced_hits);
+                            return Lookup::Hit(hit(&obj, tier, req, store));
+                        }
+                    }
                     if attempt == 1 {
                         // The leader gave up twice: fetch without coalescing.
                         break;

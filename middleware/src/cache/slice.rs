@@ -343,8 +343,8 @@ impl Sliced {
         let result = self.fetch_slice(n, Some(index)).await;
         match result {
             Ok((headers, _, bytes)) => {
-                self.store.insert(&key, &headers, bytes.clone(), self.policy.ttl, epoch);
-                drop(guard);
+                self.store
+                    .insert_and_release(&key, &headers, bytes.clone(), self.policy.ttl, epoch, guard);
                 Ok(bytes)
             }
             Err(SliceError::Changed) => {

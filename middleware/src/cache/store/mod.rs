@@ -348,12 +348,14 @@ impl CacheStore {
         Found::None
     }
 
-    fn memory_put(&self, key: &Arc<str>, obj: Arc<CachedObject>) {
+    /// Puts `obj` in the memory tier; whether the tier holds it afterwards
+    /// (it may refuse or at once evict an entry too heavy for its budget).
+    fn memory_put(&self, key: &Arc<str>, obj: Arc<CachedObject>) -> bool {
         let Some(mem) = &self.inner.memory else {
-            return;
+            return false;
         };
         if obj.body().len() as u64 > self.inner.memory_max_item {
-            return;
+            return false;
         }
         let obj = match self.inner.placement.get() {
             Some(p) => match placement::place(p.as_ref(), obj.body()) {
@@ -384,6 +386,7 @@ impl CacheStore {
         // insert follows an upstream fetch, never on a hit's path.
         mem.sync();
         CacheStats::inc(&self.inner.stats.memory_inserts);
+        mem.contains_key(&hash)
     }
 
     /// Stores a fetched object in both tiers (Redis in the background), unless
@@ -396,6 +399,24 @@ impl CacheStore {
         ttl: Option<Duration>,
         epoch: u64,
     ) {
+        self.insert_and_release(key, headers, body, ttl, epoch, None);
+    }
+
+    /// [`Self::insert`], then drops `guard` (waking the requests waiting for
+    /// this fill) once a copy can be found: right after the memory insert,
+    /// or, when memory does not keep the object (tier off, object over its
+    /// `max_item_size`), once the Redis write has ended. Woken before it, the
+    /// waiting requests found nothing in Redis yet and each fetched the
+    /// object from the replicas.
+    pub(crate) fn insert_and_release(
+        &self,
+        key: &Arc<str>,
+        headers: &http::HeaderMap,
+        body: Bytes,
+        ttl: Option<Duration>,
+        epoch: u64,
+        guard: Option<FillGuard>,
+    ) {
         if self.epoch() != epoch {
             return;
         }
@@ -404,8 +425,9 @@ impl CacheStore {
         let mem_ttl = ttl.unwrap_or(self.inner.memory_ttl);
         let redis_ttl = ttl.unwrap_or(self.inner.redis_ttl);
         let obj = CachedObject::new(headers, body, mem_ttl);
-        if len <= self.inner.memory_max_item {
-            self.memory_put(key, Arc::new(obj.clone()));
+        let mut guard = guard;
+        if len <= self.inner.memory_max_item && self.memory_put(key, Arc::new(obj.clone())) {
+            drop(guard.take());
         }
         if self.inner.redis.is_some() && len <= self.inner.redis_max_item {
             let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -422,6 +444,7 @@ impl CacheStore {
                 if store.epoch() == epoch && redis.set(&key, value, expire).await {
                     CacheStats::inc(&store.inner.stats.redis_writes);
                 }
+                drop(guard);
             });
         }
     }
