@@ -625,3 +625,38 @@ async fn concurrent_misses_of_a_redis_only_object_make_one_upstream_request() {
     assert_eq!(caches.iter().filter(|c| **c == "MISS").count(), 1, "{caches:?}");
     assert_eq!(caches.iter().filter(|c| **c == "HIT-REDIS").count(), 11, "{caches:?}");
 }
+
+/// In standalone mode an operation gets all of `redis.timeout_ms`: a write
+/// Redis holds back for longer than the redis crate's own default answer
+/// timeout (500 ms), but less than `timeout_ms`, lands. It failed at 500 ms
+/// as an error (not even counted as a timeout), and the object never reached
+/// the shared tier.
+#[tokio::test]
+async fn redis_operations_get_all_of_timeout_ms() {
+    let redis = Redis::start();
+    let s3 = s3().await;
+    s3.put_object("assets-bkt", "slow.css", b"p { margin: 1px }").unwrap();
+    let config = cached_config(&s3.endpoint(), "").replace("pool_size: 4 }", "pool_size: 4, timeout_ms: 10000 }");
+    assert!(config.contains("timeout_ms: 10000"), "{config}");
+    let env = [("REDIS_URL", redis.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Proxy::start_with_env(&config, &env);
+    // The pool's first connection, before the pause.
+    assert_eq!(get(&a, "/assets/absent.css", &[]).await.0, 404);
+
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]).trim(), "OK");
+    let (status, cache, body) = get(&a, "/assets/slow.css", &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "MISS"));
+    assert_eq!(body, b"p { margin: 1px }");
+    let written = eventually(Duration::from_secs(10), || async {
+        counter(&a, "yatagarasu_cache_redis_writes_total").await == 1
+    })
+    .await;
+    assert!(written, "the write held back by the pause never landed");
+    assert_eq!(counter(&a, "yatagarasu_cache_redis_errors_total").await, 0);
+
+    let b = Proxy::start_with_env(&config, &env);
+    let (status, cache, body) = get(&b, "/assets/slow.css", &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "HIT-REDIS"));
+    assert_eq!(body, b"p { margin: 1px }");
+}

@@ -36,10 +36,21 @@ impl Backend {
         let scrub = |e: String| seeds.iter().fold(e, |e, url| e.replace(url.as_str(), &redact_url(url)));
         let backend = match cfg.mode {
             RedisMode::Standalone => {
-                let mut c = deadpool_redis::Config::from_url(seeds[0].clone());
-                c.pool = Some(pc);
+                // The redis crate cuts every answer at 500 ms and every
+                // connect at 1 s by default, under a longer `timeout_ms`
+                // (and a large value's extra time): such an operation failed
+                // as an error, not a timeout. The pool's timeouts and
+                // `query`'s deadline bound each operation instead.
+                let conn = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(None)
+                    .set_response_timeout(None);
+                let manager = deadpool_redis::Manager::new_with_config(seeds[0].as_str(), conn)
+                    .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?;
                 Backend::Standalone(
-                    c.create_pool(Some(Runtime::Tokio1))
+                    deadpool_redis::Pool::builder(manager)
+                        .config(pc)
+                        .runtime(Runtime::Tokio1)
+                        .build()
                         .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?,
                 )
             }
