@@ -660,3 +660,29 @@ async fn redis_operations_get_all_of_timeout_ms() {
     assert_eq!((status, cache.as_str()), (200, "HIT-REDIS"));
     assert_eq!(body, b"p { margin: 1px }");
 }
+
+/// The `304` and `412` the proxy makes from a replica's `200` (for
+/// S3-compatible servers that ignore preconditions, as serve-s3 does) say
+/// `X-Cache` like every other object answer. They carried none, so the
+/// access log's `cache` field was empty for them, while the same answers
+/// from a cached copy said `HIT-*`.
+#[tokio::test]
+async fn conditional_answers_made_on_a_miss_say_x_cache() {
+    let redis = Redis::start();
+    let s3 = s3().await;
+    s3.put_object("assets-bkt", "c.css", b"a { color: red }").unwrap();
+    let config = cached_config(&s3.endpoint(), "");
+    let proxy = Proxy::start_with_env(&config, &[("REDIS_URL", &redis.url())]);
+
+    let (status, cache, body) = get(&proxy, "/assets/c.css", &[("if-none-match", "*")]).await;
+    assert_eq!((status, cache.as_str(), body.len()), (304, "MISS", 0));
+    let (status, cache, _) = get(&proxy, "/assets/c.css", &[("if-match", "\"other\"")]).await;
+    assert_eq!((status, cache.as_str()), (412, "MISS"));
+
+    // The same from the cached copy.
+    assert_eq!(get(&proxy, "/assets/c.css", &[]).await.0, 200);
+    let (status, cache, _) = get(&proxy, "/assets/c.css", &[("if-none-match", "*")]).await;
+    assert_eq!((status, cache.as_str()), (304, "HIT-MEMORY"));
+    let (status, cache, _) = get(&proxy, "/assets/c.css", &[("if-match", "\"other\"")]).await;
+    assert_eq!((status, cache.as_str()), (412, "HIT-MEMORY"));
+}

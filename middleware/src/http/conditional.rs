@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use axum::body::Body;
 use http::{header, HeaderMap, Response, StatusCode};
 
-use super::headers::REPLICA_HEADER;
+use super::headers::{REPLICA_HEADER, X_CACHE};
 
 /// What the preconditions of a request say about an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,8 @@ pub fn if_range_holds(request: &HeaderMap, etag: Option<&str>, last_modified: Op
 }
 
 /// A `304 Not Modified` carrying the validators and caching headers of
-/// `from` (RFC 9110 §15.4.5), and the replica that answered, if named.
+/// `from` (RFC 9110 §15.4.5), and the replica that answered and the
+/// cache's `X-Cache`, if named.
 pub fn not_modified(from: &HeaderMap) -> Response<Body> {
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::NOT_MODIFIED;
@@ -81,6 +82,7 @@ pub fn not_modified(from: &HeaderMap) -> Response<Body> {
         header::CACHE_CONTROL,
         header::EXPIRES,
         REPLICA_HEADER,
+        X_CACHE,
     ] {
         if let Some(v) = from.get(&name) {
             res.headers_mut().insert(name, v.clone());
@@ -247,6 +249,7 @@ mod tests {
             (&header::CONTENT_TYPE, "text/plain"),
             (&header::CONTENT_LENGTH, "10"),
             (&REPLICA_HEADER, "r1"),
+            (&X_CACHE, "MISS"),
         ]);
         let res = not_modified(&from);
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
@@ -255,6 +258,7 @@ mod tests {
         assert_eq!(h[header::LAST_MODIFIED], LM.unwrap());
         assert_eq!(h[header::CACHE_CONTROL], "max-age=60");
         assert_eq!(h[REPLICA_HEADER], "r1");
+        assert_eq!(h[X_CACHE], "MISS");
         assert!(!h.contains_key(header::CONTENT_TYPE));
         assert!(!h.contains_key(header::CONTENT_LENGTH));
     }

@@ -244,9 +244,15 @@ fn finish(
             Precondition::Pass => {}
             Precondition::NotModified => return not_modified(res.headers()),
             Precondition::Failed => {
-                return S3Error::precondition_failed()
+                let mut err = S3Error::precondition_failed()
                     .with_request_id(id_text(request_id))
-                    .into_response()
+                    .into_response();
+                for name in [X_CACHE, REPLICA_HEADER] {
+                    if let Some(v) = res.headers().get(&name) {
+                        err.headers_mut().insert(name, v.clone());
+                    }
+                }
+                return err;
             }
         }
     }
