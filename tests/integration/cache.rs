@@ -686,3 +686,44 @@ async fn conditional_answers_made_on_a_miss_say_x_cache() {
     let (status, cache, _) = get(&proxy, "/assets/c.css", &[("if-match", "\"other\"")]).await;
     assert_eq!((status, cache.as_str()), (412, "HIT-MEMORY"));
 }
+
+/// Concurrent first ranges of an object sliced in Redis only (memory tier
+/// off) wait for the one request that probes it, and are answered from its
+/// slices. They were woken before the index's Redis write had landed, found
+/// no index and each went to the replicas as an ordinary miss.
+#[tokio::test]
+async fn concurrent_first_ranges_of_an_object_sliced_in_redis_wait_for_its_index() {
+    let redis = Redis::start();
+    let s3 = s3().await;
+    let body = pattern(2_500_000, 9);
+    s3.put_object("assets-bkt", "video.bin", &body).unwrap();
+    let config = cached_config(&s3.endpoint(), "")
+        .replace(
+            "memory: { max_capacity: 16777216, ttl_seconds: 60 }",
+            "memory: { max_capacity: 0 }",
+        )
+        .replace(
+            "pool_size: 4 }",
+            "pool_size: 4, timeout_ms: 10000, max_item_size: 1048576 }\n  slice_size: 1048576",
+        );
+    assert!(config.contains("slice_size: 1048576"), "{config}");
+    let proxy = Proxy::start_with_env(&config, &[("REDIS_URL", &redis.url())]);
+    // The pool's first connection, before the pause.
+    assert_eq!(get(&proxy, "/assets/absent.bin", &[]).await.0, 404);
+    let before = s3.requests();
+
+    // Writes land only after every request has started.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]).trim(), "OK");
+    let gets = (0..8).map(|_| get(&proxy, "/assets/video.bin", &[("range", "bytes=100-1999999")]));
+    let answers = futures_util::future::join_all(gets).await;
+    for (status, cache, got) in &answers {
+        assert_eq!(*status, 206, "{cache}");
+        assert!(got.as_slice() == &body[100..2_000_000], "a wrong body ({cache})");
+    }
+    let caches: Vec<&str> = answers.iter().map(|(_, c, _)| c.as_str()).collect();
+    assert!(caches.iter().all(|c| *c == "SLICE"), "{caches:?}");
+    // Two slices, and perhaps the first again (its write and the index's
+    // race once the pause ends); one request each without the wait.
+    let upstream = s3.requests() - before;
+    assert!(upstream <= 3, "{upstream} upstream requests: {caches:?}");
+}

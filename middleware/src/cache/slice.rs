@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use super::entry::CachedObject;
 use super::future::Policy;
 use super::stats::CacheStats;
-use super::store::{CacheStore, Found, Join};
+use super::store::{CacheStore, FillGuard, Found, Join};
 use crate::error::FetchError;
 use crate::http::headers::X_CACHE;
 use crate::http::range::{parse_range, RangeSpec};
@@ -121,9 +121,8 @@ pub(crate) async fn serve(policy: Arc<Policy>, req: &ObjectRequest, fetch: Fetch
             // others wait for its index (else each fetched a slice).
             match sliced.store.join(&sliced.index_key()) {
                 Join::Leader(guard) => {
-                    let probed = sliced.probe(start / size).await;
-                    drop(guard);
-                    match probed {
+                    // The guard goes with the index: released once it can be found.
+                    match sliced.probe(start / size, guard).await {
                         Ok(Some((index, slice))) => (index, Some((start / size, slice))),
                         _ => return None,
                     }
@@ -287,8 +286,10 @@ impl Sliced {
         Index::from_entry(&obj)
     }
 
-    /// Fetches slice `n` of an object not yet indexed; stores both.
-    async fn probe(&self, n: u64) -> Result<Option<(Index, Bytes)>, SliceError> {
+    /// Fetches slice `n` of an object not yet indexed; stores both, and
+    /// releases `guard` (the requests waiting for the index) once the index
+    /// can be found: in memory, or when its Redis write has ended.
+    async fn probe(&self, n: u64, guard: FillGuard) -> Result<Option<(Index, Bytes)>, SliceError> {
         let epoch = self.store.epoch();
         let (headers, total, bytes) = self.fetch_slice(n, None).await?;
         let Some(etag) = headers.get(header::ETAG).cloned() else {
@@ -302,15 +303,17 @@ impl Sliced {
             len: total,
             stored_at_ms: super::entry::now_ms(),
         };
-        self.store.insert(
+        // The slice first: its Redis write starts before the index's.
+        self.store
+            .insert(&self.slice_key(n), &headers, bytes.clone(), self.policy.ttl, epoch);
+        self.store.insert_and_release(
             &self.index_key(),
             &headers,
             Bytes::copy_from_slice(&total.to_be_bytes()),
             self.policy.ttl,
             epoch,
+            Some(guard),
         );
-        self.store
-            .insert(&self.slice_key(n), &headers, bytes.clone(), self.policy.ttl, epoch);
         Ok(Some((index, bytes)))
     }
 
