@@ -32,14 +32,17 @@ use yatagarasu_middleware::credentials::{
 
 use crate::config::ResolvedReplica;
 
-/// An AWS SDK credentials provider as a [`CredentialSource`].
-#[derive(Debug)]
-struct AwsSource(SharedCredentialsProvider);
+/// A replica's AWS SDK credentials provider as a [`CredentialSource`], built
+/// anew for every fetch: the SDK's profile provider reads the shared
+/// config/credentials files once per provider, so keys rotated in
+/// `~/.aws/credentials` (or a base profile of a role) would otherwise never
+/// be read again.
+struct AwsSource(ResolvedReplica);
 
 impl CredentialSource for AwsSource {
     fn fetch(&self) -> BoxFuture<'_, Result<Fetched, BoxError>> {
         Box::pin(async move {
-            let c = self.0.provide_credentials().await?;
+            let c = provider(&self.0).await.provide_credentials().await?;
             let keys = match c.session_token() {
                 Some(token) => rusty_s3::Credentials::new_with_token(c.access_key_id(), c.secret_access_key(), token),
                 None => rusty_s3::Credentials::new(c.access_key_id(), c.secret_access_key()),
@@ -62,6 +65,15 @@ pub async fn for_replica(bucket: &str, r: &ResolvedReplica) -> ReplicaCredential
     if let (Some(keys), None) = (&fixed, &r.role) {
         return ReplicaCredentials::fixed(keys.clone());
     }
+    let name = format!("{bucket}/{}", r.name);
+    let source = Arc::new(AwsSource(r.clone()));
+    let fresh = ReplicaCredentials::refreshing(name.clone(), source, RefreshPolicy::default()).await;
+    keep_running(name, source_digest(r), fresh)
+}
+
+/// The SDK provider of a replica without fixed keys: the default chain or the
+/// config's keys, then `role_arn` assumed through STS.
+async fn provider(r: &ResolvedReplica) -> SharedCredentialsProvider {
     let region = Region::new(r.region.clone());
     let base = match &r.credentials {
         Some((access, secret)) => SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
@@ -73,30 +85,24 @@ pub async fn for_replica(bucket: &str, r: &ResolvedReplica) -> ReplicaCredential
         )),
         None => SharedCredentialsProvider::new(DefaultCredentialsChain::builder().region(region.clone()).build().await),
     };
-    let provider = match &r.role {
-        None => base,
-        Some(role) => {
-            // The SDK config from the environment brings the STS endpoint
-            // overrides (`AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`).
-            let sdk = aws_config::defaults(BehaviorVersion::latest())
-                .region(region.clone())
-                .credentials_provider(base)
-                .load()
-                .await;
-            let mut builder = AssumeRoleProvider::builder(role.arn.clone())
-                .session_name(role.session_name.clone())
-                .region(region)
-                .configure(&sdk);
-            if let Some(id) = &role.external_id {
-                builder = builder.external_id(id.expose());
-            }
-            SharedCredentialsProvider::new(builder.build().await)
-        }
+    let Some(role) = &r.role else {
+        return base;
     };
-    let name = format!("{bucket}/{}", r.name);
-    let fresh =
-        ReplicaCredentials::refreshing(name.clone(), Arc::new(AwsSource(provider)), RefreshPolicy::default()).await;
-    keep_running(name, source_digest(r), fresh)
+    // The SDK config from the environment brings the STS endpoint
+    // overrides (`AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`).
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(region.clone())
+        .credentials_provider(base)
+        .load()
+        .await;
+    let mut builder = AssumeRoleProvider::builder(role.arn.clone())
+        .session_name(role.session_name.clone())
+        .region(region)
+        .configure(&sdk);
+    if let Some(id) = &role.external_id {
+        builder = builder.external_id(id.expose());
+    }
+    SharedCredentialsProvider::new(builder.build().await)
 }
 
 /// The refreshing credentials of each replica (`bucket/replica`) in use, with
@@ -182,5 +188,52 @@ fn chain_guess() -> &'static str {
         "would use: container credentials endpoint (ECS task role, EKS Pod Identity)"
     } else {
         "would use: EC2 instance metadata (IMDSv2), nothing else is configured here"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The environment of a process whose only credential source is the
+    /// shared credentials file `file` (nextest runs each test in its own
+    /// process).
+    fn only_the_credentials_file(file: &std::path::Path, home: &std::path::Path) {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                std::env::remove_var(k);
+            }
+        }
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", file);
+        std::env::set_var("AWS_CONFIG_FILE", home.join("no-config"));
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::set_var("HOME", home);
+    }
+
+    #[tokio::test]
+    async fn keys_rotated_in_the_shared_credentials_file_are_read_at_the_next_fetch() {
+        let home = tempfile::tempdir().unwrap();
+        let file = home.path().join("credentials");
+        let write = |key: &str| {
+            std::fs::write(
+                &file,
+                format!("[default]\naws_access_key_id = {key}\naws_secret_access_key = secret-of-{key}\n"),
+            )
+            .unwrap()
+        };
+        write("AKIAFIRSTKEY0001");
+        only_the_credentials_file(&file, home.path());
+        let config = crate::config::load_str(
+            "buckets: [{ name: b, path_prefix: /b, s3: { bucket: b, region: us-east-1 } }]",
+            "test",
+            &|_| None,
+        )
+        .unwrap();
+        let replica = config.buckets[0].s3.resolved_replicas().remove(0);
+        let source = AwsSource(replica);
+        let key = |f: Fetched| f.credentials.key().to_owned();
+        assert_eq!(key(source.fetch().await.unwrap()), "AKIAFIRSTKEY0001");
+        write("AKIASECONDKEY002");
+        assert_eq!(key(source.fetch().await.unwrap()), "AKIASECONDKEY002");
     }
 }
