@@ -446,3 +446,30 @@ fn a_key_given_twice_in_a_json_file_is_refused_as_in_yaml_and_toml() {
         "{err}"
     );
 }
+
+#[test]
+fn a_log_level_that_is_no_level_is_refused_rather_than_silencing_every_log() {
+    // A lone word in a RUST_LOG filter is a target: `warning` would enable
+    // only the target "warning", and the proxy would log nothing at all (not
+    // its listening line, not its errors).
+    for level in ["warning", "fatal", "verbose", "info,hyper", ""] {
+        let config = format!("{BUCKET}logging: {{ level: \"{level}\" }}\n");
+        let err = refused(&config, &[]);
+        assert!(err.contains("  - logging.level: "), "{level}: {err}");
+    }
+    for level in [
+        "info",
+        "WARN",
+        "off",
+        "info,yatagarasu::access=warn",
+        "warn,[request]=debug",
+    ] {
+        let config = format!("{BUCKET}logging: {{ level: \"{level}\" }}\n");
+        let out = check(&config, &[]);
+        assert!(
+            out.status.success(),
+            "{level}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -102,14 +102,8 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
             format!("'{bad}' is not an IP address or CIDR network"),
         );
     }
-    let level = config.logging.level.to_ascii_lowercase();
-    if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str())
-        && tracing_subscriber::EnvFilter::try_new(&config.logging.level).is_err()
-    {
-        err(
-            "logging.level".into(),
-            format!("'{}' is not a log level", config.logging.level),
-        );
+    if let Err(message) = log_filter(&config.logging.level) {
+        err("logging.level".into(), message);
     }
     if !["text", "json"].contains(&config.logging.format.as_str()) {
         err(
@@ -172,6 +166,28 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
         }
     }
     errors
+}
+
+/// `logging.level`: a level, or a `RUST_LOG` filter. A word alone in a
+/// filter is a target (`warning` would log only the target `warning`, that
+/// is nothing at all), so one that is not a level is refused.
+fn log_filter(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if level.trim().is_empty() {
+        return Err("must not be empty (info is the default)".into());
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let is_level = LEVELS.iter().any(|l| directive.eq_ignore_ascii_case(l));
+        if !is_level && !directive.contains(['=', '[']) {
+            return Err(format!(
+                "'{directive}' is not a log level (trace, debug, info, warn, error, off) \
+                 nor a TARGET=LEVEL directive"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| format!("'{level}' is not a log level or filter: {e}"))
 }
 
 fn tracing(err: &mut impl FnMut(String, String), t: &crate::config::TracingConfig) {
