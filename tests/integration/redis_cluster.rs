@@ -411,3 +411,44 @@ async fn rediss_with_a_password_works() {
         "{ready}"
     );
 }
+
+/// In sentinel mode an operation gets all of `redis.timeout_ms`, as in
+/// standalone mode: a write the primary holds back (`CLIENT PAUSE ...
+/// WRITE`) for longer than the redis crate's own 500 ms answer timeout,
+/// but less than `timeout_ms`, lands. It failed at 500 ms as an error.
+#[tokio::test]
+async fn sentinel_operations_get_all_of_timeout_ms() {
+    let set = SentinelSet::start();
+    let s3 = s3().await;
+    s3.put_object("assets-bkt", "slow", &body(1)).unwrap();
+    let redis = format!(
+        "    mode: sentinel\n    sentinel_master: mymaster\n    urls: [{}]",
+        urls_yaml(&set.sentinel_urls())
+    );
+    let cfg = config(&s3.endpoint(), &redis).replace("timeout_ms: 300", "timeout_ms: 10000");
+    assert!(cfg.contains("timeout_ms: 10000"), "{cfg}");
+    let a = Proxy::start(&cfg);
+    // The pool's first connection (through the sentinels), before the pause.
+    assert_eq!(get(&a, "absent").await.unwrap().0, 404);
+
+    assert_eq!(set.primary.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]).trim(), "OK");
+    assert_eq!(get(&a, "slow").await.unwrap(), (200, "MISS".to_owned(), body(1)));
+    let metric = |name: &'static str| {
+        let url = a.metrics_url("/metrics");
+        async move {
+            get_text(url)
+                .await
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing from the metrics"))
+        }
+    };
+    let written = eventually(Duration::from_secs(10), || async {
+        metric("yatagarasu_cache_redis_writes_total").await == 1
+    })
+    .await;
+    assert!(written, "the write held back by the pause never landed");
+    assert_eq!(metric("yatagarasu_cache_redis_errors_total").await, 0);
+    let b = Proxy::start(&cfg);
+    assert_eq!(get(&b, "slow").await.unwrap(), (200, "HIT-REDIS".to_owned(), body(1)));
+}

@@ -14,7 +14,7 @@ use crate::cache::config::{redact_url, CacheConfigError, RedisCacheConfig, Redis
 pub(super) enum Backend {
     Standalone(deadpool_redis::Pool),
     Cluster(deadpool::managed::Pool<ClusterManager>),
-    Sentinel(deadpool_redis::sentinel::Pool),
+    Sentinel(deadpool::managed::Pool<SentinelManager>),
 }
 
 impl Backend {
@@ -41,10 +41,7 @@ impl Backend {
                 // (and a large value's extra time): such an operation failed
                 // as an error, not a timeout. The pool's timeouts and
                 // `query`'s deadline bound each operation instead.
-                let conn = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(None)
-                    .set_response_timeout(None);
-                let manager = deadpool_redis::Manager::new_with_config(seeds[0].as_str(), conn)
+                let manager = deadpool_redis::Manager::new_with_config(seeds[0].as_str(), unbounded_connection())
                     .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?;
                 Backend::Standalone(
                     deadpool_redis::Pool::builder(manager)
@@ -67,15 +64,21 @@ impl Backend {
             }
             RedisMode::Sentinel => {
                 let master = cfg.sentinel_master.clone().unwrap_or_default();
-                let mut c = deadpool_redis::sentinel::Config::from_urls(
+                let client = redis::sentinel::SentinelClient::build(
                     seeds.to_vec(),
                     master,
-                    deadpool_redis::sentinel::SentinelServerType::Master,
+                    Some(node_connection_info(&seeds[0]).into()),
+                    redis::sentinel::SentinelServerType::Master,
                 )
-                .with_node_connection_info(Some(node_connection_info(&seeds[0])));
-                c.pool = Some(pc);
+                .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?;
+                let manager = SentinelManager {
+                    client: tokio::sync::Mutex::new(client),
+                };
                 Backend::Sentinel(
-                    c.create_pool(Some(Runtime::Tokio1))
+                    deadpool::managed::Pool::builder(manager)
+                        .config(pc)
+                        .runtime(deadpool::Runtime::Tokio1)
+                        .build()
                         .map_err(|e| CacheConfigError::new(key, scrub(e.to_string())))?,
                 )
             }
@@ -135,9 +138,9 @@ impl Backend {
                     .await
                     .map_err(|_| RedisFailure::Timeout)?
                     .map_err(pool_error)?;
-                let r = timeout_at(deadline, cmd.query_async::<T>(&mut conn)).await;
+                let r = timeout_at(deadline, cmd.query_async::<T>(&mut *conn)).await;
                 if !matches!(r, Ok(Ok(_))) {
-                    drop(deadpool_redis::sentinel::Connection::take(conn));
+                    drop(deadpool::managed::Object::take(conn));
                 }
                 Ok(r.map_err(|_| RedisFailure::Timeout)??)
             }
@@ -177,6 +180,46 @@ impl deadpool::managed::Manager for ClusterManager {
         _: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<RedisError> {
         Ok(())
+    }
+}
+
+/// Connections without the redis crate's own answer (500 ms) and connect
+/// (1 s) timeouts, which cut an operation under a longer `timeout_ms` (or a
+/// large value's extra time) as an error rather than a timeout: the pool's
+/// timeouts and [`Backend::query`]'s deadline bound each operation instead.
+fn unbounded_connection() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(None)
+        .set_response_timeout(None)
+}
+
+/// deadpool's manager of connections to the primary the sentinels name: as
+/// deadpool-redis' own (a new connection asks the sentinels, a pooled one is
+/// checked with a `PING`), with [`unbounded_connection`]s.
+pub(super) struct SentinelManager {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+}
+
+impl deadpool::managed::Manager for SentinelManager {
+    type Type = redis::aio::MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Self::Type, RedisError> {
+        let mut client = self.client.lock().await;
+        client.get_async_connection_with_config(&unbounded_connection()).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut Self::Type,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<RedisError> {
+        let pong: String = redis::cmd("PING").query_async(conn).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(deadpool::managed::RecycleError::message("unexpected answer to PING"))
+        }
     }
 }
 
