@@ -31,6 +31,18 @@ pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .merge(admin)
+        // Bodies for what axum answers empty: a wrong method (with `Allow`), an unknown path.
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(json!({ "error": "method not allowed: see the Allow header" })),
+            )
+        })
+        .fallback(|| async {
+            not_found(
+                "no such endpoint: GET /metrics, POST /admin/reload, DELETE /admin/cache[/{bucket}[/{key}]]".into(),
+            )
+        })
         .with_state(live)
 }
 

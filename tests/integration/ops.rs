@@ -526,6 +526,33 @@ async fn a_reload_names_each_key_that_needs_a_restart_and_no_other() {
     assert!(warnings[0].contains(r#"key="metrics.tls""#), "{logs}");
 }
 
+/// A wrong method or an unknown path on the metrics listener gets a body
+/// saying so (and `Allow`), not an empty answer.
+#[tokio::test]
+async fn the_metrics_listener_explains_a_wrong_method_or_path() {
+    let s3 = s3().await;
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", &format!("  admin_token: {TOKEN}")));
+    let c = client();
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/metrics", "GET,HEAD"),
+        (reqwest::Method::GET, "/admin/reload", "POST"),
+    ] {
+        let res = c.request(method.clone(), proxy.metrics_url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let body = res.text().await.unwrap();
+        assert!(body.contains("method not allowed"), "{method} {path}: {body:?}");
+    }
+    let res = c.get(proxy.metrics_url("/metric")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("GET /metrics"), "{body:?}");
+}
+
 #[tokio::test]
 async fn admin_endpoints_need_the_token_and_are_off_without_one() {
     let s3 = s3().await;
