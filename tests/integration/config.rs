@@ -473,3 +473,33 @@ fn a_log_level_that_is_no_level_is_refused_rather_than_silencing_every_log() {
         );
     }
 }
+
+#[test]
+fn a_span_queue_too_large_to_allocate_is_refused_by_key_not_a_crash_at_start() {
+    // The exporter allocates its queue whole when the proxy starts: `check`
+    // used to pass this, and the proxy then aborted ("capacity overflow",
+    // "memory allocation of ... bytes failed").
+    let config = format!(
+        "{BUCKET}tracing: {{ otlp_endpoint: \"http://127.0.0.1:9\", max_queue_spans: 100000000000, max_batch_spans: 512 }}\n"
+    );
+    let err = refused(&config, &[]);
+    assert!(err.contains("  - tracing.max_queue_spans: "), "{err}");
+    let file = write_config(&format!("server: {{ address: \"127.0.0.1:0\" }}\n{config}"));
+    let out = std::process::Command::new(BIN)
+        .arg("-c")
+        .arg(file.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tracing.max_queue_spans") && !err.contains("panicked"),
+        "{err}"
+    );
+    // What the reference shows still loads.
+    let ok = format!(
+        "{BUCKET}tracing: {{ otlp_endpoint: \"http://127.0.0.1:9\", max_queue_spans: 2048, max_batch_spans: 512 }}\n"
+    );
+    assert!(check(&ok, &[]).status.success());
+}

@@ -190,6 +190,10 @@ fn log_filter(level: &str) -> Result<(), String> {
         .map_err(|e| format!("'{level}' is not a log level or filter: {e}"))
 }
 
+/// The most spans `tracing.max_queue_spans` and `max_batch_spans` may hold
+/// (each slot of the queue is allocated at start).
+const MAX_SPANS: u64 = 100_000;
+
 fn tracing(err: &mut impl FnMut(String, String), t: &crate::config::TracingConfig) {
     if let Some(url) = t.traces_url() {
         match url::Url::parse(&url) {
@@ -212,17 +216,19 @@ fn tracing(err: &mut impl FnMut(String, String), t: &crate::config::TracingConfi
     if t.service_name.trim().is_empty() {
         err("tracing.service_name".into(), "must not be empty".into());
     }
-    for (key, value) in [
-        ("tracing.export_interval_ms", t.export_interval_ms),
-        ("tracing.export_timeout_seconds", t.export_timeout_seconds),
-        ("tracing.max_queue_spans", t.max_queue_spans as u64),
-        ("tracing.max_batch_spans", t.max_batch_spans as u64),
+    // The exporter allocates its queue and batch whole at start: a large
+    // count would abort the process there (`check` said it was valid).
+    for (key, value, max) in [
+        ("tracing.export_interval_ms", t.export_interval_ms, 3_600_000),
+        ("tracing.export_timeout_seconds", t.export_timeout_seconds, 3600),
+        ("tracing.max_queue_spans", t.max_queue_spans as u64, MAX_SPANS),
+        ("tracing.max_batch_spans", t.max_batch_spans as u64, MAX_SPANS),
     ] {
-        if value == 0 {
-            err(key.into(), "must be at least 1".into());
+        if value == 0 || value > max {
+            err(key.into(), format!("{value} is out of range (1 to {max})"));
         }
     }
-    if t.max_batch_spans > t.max_queue_spans {
+    if t.max_batch_spans > t.max_queue_spans && t.max_queue_spans as u64 <= MAX_SPANS {
         err(
             "tracing.max_batch_spans".into(),
             format!(
