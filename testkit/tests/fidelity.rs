@@ -335,3 +335,23 @@ async fn boto3_paginators_return_the_exact_keys() {
         assert_eq!(keys, sorted(&KEYS), "{op}");
     }
 }
+
+#[tokio::test]
+async fn listed_objects_carry_the_etag_a_head_answers() {
+    let (s3, _dir) = server_with_keys().await;
+    let (bkt, creds) = (bucket(&s3), creds());
+    let page = ListObjectsV2::parse_response(&list(bkt.list_objects_v2(Some(&creds))).await).unwrap();
+    assert_eq!(page.contents.len(), KEYS.len());
+    for object in page.contents {
+        let url = bkt.head_object(Some(&creds), &object.key).sign(HOUR);
+        let res = client().head(url).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{}", object.key);
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        assert_eq!(object.etag.as_deref(), Some(etag.as_str()), "{}", object.key);
+    }
+    // ListObjects (V1) too: rusty-s3's V2 action without `list-type`.
+    let mut action = bkt.list_objects_v2(Some(&creds));
+    action.query_mut().remove("list-type");
+    let xml = list(action).await;
+    assert_eq!(xml.matches("<ETag>").count(), KEYS.len(), "{xml}");
+}

@@ -27,6 +27,11 @@
 //!   answers `416 InvalidRange`, as S3 does (a `206` cannot describe zero
 //!   bytes: there is no `Content-Range` for it).
 //!
+//! - **`ETag` in listings**: s3s-fs lists objects without one; S3 always
+//!   sends it, and clients rely on it (`s3cmd sync` and `s3cmd get` of a
+//!   glob fail with `KeyError: 'ETag'`). Each listed object gets the `ETag` a
+//!   `HEAD` of it answers.
+//!
 //! Every other operation s3s-fs implements is passed on unchanged.
 
 use std::future::Future;
@@ -95,6 +100,8 @@ impl Fidelity {
         mut req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let url = is_url(req.input.encoding_type.as_ref());
+        let head = HeadTemplate::of(&req);
+        let bucket = req.input.bucket.clone();
         let token = req.input.continuation_token.clone();
         if let Some(t) = &mut req.input.continuation_token {
             *t = hex_decode(t)
@@ -102,6 +109,7 @@ impl Fidelity {
         }
         let mut res = self.inner.list_objects_v2(req).await?;
         let out = &mut res.output;
+        self.fill_etags(&head, &bucket, &mut out.contents).await?;
         out.continuation_token = token;
         out.next_continuation_token = out.next_continuation_token.as_deref().map(hex_encode);
         if url {
@@ -115,9 +123,12 @@ impl Fidelity {
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         let url = is_url(req.input.encoding_type.as_ref());
+        let head = HeadTemplate::of(&req);
+        let bucket = req.input.bucket.clone();
         let marker = req.input.marker.clone();
         let mut res = self.inner.list_objects(req).await?;
         let out = &mut res.output;
+        self.fill_etags(&head, &bucket, &mut out.contents).await?;
         out.marker = marker;
         if url {
             encode_objects(&mut out.contents, &mut out.common_prefixes);
@@ -131,6 +142,59 @@ impl Fidelity {
             }
         }
         Ok(res)
+    }
+}
+
+impl Fidelity {
+    /// Sets each listed object's `ETag` to the one a `HEAD` of it answers
+    /// (before the keys are URL-encoded). An object deleted meanwhile keeps
+    /// none.
+    async fn fill_etags(&self, head: &HeadTemplate, bucket: &str, contents: &mut Option<Vec<Object>>) -> S3Result<()> {
+        for object in contents.iter_mut().flatten() {
+            let Some(key) = object.key.clone() else { continue };
+            let input = HeadObjectInput::builder()
+                .bucket(bucket.to_owned())
+                .key(key)
+                .build()
+                .map_err(|e| s3_error!(InternalError, "{e}"))?;
+            if let Ok(res) = self.inner.head_object(head.request(input)).await {
+                object.e_tag = res.output.e_tag;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a `HEAD` made on behalf of a listing carries over from it.
+struct HeadTemplate {
+    uri: http::Uri,
+    credentials: Option<s3s::auth::Credentials>,
+    region: Option<s3s::region::Region>,
+    service: Option<String>,
+}
+
+impl HeadTemplate {
+    fn of<T>(req: &S3Request<T>) -> Self {
+        Self {
+            uri: req.uri.clone(),
+            credentials: req.credentials.clone(),
+            region: req.region.clone(),
+            service: req.service.clone(),
+        }
+    }
+
+    fn request(&self, input: HeadObjectInput) -> S3Request<HeadObjectInput> {
+        S3Request {
+            input,
+            method: http::Method::HEAD,
+            uri: self.uri.clone(),
+            headers: http::HeaderMap::new(),
+            extensions: http::Extensions::new(),
+            credentials: self.credentials.clone(),
+            region: self.region.clone(),
+            service: self.service.clone(),
+            trailing_headers: None,
+        }
     }
 }
 
