@@ -503,3 +503,27 @@ fn a_span_queue_too_large_to_allocate_is_refused_by_key_not_a_crash_at_start() {
     );
     assert!(check(&ok, &[]).status.success());
 }
+
+#[test]
+fn a_latency_demotion_longer_than_a_day_is_refused_by_key() {
+    // It is added to the clock when a slow replica is demoted: u64::MAX
+    // seconds passed `check`, then panicked every request that demoted a
+    // replica ("overflow when adding duration to instant"): connections reset.
+    let config = BUCKET.replace(
+        "s3: { bucket: b,",
+        "s3: { latency_aware: { enabled: true, outlier_demotion_seconds: 18446744073709551615, decay_seconds: 18446744073709551615 }, bucket: b,",
+    );
+    let err = refused(&config, &[]);
+    for key in [
+        "buckets[0].s3.latency_aware.outlier_demotion_seconds: 18446744073709551615 is out of range",
+        "buckets[0].s3.latency_aware.decay_seconds: 18446744073709551615 is out of range",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let ok = BUCKET.replace(
+        "s3: { bucket: b,",
+        "s3: { latency_aware: { enabled: true, outlier_demotion_seconds: 86400, decay_seconds: 60 }, bucket: b,",
+    );
+    let out = check(&ok, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -152,6 +152,17 @@ pub(super) fn bounds(config: &Config) -> Vec<(String, u64, u64, u64)> {
                 DAY,
             ),
         ]);
+        // Added to an `Instant` when a replica is demoted: past a day, a
+        // demotion would panic the request that causes it. (0 for the decay
+        // has its own message.)
+        let la = &s3.latency_aware;
+        out.push((format!("{at}.latency_aware.decay_seconds"), la.decay_seconds, 0, DAY));
+        out.push((
+            format!("{at}.latency_aware.outlier_demotion_seconds"),
+            la.outlier_demotion_seconds,
+            0,
+            DAY,
+        ));
         if let Some(h) = &s3.health_check {
             hc(&format!("{at}.health_check"), h, &mut out);
         }
