@@ -727,3 +727,57 @@ async fn concurrent_first_ranges_of_an_object_sliced_in_redis_wait_for_its_index
     let upstream = s3.requests() - before;
     assert!(upstream <= 3, "{upstream} upstream requests: {caches:?}");
 }
+
+/// A bucket purge while a fill's Redis write is on its way leaves nothing
+/// behind: the write landed after the purge had scanned Redis, and the
+/// purged object came back (served as `HIT-REDIS` by every instance).
+/// Writes are held back by `CLIENT PAUSE ... WRITE`; the purge's `SCAN`
+/// still answers.
+#[tokio::test]
+async fn a_purge_during_a_fills_redis_write_leaves_nothing_behind() {
+    let redis = Redis::start();
+    let s3 = s3().await;
+    s3.put_object("assets-bkt", "p.css", b"p { color: old }").unwrap();
+    let config = cached_config(&s3.endpoint(), "")
+        .replace("pool_size: 4 }", "pool_size: 4, timeout_ms: 10000 }")
+        .replace(
+            r#"metrics: { enabled: true, port: 0, address: "127.0.0.1" }"#,
+            r#"metrics: { enabled: true, port: 0, address: "127.0.0.1", admin_token: "purge-token" }"#,
+        );
+    assert!(config.contains("purge-token"), "{config}");
+    let env = [("REDIS_URL", redis.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Proxy::start_with_env(&config, &env);
+    // The pool's first connection, before the pause.
+    assert_eq!(get(&a, "/assets/absent.css", &[]).await.0, 404);
+
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "2000", "WRITE"]).trim(), "OK");
+    let (status, cache, body) = get(&a, "/assets/p.css", &[]).await;
+    assert_eq!(
+        (status, cache.as_str(), body.as_slice()),
+        (200, "MISS", b"p { color: old }".as_slice())
+    );
+    // The object changes upstream and is purged while its write waits.
+    s3.put_object("assets-bkt", "p.css", b"p { color: new }").unwrap();
+    let purged = client()
+        .delete(a.metrics_url("/admin/cache/assets"))
+        .bearer_auth("purge-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status().as_u16(), 200);
+    let landed = eventually(Duration::from_secs(10), || async {
+        counter(&a, "yatagarasu_cache_redis_writes_total").await == 1
+    })
+    .await;
+    assert!(landed, "the held-back write never landed");
+
+    for proxy in [&a, &Proxy::start_with_env(&config, &env)] {
+        let (status, cache, body) = get(proxy, "/assets/p.css", &[]).await;
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, b"p { color: new }".as_slice()),
+            "the purged copy was served ({cache})"
+        );
+    }
+}

@@ -427,6 +427,11 @@ impl CacheStore {
         let obj = CachedObject::new(headers, body, mem_ttl);
         let mut guard = guard;
         if len <= self.inner.memory_max_item && self.memory_put(key, Arc::new(obj.clone())) {
+            if self.epoch() != epoch {
+                // Purged meanwhile: not kept, and not written to Redis.
+                self.memory_remove(key);
+                return;
+            }
             drop(guard.take());
         }
         if self.inner.redis.is_some() && len <= self.inner.redis_max_item {
@@ -442,6 +447,12 @@ impl CacheStore {
                 let value = obj.encode();
                 let Some(redis) = &store.inner.redis else { return };
                 if store.epoch() == epoch && redis.set(&key, value, expire).await {
+                    // A purge that began while the write was on its way may
+                    // have scanned before it landed: the purged object would
+                    // be back in the shared tier. Take it out again.
+                    if store.epoch() != epoch {
+                        let _ = redis.del(&[key.to_string()]).await;
+                    }
                     CacheStats::inc(&store.inner.stats.redis_writes);
                 }
                 drop(guard);
