@@ -35,7 +35,7 @@ pub fn parse_range(value: &str, len: u64) -> RangeSpec {
     };
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
-        let Ok(suffix) = last.parse::<u64>() else {
+        let Some(suffix) = digits(last) else {
             return RangeSpec::Full;
         };
         if suffix == 0 || len == 0 {
@@ -43,14 +43,14 @@ pub fn parse_range(value: &str, len: u64) -> RangeSpec {
         }
         return RangeSpec::Bytes(len.saturating_sub(suffix), len - 1);
     }
-    let Ok(first) = first.parse::<u64>() else {
+    let Some(first) = digits(first) else {
         return RangeSpec::Full;
     };
     let last = if last.is_empty() {
         u64::MAX
     } else {
-        match last.parse::<u64>() {
-            Ok(l) if l >= first => l,
+        match digits(last) {
+            Some(l) if l >= first => l,
             _ => return RangeSpec::Full,
         }
     };
@@ -58,6 +58,15 @@ pub fn parse_range(value: &str, len: u64) -> RangeSpec {
         return RangeSpec::Unsatisfiable;
     }
     RangeSpec::Bytes(first, last.min(len - 1))
+}
+
+/// A number as RFC 9110 writes one in a range: ASCII digits only (`u64`'s
+/// parser also takes a leading `+`).
+fn digits(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 /// The `Content-Range` of a `206` carrying bytes `first..=last` of `len`.
@@ -76,10 +85,10 @@ pub fn unsatisfied_range(len: u64) -> HeaderValue {
 pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
     let (range, len) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
     let (first, last) = range.split_once('-')?;
-    let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+    let (first, last) = (digits(first)?, digits(last)?);
     let len = match len {
         "*" => None,
-        len => Some(len.parse().ok()?),
+        len => Some(digits(len)?),
     };
     (first <= last && len.is_none_or(|len| last < len)).then_some((first, last, len))
 }
@@ -119,6 +128,10 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,3-4", 10), RangeSpec::Full);
         assert_eq!(parse_range("items=0-1", 10), RangeSpec::Full);
         assert_eq!(parse_range("bytes=x-", 10), RangeSpec::Full);
+        // Digits only: `u64`'s parser takes a sign.
+        assert_eq!(parse_range("bytes=+1-3", 10), RangeSpec::Full);
+        assert_eq!(parse_range("bytes=1-+3", 10), RangeSpec::Full);
+        assert_eq!(parse_range("bytes=-+3", 10), RangeSpec::Full);
     }
 
     #[test]
@@ -132,6 +145,8 @@ mod tests {
         assert_eq!(parse_content_range("bytes */10"), None);
         assert_eq!(parse_content_range("items 0-4/10"), None);
         assert_eq!(parse_content_range("bytes 0-x/10"), None);
+        assert_eq!(parse_content_range("bytes +0-4/10"), None);
+        assert_eq!(parse_content_range("bytes 0-4/+10"), None);
     }
 
     #[test]
