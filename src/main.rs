@@ -142,13 +142,19 @@ fn main() -> ExitCode {
         }
         Some(Command::Check) => {
             let path = config_path(&cli);
+            // The exit code says whether the config is valid, whether or not
+            // the report is read (`check | head -1`, `check | grep -q valid`):
+            // a closed stdout is no reason to panic and exit 101.
+            use std::io::Write;
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
             match config::load_file(&path) {
                 Ok(c) => {
-                    println!("{}: valid ({} bucket(s))", path.display(), c.buckets.len());
+                    let _ = writeln!(out, "{}: valid ({} bucket(s))", path.display(), c.buckets.len());
                     // Which credentials each replica will use (never the secret).
                     for b in &c.buckets {
                         for r in b.s3.resolved_replicas() {
-                            println!(
+                            let _ = writeln!(
+                                out,
                                 "  {}/{}: credentials: {}",
                                 b.name,
                                 r.name,
@@ -157,12 +163,12 @@ fn main() -> ExitCode {
                         }
                     }
                     for warning in runtime.block_on(jwks_warnings(&c)) {
-                        eprintln!("warning: {warning}");
+                        let _ = writeln!(err, "warning: {warning}");
                     }
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {
-                    eprint!("{errors}");
+                    let _ = write!(err, "{errors}");
                     ExitCode::FAILURE
                 }
             }

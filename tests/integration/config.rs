@@ -527,3 +527,25 @@ fn a_latency_demotion_longer_than_a_day_is_refused_by_key() {
     let out = check(&ok, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn check_exits_by_the_config_even_when_its_report_is_not_read() {
+    // `yatagarasu check -c f | head -1` (or `| grep -q valid` under
+    // `set -o pipefail`): the reader goes away after the first line.
+    let file = write_config(&example("ha-tutorial.yaml"));
+    let mut child = std::process::Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(file.path())
+        .env("MINIO_ACCESS_KEY", "minioadmin")
+        .env("MINIO_SECRET_KEY", "minioadmin")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
