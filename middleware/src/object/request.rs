@@ -163,11 +163,16 @@ impl ObjectRequest {
         &self.query
     }
 
-    /// Copies the [`FORWARDED_REQUEST_HEADERS`] of a client request.
+    /// Copies the [`FORWARDED_REQUEST_HEADERS`] of a client request, but
+    /// not the ones S3 ignores (RFC 9110 says to): a `Range` that is not one
+    /// `bytes=` range (several, backwards, or unparsable: the whole object),
+    /// and an `If-Modified-Since` or `If-Unmodified-Since` that is not an
+    /// HTTP date. Some S3-compatible servers refuse those with `400` or
+    /// `416`; left out, every replica answers as S3 and a cache hit do.
     pub fn with_forwarded_headers(mut self, client: &HeaderMap) -> Self {
         // One pass over the client's few headers (no lookup per name).
         for (name, value) in client {
-            if FORWARDED_REQUEST_HEADERS.contains(name) {
+            if FORWARDED_REQUEST_HEADERS.contains(name) && s3_heeds(name, value) {
                 self.headers.append(name.clone(), value.clone());
             }
         }
@@ -235,6 +240,20 @@ impl ObjectRequest {
     }
 }
 
+/// Whether S3 acts on this forwarded header (see
+/// [`ObjectRequest::with_forwarded_headers`]).
+fn s3_heeds(name: &HeaderName, value: &HeaderValue) -> bool {
+    let text = || value.to_str().unwrap_or_default();
+    if name == header::RANGE {
+        // Against the largest length, only a range that is not one is `Full`.
+        crate::http::range::parse_range(text(), u64::MAX) != crate::http::range::RangeSpec::Full
+    } else if name == header::IF_MODIFIED_SINCE || name == header::IF_UNMODIFIED_SINCE {
+        httpdate::parse_http_date(text()).is_ok()
+    } else {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +278,35 @@ mod tests {
         assert_eq!(etags, ["\"a\"", "\"b\""]);
         assert!(h.contains_key(header::IF_MODIFIED_SINCE));
         assert!(!h.contains_key(header::HOST) && !h.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn leaves_out_what_s3_ignores() {
+        let forwarded = |name: HeaderName, value: &'static str| {
+            let mut client = HeaderMap::new();
+            client.insert(name.clone(), HeaderValue::from_static(value));
+            let req = ObjectRequest::get("k").with_forwarded_headers(&client);
+            req.headers().contains_key(name)
+        };
+        for range in ["bytes=0-9", "bytes=5-", "bytes=-3", "bytes=-0", "bytes=99999999999-"] {
+            assert!(forwarded(header::RANGE, range), "{range}");
+        }
+        for range in [
+            "bytes=x-",
+            "bytes=4-2",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=+1-3",
+            "0-9",
+        ] {
+            assert!(!forwarded(header::RANGE, range), "{range}");
+        }
+        let date = "Sat, 28 Nov 2026 07:00:00 GMT";
+        for name in [header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE] {
+            assert!(forwarded(name.clone(), date));
+            assert!(!forwarded(name.clone(), "yesterday"));
+            assert!(!forwarded(name, "2026-11-28"));
+        }
+        assert!(forwarded(header::IF_NONE_MATCH, "whatever"));
     }
 }
