@@ -285,7 +285,11 @@ async fn accept_loop(listener: TcpListener, accepting: Accepting, mut stop: watc
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             metrics.connection_refused();
-            let _ = tcp.try_write(REFUSED);
+            // Plain HTTP only: on a TLS listener these bytes would reach the
+            // client's handshake ("wrong version number"); it is just closed.
+            if tls.is_none() {
+                let _ = tcp.try_write(REFUSED);
+            }
             continue;
         };
         // TCP_NODELAY: a streamed body goes out in a write after the headers,

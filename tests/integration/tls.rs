@@ -489,3 +489,31 @@ async fn large_cached_objects_over_https_are_read_from_their_memfd() {
     }
     assert_eq!(memfds(proxy.pid()), 1, "the body is not in a memfd");
 }
+
+/// Past `server.max_client_connections` a TLS listener closes the new
+/// connection: the plain-HTTP 503 it used to write reached the client's
+/// handshake as garbage (curl: "wrong version number").
+#[tokio::test]
+async fn a_connection_past_the_limit_on_tls_is_closed_without_plaintext() {
+    use tokio::io::AsyncReadExt;
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let config = tls_config(&s3, &format!("{{ cert_file: {cert:?}, key_file: {key:?} }}")).replace(
+        "  address: \"127.0.0.1:0\"\n",
+        "  address: \"127.0.0.1:0\"\n  max_client_connections: 1\n",
+    );
+    let proxy = Proxy::start_clean(&config);
+    // Holds the only slot (its handshake has 10 s to start); connections are
+    // accepted in order, so the second one is past the limit.
+    let _first = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection past the limit was not closed");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("HTTP/1.1 503"),
+        "plain HTTP on the TLS port: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
