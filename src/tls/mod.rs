@@ -128,12 +128,21 @@ fn build(config: &TlsConfig, files: &Files) -> Result<ServerConfig, TlsError> {
         ));
     }
     let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|e| {
+        let text = String::from_utf8_lossy(&files.key);
+        let why = if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+            "the key is encrypted (decrypt it: openssl pkey -in KEY -out PLAIN.key)".to_owned()
+        } else if text.contains("-----BEGIN CERTIFICATE-----") {
+            "it holds a certificate, not a private key".to_owned()
+        } else {
+            e.to_string()
+        };
         TlsError::new(
             "key_file",
-            format!("'{}' holds no usable private key: {e}", config.key_file),
+            format!("'{}' holds no usable private key: {why}", config.key_file),
         )
     })?;
     let provider = crypto_provider();
+    let leaf_first = leaf_position(&provider, &certs, &key);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::new("min_version", e.to_string()))?;
@@ -155,11 +164,35 @@ fn build(config: &TlsConfig, files: &Files) -> Result<ServerConfig, TlsError> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut server = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::new("key_file", format!("does not match the certificate: {e}")))?;
+    let mut server = builder.with_single_cert(certs, key).map_err(|e| match leaf_first {
+        // The key is that of a later certificate: the chain is out of order.
+        Some(i) if i > 0 => TlsError::new(
+            "cert_file",
+            format!(
+                "'{}' does not start with the server's own certificate: the key matches certificate {} of \
+                 the file (put the server's certificate first, then its intermediates)",
+                config.cert_file,
+                i + 1
+            ),
+        ),
+        _ => TlsError::new("key_file", format!("does not match the certificate: {e}")),
+    })?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(server)
+}
+
+/// Which certificate of `certs` the private `key` belongs to, if it can tell.
+fn leaf_position(
+    provider: &rustls::crypto::CryptoProvider,
+    certs: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Option<usize> {
+    let signing = provider.key_provider.load_private_key(key.clone_key()).ok()?;
+    certs.iter().position(|cert| {
+        rustls::sign::CertifiedKey::new(vec![cert.clone()], signing.clone())
+            .keys_match()
+            .is_ok()
+    })
 }
 
 /// The scheme a listener serves: `https` with TLS.

@@ -235,6 +235,47 @@ buckets:
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Common mistakes with the PEM files are named by the file to fix and say
+/// what is wrong: a chain with the CA before the server's certificate (the
+/// key "did not match" and key_file was blamed), an encrypted key, a
+/// certificate given as the key.
+#[test]
+fn tls_file_mistakes_name_the_file_to_fix_and_why() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "first", false);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_first = dir.path().join("ca-first.crt");
+    let chain = [std::fs::read(pki.ca()).unwrap(), std::fs::read(&cert).unwrap()].concat();
+    std::fs::write(&ca_first, chain).unwrap();
+    let encrypted = dir.path().join("encrypted.key");
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-passout", "pass:secret", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&encrypted)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let config = |c: &Path, k: &Path| {
+        format!(
+            "server:\n  address: \"127.0.0.1:0\"\n  tls: {{ cert_file: {c:?}, key_file: {k:?} }}\n\
+             buckets:\n  - name: a\n    path_prefix: /a\n    s3: {{ bucket: x, endpoint: \"http://127.0.0.1:9\", access_key: k, secret_key: s }}\n"
+        )
+    };
+    for (c, k, want) in [
+        (&ca_first, &key, "server.tls.cert_file: "),
+        (&ca_first, &key, "does not start with the server's own certificate"),
+        (&cert, &encrypted, "server.tls.key_file: "),
+        (&cert, &encrypted, "the key is encrypted"),
+        (&cert, &cert, "it holds a certificate, not a private key"),
+    ] {
+        let out = check(&config(c, k), &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
 /// Points `dir/current` at `dir/<version>` atomically, as the kubelet updates
 /// a mounted Secret (a symlink swapped by rename).
 fn publish(dir: &Path, version: &str, cert: &Path, key: &Path) {
