@@ -77,7 +77,9 @@ async fn require_token(State(live): State<Arc<Live>>, req: Request, next: Next) 
             scheme.eq_ignore_ascii_case("bearer").then_some(token)
         })
         .unwrap_or_default();
-    if !same(given.trim().as_bytes(), token.expose().as_bytes()) {
+    // Trimmed on both sides: a token from a Secret file often ends with a
+    // newline, which no Authorization header can carry.
+    if !same(given.trim().as_bytes(), token.expose().trim().as_bytes()) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

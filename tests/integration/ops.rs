@@ -553,6 +553,26 @@ async fn the_metrics_listener_explains_a_wrong_method_or_path() {
     assert!(body.contains("GET /metrics"), "{body:?}");
 }
 
+/// An admin token read from a Secret file usually ends with a newline (`echo
+/// TOKEN > file; kubectl create secret generic --from-file`): no header can
+/// carry it, so the token it holds must be enough.
+#[tokio::test]
+async fn an_admin_token_from_a_file_with_a_trailing_newline_still_works() {
+    let s3 = s3().await;
+    let config =
+        ha_config(&s3.endpoint(), "", "").replace("  port: 0\n", "  port: 0\n  admin_token: \"${ADMIN_TOKEN}\"\n");
+    let from_file = format!("{TOKEN}\n");
+    let proxy = Proxy::start_with_env(&config, &[("ADMIN_TOKEN", from_file.as_str())]);
+    let c = client();
+    let reload = proxy.metrics_url("/admin/reload");
+    let res = c.post(&reload).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let res = c.post(&reload).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = c.post(&reload).bearer_auth(format!("{TOKEN}x")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+}
+
 #[tokio::test]
 async fn admin_endpoints_need_the_token_and_are_off_without_one() {
     let s3 = s3().await;
