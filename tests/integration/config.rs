@@ -549,3 +549,21 @@ fn check_exits_by_the_config_even_when_its_report_is_not_read() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn s3_keys_with_a_trailing_newline_are_refused_by_key_without_echoing_them() {
+    // `${AWS_SECRET_ACCESS_KEY}` from a file that ends with a newline: signed
+    // as is, every request to the replica failed (502) while `check` passed.
+    let config = BUCKET.replace(
+        "s3: { bucket: b,",
+        "s3: { access_key: \"${AK}\", secret_key: \"${SK}\", bucket: b,",
+    );
+    let err = refused(&config, &[("AK", "AKIAEXAMPLE"), ("SK", "wJalrXUtnFEMIsecret\n")]);
+    assert!(
+        err.contains("  - buckets[0].s3.secret_key: starts or ends with whitespace"),
+        "{err}"
+    );
+    assert!(!err.contains("wJalrXUtnFEMIsecret"), "{err}");
+    let out = check(&config, &[("AK", "AKIAEXAMPLE"), ("SK", "wJalrXUtnFEMIsecret")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -218,11 +218,17 @@ fn credentials(err: &mut impl FnMut(String, String), at: &str, access: Option<&S
     match (access, secret) {
         (None, None) => {}
         (Some(a), Some(s)) => {
-            if a.expose().trim().is_empty() {
-                err(format!("{at}.access_key"), "is empty".into());
-            }
-            if s.expose().trim().is_empty() {
-                err(format!("{at}.secret_key"), "is empty".into());
+            for (key, value) in [("access_key", a), ("secret_key", s)] {
+                let v = value.expose();
+                if v.trim().is_empty() {
+                    err(format!("{at}.{key}"), "is empty".into());
+                } else if v.trim() != v {
+                    // Signed as is, it fails every request (502) while `check` passed.
+                    err(
+                        format!("{at}.{key}"),
+                        "starts or ends with whitespace (a newline from a file or Secret?): remove it".into(),
+                    );
+                }
             }
         }
         (Some(_), None) => err(format!("{at}.secret_key"), "is required with access_key".into()),
