@@ -32,6 +32,8 @@ use signals::{reload_on_sighup, shutdown_signal, sighup, terminate};
 use threads::ConnectionThreads;
 use watchdog::{nudge_waker, ConnState, Nudge, TrackedBody, Watched, WATCHDOG_TICK};
 
+#[cfg(unix)]
+mod linger;
 mod signals;
 mod threads;
 mod watchdog;
@@ -180,6 +182,9 @@ const HYPER_DEFAULT_MAX_BUF_SIZE: usize = 8192 + 4096 * 100;
 /// connections, Redis, the metrics listener, logs).
 const FD_RESERVE: u64 = 256;
 
+/// File descriptors a client connection holds.
+const FDS_PER_CONNECTION: u64 = if cfg!(unix) { 2 } else { 1 };
+
 impl ConnectionLimits {
     /// From `server:`, with the connection limit fitted to the open-file
     /// limit (raised to its hard limit first), less the files the memory
@@ -188,7 +193,10 @@ impl ConnectionLimits {
         let mut max_connections = server.max_client_connections.max(1);
         if let Some(nofile) = raise_nofile_limit() {
             let reserve = FD_RESERVE + if sendfile_files { memory_tier_files(nofile) } else { 0 };
-            let fits = usize::try_from(nofile.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX);
+            // Two descriptors per connection: its socket, and the second
+            // handle its lingering close needs ([`linger`]).
+            let fits =
+                usize::try_from((nofile.saturating_sub(reserve) / FDS_PER_CONNECTION).max(16)).unwrap_or(usize::MAX);
             if max_connections > fits {
                 tracing::warn!(
                     configured = max_connections,
@@ -327,20 +335,38 @@ async fn accept_loop(listener: TcpListener, accepting: Accepting, mut stop: watc
 
 /// One accepted connection: its TLS handshake, when there is TLS (bounded,
 /// so a silent client cannot hold a slot, with the certificate current at
-/// accept time), then [`serve_connection`].
+/// accept time), then [`serve_connection`], then a lingering close
+/// ([`linger`]), all while it holds its connection slot.
 async fn connection(tcp: tokio::net::TcpStream, conn: ConnectionContext, acceptor: Option<tokio_rustls::TlsAcceptor>) {
     let peer = conn.peer;
-    match acceptor {
+    #[cfg(unix)]
+    let linger = linger::Linger::of(&tcp);
+    let ended = match acceptor {
         #[cfg(target_os = "linux")]
         None => serve_connection(crate::zero_copy::SendfileTcp::new(tcp), conn).await,
         #[cfg(not(target_os = "linux"))]
         None => serve_connection(tcp, conn).await,
         Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => serve_connection(stream, conn).await,
-            Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                Ended::Cut
+            }
+            Err(_) => {
+                tracing::debug!(peer = %peer, "TLS handshake timed out");
+                Ended::Cut
+            }
         },
+    };
+    // The connection dropped its handle on the socket; this one closes it,
+    // lingering after an answer, not after a cut (a client cut for being
+    // slow or silent gets no more time).
+    #[cfg(unix)]
+    if let (Some(linger), Ended::Served) = (linger, ended) {
+        linger.close().await;
     }
+    #[cfg(not(unix))]
+    let _ = ended;
 }
 
 fn http_builder(limits: &ConnectionLimits) -> AutoBuilder<TokioExecutor> {
@@ -368,6 +394,18 @@ fn http_builder(limits: &ConnectionLimits) -> AutoBuilder<TokioExecutor> {
     builder
 }
 
+/// How [`serve_connection`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The HTTP connection ended: the client closed it, or the server did
+    /// after an answer (`Connection: close`, an unread request body, a
+    /// graceful shutdown).
+    Served,
+    /// A timeout cut it (idle, a request head too slow, a client not
+    /// reading), or its TLS handshake failed.
+    Cut,
+}
+
 /// What [`serve_connection`] needs besides the connection itself.
 #[derive(Clone)]
 pub struct ConnectionContext {
@@ -389,8 +427,9 @@ pub struct ConnectionContext {
 /// complete `header_read_timeout` after its first byte or after the
 /// connection opened (HTTP/1.1), or a
 /// response body not taken by the client for `send_timeout`. Generic over the
-/// transport so that a TLS acceptor can hand over its stream.
-pub async fn serve_connection<IO>(io: IO, ctx: ConnectionContext)
+/// transport so that a TLS acceptor can hand over its stream. Says whether
+/// it ended or was cut ([`Ended`]).
+pub async fn serve_connection<IO>(io: IO, ctx: ConnectionContext) -> Ended
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -444,7 +483,7 @@ where
             if let Err(e) = result {
                 tracing::debug!(error = %e, peer = %ctx.peer, "client connection ended with an error");
             }
-            return Poll::Ready(());
+            return Poll::Ready(Ended::Served);
         }
         if !nudge.take(cx) {
             return Poll::Pending;
@@ -460,10 +499,10 @@ where
             if let Some(reason) = state.expired(&ctx.limits) {
                 tracing::debug!(peer = %ctx.peer, reason, "closing the client connection");
                 ctx.metrics.connection_closed(reason);
-                return Poll::Ready(());
+                return Poll::Ready(Ended::Cut);
             }
         }
         Poll::Pending
     })
-    .await;
+    .await
 }

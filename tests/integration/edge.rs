@@ -565,3 +565,56 @@ async fn a_reload_keeps_one_upstream_pool_per_running_connection_thread() {
     take_turns(&proxy, "/added/b.txt", b"from the added bucket").await;
     assert_eq!(established_to(other.addr().port()), 2);
 }
+
+#[tokio::test]
+async fn a_response_the_proxy_closes_after_reaches_the_client_whole() {
+    // A GET with a body the proxy never reads: after the answer, hyper closes
+    // the connection with those bytes still in its receive queue. Closed
+    // then, the socket would send a reset, and the client's kernel would drop
+    // the end of the answer it had not read yet (a lingering close waits for
+    // the client's FIN instead).
+    let (_s3, proxy) = setup("").await;
+    let unread = 4 * 1024 * 1024;
+    let s = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut rx, mut tx) = s.into_split();
+    let head = format!("GET /data/large.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {unread}\r\n\r\n");
+    tx.write_all(head.as_bytes()).await.unwrap();
+    let sender = tokio::spawn(async move {
+        // Blocks once the proxy's receive queue is full; the proxy's close
+        // ends it.
+        let _ = tx.write_all(&vec![b'x'; unread]).await;
+        tx
+    });
+    // Let the proxy write ahead and finish while nothing is read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let read = async {
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    // A slow reader: the end of the answer is still queued
+                    // when the proxy closes.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let ended = tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the proxy never closed");
+    sender.abort();
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let head = String::from_utf8_lossy(&got[..split]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        ended.is_ok() && got.len() - split == 32 * 1024 * 1024,
+        "{ended:?}: {} of {} body bytes",
+        got.len() - split,
+        32 * 1024 * 1024
+    );
+    assert_eq!(sha256(&got[split..]), sha256(&pattern(32 * 1024 * 1024, 7)));
+}
