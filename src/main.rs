@@ -77,7 +77,8 @@ fn init_tracing(
     traces: &TracingConfig,
     runtime: &tokio::runtime::Runtime,
 ) -> Option<Telemetry> {
-    let filter = EnvFilter::try_from_default_env()
+    let spec = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| logging.level.clone());
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"))
         // The trace spans are exported, not logged (nor shown around log lines).
@@ -86,6 +87,12 @@ fn init_tracing(
                 .parse()
                 .expect("a valid directive"),
         );
+    // The AWS SDK's credential providers log two INFO lines per replica at
+    // every credential refresh (every 5 minutes for profile keys); the
+    // proxy logs what matters of a refresh itself. Unless asked for by name.
+    if !spec.contains("aws_config") {
+        filter = filter.add_directive("aws_config=warn".parse().expect("a valid directive"));
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let writer = yatagarasu::access_log::output::LogOutput::stdout();
     let fmt = yatagarasu::access_log::format::layer(logging.format == "json", ansi, writer).with_filter(filter);

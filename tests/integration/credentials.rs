@@ -445,6 +445,12 @@ async fn environment_and_profile_sources_sign_requests() {
     ];
     let proxy = Proxy::start_clean_with_env(&config, &env);
     assert_eq!(get_text(proxy.url("/files/hello.txt")).await, "signed by the chain");
+    // The SDK's own INFO lines at each fetch are not logged.
+    let logs = proxy.logs();
+    assert!(
+        !logs.contains("constructed abstract provider") && !logs.contains("loaded base credentials"),
+        "{logs}"
+    );
 
     // `check` names the source, never a secret.
     let out = check(&config, &env);
