@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -372,6 +373,13 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/ready", get(crate::readiness::ready_handler))
+        // A wrong method on them gets a body saying so (axum's is empty).
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(json!({ "error": "method not allowed: /health and /ready answer GET and HEAD" })),
+            )
+        })
         .with_state(ready.clone())
         .fallback_service(router.clone());
     Ok(App {

@@ -573,6 +573,21 @@ async fn an_admin_token_from_a_file_with_a_trailing_newline_still_works() {
     assert_eq!(res.status(), 401);
 }
 
+/// A wrong method on `/health` or `/ready` (the proxy's port) gets a body
+/// saying so, and `Allow`.
+#[tokio::test]
+async fn health_and_ready_explain_a_wrong_method() {
+    let s3 = s3().await;
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", ""));
+    for path in ["/health", "/ready"] {
+        let res = client().post(proxy.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{path}");
+        assert_eq!(res.headers()["allow"], "GET,HEAD", "{path}");
+        let body = res.text().await.unwrap();
+        assert!(body.contains("answer GET and HEAD"), "{path}: {body:?}");
+    }
+}
+
 #[tokio::test]
 async fn admin_endpoints_need_the_token_and_are_off_without_one() {
     let s3 = s3().await;
