@@ -1,4 +1,5 @@
-//! The metrics listener: `GET /metrics` (Prometheus text), and the admin
+//! The metrics listener: `GET /metrics` (Prometheus text), `GET /health` and
+//! `GET /ready` (as on the proxy's port), and the admin
 //! endpoints, which need `Authorization: Bearer <metrics.admin_token>` and
 //! answer 404 when no token is configured:
 //!
@@ -30,6 +31,10 @@ pub fn router(live: Arc<Live>) -> Router {
         .route_layer(middleware::from_fn_with_state(live.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
+        // As on the proxy's port, for probes that cannot reach it (a
+        // `client_ca_file` there needs a client certificate probes lack).
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(ready))
         .merge(admin)
         // Bodies for what axum answers empty: a wrong method (with `Allow`), an unknown path.
         .method_not_allowed_fallback(|| async {
@@ -40,10 +45,15 @@ pub fn router(live: Arc<Live>) -> Router {
         })
         .fallback(|| async {
             not_found(
-                "no such endpoint: GET /metrics, POST /admin/reload, DELETE /admin/cache[/{bucket}[/{key}]]".into(),
+                "no such endpoint: GET /metrics, GET /health, GET /ready, POST /admin/reload, DELETE /admin/cache[/{bucket}[/{key}]]".into(),
             )
         })
         .with_state(live)
+}
+
+/// The proxy's `/ready`, answered from the running config's state.
+async fn ready(State(live): State<Arc<Live>>) -> impl IntoResponse {
+    crate::readiness::ready_handler(State(live.app().ready.clone())).await
 }
 
 async fn metrics(State(live): State<Arc<Live>>) -> impl IntoResponse {

@@ -573,6 +573,23 @@ async fn an_admin_token_from_a_file_with_a_trailing_newline_still_works() {
     assert_eq!(res.status(), 401);
 }
 
+/// `/health` and `/ready` answer on the metrics port as on the proxy's.
+#[tokio::test]
+async fn the_metrics_port_answers_health_and_ready_too() {
+    let s3 = s3().await;
+    let proxy = Proxy::start(&ha_config(&s3.endpoint(), "", ""));
+    let health = client().get(proxy.metrics_url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), r#"{"status":"ok"}"#);
+    let json = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap();
+    let on_metrics = json(get_text(proxy.metrics_url("/ready")).await);
+    let on_proxy = json(get_text(proxy.url("/ready")).await);
+    assert_eq!(on_metrics["status"], on_proxy["status"], "{on_metrics}");
+    let buckets = |v: &serde_json::Value| v["buckets"].as_object().map(|b| b.keys().cloned().collect::<Vec<_>>());
+    assert!(buckets(&on_metrics).is_some_and(|b| !b.is_empty()), "{on_metrics}");
+    assert_eq!(buckets(&on_metrics), buckets(&on_proxy));
+}
+
 /// A wrong method on `/health` or `/ready` (the proxy's port) gets a body
 /// saying so, and `Allow`.
 #[tokio::test]
