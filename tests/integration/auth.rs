@@ -222,46 +222,14 @@ metrics: {{ enabled: false }}
     )
 }
 
-/// `rclone ARGS` (Debian's, installed by `scripts/test.sh`) with remote `yg:`
-/// at `base` signing with `secret`, the machine's `AWS_*` and `RCLONE_*`
-/// variables removed: `None` when rclone is missing and
+/// `rclone ARGS` with remote `yg:` at `base` signing with `secret` (see
+/// [`crate::rclone::rclone`]): `None` when rclone is missing and
 /// `YATAGARASU_ALLOW_MISSING_TOOLS` is set, else (success, stdout, stderr).
 async fn rclone(dir: &std::path::Path, base: &str, secret: &str, args: &[&str]) -> Option<(bool, String, String)> {
-    let found = std::process::Command::new("rclone")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var_os("YATAGARASU_ALLOW_MISSING_TOOLS").is_some() {
-            eprintln!("\n!!!!! SKIPPED: rclone is not installed (scripts/test.sh installs it) !!!!!\n");
-            return None;
-        }
-        panic!("rclone is not installed: run scripts/test.sh (or set YATAGARASU_ALLOW_MISSING_TOOLS to skip)");
+    if !crate::rclone::rclone_present() {
+        return None;
     }
-    let mut cmd = tokio::process::Command::new("rclone");
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("AWS_") || k.starts_with("RCLONE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("RCLONE_CONFIG", dir.join("rclone.conf"))
-        .env("RCLONE_CONFIG_YG_TYPE", "s3")
-        .env("RCLONE_CONFIG_YG_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_YG_ENDPOINT", base)
-        .env("RCLONE_CONFIG_YG_REGION", "us-east-1")
-        .env("RCLONE_CONFIG_YG_FORCE_PATH_STYLE", "true")
-        .env("RCLONE_CONFIG_YG_ACCESS_KEY_ID", CLIENT_KEY)
-        .env("RCLONE_CONFIG_YG_SECRET_ACCESS_KEY", secret)
-        .args(["--retries", "1", "--low-level-retries", "1"])
-        .args(args)
-        .kill_on_drop(true);
-    let out = cmd.output().await.expect("run rclone");
-    Some((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    Some(crate::rclone::rclone(dir, base, Some((CLIENT_KEY, secret)), args).await)
 }
 
 /// rclone over HTTPS speaks HTTP/2 (Go's default): the host it signed then

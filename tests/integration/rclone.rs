@@ -11,7 +11,7 @@ const CLIENT_SECRET: &str = "rclone-client-secret-5f6e";
 
 /// Whether rclone can run. Missing: a failure, or a loud skip when
 /// `YATAGARASU_ALLOW_MISSING_TOOLS` is set.
-fn rclone_present() -> bool {
+pub(crate) fn rclone_present() -> bool {
     let found = std::process::Command::new("rclone")
         .arg("version")
         .output()
@@ -28,7 +28,12 @@ fn rclone_present() -> bool {
 
 /// `rclone ARGS` with remote `yg:` pointing at the proxy (path style), the
 /// machine's `AWS_*` variables removed and no config file of the user read.
-async fn rclone(dir: &Path, base: &str, creds: Option<(&str, &str)>, args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn rclone(
+    dir: &Path,
+    base: &str,
+    creds: Option<(&str, &str)>,
+    args: &[&str],
+) -> (bool, String, String) {
     let mut cmd = tokio::process::Command::new("rclone");
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
