@@ -227,6 +227,16 @@ pub(super) fn register_observers(
             .build();
     }
 
+    meter
+        .u64_observable_gauge("yatagarasu_tls_certificate_expiry_timestamp_seconds")
+        .with_description("When the certificate a TLS listener serves expires (its notAfter), in Unix seconds.")
+        .with_callback(|obs| {
+            for (listener, at) in crate::tls::certificate_expiry() {
+                obs.observe(at, &[KeyValue::new("listener", listener)]);
+            }
+        })
+        .build();
+
     let redis_cache = cache.clone();
     meter
         .u64_observable_gauge("yatagarasu_cache_redis_up")

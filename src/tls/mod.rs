@@ -14,7 +14,9 @@
 //! (checked every `reload_interval_seconds`, which covers cert-manager
 //! rewriting a mounted Secret in place). A new certificate that does not load
 //! (unreadable, not PEM, key not matching) is refused with a log line and the
-//! old one stays.
+//! old one stays. A certificate loaded expired, or within 14 days of it, is
+//! warned about, and [`certificate_expiry`] feeds the
+//! `yatagarasu_tls_certificate_expiry_timestamp_seconds` gauge.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,9 +28,11 @@ use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::TlsConfig;
 
+mod expiry;
 mod listener;
 mod reload;
 
+pub use expiry::certificate_expiry;
 pub use listener::TlsListener;
 pub use reload::{reloaders, request_reload, Reloaders, TlsReloader};
 

@@ -42,6 +42,7 @@ impl TlsReloader {
     pub fn new(name: &'static str, config: &TlsConfig) -> Result<Arc<Self>, TlsError> {
         let files = read_files(config)?;
         let server = build(config, &files)?;
+        super::expiry::loaded(name, &config.cert_file, &files.cert);
         Ok(Arc::new(Self {
             name,
             config: config.clone(),
@@ -65,6 +66,7 @@ impl TlsReloader {
             return Ok(false);
         }
         let server = build(&self.config, &files)?;
+        super::expiry::loaded(self.name, &self.config.cert_file, &files.cert);
         self.current.store(Arc::new(server));
         *loaded = files;
         Ok(true)

@@ -475,6 +475,31 @@ async fn the_metrics_port_serves_https_from_its_own_block() {
     let (code, out, err) = curl(&["--cacert", ca, &url]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("yatagarasu_requests_total"), "{out}");
+    // Each listener's certificate expiry (the test CA issues for 2 days),
+    // and a warning that it is near.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for listener in ["server.tls", "metrics.tls"] {
+        let series = format!("yatagarasu_tls_certificate_expiry_timestamp_seconds{{listener=\"{listener}\"}} ");
+        let at: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series}in {out}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            at > now + 86_400 && at < now + 3 * 86_400,
+            "{listener}: {at} (now {now})"
+        );
+    }
+    assert!(
+        proxy.logs().contains("the TLS certificate expires soon"),
+        "{}",
+        proxy.logs()
+    );
     let (code, _, _) = curl(&[&url.replace("https://", "http://")]).await;
     assert_ne!(code, 0, "plain HTTP served on the metrics TLS port");
 }
