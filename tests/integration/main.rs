@@ -13,6 +13,7 @@ mod faults;
 mod hedge;
 mod memory;
 mod ops;
+mod purge_broadcast;
 mod rclone;
 mod redis_cluster;
 mod request_path;
