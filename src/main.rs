@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -30,7 +31,16 @@ const DEFAULT_CONFIG: &str = "/etc/yatagarasu/config.yaml";
 #[command(version, about)]
 struct Cli {
     /// Config file (YAML). Default: /etc/yatagarasu/config.yaml
-    #[arg(short, long, env = "YATAGARASU_CONFIG", global = true)]
+    // Empty is parsed (clap's path parser would refuse it as "a value is
+    // required for '--config'", even when it came from the variable) and
+    // refused by `config_path`, which names where it came from.
+    #[arg(
+        short,
+        long,
+        env = "YATAGARASU_CONFIG",
+        global = true,
+        value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from)
+    )]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -116,12 +126,32 @@ fn init_tracing(
     telemetry
 }
 
-fn config_path(cli: &Cli) -> PathBuf {
-    cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+/// The config file to read, or why not: an empty `YATAGARASU_CONFIG` is an
+/// error rather than "unset", because it is most often a template or Secret
+/// that rendered nothing, and falling back to the default path would serve
+/// another config than the one meant. The error is printed; the exit code
+/// is that of a usage error.
+fn config_path(cli: &Cli, source: Option<ValueSource>) -> Result<PathBuf, ExitCode> {
+    match &cli.config {
+        Some(path) if path.as_os_str().is_empty() => {
+            if source == Some(ValueSource::EnvVariable) {
+                eprintln!(
+                    "error: YATAGARASU_CONFIG is set but empty: set it to a config file, or unset it to read {DEFAULT_CONFIG}"
+                );
+            } else {
+                eprintln!("error: --config is empty: name a config file");
+            }
+            Err(ExitCode::from(2))
+        }
+        Some(path) => Ok(path.clone()),
+        None => Ok(PathBuf::from(DEFAULT_CONFIG)),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let source = matches.value_source("config");
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(yatagarasu::access_log::output::idle)
@@ -148,7 +178,10 @@ fn main() -> ExitCode {
             report(runtime.block_on(serve_s3(listen, root.clone(), access_key.clone(), secret_key.clone())))
         }
         Some(Command::Check) => {
-            let path = config_path(&cli);
+            let path = match config_path(&cli, source) {
+                Ok(path) => path,
+                Err(code) => return code,
+            };
             // The exit code says whether the config is valid, whether or not
             // the report is read (`check | head -1`, `check | grep -q valid`):
             // a closed stdout is no reason to panic and exit 101.
@@ -181,7 +214,10 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Serve) | None => {
-            let path = config_path(&cli);
+            let path = match config_path(&cli, source) {
+                Ok(path) => path,
+                Err(code) => return code,
+            };
             if cli.config.is_none() && !path.exists() {
                 eprintln!("error: no config: pass --config FILE (or set YATAGARASU_CONFIG), or try `yatagarasu demo`");
                 return ExitCode::from(2);

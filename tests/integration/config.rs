@@ -567,3 +567,38 @@ fn s3_keys_with_a_trailing_newline_are_refused_by_key_without_echoing_them() {
     let out = check(&config, &[("AK", "AKIAEXAMPLE"), ("SK", "wJalrXUtnFEMIsecret")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn an_empty_config_variable_is_named_and_a_config_flag_still_wins_over_it() {
+    // Set but empty (a template or Secret that rendered nothing): clap's
+    // "a value is required for '--config <CONFIG>'" named a flag never given.
+    for args in [&["check"][..], &[][..], &["serve"][..]] {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("YATAGARASU_CONFIG", "")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("YATAGARASU_CONFIG is set but empty") && !err.contains("a value is required"),
+            "{args:?}: {err}"
+        );
+    }
+    // An explicit --config is read, whatever the variable holds.
+    let file = write_config(BUCKET);
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(file.path())
+        .env("YATAGARASU_CONFIG", "")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // An empty flag is named as the flag.
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c", ""])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config is empty"));
+}
