@@ -116,16 +116,21 @@ fn date(headers: &HeaderMap, name: &header::HeaderName) -> Option<SystemTime> {
         .and_then(|v| httpdate::parse_http_date(v).ok())
 }
 
-/// Whether a comma-separated list of entity tags (or `*`) matches `etag`;
+/// Whether a comma-separated list of entity tags (or `*`) matches the
+/// current representation, whose entity tag is `etag` (if it has one);
 /// `strong` selects strong comparison (`If-Match`), otherwise weak.
+///
+/// `*` matches any current representation, with or without an entity tag
+/// (RFC 9110 §13.1.1, §13.1.2): callers ask only about an object that
+/// exists.
 pub fn etag_list_matches(list: &str, etag: Option<&str>, strong: bool) -> bool {
-    let Some(etag) = etag else {
-        return false;
-    };
     let list = list.trim();
     if list == "*" {
         return true;
     }
+    let Some(etag) = etag else {
+        return false;
+    };
     let (current_weak, current) = split_weak(etag.trim());
     if strong && current_weak {
         return false;
@@ -208,10 +213,31 @@ mod tests {
             evaluate(&req(&[(&header::IF_MATCH, "\"no\"")]), ETAG, LM),
             Precondition::Failed
         );
-        assert_eq!(
-            evaluate(&req(&[(&header::IF_MATCH, "*")]), None, LM),
-            Precondition::Failed
-        );
+    }
+
+    /// `If-Match: *` holds, and `If-None-Match: *` fails, for any current
+    /// representation, whatever its ETag or the lack of one (RFC 9110
+    /// §13.1.1, §13.1.2). An object without an ETag failed `If-Match: *`
+    /// with 412 and passed `If-None-Match: *` with its body.
+    #[test]
+    fn star_matches_an_object_without_an_etag() {
+        for etag in [None, ETAG, Some("W/\"weak\"")] {
+            assert_eq!(
+                evaluate(&req(&[(&header::IF_MATCH, "*")]), etag, LM),
+                Precondition::Pass,
+                "If-Match: * with {etag:?}"
+            );
+            assert_eq!(
+                evaluate(&req(&[(&header::IF_NONE_MATCH, "*")]), etag, None),
+                Precondition::NotModified,
+                "If-None-Match: * with {etag:?}"
+            );
+        }
+        // A list is not `*`: with no ETag to compare, nothing matches.
+        let h = req(&[(&header::IF_MATCH, "\"abc\"")]);
+        assert_eq!(evaluate(&h, None, LM), Precondition::Failed);
+        let h = req(&[(&header::IF_NONE_MATCH, "\"abc\"")]);
+        assert_eq!(evaluate(&h, None, LM), Precondition::Pass);
     }
 
     #[test]
