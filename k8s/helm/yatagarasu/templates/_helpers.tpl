@@ -137,7 +137,12 @@ over everything.
 {{- $_ := set $tls "cert_file" (printf "%s/tls.crt" .Values.tls.mountPath) }}
 {{- $_ := set $tls "key_file" (printf "%s/tls.key" .Values.tls.mountPath) }}
 {{- $_ := set $tls "min_version" (toString .Values.tls.minVersion) }}
+{{- if .Values.tls.clientCa.secretName }}
+{{- $_ := set $tls "client_ca_file" (printf "%s/ca.crt" .Values.tls.clientCa.mountPath) }}
+{{- end }}
 {{- $_ := set $server "tls" $tls }}
+{{- else if .Values.tls.clientCa.secretName }}
+{{- fail "tls.clientCa.secretName: mutual TLS needs TLS on the listener: set tls.enabled and tls.secretName too" }}
 {{- end }}
 {{- if .Values.s3Api.tokenKey.existingSecret }}
 {{- $s3api := default (dict) (get $server "s3_api") }}
@@ -150,6 +155,16 @@ over everything.
 {{- $_ := set $metrics "port" (int .Values.metrics.port) }}
 {{- if .Values.metrics.adminToken.existingSecret }}
 {{- $_ := set $metrics "admin_token" "${YATAGARASU_ADMIN_TOKEN}" }}
+{{- end }}
+{{- if .Values.metrics.tls.enabled }}
+{{- if not .Values.tls.enabled }}
+{{- fail "metrics.tls.enabled: the metrics port serves the certificate of tls.secretName: set tls.enabled and tls.secretName too" }}
+{{- end }}
+{{- $mtls := default (dict) (get $metrics "tls") }}
+{{- $_ := set $mtls "cert_file" (printf "%s/tls.crt" .Values.tls.mountPath) }}
+{{- $_ := set $mtls "key_file" (printf "%s/tls.key" .Values.tls.mountPath) }}
+{{- $_ := set $mtls "min_version" (toString .Values.tls.minVersion) }}
+{{- $_ := set $metrics "tls" $mtls }}
 {{- end }}
 {{- $_ := set $cfg "metrics" $metrics }}
 {{- $_ := set $cfg "cache" (include "yatagarasu.cache" . | fromYaml) }}
@@ -181,13 +196,49 @@ list them in credentials.keys when the config references them.
 {{- end }}
 {{- end }}
 
-{{/* A probe; httpGet switches to HTTPS when the listener has TLS. */}}
+{{/*
+A probe (.probe) given the rendered config (.config, parsed). An httpGet on
+the proxy port ("http" or service.port) moves to the metrics port when the
+proxy port requires client certificates (server.tls.client_ca_file): the
+kubelet has none. The scheme is that of the listener probed: HTTPS when the
+proxy port has server.tls / the metrics port has metrics.tls, HTTP otherwise.
+A probe on another port is left as given.
+*/}}
 {{- define "yatagarasu.probe" -}}
+{{- $v := .root.Values }}
 {{- $p := deepCopy .probe }}
-{{- if and .tls $p.httpGet }}
-{{- $_ := set $p.httpGet "scheme" "HTTPS" }}
+{{- $server := default (dict) .config.server }}
+{{- $metrics := default (dict) .config.metrics }}
+{{- $serverTls := default (dict) $server.tls }}
+{{- $metricsTls := default (dict) $metrics.tls }}
+{{- with $p.httpGet }}
+{{- $port := toString .port }}
+{{- $onProxy := or (eq $port "http") (eq $port (toString $v.service.port)) }}
+{{- if and $onProxy $serverTls.client_ca_file }}
+{{- if not $metrics.enabled }}
+{{- fail (printf "%s: the proxy port requires client certificates (server.tls.client_ca_file) and the kubelet has none, so the probes move to the metrics port: keep metrics.enabled on" $.name) }}
+{{- end }}
+{{- $_ := set . "port" "metrics" }}
+{{- $port = "metrics" }}
+{{- $onProxy = false }}
+{{- end }}
+{{- $onMetrics := or (eq $port "metrics") (eq $port (toString $v.metrics.port)) }}
+{{- if $onProxy }}
+{{- $_ := set . "scheme" (ternary "HTTPS" "HTTP" (not (empty $serverTls))) }}
+{{- else if $onMetrics }}
+{{- if $metricsTls.client_ca_file }}
+{{- fail (printf "%s: metrics.tls.client_ca_file would make the metrics port require client certificates, which the kubelet's probes (and Prometheus, unless given one) do not have" $.name) }}
+{{- end }}
+{{- $_ := set . "scheme" (ternary "HTTPS" "HTTP" (not (empty $metricsTls))) }}
+{{- end }}
 {{- end }}
 {{- toYaml $p }}
+{{- end }}
+
+{{/* "true" when the rendered config serves the metrics port over TLS. */}}
+{{- define "yatagarasu.metricsTls" -}}
+{{- $cfg := include "yatagarasu.config" . | fromYaml }}
+{{- if (default (dict) (default (dict) $cfg.metrics).tls) }}true{{ end }}
 {{- end }}
 
 {{/* Whether the cluster serves the Prometheus Operator kind given. */}}
