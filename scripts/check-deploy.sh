@@ -12,12 +12,17 @@
 #   config files .............. `yatagarasu check -c FILE` (the real binary)
 # Helm scenarios: ci/minimal-values.yaml, ci/ha-values.yaml (with and without
 # the Prometheus Operator API), ci/tls-netpol-values.yaml (TLS + NetworkPolicy),
+# ci/mtls-values.yaml (mutual TLS, metrics over HTTPS, ServiceMonitor https),
+# ci/mtls-plain-metrics-values.yaml (mutual TLS, plain metrics port),
 # ci/external-redis-values.yaml (Sentinel); the default values must refuse to
-# install (no bucket), as must a config whose ${VAR} nothing provides.
+# install (no bucket), as must a config whose ${VAR} nothing provides, and
+# mTLS / metrics TLS settings that could not work.
 # Installs what it needs (idempotent), runs every check, prints
 # `deploy-checks: N passed, M failed` and exits non-zero on any failure.
 #
 # Env: YATAGARASU_BIN   built binary (default target/debug/yatagarasu; built if missing)
+#      CHART_DIR        the Helm chart to check (default k8s/helm/yatagarasu), e.g.
+#                       an older copy, to see which checks it fails
 #      RUN_HA_DRILL=1   also run scripts/ha-drill.sh --quick
 #      ALLOW_MISSING_SUBCOMMANDS=1  report binary steps as skipped (not failed)
 #                       when the binary lacks `check`
@@ -194,10 +199,10 @@ def _render(chart, values_file, api_versions=""):
                                           json.dumps(opts)))
 
 
-def helm_render_fails(chart, values_file, expected):
+def helm_render_fails(chart, values_file, expected, api_versions=""):
     """The render must fail, with `expected` in the message (a `required`/`fail`)."""
     try:
-        _render(chart, values_file)
+        _render(chart, values_file, api_versions)
     except Exception as e:  # HelmRenderError
         need(expected in str(e), f"render failed, but without {expected!r}: {e}")
         print(f"refused as expected: {e}")
@@ -370,9 +375,15 @@ def ha(path, profile):
     need(c["readinessProbe"]["httpGet"]["path"] == "/ready", "readiness must be /ready")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     need(ports.get("http") == 8080 and ports.get("metrics") == 9090, f"container ports {ports}")
+    # The proxy port, unless it requires client certificates (mTLS), which the
+    # kubelet cannot present: then the metrics port (same /health and /ready).
+    mtls = ((cfg_of(docs, pspec, c).get("server") or {}).get("tls") or {}).get("client_ca_file")
     for probe in ("livenessProbe", "readinessProbe"):
         port = c[probe]["httpGet"]["port"]
-        need(port in (8080, "http"), f"{probe} must target the proxy port")
+        if mtls:
+            need(port in (9090, "metrics"), f"{probe} must target the metrics port with mTLS on the proxy port")
+        else:
+            need(port in (8080, "http"), f"{probe} must target the proxy port")
 
     # config: ConfigMap mounted at /etc/yatagarasu with config.yaml
     mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
@@ -509,9 +520,87 @@ def tls(path):
         d, f = os.path.split(t[key])
         need(d in dirs and "secret" in dirs[d], f"server.tls.{key} {t[key]} is not in a mounted Secret")
         need(f in ("tls.crt", "tls.key"), f"server.tls.{key} must be a kubernetes.io/tls key: {f}")
+    schemes_of(docs, dep, c, cfg)
+    print(f"tls ok: {t['cert_file']} from Secret {dirs[os.path.dirname(t['cert_file'])]['secret']['secretName']}, "
+          + ", ".join(f"{p} {c[p]['httpGet'].get('scheme', 'HTTP')} on {c[p]['httpGet']['port']}"
+                      for p in ("livenessProbe", "readinessProbe")))
+
+
+def cfg_of(docs, pspec, c):
+    """The parsed config.yaml of the ConfigMap mounted at /etc/yatagarasu."""
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    vol = next(v for v in pspec["volumes"] if "configMap" in v and mounts.get(v["name"]) == "/etc/yatagarasu")
+    cm = next(m for m in by_kind(docs, "ConfigMap") if m["metadata"]["name"] == vol["configMap"]["name"])
+    return yaml.safe_load(cm["data"]["config.yaml"])
+
+
+def schemes_of(docs, dep, c, cfg):
+    """Each probe speaks the scheme of the listener it targets (HTTPS iff that
+    listener has TLS: server.tls for the proxy port, metrics.tls for the metrics
+    port), and never targets a port that requires client certificates; the
+    ServiceMonitor scrapes the metrics port with its scheme."""
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    server_port = int(str((cfg.get("server") or {}).get("address", "0.0.0.0:8080")).rsplit(":", 1)[1])
+    metrics = cfg.get("metrics") or {}
+    tls_of = {server_port: (cfg.get("server") or {}).get("tls"), int(metrics.get("port", 9090)): metrics.get("tls")}
     for probe in ("livenessProbe", "readinessProbe"):
-        need(c[probe]["httpGet"].get("scheme") == "HTTPS", f"{probe} must use HTTPS with TLS on")
-    print(f"tls ok: {t['cert_file']} from Secret {dirs[os.path.dirname(t['cert_file'])]['secret']['secretName']}, probes HTTPS")
+        g = c[probe].get("httpGet")
+        if not g:
+            continue
+        port = ports.get(g["port"], g["port"])
+        need(port in tls_of, f"{probe}: port {g['port']} is neither the proxy nor the metrics listener")
+        t = tls_of[port] or {}
+        want = "HTTPS" if t else "HTTP"
+        need(g.get("scheme", "HTTP") == want,
+             f"{probe}: scheme {g.get('scheme', 'HTTP')} on port {g['port']}, whose listener "
+             f"{'has' if t else 'has no'} TLS: must be {want}")
+        need(not t.get("client_ca_file"),
+             f"{probe}: port {g['port']} requires client certificates (client_ca_file); the kubelet has none")
+    for sm in by_kind(docs, "ServiceMonitor"):
+        for ep in sm["spec"]["endpoints"]:
+            want = "https" if metrics.get("tls") else "http"
+            need(ep.get("scheme", "http") == want, f"ServiceMonitor: scheme {ep.get('scheme', 'http')}, metrics port wants {want}")
+            need(want == "http" or ep.get("tlsConfig"), "ServiceMonitor: https without tlsConfig")
+
+
+def schemes(path):
+    docs = load_docs(path)
+    dep, c, cfg = proxy_parts(docs)
+    schemes_of(docs, dep, c, cfg)
+    print(", ".join(f"{p}: {c[p]['httpGet'].get('scheme', 'HTTP')} on {c[p]['httpGet']['port']}"
+                    for p in ("livenessProbe", "readinessProbe"))
+          + "".join(f"; ServiceMonitor {ep.get('scheme', 'http')}" for sm in by_kind(docs, "ServiceMonitor")
+                    for ep in sm["spec"]["endpoints"]))
+
+
+def mtls(path, metrics_scheme):
+    """Mutual TLS: server.tls.client_ca_file is a file of a Secret mounted
+    read-only; both probes on the metrics port (`metrics_scheme`), which asks
+    for no client certificate; the metrics port in the NetworkPolicy."""
+    docs = load_docs(path)
+    dep, c, cfg = proxy_parts(docs)
+    t = (cfg.get("server") or {}).get("tls") or {}
+    ca = t.get("client_ca_file")
+    need(ca, f"server.tls.client_ca_file missing: {t}")
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    d, f = os.path.split(ca)
+    mount = next((m for m in c["volumeMounts"] if m["mountPath"].rstrip("/") == d), None)
+    need(mount and "secret" in vols[mount["name"]], f"server.tls.client_ca_file {ca} is not in a mounted Secret")
+    need(mount.get("readOnly") is True, f"the client CA mount {d} must be readOnly")
+    need("subPath" not in mount, "the client CA must be mounted as a directory (a subPath never sees updates)")
+    sec = vols[mount["name"]]["secret"]
+    items = sec.get("items")
+    need(not items or f in [i["path"] for i in items], f"{f} is not among the projected items {items}")
+    need(d != os.path.dirname(t.get("cert_file", "")), "client CA and serving certificate in one mount")
+    for probe in ("livenessProbe", "readinessProbe"):
+        g = c[probe]["httpGet"]
+        need(g["port"] in ("metrics", 9090), f"{probe} targets {g['port']}: with mTLS it must be the metrics port")
+        need(g.get("scheme", "HTTP") == metrics_scheme, f"{probe}: scheme {g.get('scheme', 'HTTP')} != {metrics_scheme}")
+    need(not ((cfg.get("metrics") or {}).get("tls") or {}).get("client_ca_file"), "metrics.tls must not ask for client certificates")
+    need(("https" if (cfg.get("metrics") or {}).get("tls") else "http") == metrics_scheme.lower(),
+         f"metrics.tls does not match the expected scheme {metrics_scheme}")
+    schemes_of(docs, dep, c, cfg)
+    print(f"mtls ok: {ca} from Secret {sec['secretName']}, probes {metrics_scheme} on the metrics port")
 
 
 def netpol(path):
@@ -728,17 +817,21 @@ nginx_shape() {
 
 config_check() {
     # yatagarasu check with dummy credentials (the configs use ${VAR} substitution).
-    # A TLS config names the files of a mounted Secret (/etc/yatagarasu-tls/, asserted by the
-    # `tls` checks above); `check` reads them, so it gets a throwaway certificate at that path.
+    # A TLS config names the files of mounted Secrets (/etc/yatagarasu-tls/ and, for mutual
+    # TLS, /etc/yatagarasu-client-ca/ca.crt; asserted by the `tls`/`mtls` checks above);
+    # `check` reads them, so it gets a throwaway certificate at those paths (a self-signed
+    # CA certificate, so that it also loads as the client CA bundle).
     local cfg="$1"
-    if grep -q '/etc/yatagarasu-tls/' "$cfg"; then
+    if grep -qE '/etc/yatagarasu-(tls|client-ca)/' "$cfg"; then
         if [[ ! -f "$WORK/tls/tls.crt" ]]; then
             mkdir -p "$WORK/tls"
             openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+                -addext basicConstraints=critical,CA:TRUE \
                 -keyout "$WORK/tls/tls.key" -out "$WORK/tls/tls.crt" >/dev/null 2>&1
+            cp "$WORK/tls/tls.crt" "$WORK/tls/ca.crt"
         fi
         cfg="$WORK/tls/$(basename "$1")"
-        sed "s#/etc/yatagarasu-tls/#$WORK/tls/#g" "$1" >"$cfg"
+        sed -e "s#/etc/yatagarasu-tls/#$WORK/tls/#g" -e "s#/etc/yatagarasu-client-ca/#$WORK/tls/#g" "$1" >"$cfg"
     fi
     env AWS_ACCESS_KEY_ID=dummy AWS_SECRET_ACCESS_KEY=dummy MINIO_ACCESS_KEY=dummy MINIO_SECRET_KEY=dummy \
         R2_ACCESS_KEY=dummy R2_SECRET_KEY=dummy REDIS_PASSWORD=dummy YATAGARASU_ADMIN_TOKEN=dummy YATAGARASU_LISTING_TOKEN_KEY=dummy-listing-token-key \
@@ -782,7 +875,7 @@ if command -v promtool >/dev/null 2>&1; then
 fi
 
 log "== helm chart (helm-python-sdk)"
-CHART=k8s/helm/yatagarasu
+CHART="${CHART_DIR:-k8s/helm/yatagarasu}"
 MONITORING_APIS=monitoring.coreos.com/v1,monitoring.coreos.com/v1/ServiceMonitor,monitoring.coreos.com/v1/PrometheusRule
 check "images: crate version = chart appVersion = kustomize = compose (yatagarasu:VERSION)" \
     py versions Cargo.toml $CHART/Chart.yaml k8s/base/kustomization.yaml k8s/base/deployment.yaml \
@@ -803,29 +896,48 @@ check "helm: a \${VAR} nothing provides refuses to install, naming it" \
 printf 'cache:\n  redis: { enabled: true, mode: cluster }\n' | cat $CHART/ci/minimal-values.yaml - >"$WORK/values-cluster-no-urls.yaml"
 check "helm: cache.redis.mode cluster without urls refuses to install" \
     py helm-render-fails $CHART "$WORK/values-cluster-no-urls.yaml" "cache.redis.urls"
+# mTLS / metrics TLS that could not work refuse to install, naming the value to set.
+printf 'tls:\n  clientCa: { secretName: ca }\n' | cat $CHART/ci/minimal-values.yaml - >"$WORK/values-mtls-no-tls.yaml"
+check "helm: tls.clientCa without tls.enabled refuses to install" \
+    py helm-render-fails $CHART "$WORK/values-mtls-no-tls.yaml" "tls.clientCa.secretName"
+printf 'metrics: { enabled: false }\n' | cat $CHART/ci/mtls-plain-metrics-values.yaml - >"$WORK/values-mtls-no-metrics.yaml"
+check "helm: mTLS with metrics.enabled false refuses to install (the probes need the metrics port)" \
+    py helm-render-fails $CHART "$WORK/values-mtls-no-metrics.yaml" "keep metrics.enabled on"
+printf 'metrics:\n  tls: { enabled: true }\n  serviceMonitor: { enabled: true }\n' |
+    cat $CHART/ci/mtls-plain-metrics-values.yaml - >"$WORK/values-metrics-tls-no-smtls.yaml"
+check "helm: metrics TLS with a ServiceMonitor but no tlsConfig refuses to install" \
+    py helm-render-fails $CHART "$WORK/values-metrics-tls-no-smtls.yaml" "metrics.serviceMonitor.tlsConfig" "$MONITORING_APIS"
+# TLS on the proxy port, probes pointed at the (plain) metrics port by the user: HTTP there.
+printf 'probes:\n  readiness: { httpGet: { path: /ready, port: metrics } }\n  liveness: { httpGet: { path: /health, port: metrics } }\n' |
+    cat $CHART/ci/tls-netpol-values.yaml - >"$WORK/values-tls-probe-metrics.yaml"
 # scenario name, values file, Prometheus Operator APIs served, profile checks
 HELM_SCENARIOS=(
     "minimal|$CHART/ci/minimal-values.yaml||ha:helm-minimal no-grafana"
     "ha|$CHART/ci/ha-values.yaml|$MONITORING_APIS|ha:helm-ha crds grafana"
     "ha-no-crds|$CHART/ci/ha-values.yaml||no-monitoring"
     "tls-netpol|$CHART/ci/tls-netpol-values.yaml||ha:helm-tls tls netpol"
+    "tls-probes-on-metrics|$WORK/values-tls-probe-metrics.yaml||tls"
+    "mtls|$CHART/ci/mtls-values.yaml|$MONITORING_APIS|ha:helm-mtls tls mtls:HTTPS netpol crds"
+    "mtls-plain-metrics|$CHART/ci/mtls-plain-metrics-values.yaml||ha:helm-mtls tls mtls:HTTP"
     "external-redis|$CHART/ci/external-redis-values.yaml||ha:helm-extredis extredis netpol"
 )
 HELM_RENDERS=()
 for sc in "${HELM_SCENARIOS[@]}"; do
     IFS='|' read -r name values apis props <<<"$sc"
     f="$WORK/helm-$name.yaml"
-    [[ $name == ha-no-crds ]] || check "helm lint --strict ($name values)" py helm-lint $CHART "$values"
+    [[ $name == ha-no-crds || $name == tls-probes-on-metrics ]] || check "helm lint --strict ($name values)" py helm-lint $CHART "$values"
     check "helm render ($name values${apis:+, Prometheus Operator API served})" py helm-render $CHART "$values" "$f" "$apis"
     [[ -s $f ]] || { fail_now "helm $name render missing" "see above"; continue; }
     HELM_RENDERS+=("helm-$name")
     check "kubernetes-validate --strict: helm $name render" kvalidate "$f"
+    check "probe and ServiceMonitor schemes match the listener they target: helm $name render" py schemes "$f"
     for prop in $props; do
         case $prop in
         ha:*) check "HA properties: helm $name render" py ha "$f" "${prop#ha:}" ;;
         crds) check "Prometheus Operator objects: helm $name render" py crds "$f" ;;
         no-monitoring) check "helm $name: ServiceMonitor/PrometheusRule guarded by .Capabilities" py no-monitoring "$f" ;;
-        tls) check "TLS from a Secret, probes over HTTPS: helm $name render" py tls "$f" ;;
+        tls) check "TLS from a Secret, each probe's scheme that of the port it targets: helm $name render" py tls "$f" ;;
+        mtls:*) check "mutual TLS: client CA from a read-only Secret in server.tls, probes ${prop#mtls:} on the metrics port: helm $name render" py mtls "$f" "${prop#mtls:}" ;;
         netpol) check "NetworkPolicy: helm $name render" py netpol "$f" ;;
         extredis) check "external Valkey Sentinel/Cluster: helm $name render" py extredis "$f" ;;
         grafana) check "Grafana dashboard ConfigMap: helm $name render" py grafana-configmap "$f" k8s/grafana/yatagarasu-dashboard.json ;;
@@ -843,7 +955,7 @@ if command -v kubectl >/dev/null 2>&1; then
     if [[ -s $WORK/k-secure.yaml ]]; then
         check "kubernetes-validate --strict: kustomize ha-secure" kvalidate "$WORK/k-secure.yaml"
         check "HA properties: kustomize ha-secure" py ha "$WORK/k-secure.yaml" kustomize-ha
-        check "TLS from a Secret, probes over HTTPS: kustomize ha-secure" py tls "$WORK/k-secure.yaml"
+        check "TLS from a Secret, each probe's scheme that of the port it targets: kustomize ha-secure" py tls "$WORK/k-secure.yaml"
         check "NetworkPolicy: kustomize ha-secure" py netpol "$WORK/k-secure.yaml"
     fi
     [[ -s $WORK/k-base.yaml ]] && check "kubernetes-validate --strict: kustomize base" kvalidate "$WORK/k-base.yaml"
@@ -851,6 +963,9 @@ if command -v kubectl >/dev/null 2>&1; then
     [[ -s $WORK/k-mon.yaml ]] && check "Prometheus Operator objects: k8s/monitoring" py crds "$WORK/k-mon.yaml"
     [[ -s $WORK/k-base.yaml ]] && check "base properties: kustomize base" py ha "$WORK/k-base.yaml" base
     [[ -s $WORK/k-ha.yaml ]] && check "HA properties: kustomize HA overlay" py ha "$WORK/k-ha.yaml" kustomize-ha
+    for r in k-base k-ha k-secure; do
+        [[ -s $WORK/$r.yaml ]] && check "probe schemes match the listener they target: kustomize ${r#k-}" py schemes "$WORK/$r.yaml"
+    done
 else
     fail_now "kustomize" "kubectl not found (needed for kubectl kustomize)"
 fi
@@ -884,7 +999,7 @@ mkdir -p "$WORK/rendered-configs"
 # Every render's config is checked; a render that is missing or whose config
 # cannot be extracted is a failure, never a silently shorter list.
 for r in "${HELM_RENDERS[@]}" k-base k-ha k-secure; do
-    [[ $r == helm-ha-no-crds ]] && continue
+    [[ $r == helm-ha-no-crds || $r == helm-tls-probes-on-metrics ]] && continue
     if [[ ! -s $WORK/$r.yaml ]]; then
         fail_now "config of the $r render" "render missing (see its failure above)"
         continue
