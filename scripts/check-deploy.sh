@@ -958,12 +958,21 @@ if command -v kubectl >/dev/null 2>&1; then
         check "TLS from a Secret, each probe's scheme that of the port it targets: kustomize ha-secure" py tls "$WORK/k-secure.yaml"
         check "NetworkPolicy: kustomize ha-secure" py netpol "$WORK/k-secure.yaml"
     fi
+    check "kubectl kustomize k8s/overlays/ha-mtls (TLS + mTLS + NetworkPolicy components)" kustomize_build k8s/overlays/ha-mtls "$WORK/k-mtls.yaml"
+    if [[ -s $WORK/k-mtls.yaml ]]; then
+        check "kubernetes-validate --strict: kustomize ha-mtls" kvalidate "$WORK/k-mtls.yaml"
+        check "HA properties: kustomize ha-mtls" py ha "$WORK/k-mtls.yaml" kustomize-ha
+        check "TLS from a Secret, each probe's scheme that of the port it targets: kustomize ha-mtls" py tls "$WORK/k-mtls.yaml"
+        check "mutual TLS: client CA from a read-only Secret in server.tls, probes HTTP on the metrics port: kustomize ha-mtls" \
+            py mtls "$WORK/k-mtls.yaml" HTTP
+        check "NetworkPolicy: kustomize ha-mtls" py netpol "$WORK/k-mtls.yaml"
+    fi
     [[ -s $WORK/k-base.yaml ]] && check "kubernetes-validate --strict: kustomize base" kvalidate "$WORK/k-base.yaml"
     [[ -s $WORK/k-ha.yaml ]] && check "kubernetes-validate --strict: kustomize HA overlay" kvalidate "$WORK/k-ha.yaml"
     [[ -s $WORK/k-mon.yaml ]] && check "Prometheus Operator objects: k8s/monitoring" py crds "$WORK/k-mon.yaml"
     [[ -s $WORK/k-base.yaml ]] && check "base properties: kustomize base" py ha "$WORK/k-base.yaml" base
     [[ -s $WORK/k-ha.yaml ]] && check "HA properties: kustomize HA overlay" py ha "$WORK/k-ha.yaml" kustomize-ha
-    for r in k-base k-ha k-secure; do
+    for r in k-base k-ha k-secure k-mtls; do
         [[ -s $WORK/$r.yaml ]] && check "probe schemes match the listener they target: kustomize ${r#k-}" py schemes "$WORK/$r.yaml"
     done
 else
@@ -998,7 +1007,7 @@ configs+=(config/*.yaml)
 mkdir -p "$WORK/rendered-configs"
 # Every render's config is checked; a render that is missing or whose config
 # cannot be extracted is a failure, never a silently shorter list.
-for r in "${HELM_RENDERS[@]}" k-base k-ha k-secure; do
+for r in "${HELM_RENDERS[@]}" k-base k-ha k-secure k-mtls; do
     [[ $r == helm-ha-no-crds || $r == helm-tls-probes-on-metrics ]] && continue
     if [[ ! -s $WORK/$r.yaml ]]; then
         fail_now "config of the $r render" "render missing (see its failure above)"
