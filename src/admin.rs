@@ -5,7 +5,9 @@
 //!
 //! - `POST /admin/reload`: re-read the config file (as SIGHUP does);
 //! - `DELETE /admin/cache`, `DELETE /admin/cache/{bucket}`,
-//!   `DELETE /admin/cache/{bucket}/{*key}`: purge the cache.
+//!   `DELETE /admin/cache/{bucket}/{*key}`: purge the cache, on every
+//!   instance sharing its Redis tier (the answer's `broadcast` says whether
+//!   the purge was announced to them).
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use yatagarasu_middleware::cache::CacheStore;
+use yatagarasu_middleware::cache::{Broadcast, CacheStore, PurgeError};
 
 use crate::reload::{Live, ReloadError};
 
@@ -120,17 +122,38 @@ async fn reload(State(live): State<Arc<Live>>) -> Response {
     }
 }
 
-fn purged(what: String, result: Result<(), yatagarasu_middleware::cache::PurgeError>) -> Response {
+fn purged(what: String, result: Result<Broadcast, PurgeError>) -> Response {
     match result {
-        Ok(()) => {
-            tracing::info!(what = %what, "cache purged");
-            (StatusCode::OK, Json(json!({ "status": "purged", "what": what }))).into_response()
+        Ok(broadcast) => {
+            tracing::info!(what = %what, broadcast = ?broadcast, "cache purged");
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "purged", "what": what, "broadcast": broadcast_json(&broadcast) })),
+            )
+                .into_response()
         }
         Err(e) => (
             StatusCode::BAD_GATEWAY,
-            Json(json!({ "status": "failed", "error": e.to_string() })),
+            Json(json!({ "status": "failed", "error": e.to_string(), "broadcast": broadcast_json(e.broadcast()) })),
         )
             .into_response(),
+    }
+}
+
+/// Whether the other instances sharing the Redis tier were told:
+/// `{"published": true, "subscribers": N}` (this instance included), or
+/// `{"published": false, "reason": ...}`.
+fn broadcast_json(broadcast: &Broadcast) -> serde_json::Value {
+    match broadcast {
+        Broadcast::Published { subscribers } => json!({ "published": true, "subscribers": subscribers }),
+        Broadcast::NoRedis => json!({
+            "published": false,
+            "reason": "no shared redis tier: purge each instance on its own",
+        }),
+        Broadcast::Failed(error) => {
+            tracing::warn!(%error, "cache purge not announced to the other instances");
+            json!({ "published": false, "reason": error })
+        }
     }
 }
 

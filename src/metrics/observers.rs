@@ -11,7 +11,7 @@ use yatagarasu_middleware::cache::{CacheStatsSnapshot, CacheStore};
 use super::{CredentialGauges, ReplicaGauges, NEVER_EXPIRES};
 
 /// The cache counters, by field name of [`CacheStatsSnapshot`].
-fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 26] {
+fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 27] {
     [
         ("memory_hits", "Requests answered from the memory tier.", s.memory_hits),
         (
@@ -91,6 +91,11 @@ fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 2
             s.redis_breaker_opened,
         ),
         ("purges", "Objects, buckets or whole caches purged.", s.purges),
+        (
+            "purges_received",
+            "Purges announced by other instances and applied here.",
+            s.purges_received,
+        ),
         (
             "coalesced_waits",
             "Misses that waited for a concurrent fetch of the same object or slice.",

@@ -35,7 +35,9 @@
 //!   provides ([`CacheStore::with_body_placement`]): the binary keeps large
 //!   ones in sealed memfds that its connections send with `sendfile(2)`.
 //! - **Purge** with [`CacheStore::purge_object`], [`CacheStore::purge_bucket`],
-//!   [`CacheStore::purge_all`]; counters in [`CacheStats`].
+//!   [`CacheStore::purge_all`]; with Redis, a purge is announced to every
+//!   instance sharing it, which purges its own memory tier ([`Broadcast`]);
+//!   counters in [`CacheStats`].
 //!
 //! # Example
 //!
@@ -91,4 +93,4 @@ pub use placement::{BodyPlacement, PlacedBodyWriter};
 pub use redis::RedisHealth;
 pub use service::Cache;
 pub use stats::{CacheStats, CacheStatsSnapshot};
-pub use store::{CacheStore, PurgeError};
+pub use store::{Broadcast, CacheStore, PurgeError};

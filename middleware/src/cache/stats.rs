@@ -85,6 +85,9 @@ counters! {
     redis_breaker_opened,
     /// Objects, buckets or whole caches purged.
     purges,
+    /// Purges announced by other instances on the Redis purge channel and
+    /// applied to this instance's memory tier.
+    purges_received,
     /// Answers made from the slices of a large object (`X-Cache: SLICE`).
     slice_answers,
     /// Slices requested from the replicas (one `Range` request each).

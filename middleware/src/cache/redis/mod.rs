@@ -11,10 +11,11 @@
 //!
 //! Here: the tier and its breaker-gated operations; `pool`: the connection
 //! pool of each mode; `capacity`: the `max_capacity` check; `purge`: purging
-//! keys by pattern.
+//! keys by pattern; `pubsub`: the purge broadcast to the other instances.
 
 mod capacity;
 mod pool;
+mod pubsub;
 mod purge;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, SystemClock, T
 use super::config::{redact_url, CacheConfigError, RedisCacheConfig, RedisMode};
 use super::stats::CacheStats;
 use pool::Backend;
+pub(crate) use pubsub::{ListenerEvent, PurgeChannel, PurgeMessage, PurgeScope};
 pub(crate) use purge::glob_escape;
 
 /// Why a Redis operation did not happen.
@@ -104,6 +106,8 @@ pub(crate) struct RedisTier {
     used_checked: Mutex<Option<Instant>>,
     stats: Arc<CacheStats>,
     urls: Vec<String>,
+    /// Where purges are announced.
+    channel: PurgeChannel,
 }
 
 impl std::fmt::Debug for RedisTier {
@@ -133,6 +137,7 @@ impl RedisTier {
             used_checked: Mutex::new(None),
             stats,
             urls: seeds.iter().map(|u| redact_url(u)).collect(),
+            channel: PurgeChannel::new(cfg, &seeds),
             seeds,
         })
     }
@@ -234,6 +239,29 @@ impl RedisTier {
             self.used_memory.fetch_add(len, Ordering::Relaxed);
         }
         ok
+    }
+
+    /// The purge channel, for a listener.
+    pub(crate) fn purge_channel(&self) -> PurgeChannel {
+        self.channel.clone()
+    }
+
+    /// Publishes `message` on the purge channel; how many instances were
+    /// subscribed (this one included). A cluster forwards a `PUBLISH` to
+    /// every node but answers with the subscribers of the node that took it:
+    /// there the count is `PUBSUB NUMSUB` summed over every node.
+    pub(crate) async fn publish(&self, message: &PurgeMessage) -> Result<u64, RedisFailure> {
+        let cmd = redis::cmd("PUBLISH")
+            .arg(&self.channel.name)
+            .arg(message.encode())
+            .to_owned();
+        let received: u64 = self.run(&cmd, self.timeout).await?;
+        if self.mode != RedisMode::Cluster {
+            return Ok(received);
+        }
+        let numsub = redis::cmd("PUBSUB").arg("NUMSUB").arg(&self.channel.name).to_owned();
+        let counts: std::collections::HashMap<String, u64> = self.run(&numsub, self.timeout).await?;
+        Ok(counts.values().sum())
     }
 
     /// Deletes keys.

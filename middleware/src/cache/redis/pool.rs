@@ -241,7 +241,7 @@ fn cluster_client(seeds: &[String], timeout: Duration) -> Result<redis::cluster:
 
 /// Sentinel mode: the data nodes take the user, password and database of the
 /// first sentinel URL, and TLS when it is `rediss://`.
-fn node_connection_info(url: &str) -> deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+pub(super) fn node_connection_info(url: &str) -> deadpool_redis::sentinel::SentinelNodeConnectionInfo {
     let parsed = url::Url::parse(url).ok();
     let redis_info = parsed.as_ref().map(|u| {
         let db = u.path().trim_start_matches('/').parse().unwrap_or(0);

@@ -95,6 +95,12 @@ impl RedisTier {
 /// `(host, port)` of every primary in `CLUSTER NODES` output that is not
 /// marked failed.
 fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
+    cluster_nodes(nodes, true)
+}
+
+/// `(host, port)` of every node (or only the primaries) in `CLUSTER NODES`
+/// output that is not marked failed.
+pub(super) fn cluster_nodes(nodes: &str, primaries_only: bool) -> Vec<(String, u16)> {
     nodes
         .lines()
         .filter_map(|line| {
@@ -102,7 +108,9 @@ fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
             let addr = fields.nth(1)?;
             let flags = fields.next()?;
             let flags: Vec<&str> = flags.split(',').collect();
-            if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail") || *f == "noaddr") {
+            if (primaries_only && !flags.contains(&"master"))
+                || flags.iter().any(|f| f.starts_with("fail") || *f == "noaddr")
+            {
                 return None;
             }
             // ip:port@cport[,hostname]
@@ -141,6 +149,7 @@ d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
             cluster_primaries(nodes),
             vec![("127.0.0.1".to_owned(), 7001), ("127.0.0.1".to_owned(), 7002)]
         );
+        assert_eq!(cluster_nodes(nodes, false).len(), 3);
     }
 
     #[test]

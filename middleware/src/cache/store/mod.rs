@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mini_moka::sync::{Cache as MokaCache, ConcurrentCacheExt as _};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::config::{CacheConfig, CacheConfigError};
 use super::entry::{now_ms, CachedObject};
@@ -75,8 +75,38 @@ pub(crate) enum Join {
 
 /// Why a purge did not reach Redis (the memory tier is always purged).
 #[derive(Debug, thiserror::Error)]
-#[error("memory tier purged, Redis tier not: {0}")]
-pub struct PurgeError(#[source] Box<dyn std::error::Error + Send + Sync>);
+#[error("memory tier purged, Redis tier not: {source}")]
+pub struct PurgeError {
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+    broadcast: Broadcast,
+}
+
+impl PurgeError {
+    /// Whether the purge was announced to the other instances all the same.
+    pub fn broadcast(&self) -> &Broadcast {
+        &self.broadcast
+    }
+}
+
+/// Whether a purge was announced to the other instances sharing the Redis
+/// tier (each purges its own memory tier when it hears it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broadcast {
+    /// No Redis tier, so no channel to announce it on: each instance must be
+    /// purged on its own.
+    NoRedis,
+    /// Published on the purge channel; `subscribers` instances (this one
+    /// included) were listening.
+    Published {
+        /// Instances subscribed when the purge was announced.
+        subscribers: u64,
+    },
+    /// Not published (Redis down or its breaker open): the other instances
+    /// keep their memory copies until these expire, or until they
+    /// subscribe again (which clears their memory tier).
+    Failed(String),
+}
 
 struct Inner {
     /// Keyed by [`Self::key_hasher`]'s hash of the entry key's scoped part,
@@ -101,6 +131,10 @@ struct Inner {
     stats: Arc<CacheStats>,
     /// Where large memory-tier bodies live (the heap without one).
     placement: OnceLock<Arc<dyn BodyPlacement>>,
+    /// This store's id in purge messages (its own are skipped).
+    instance: String,
+    /// Stops the purge listener when the store is dropped.
+    listener: OnceLock<oneshot::Sender<()>>,
 }
 
 /// The cache shared by every bucket of a proxy: build one from the `cache:`
@@ -124,7 +158,9 @@ impl std::fmt::Debug for CacheStore {
 
 impl CacheStore {
     /// Builds the tiers. Redis is not contacted here: the pool dials on first
-    /// use, so a Redis that is down at startup only means misses.
+    /// use, so a Redis that is down at startup only means misses. Inside a
+    /// Tokio runtime, with Redis, the purge listener starts
+    /// ([`Self::listen_for_purges`]).
     pub fn new(config: &CacheConfig) -> Result<Self, CacheConfigError> {
         config.validate()?;
         let stats = Arc::new(CacheStats::default());
@@ -139,7 +175,7 @@ impl CacheStore {
         } else {
             None
         };
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 memory,
                 key_hasher: foldhash::fast::RandomState::default(),
@@ -156,8 +192,14 @@ impl CacheStore {
                 epoch: AtomicU64::new(0),
                 stats,
                 placement: OnceLock::new(),
+                instance: uuid::Uuid::new_v4().to_string(),
+                listener: OnceLock::new(),
             }),
-        })
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            store.listen_for_purges();
+        }
+        Ok(store)
     }
 
     /// Keeps the memory tier's bodies in `placement`'s memory (those it
@@ -322,6 +364,8 @@ impl CacheStore {
             db.operation.name = "GET",
             yatagarasu.found = tracing::field::Empty,
         );
+        // A purge while the GET is on its way: the copy is answered, not kept.
+        let epoch = self.epoch();
         let value = tracing::Instrument::instrument(redis.get(key), span.clone()).await;
         span.record("yatagarasu.found", value.is_some());
         let Some(value) = value else {
@@ -339,7 +383,9 @@ impl CacheStore {
         if obj.is_fresh(now) {
             let obj = Arc::new(obj);
             let mem_until = now.saturating_add(self.inner.memory_ttl.as_millis() as u64);
-            self.memory_put(key, Arc::new(obj.capped(mem_until)));
+            if self.epoch() == epoch {
+                self.memory_put(key, Arc::new(obj.capped(mem_until)));
+            }
             return Found::Fresh(obj, Tier::Redis);
         }
         if now < obj.fresh_until_ms().saturating_add(self.inner.stale.as_millis() as u64) {

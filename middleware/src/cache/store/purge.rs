@@ -1,68 +1,157 @@
 //! Purging: one object, a bucket or everything, from both tiers; a purge
 //! also bumps the epoch so that fills in flight are not stored.
+//!
+//! With Redis, a purge is also announced to the other instances sharing it
+//! (their memory tiers hold copies too), twice: before the Redis tier is
+//! purged, so that their fills in flight are not stored (nor written to
+//! Redis behind the purge), and after, so that what they read from Redis
+//! meanwhile is dropped. This instance does the same around its Redis purge.
+//! Each instance listens on the channel with one connection; whenever it
+//! subscribes (at start, or again after losing the connection) it clears
+//! its memory tier, since purges sent meanwhile were missed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::super::redis::{glob_escape, RedisFailure};
+use tokio::sync::oneshot;
+
+use super::super::redis::{glob_escape, ListenerEvent, PurgeMessage, PurgeScope};
 use super::super::stats::CacheStats;
-use super::{CacheStore, PurgeError};
+use super::{Broadcast, CacheStore, PurgeError};
 
 impl CacheStore {
     fn bump_epoch(&self) {
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
-        CacheStats::inc(&self.inner.stats.purges);
     }
 
-    /// Removes one object of one bucket from both tiers.
+    /// Removes one object of one bucket from both tiers, on every instance
+    /// sharing the Redis tier.
     /// (A sliced object loses its index; its slices are then unreachable
     /// and expire with their TTL.)
-    pub async fn purge_object(&self, bucket: &str, key: &str) -> Result<(), PurgeError> {
-        self.bump_epoch();
-        // Both keys share one hash tag: one multi-key UNLINK in a cluster too.
-        let keys: [Arc<str>; 2] = [
-            Arc::from(self.cache_key(bucket, key)),
-            Arc::from(self.entry_key(bucket, key, "m")),
-        ];
-        for k in &keys {
-            self.memory_remove(k);
-        }
-        match &self.inner.redis {
-            Some(redis) => redis
-                .del(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>())
-                .await
-                .map_err(purge_error),
-            None => Ok(()),
-        }
+    pub async fn purge_object(&self, bucket: &str, key: &str) -> Result<Broadcast, PurgeError> {
+        self.purge(PurgeScope::Object {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+        .await
     }
 
-    /// Removes every object of one bucket from both tiers.
-    pub async fn purge_bucket(&self, bucket: &str) -> Result<(), PurgeError> {
-        self.bump_epoch();
-        let scoped = format!("{}:{}/", bucket.len(), bucket);
-        self.memory_purge(|k| self.scoped_part(k).is_some_and(|p| p.starts_with(scoped.as_str())));
-        match &self.inner.redis {
-            Some(redis) => redis
-                .purge_pattern(&self.bucket_pattern(bucket))
-                .await
-                .map(|_| ())
-                .map_err(purge_error),
-            None => Ok(()),
-        }
+    /// Removes every object of one bucket from both tiers, on every
+    /// instance sharing the Redis tier.
+    pub async fn purge_bucket(&self, bucket: &str) -> Result<Broadcast, PurgeError> {
+        self.purge(PurgeScope::Bucket {
+            bucket: bucket.to_owned(),
+        })
+        .await
     }
 
     /// Removes every object this proxy cached, from both tiers (only keys
-    /// under `key_prefix` are touched in Redis).
-    pub async fn purge_all(&self) -> Result<(), PurgeError> {
-        self.bump_epoch();
-        self.memory_purge(|_| true);
-        match &self.inner.redis {
-            Some(redis) => redis
+    /// under `key_prefix` are touched in Redis), on every instance sharing
+    /// the Redis tier.
+    pub async fn purge_all(&self) -> Result<Broadcast, PurgeError> {
+        self.purge(PurgeScope::All).await
+    }
+
+    async fn purge(&self, scope: PurgeScope) -> Result<Broadcast, PurgeError> {
+        CacheStats::inc(&self.inner.stats.purges);
+        self.purge_here(&scope);
+        let Some(redis) = &self.inner.redis else {
+            return Ok(Broadcast::NoRedis);
+        };
+        let me = &self.inner.instance;
+        let before = redis.publish(&PurgeMessage::new(me, scope.clone(), false)).await;
+        let deleted = match &scope {
+            // Both keys share one hash tag: one multi-key UNLINK in a cluster too.
+            PurgeScope::Object { bucket, key } => redis.del(&self.object_keys(bucket, key)).await,
+            PurgeScope::Bucket { bucket } => redis.purge_pattern(&self.bucket_pattern(bucket)).await.map(|_| ()),
+            PurgeScope::All => redis
                 .purge_pattern(&format!("{}*", glob_escape(&self.inner.key_prefix)))
                 .await
-                .map(|_| ())
-                .map_err(purge_error),
-            None => Ok(()),
+                .map(|_| ()),
+        };
+        // What was read from Redis while it was purged.
+        self.purge_here(&scope);
+        let after = redis.publish(&PurgeMessage::new(me, scope, true)).await;
+        let broadcast = match (before, after) {
+            (Ok(subscribers), _) | (Err(_), Ok(subscribers)) => Broadcast::Published { subscribers },
+            (Err(e), Err(_)) => Broadcast::Failed(e.to_string()),
+        };
+        match deleted {
+            Ok(()) => Ok(broadcast),
+            Err(e) => Err(PurgeError {
+                source: Box::new(e),
+                broadcast,
+            }),
+        }
+    }
+
+    /// The memory and Redis keys of one object: the object and its slice index.
+    fn object_keys(&self, bucket: &str, key: &str) -> Vec<String> {
+        vec![self.cache_key(bucket, key), self.entry_key(bucket, key, "m")]
+    }
+
+    /// Applies a purge to this instance: the epoch (fills in flight are not
+    /// stored) and the memory tier.
+    fn purge_here(&self, scope: &PurgeScope) {
+        self.bump_epoch();
+        match scope {
+            PurgeScope::Object { bucket, key } => {
+                for k in self.object_keys(bucket, key) {
+                    self.memory_remove(&k);
+                }
+            }
+            PurgeScope::Bucket { bucket } => {
+                let scoped = format!("{}:{}/", bucket.len(), bucket);
+                self.memory_purge(|k| self.scoped_part(k).is_some_and(|p| p.starts_with(scoped.as_str())));
+            }
+            PurgeScope::All => self.memory_purge(|_| true),
+        }
+    }
+
+    /// Starts listening for the purges of the other instances sharing the
+    /// Redis tier (one pub/sub connection, reconnecting with backoff), until
+    /// the store is dropped. Does nothing without Redis, outside a Tokio
+    /// runtime, or when already listening. [`Self::new`] calls it when
+    /// built inside a runtime.
+    pub fn listen_for_purges(&self) {
+        let Some(redis) = &self.inner.redis else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (stop_tx, stop) = oneshot::channel();
+        if self.inner.listener.set(stop_tx).is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let listen = redis
+            .purge_channel()
+            .listen(self.inner.instance.clone(), stop, move |event| {
+                let Some(inner) = weak.upgrade() else {
+                    return false;
+                };
+                CacheStore { inner }.heard(event);
+                true
+            });
+        rt.spawn(listen);
+    }
+
+    /// What the purge listener heard.
+    fn heard(&self, event: ListenerEvent<'_>) {
+        match event {
+            ListenerEvent::Purge { scope, first } => {
+                if first {
+                    CacheStats::inc(&self.inner.stats.purges_received);
+                    tracing::info!(purge = ?scope, "cache purge received from another instance");
+                }
+                self.purge_here(scope);
+            }
+            ListenerEvent::Subscribed => self.purge_here(&PurgeScope::All),
+            ListenerEvent::Unreadable => {
+                tracing::warn!("unreadable message on the cache purge channel (another version?): memory tier cleared");
+                self.purge_here(&PurgeScope::All);
+            }
         }
     }
 
@@ -82,8 +171,4 @@ impl CacheStore {
             mem.invalidate(&h);
         }
     }
-}
-
-fn purge_error(e: RedisFailure) -> PurgeError {
-    PurgeError(Box::new(e))
 }
