@@ -2,6 +2,7 @@
 
 mod auth;
 mod cache;
+mod cache_revalidation;
 mod common;
 mod config;
 mod config_reference;
