@@ -6,8 +6,11 @@
 //! literal `${`.
 
 /// Expands the variables in `input` with `lookup`; every unset variable
-/// without a default, and a `${` never closed, is reported (by name, never
-/// by value).
+/// without a default, every `${...}` that is no variable name, and a `${`
+/// never closed, is reported. A report names the variable at most, never
+/// other text of the value: the value may be a secret holding a literal
+/// `${` (an S3 secret key, a JWT secret, a Redis password), and the key
+/// path the caller puts in front says where to look.
 pub fn substitute(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
     let mut out = String::with_capacity(input.len());
     let mut missing = Vec::new();
@@ -30,9 +33,11 @@ pub fn substitute(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
                 None => (expr, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                // Where it is, not what it says (see above).
+                let at = input[..input.len() - tail.len()].chars().count() + 1;
                 missing.push(format!(
-                    "'${{{}}}' is not a variable name (letters, digits and _)",
-                    name.chars().take(40).collect::<String>()
+                    "the '${{' at character {at} does not start a variable (a name of letters, digits and _ \
+                     between ${{ and }}); write $${{ for a literal ${{"
                 ));
                 rest = &body[end + 1..];
                 continue;
@@ -41,7 +46,8 @@ pub fn substitute(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
                 (None, None) => missing.push(format!(
-                    "environment variable {name} is not set (use ${{{name}:-default}} for a default)"
+                    "environment variable {name} is not set (use ${{{name}:-default}} for a default, or $${{ for \
+                     a literal ${{)"
                 )),
             }
             rest = &body[end + 1..];
@@ -78,7 +84,25 @@ mod tests {
         assert_eq!(substitute("${EMPTY}", &env).unwrap(), "");
         assert_eq!(substitute("pa$$w$A$${A}", &env).unwrap(), "pa$$w$A${A}");
         assert!(substitute("${A", &env).unwrap_err()[0].contains("never closed"));
-        assert!(substitute("${A B}", &env).unwrap_err()[0].contains("not a variable name"));
+        assert!(substitute("${A B}", &env).unwrap_err()[0].contains("does not start a variable"));
+    }
+
+    /// A secret with a literal `${`: the report says where, never what.
+    #[test]
+    fn a_bad_reference_is_located_not_echoed() {
+        let errors = substitute("pä${s3cr3t part}tail", &env).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("at character 3"), "{}", errors[0]);
+        for text in ["s3cr3t", "part", "tail", "pä"] {
+            assert!(!errors[0].contains(text), "{}", errors[0]);
+        }
+        let errors = substitute("lead-${X}-tail", &env).unwrap_err();
+        assert!(errors[0].contains("variable X is not set"), "{}", errors[0]);
+        assert!(
+            !errors[0].contains("lead") && !errors[0].contains("tail"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -602,3 +602,31 @@ fn an_empty_config_variable_is_named_and_a_config_flag_still_wins_over_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config is empty"));
 }
+
+#[test]
+fn a_literal_dollar_brace_in_a_secret_is_named_by_key_without_echoing_the_secret() {
+    let config = r#"
+jwt: { algorithm: HS256, secret: "jwtA${Kq9 Zr}0123456789abcdef0123456789" }
+metrics: { admin_token: "tokLead-${UNSET_TOKEN_VAR}-tokTrail" }
+cache:
+  redis: { url: "redis://:pwA${Xy z}pwB@127.0.0.1:6379" }
+buckets:
+  - name: a
+    path_prefix: /a
+    s3: { bucket: b, endpoint: "http://127.0.0.1:9", access_key: AKIAEXAMPLE, secret_key: "wJal${rXUt nFEMI}K7MD" }
+"#;
+    let err = refused(config, &[]);
+    for key in [
+        "jwt.secret: the '${' at character 5",
+        "cache.redis.url: the '${' at character 13",
+        "buckets[0].s3.secret_key: the '${' at character 5",
+        "metrics.admin_token: environment variable UNSET_TOKEN_VAR is not set",
+    ] {
+        assert!(err.contains(key), "no '{key}' in:\n{err}");
+    }
+    for text in [
+        "jwtA", "Kq9", "Zr", "tokLead", "tokTrail", "pwA", "Xy z", "pwB", "wJal", "rXUt", "nFEMI", "K7MD",
+    ] {
+        assert!(!err.contains(text), "'{text}' echoed in:\n{err}");
+    }
+}
