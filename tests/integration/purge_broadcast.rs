@@ -1,3 +1,269 @@
 //! A cache purge reaches every instance sharing the Redis tier: real
 //! proxies, one real `redis-server` (or a Cluster), purges sent to one
-//! instance's admin API.
+//! instance's admin API. Each instance keeps its own copy in its memory
+//! tier (`X-Cache: HIT-MEMORY`); without the broadcast the others served
+//! the purged copy until its TTL ran out.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const TOKEN: &str = "purge-broadcast-token";
+const CHANNEL: &str = "yatagarasu:cache:purge";
+/// A key with spaces, `%`, non-ASCII and `/` in it.
+const ODD_KEY: &str = "dir/a b%20ü 日本/x.txt";
+/// [`ODD_KEY`] in a URL path.
+const ODD_PATH: &str = "dir/a%20b%2520%C3%BC%20%E6%97%A5%E6%9C%AC/x.txt";
+
+fn config(endpoint: &str, redis: &str) -> String {
+    format!(
+        r#"
+server: {{ address: "127.0.0.1:0" }}
+buckets:
+  - name: assets
+    path_prefix: /assets
+    s3: {{ bucket: assets-bkt, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}", timeout_seconds: 2, retry: {{ max_attempts: 1 }} }}
+health_check: {{ enabled: false }}
+cache:
+  memory: {{ max_capacity: 16777216, ttl_seconds: 600 }}
+  redis:
+    enabled: true
+    ttl_seconds: 600
+    pool_size: 4
+    cooldown_ms: 300
+{redis}
+metrics: {{ enabled: true, port: 0, address: "127.0.0.1", admin_token: "{TOKEN}" }}
+"#
+    )
+}
+
+/// `(status, x-cache, body)` of `GET /assets/{path}`.
+async fn get(proxy: &Proxy, path: &str) -> (u16, String, String) {
+    let res = client()
+        .get(proxy.url(&format!("/assets/{path}")))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let cache = res
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, cache, res.text().await.unwrap())
+}
+
+/// Requests `path` until `proxy` answers `body` from its memory tier.
+async fn warm(proxy: &Proxy, path: &str, body: &str) {
+    let mut last = None;
+    for _ in 0..50 {
+        let got = get(proxy, path).await;
+        if got == (200, "HIT-MEMORY".to_owned(), body.to_owned()) {
+            return;
+        }
+        last = Some(got);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never served from memory: last answer {last:?}");
+}
+
+/// Requests `path` until `proxy` answers `body` (bounded attempts);
+/// whether it did.
+async fn serves(proxy: &Proxy, path: &str, body: &str) -> bool {
+    for _ in 0..50 {
+        if get(proxy, path).await.2 == body {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// `DELETE` on the admin API: the status and the JSON answer.
+async fn purge(proxy: &Proxy, path: &str) -> (u16, Value) {
+    let res = client()
+        .delete(proxy.metrics_url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, serde_json::from_str(&res.text().await.unwrap()).unwrap())
+}
+
+/// A counter of `proxy`'s `/metrics`.
+async fn counter(proxy: &Proxy, name: &str) -> u64 {
+    let text = get_text(proxy.metrics_url("/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
+}
+
+/// Subscribers of the purge channel on the server at `port`.
+fn numsub(port: u16) -> u64 {
+    cli(port, &["PUBSUB", "NUMSUB", CHANNEL])
+        .lines()
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls until `f` holds (bounded attempts); whether it did.
+async fn until(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..150 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The object `key` changes upstream: `v1` before, `v2` after.
+fn version(key: &str, n: u32) -> String {
+    format!("{key} version {n}")
+}
+
+/// Warms `path` (object `key`) in both instances' memory tiers, changes it
+/// upstream, purges it through A's admin `purge_path` and checks that B
+/// answers the new version; returns A's answer.
+async fn purge_reaches_b(s3: &S3, a: &Proxy, b: &Proxy, key: &str, path: &str, purge_path: &str) -> Value {
+    s3.put_object("assets-bkt", key, version(key, 1).as_bytes()).unwrap();
+    let (status, _, body) = get(a, path).await;
+    assert_eq!((status, body.as_str()), (200, version(key, 1).as_str()));
+    warm(a, path, &version(key, 1)).await;
+    warm(b, path, &version(key, 1)).await;
+    s3.put_object("assets-bkt", key, version(key, 2).as_bytes()).unwrap();
+    // Still the old copy: nothing purged yet.
+    assert_eq!(get(b, path).await.2, version(key, 1));
+
+    let (status, answer) = purge(a, purge_path).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "purged", "{answer}");
+    assert!(serves(a, path, &version(key, 2)).await, "A kept {path}");
+    assert!(
+        serves(b, path, &version(key, 2)).await,
+        "B still serves the purged copy of {path} ({:?}); A answered {answer}",
+        get(b, path).await
+    );
+    answer
+}
+
+/// Object, bucket and whole-cache purges sent to A reach B's memory tier,
+/// for a key with odd bytes too; A tells how many instances heard it, and
+/// B counts what it heard (A does not count its own purges).
+#[tokio::test]
+async fn a_purge_sent_to_one_instance_reaches_the_others_memory_tier() {
+    let redis = Redis::start();
+    let s3 = s3().await;
+    let cfg = config(&s3.endpoint(), &format!("    url: \"{}\"", redis.url()));
+    let a = Proxy::start(&cfg);
+    let b = Proxy::start(&cfg);
+    assert!(
+        until(|| numsub(redis.port) == 2).await,
+        "both instances never subscribed"
+    );
+
+    let answer = purge_reaches_b(&s3, &a, &b, "one.txt", "one.txt", "/admin/cache/assets/one.txt").await;
+    assert_eq!(answer["what"], "assets/one.txt", "{answer}");
+    assert_eq!(answer["broadcast"]["published"], true, "{answer}");
+    assert_eq!(answer["broadcast"]["subscribers"], 2, "{answer}");
+    assert_eq!(counter(&b, "yatagarasu_cache_purges_received_total").await, 1);
+
+    let odd = purge_reaches_b(
+        &s3,
+        &a,
+        &b,
+        ODD_KEY,
+        ODD_PATH,
+        &format!("/admin/cache/assets/{ODD_PATH}"),
+    )
+    .await;
+    assert_eq!(odd["what"], format!("assets/{ODD_KEY}"), "{odd}");
+
+    // A bucket purge: another object of the bucket, warmed in both, goes too.
+    s3.put_object("assets-bkt", "kept.txt", b"kept").unwrap();
+    warm(&b, "kept.txt", "kept").await;
+    purge_reaches_b(&s3, &a, &b, "bucket.txt", "bucket.txt", "/admin/cache/assets").await;
+    assert_eq!(
+        get(&b, "kept.txt").await.1,
+        "MISS",
+        "the bucket purge left kept.txt in B"
+    );
+
+    purge_reaches_b(&s3, &a, &b, "all.txt", "all.txt", "/admin/cache").await;
+
+    assert_eq!(counter(&b, "yatagarasu_cache_purges_received_total").await, 4);
+    assert_eq!(counter(&a, "yatagarasu_cache_purges_received_total").await, 0);
+    assert_eq!(counter(&a, "yatagarasu_cache_purges_total").await, 4);
+}
+
+/// Redis killed and restarted on the same port: B subscribes again, and
+/// since purges sent meanwhile were lost (A's purge during the outage could
+/// not be announced, and says so) B clears its memory tier on
+/// resubscribing; a later purge reaches it again.
+#[tokio::test]
+async fn a_restarted_redis_is_subscribed_to_again_and_the_gap_clears_memory() {
+    let mut redis = Redis::start();
+    let s3 = s3().await;
+    let cfg = config(&s3.endpoint(), &format!("    url: \"{}\"", redis.url()));
+    let a = Proxy::start(&cfg);
+    let b = Proxy::start(&cfg);
+    assert!(
+        until(|| numsub(redis.port) == 2).await,
+        "both instances never subscribed"
+    );
+    s3.put_object("assets-bkt", "gap.txt", version("gap.txt", 1).as_bytes())
+        .unwrap();
+    warm(&b, "gap.txt", &version("gap.txt", 1)).await;
+
+    redis.kill();
+    s3.put_object("assets-bkt", "gap.txt", version("gap.txt", 2).as_bytes())
+        .unwrap();
+    let (status, answer) = purge(&a, "/admin/cache/assets/gap.txt").await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["broadcast"]["published"], false, "{answer}");
+    // Requests go on while Redis is down.
+    assert_eq!(get(&b, "gap.txt").await.0, 200);
+
+    redis.restart();
+    assert!(
+        until(|| numsub(redis.port) == 2).await,
+        "the instances never subscribed again; B's logs:\n{}",
+        b.logs()
+    );
+    assert!(
+        serves(&b, "gap.txt", &version("gap.txt", 2)).await,
+        "B kept the copy purged while it was not subscribed"
+    );
+
+    let answer = purge_reaches_b(&s3, &a, &b, "later.txt", "later.txt", "/admin/cache/assets/later.txt").await;
+    assert_eq!(answer["broadcast"]["subscribers"], 2, "{answer}");
+}
+
+/// Cluster mode: each instance subscribes on one node; a `PUBLISH` reaches
+/// every node, and A counts the subscribers over all of them.
+#[tokio::test]
+async fn a_purge_reaches_the_other_instances_through_a_cluster() {
+    let cluster = Cluster::start();
+    let s3 = s3().await;
+    let urls: Vec<String> = cluster.seed_urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let cfg = config(
+        &s3.endpoint(),
+        &format!("    mode: cluster\n    urls: [{}]", urls.join(", ")),
+    );
+    let a = Proxy::start(&cfg);
+    let b = Proxy::start(&cfg);
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    assert!(
+        until(|| ports.iter().map(|p| numsub(*p)).sum::<u64>() == 2).await,
+        "both instances never subscribed"
+    );
+
+    let answer = purge_reaches_b(&s3, &a, &b, "c.txt", "c.txt", "/admin/cache/assets/c.txt").await;
+    assert_eq!(answer["broadcast"]["subscribers"], 2, "{answer}");
+    purge_reaches_b(&s3, &a, &b, "c2.txt", "c2.txt", "/admin/cache").await;
+    assert_eq!(counter(&b, "yatagarasu_cache_purges_received_total").await, 2);
+}
