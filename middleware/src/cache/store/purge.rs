@@ -172,3 +172,79 @@ impl CacheStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use yatagarasu_testkit::redis::Redis;
+
+    use super::super::{Broadcast, CacheStore, Found};
+    use crate::cache::config::CacheConfig;
+
+    /// Polls `f` a bounded number of times; whether it held.
+    async fn until(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    /// Two stores (two instances) sharing one real redis-server: A's purge
+    /// removes B's memory copy, and a fill that was in flight on B when A
+    /// purged is neither kept in B's memory nor written to Redis.
+    #[tokio::test]
+    async fn a_purge_on_one_store_reaches_the_other_and_stops_its_fills_in_flight() {
+        let redis = Redis::start();
+        let mut config = CacheConfig::default();
+        config.redis.enabled = true;
+        config.redis.url = Some(redis.url());
+        let (a, b) = (CacheStore::new(&config).unwrap(), CacheStore::new(&config).unwrap());
+        let channel = format!("{}purge", config.redis.key_prefix);
+        let subscribers = || redis.cli(&["PUBSUB", "NUMSUB", &channel]).lines().nth(1) == Some("2");
+        assert!(until(subscribers).await, "the stores never subscribed");
+
+        let cached: Arc<str> = b.cache_key("bkt", "cached").into();
+        b.insert(
+            &cached,
+            &http::HeaderMap::new(),
+            Bytes::from_static(b"old"),
+            None,
+            b.epoch(),
+        );
+        assert!(
+            until(|| redis.cli(&["DBSIZE"]).trim() == "1").await,
+            "B's write never landed"
+        );
+        // A fill of another object of the bucket begins on B.
+        let in_flight = b.epoch();
+
+        let broadcast = a.purge_bucket("bkt").await.unwrap();
+        assert_eq!(broadcast, Broadcast::Published { subscribers: 2 });
+        assert!(
+            until(|| b.stats().snapshot().purges_received == 1).await,
+            "B never heard the purge"
+        );
+        assert!(matches!(b.memory_get(&cached), Found::None), "B kept its copy");
+        let filled: Arc<str> = b.cache_key("bkt", "filled").into();
+        b.insert(
+            &filled,
+            &http::HeaderMap::new(),
+            Bytes::from_static(b"old"),
+            None,
+            in_flight,
+        );
+        assert!(
+            matches!(b.memory_get(&filled), Found::None),
+            "B stored a fill the purge overtook"
+        );
+        assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
+        assert_eq!(a.stats().snapshot().purges_received, 0, "A heard its own purge");
+        assert_eq!(a.stats().snapshot().purges, 1);
+    }
+}
