@@ -14,7 +14,10 @@
 //! (checked every `reload_interval_seconds`, which covers cert-manager
 //! rewriting a mounted Secret in place). A new certificate that does not load
 //! (unreadable, not PEM, key not matching) is refused with a log line and the
-//! old one stays. A certificate loaded expired, or within 14 days of it, is
+//! old one stays: one line per distinct content of the files, and a file
+//! check warns only when the next check still finds the same files (a
+//! certificate copied before its key is not a refusal); SIGHUP and the admin
+//! reload are always answered. A certificate loaded expired, or within 14 days of it, is
 //! warned about, and [`certificate_expiry`] feeds the
 //! `yatagarasu_tls_certificate_expiry_timestamp_seconds` gauge.
 
@@ -34,7 +37,7 @@ mod reload;
 
 pub use expiry::certificate_expiry;
 pub use listener::TlsListener;
-pub use reload::{reloaders, request_reload, Reloaders, TlsReloader};
+pub use reload::{reloaders, request_reload, Reload, Reloaders, TlsReloader, Trigger};
 
 /// Why a TLS block cannot be used; `key` is the offending key under the block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

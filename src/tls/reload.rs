@@ -25,7 +25,58 @@ pub struct TlsReloader {
     name: &'static str,
     config: TlsConfig,
     current: ArcSwap<ServerConfig>,
-    loaded: Mutex<Files>,
+    state: Mutex<State>,
+}
+
+/// The files in use, and the last ones refused.
+struct State {
+    loaded: Files,
+    refused: Option<Refusal>,
+}
+
+/// Files that did not load (or the error reading them): remembered so that
+/// the same refusal is warned about once, not at every file check.
+struct Refusal {
+    seen: Result<Files, TlsError>,
+    warned: bool,
+}
+
+/// What made the reloader look at its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The periodic check (`reload_interval_seconds`).
+    FileCheck,
+    /// `SIGHUP`.
+    Sighup,
+    /// `POST /admin/reload` ([`request_reload`]).
+    Admin,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::FileCheck => "file check",
+            Self::Sighup => "SIGHUP",
+            Self::Admin => "admin reload",
+        }
+    }
+}
+
+/// What a look at the files did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The files are those in use (or those already refused and warned about
+    /// by a file check).
+    Unchanged,
+    /// A new certificate is in use.
+    Reloaded,
+    /// New files that do not load, seen once by a file check: they may be
+    /// half-copied (a certificate written before its key), so they are
+    /// looked at again at the next check before being warned about.
+    Pending(TlsError),
+    /// New files refused (seen by two checks in a row, or asked for by
+    /// SIGHUP or the admin endpoint): the current certificate stays.
+    Refused(TlsError),
 }
 
 impl std::fmt::Debug for TlsReloader {
@@ -47,7 +98,10 @@ impl TlsReloader {
             name,
             config: config.clone(),
             current: ArcSwap::from_pointee(server),
-            loaded: Mutex::new(files),
+            state: Mutex::new(State {
+                loaded: files,
+                refused: None,
+            }),
         }))
     }
 
@@ -57,26 +111,57 @@ impl TlsReloader {
     }
 
     /// Reads the files again; a changed and valid certificate replaces the
-    /// current one (`Ok(true)`), unchanged files do nothing (`Ok(false)`), a
-    /// bad one is refused and the current one stays (`Err`).
-    pub fn reload(&self) -> Result<bool, TlsError> {
-        let files = read_files(&self.config)?;
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if *loaded == files {
-            return Ok(false);
-        }
-        let server = build(&self.config, &files)?;
-        super::expiry::loaded(self.name, &self.config.cert_file, &files.cert);
-        self.current.store(Arc::new(server));
-        *loaded = files;
-        Ok(true)
+    /// current one, a bad one is refused and the current one stays. A
+    /// refusal is reported once per distinct content ([`Reload`]): files
+    /// that a file check finds bad are [`Reload::Pending`] the first time,
+    /// [`Reload::Refused`] at the next check if still the same, and
+    /// [`Reload::Unchanged`] after that until they change; SIGHUP and the
+    /// admin reload always get the answer.
+    pub fn reload(&self, trigger: Trigger) -> Reload {
+        let read = read_files(&self.config);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, error) = match read {
+            Ok(files) if files == state.loaded => {
+                state.refused = None;
+                return Reload::Unchanged;
+            }
+            Ok(files) => match build(&self.config, &files) {
+                Ok(server) => {
+                    super::expiry::loaded(self.name, &self.config.cert_file, &files.cert);
+                    self.current.store(Arc::new(server));
+                    state.loaded = files;
+                    state.refused = None;
+                    return Reload::Reloaded;
+                }
+                Err(e) => (Ok(files), e),
+            },
+            Err(e) => (Err(e.clone()), e),
+        };
+        let before = state.refused.take().filter(|r| r.seen == seen);
+        let outcome = match (trigger, &before) {
+            (Trigger::FileCheck, None) => Reload::Pending(error),
+            (Trigger::FileCheck, Some(r)) if r.warned => Reload::Unchanged,
+            _ => Reload::Refused(error),
+        };
+        state.refused = Some(Refusal {
+            seen,
+            warned: matches!(outcome, Reload::Refused(_)) || before.is_some_and(|r| r.warned),
+        });
+        outcome
     }
 
-    fn reload_logged(&self, why: &str) {
-        match self.reload() {
-            Ok(true) => tracing::info!(listener = self.name, trigger = why, "TLS certificate reloaded"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(
+    fn reload_logged(&self, trigger: Trigger) {
+        let why = trigger.as_str();
+        match self.reload(trigger) {
+            Reload::Unchanged => {}
+            Reload::Reloaded => tracing::info!(listener = self.name, trigger = why, "TLS certificate reloaded"),
+            Reload::Pending(e) => tracing::debug!(
+                listener = self.name,
+                trigger = why,
+                error = %format!("{}.{e}", self.name),
+                "new TLS files do not load (yet): looked at again at the next check"
+            ),
+            Reload::Refused(e) => tracing::warn!(
                 listener = self.name,
                 trigger = why,
                 error = %format!("{}.{e}", self.name),
@@ -106,15 +191,15 @@ impl TlsReloader {
                 };
                 #[cfg(not(unix))]
                 let hangup = std::future::pending::<()>();
-                let why = tokio::select! {
-                    _ = tokio::time::sleep(interval) => "file check",
-                    _ = hangup => "SIGHUP",
+                let trigger = tokio::select! {
+                    _ = tokio::time::sleep(interval) => Trigger::FileCheck,
+                    _ = hangup => Trigger::Sighup,
                     r = requests.changed() => match r {
-                        Ok(()) => "admin reload",
-                        Err(_) => "file check",
+                        Ok(()) => Trigger::Admin,
+                        Err(_) => Trigger::FileCheck,
                     },
                 };
-                this.reload_logged(why);
+                this.reload_logged(trigger);
             }
         })
     }

@@ -390,6 +390,107 @@ async fn certificate_rotation_under_load_drops_no_request_and_a_bad_one_is_refus
     );
 }
 
+/// Replaces `to` with a copy of `from` at once (a rename), as `cp` then `mv`
+/// would: a check never reads a half-written file.
+fn replace_file(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+/// The log lines that contain every one of `needles`.
+fn log_lines(logs: &str, needles: &[&str]) -> usize {
+    logs.lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
+}
+
+/// A certificate and its key copied one after the other (not swapped as
+/// one) are not warned about in between: the first check that sees a new
+/// certificate with the old key waits for the next. New files that stay
+/// bad are warned about once, not at every check; SIGHUP always gets the
+/// answer.
+#[tokio::test]
+async fn a_refused_certificate_is_warned_about_once_and_a_half_copied_pair_not_at_all() {
+    let s3 = s3_with_object().await;
+    let pki = Pki::new();
+    let (cert1, key1) = pki.issue("first", "first", false);
+    let (cert2, key2) = pki.issue("second", "second", false);
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    replace_file(&cert1, &crt);
+    replace_file(&key1, &key);
+    let proxy = Proxy::start_clean_with_env(
+        &tls_config(
+            &s3,
+            &format!("{{ cert_file: {crt:?}, key_file: {key:?}, reload_interval_seconds: 2 }}"),
+        ),
+        &[("RUST_LOG", "info,yatagarasu::tls=debug")],
+    );
+    let (ca, addr) = (pki.ca(), proxy.addr());
+    assert!(served_subject(&addr, &ca).await.contains("first"));
+
+    // The new certificate first; the key once a check has seen the pair
+    // mismatch.
+    replace_file(&cert2, &crt);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let logs = proxy.logs();
+            logs.contains("new TLS files do not load (yet)") || logs.contains("new TLS certificate refused")
+        })
+        .await,
+        "{}",
+        proxy.logs()
+    );
+    replace_file(&key2, &key);
+    assert!(
+        proxy
+            .wait_for_log("TLS certificate reloaded", Duration::from_secs(20))
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    assert!(served_subject(&addr, &ca).await.contains("second"));
+    assert!(
+        !proxy.logs().contains("new TLS certificate refused"),
+        "a half-copied pair was warned about:\n{}",
+        proxy.logs()
+    );
+
+    // A certificate that stays bad: one warning, however many checks.
+    std::fs::write(
+        dir.path().join("broken.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    replace_file(&dir.path().join("broken.pem"), &crt);
+    assert!(
+        proxy
+            .wait_for_log("new TLS certificate refused", Duration::from_secs(20))
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    // Room for more checks (every 2 s) of the same files.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // SIGHUP is answered even for files already refused; the checks before
+    // it are logged before its answer (one task does both).
+    proxy.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            log_lines(&proxy.logs(), &["new TLS certificate refused", "SIGHUP"]) == 1
+        })
+        .await,
+        "{}",
+        proxy.logs()
+    );
+    let logs = proxy.logs();
+    assert_eq!(
+        log_lines(&logs, &["new TLS certificate refused", "file check"]),
+        1,
+        "the same refused files were warned about at every check:\n{logs}"
+    );
+    assert!(served_subject(&addr, &ca).await.contains("second"));
+}
+
 /// A TLS front for a plain S3 server, with `cert`/`key` (as a MinIO with its
 /// own certificate would be): bytes are copied both ways after the handshake.
 async fn tls_front(backend: SocketAddr, cert: &Path, key: &Path) -> (String, tokio::task::JoinHandle<()>) {
