@@ -247,7 +247,7 @@ fn finish(
                 let mut err = S3Error::precondition_failed()
                     .with_request_id(id_text(request_id))
                     .into_response();
-                for name in [X_CACHE, REPLICA_HEADER] {
+                for name in [X_CACHE, header::AGE, REPLICA_HEADER] {
                     if let Some(v) = res.headers().get(&name) {
                         err.headers_mut().insert(name, v.clone());
                     }
@@ -260,7 +260,9 @@ fn finish(
         let mut err = S3Error::from_upstream_status(status)
             .with_request_id(id_text(request_id))
             .into_response();
-        for name in [header::CONTENT_RANGE, X_CACHE, REPLICA_HEADER] {
+        // What a cache hit's `412`/`416` says of the copy it came from, as
+        // its `304` does.
+        for name in [header::CONTENT_RANGE, X_CACHE, header::AGE, REPLICA_HEADER] {
             if let Some(v) = res.headers().get(&name) {
                 err.headers_mut().insert(name, v.clone());
             }
