@@ -11,7 +11,7 @@ use yatagarasu_middleware::cache::{CacheStatsSnapshot, CacheStore};
 use super::{CredentialGauges, ReplicaGauges, NEVER_EXPIRES};
 
 /// The cache counters, by field name of [`CacheStatsSnapshot`].
-fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 27] {
+fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 29] {
     [
         ("memory_hits", "Requests answered from the memory tier.", s.memory_hits),
         (
@@ -62,6 +62,16 @@ fn cache_fields(s: &CacheStatsSnapshot) -> [(&'static str, &'static str, u64); 2
             s.redis_writes_refused,
         ),
         ("fills_abandoned", "Cache fills given up.", s.fills_abandoned),
+        (
+            "revalidation_fills",
+            "Fills run in the background after a conditional GET miss answered 304/412.",
+            s.revalidation_fills,
+        ),
+        (
+            "revalidation_fills_skipped",
+            "Background fills not started: as many as the store allows were running.",
+            s.revalidation_fills_skipped,
+        ),
         (
             "memory_bytes_served",
             "Body bytes answered from the memory tier.",

@@ -22,6 +22,7 @@ use super::body::{Fill, FillBuffer, TeeBody};
 use super::entry::now_ms;
 use super::entry::CachedObject;
 use super::entry::HIT_SLOTS;
+use super::revalidate::{self, Revalidation};
 use super::serve::respond;
 use super::slice::{self, Fetcher};
 use super::stats::CacheStats;
@@ -49,12 +50,15 @@ pub(crate) enum Lookup {
 
 /// What a miss carries to the inner service's answer.
 pub(crate) struct Miss {
-    key: Arc<str>,
-    /// A plain `GET`: a `200` answer may be stored.
+    pub(crate) key: Arc<str>,
+    /// A `GET` without `Range`: a `200` answer may be stored.
     fill: bool,
-    guard: Option<FillGuard>,
+    pub(crate) guard: Option<FillGuard>,
     stale: Option<Arc<CachedObject>>,
-    epoch: u64,
+    pub(crate) epoch: u64,
+    /// A conditional `GET` that leads the object's fill: its `304`/`412`
+    /// fills the cache in the background ([`revalidate`]).
+    revalidation: Option<Revalidation>,
 }
 
 pin_project! {
@@ -212,7 +216,7 @@ where
     }
 }
 
-fn mark(mut res: Response<Body>, x_cache: &'static str) -> Response<Body> {
+pub(crate) fn mark(mut res: Response<Body>, x_cache: &'static str) -> Response<Body> {
     res.headers_mut().insert(X_CACHE, HeaderValue::from_static(x_cache));
     res
 }
@@ -220,11 +224,14 @@ fn mark(mut res: Response<Body>, x_cache: &'static str) -> Response<Body> {
 /// Whether S3's answer may be stored: a full `200` the origin does not mark
 /// `no-store`, `private` or `no-cache` (the last would need revalidation on
 /// every use, which this cache does not do).
-fn cacheable(res: &Response<Body>) -> bool {
-    if res.status() != StatusCode::OK {
-        return false;
-    }
-    for value in res.headers().get_all(header::CACHE_CONTROL) {
+pub(crate) fn cacheable(res: &Response<Body>) -> bool {
+    res.status() == StatusCode::OK && storable_head(res.headers())
+}
+
+/// Whether an answer with these headers does not forbid storing its object
+/// (see [`cacheable`]).
+pub(crate) fn storable_head(headers: &http::HeaderMap) -> bool {
+    for value in headers.get_all(header::CACHE_CONTROL) {
         let Ok(value) = value.to_str() else {
             return false;
         };
@@ -238,15 +245,41 @@ fn cacheable(res: &Response<Body>) -> bool {
     true
 }
 
-fn content_length(res: &Response<Body>) -> Option<u64> {
+pub(crate) fn content_length(res: &Response<Body>) -> Option<u64> {
     crate::http::headers::content_length(res.headers())
 }
 
-fn after_miss(res: Response<Body>, miss: Miss, policy: &Policy) -> Response<Body> {
-    let store = &policy.store;
+fn after_miss(res: Response<Body>, mut miss: Miss, policy: &Arc<Policy>) -> Response<Body> {
     if !miss.fill {
         return mark(res, "MISS");
     }
+    let res = match miss.revalidation.take() {
+        Some(revalidation) => match revalidate::answer(res, miss, revalidation, policy) {
+            Ok(res) => return res,
+            Err((res, back)) => {
+                miss = back;
+                res
+            }
+        },
+        None => res,
+    };
+    match tee(res, miss, policy) {
+        Ok(res) => mark(res, "MISS"),
+        Err(res) => {
+            // `miss.guard` has dropped: waiting requests fetch for themselves.
+            CacheStats::inc(&policy.store.stats().bypasses);
+            mark(res, "BYPASS")
+        }
+    }
+}
+
+/// `res` with a body that stores the object as it streams ([`TeeBody`]),
+/// or `Err(res)` when it may not be stored (not [`cacheable`], over the
+/// fill limit); the miss's guard then drops. A `200` too large to store
+/// whole is indexed for slicing.
+#[allow(clippy::result_large_err)] // the answer itself, handed back at once
+pub(crate) fn tee(res: Response<Body>, miss: Miss, policy: &Policy) -> Result<Response<Body>, Response<Body>> {
+    let store = &policy.store;
     let limit = store.fill_limit();
     let expected_len = content_length(&res);
     if cacheable(&res) && expected_len.is_some_and(|n| n > limit) {
@@ -255,9 +288,7 @@ fn after_miss(res: Response<Body>, miss: Miss, policy: &Policy) -> Response<Body
         slice::index_large(policy, &miss.key, res.headers(), expected_len.unwrap_or(0), miss.epoch);
     }
     if !cacheable(&res) || expected_len.is_some_and(|n| n > limit) {
-        // `miss.guard` drops here: waiting requests fetch for themselves.
-        CacheStats::inc(&store.stats().bypasses);
-        return mark(res, "BYPASS");
+        return Err(res);
     }
     let (parts, body) = res.into_parts();
     let fill = Fill {
@@ -273,8 +304,7 @@ fn after_miss(res: Response<Body>, miss: Miss, policy: &Policy) -> Response<Body
         len: 0,
         stored: false,
     };
-    let res = Response::from_parts(parts, Body::new(TeeBody::new(body, fill)));
-    mark(res, "MISS")
+    Ok(Response::from_parts(parts, Body::new(TeeBody::new(body, fill))))
 }
 
 /// Request headers that can make an answer from a cached object anything
@@ -439,6 +469,12 @@ async fn lookup_rest(
         }
     }
 
+    // A revalidation leading the object's fill may warm the cache.
+    let revalidation = match &fetcher {
+        Some(fetch) if guard.is_some() && revalidate::applies(req) => Some(Revalidation::new(req, fetch.clone())),
+        _ => None,
+    };
+
     // No whole copy: a large object known to be sliced, or a range that
     // starts slicing one (not while a stale whole copy could still serve).
     if let Some(fetch) = fetcher.filter(|_| stale.is_none() && slice::applies(req)) {
@@ -453,5 +489,6 @@ async fn lookup_rest(
         guard,
         stale,
         epoch,
+        revalidation,
     })
 }

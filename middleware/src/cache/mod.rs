@@ -16,6 +16,16 @@
 //! - **On a miss**, `Range` and `HEAD` requests, and requests with
 //!   preconditions, go to the inner service unchanged; only a `200` answer
 //!   to a plain or conditional `GET` is stored (a `304`/`206` never is).
+//! - **Revalidating clients warm the cache**: when a conditional `GET`
+//!   (no `Range`) misses and its answer is a `304` or `412` (or a `200` that
+//!   fails the preconditions, from a replica that ignores them: the cache
+//!   then answers the `304`/`412` itself), the object is filled in the
+//!   background: fetched again without the preconditions, or the `200`'s
+//!   body read to its end. That fill is the object's fill in flight
+//!   (concurrent plain misses wait for it), obeys every rule of a fill, and
+//!   at most 8 run at once per store (a revalidation finding them busy
+//!   starts none). Counted in `revalidation_fills` and
+//!   `revalidation_fills_skipped`.
 //! - **`X-Cache`** on every answer: `HIT-MEMORY`, `HIT-REDIS`, `MISS`,
 //!   `STALE` (inner service failed, copy past its TTL but within
 //!   `stale_seconds`), `BYPASS`.
@@ -77,6 +87,7 @@ mod future;
 mod layer;
 mod placement;
 mod redis;
+mod revalidate;
 mod serve;
 mod service;
 mod slice;

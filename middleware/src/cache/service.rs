@@ -7,6 +7,7 @@ use tower::Service;
 
 use super::future::{first_look, Policy, ResponseFuture};
 use super::layer::CacheLayer;
+use super::revalidate;
 use super::slice::Fetcher;
 use super::store::CacheStore;
 use crate::error::FetchError;
@@ -64,8 +65,10 @@ where
             Ok(res) => return ResponseFuture::ready(res, self.policy.clone()),
             Err(look) => look,
         };
-        // Slice fetches call the inner service on their own (a clone each).
-        let fetcher = self.policy.store.slice_size().map(|_| fetcher(self.inner.clone()));
+        // Slice fetches, and a revalidation's fill in the background, call
+        // the inner service on their own (a clone each).
+        let fetcher = (self.policy.store.slice_size().is_some() || revalidate::applies(&req))
+            .then(|| fetcher(self.inner.clone()));
         // The ready service goes into the future; this one gets a fresh clone.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);

@@ -65,8 +65,15 @@ counters! {
     redis_writes,
     /// Redis writes refused because `redis.max_capacity` was reached.
     redis_writes_refused,
-    /// Fills given up (object over `max_item_size`, body error, client gone).
+    /// Fills given up (object over `max_item_size`, body error, client gone;
+    /// a background fill whose fetch failed or whose answer may not be stored).
     fills_abandoned,
+    /// Fills run in the background after a conditional `GET` miss answered
+    /// `304`/`412` (a plain `GET` of the object, or the rest of a `200` the
+    /// replica sent anyway), so that revalidating clients warm the cache.
+    revalidation_fills,
+    /// Such fills not started because `BACKGROUND_FILLS` (8) were running.
+    revalidation_fills_skipped,
     /// Body bytes answered from the memory tier.
     memory_bytes_served,
     /// Body bytes answered from Redis.

@@ -131,6 +131,8 @@ struct Inner {
     stats: Arc<CacheStats>,
     /// Where large memory-tier bodies live (the heap without one).
     placement: OnceLock<Arc<dyn BodyPlacement>>,
+    /// Places for fills run in the background (`super::revalidate`).
+    background: Arc<tokio::sync::Semaphore>,
     /// This store's id in purge messages (its own are skipped).
     instance: String,
     /// Stops the purge listener when the store is dropped.
@@ -192,6 +194,7 @@ impl CacheStore {
                 epoch: AtomicU64::new(0),
                 stats,
                 placement: OnceLock::new(),
+                background: Arc::new(tokio::sync::Semaphore::new(super::revalidate::BACKGROUND_FILLS)),
                 instance: uuid::Uuid::new_v4().to_string(),
                 listener: OnceLock::new(),
             }),
@@ -275,6 +278,11 @@ impl CacheStore {
             let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
             let _ = redis.del(&keys).await;
         }
+    }
+
+    /// A place for a fill in the background, if one is free.
+    pub(crate) fn background_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.background.clone().try_acquire_owned().ok()
     }
 
     pub(crate) fn coalesce_timeout(&self) -> Duration {
