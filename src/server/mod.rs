@@ -85,7 +85,11 @@ pub async fn run(
             let metrics_tls = tls.metrics.clone();
             Some(tokio::spawn(async move {
                 let served = match metrics_tls {
-                    Some(t) => crate::tls::TlsListener::new(l, t)?.serve(router).await,
+                    Some(t) => {
+                        crate::tls::TlsListener::new(l, t, METRICS_MAX_CONNECTIONS)?
+                            .serve(router)
+                            .await
+                    }
                     None => axum::serve(l, router).await,
                 };
                 if let Err(e) = served {
@@ -181,6 +185,12 @@ const HYPER_DEFAULT_MAX_BUF_SIZE: usize = 8192 + 4096 * 100;
 /// File descriptors kept for everything but client connections (upstream
 /// connections, Redis, the metrics listener, logs).
 const FD_RESERVE: u64 = 256;
+
+/// The most connections the metrics/admin listener holds open over TLS
+/// (handshaking or served): scrapers, probes and admin calls need a few,
+/// and this keeps what clients stalling handshakes can take well within
+/// `FD_RESERVE`. Past it a new connection is closed at once.
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// File descriptors a client connection holds.
 const FDS_PER_CONNECTION: u64 = if cfg!(unix) { 2 } else { 1 };

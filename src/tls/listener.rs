@@ -1,12 +1,16 @@
-//! [`TlsListener`]: accepts TCP connections, runs their handshakes
-//! concurrently, and hands the TLS streams to `axum::serve`.
+//! [`TlsListener`]: accepts TCP connections up to a limit, runs their
+//! handshakes concurrently, and hands the TLS streams to `axum::serve`.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 
@@ -17,18 +21,70 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TCP listener that hands out TLS streams once their handshake is done.
 /// Handshakes run in their own tasks; failed ones are logged at debug level.
+/// At most `max_connections` are open at once, handshaking or served: past
+/// that a new connection is closed at once, so that clients that open
+/// connections and stall their handshakes (or idle after it) cannot take
+/// every file descriptor of the process.
 pub struct TlsListener {
     local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsConnection, SocketAddr)>,
     accept_task: JoinHandle<()>,
 }
 
+/// A TLS connection of a [`TlsListener`], holding its slot until dropped.
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl TlsConnection {
+    /// The TLS stream.
+    pub fn get_ref(&self) -> &TlsStream<TcpStream> {
+        &self.stream
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 impl TlsListener {
-    /// Serves TLS on `listener` with `reloader`'s current config.
-    pub fn new(listener: TcpListener, reloader: Arc<TlsReloader>) -> std::io::Result<Self> {
+    /// Serves TLS on `listener` with `reloader`'s current config, to at most
+    /// `max_connections` connections at once.
+    pub fn new(listener: TcpListener, reloader: Arc<TlsReloader>, max_connections: usize) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(256);
-        let accept_task = tokio::spawn(accept_loop(listener, reloader, tx));
+        let slots = Arc::new(Semaphore::new(max_connections.clamp(1, Semaphore::MAX_PERMITS)));
+        let accept_task = tokio::spawn(accept_loop(listener, reloader, slots, tx));
         Ok(Self {
             local,
             ready,
@@ -46,7 +102,8 @@ impl Drop for TlsListener {
 async fn accept_loop(
     listener: TcpListener,
     reloader: Arc<TlsReloader>,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    slots: Arc<Semaphore>,
+    tx: mpsc::Sender<(TlsConnection, SocketAddr)>,
 ) {
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -58,13 +115,19 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed without a word: bytes written here would reach the
+            // client's handshake as garbage.
+            tracing::debug!(peer = %peer, "TLS connection refused: too many open");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(reloader.current());
         let tx = tx.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    let _ = tx.send((stream, peer)).await;
+                    let _ = tx.send((TlsConnection { stream, _slot: slot }, peer)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
@@ -74,7 +137,7 @@ async fn accept_loop(
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsConnection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
