@@ -57,8 +57,9 @@ pub(crate) struct Miss {
     stale: Option<Arc<CachedObject>>,
     pub(crate) epoch: u64,
     /// A conditional `GET` that leads the object's fill: its `304`/`412`
-    /// fills the cache in the background ([`revalidate`]).
-    revalidation: Option<Revalidation>,
+    /// fills the cache in the background ([`revalidate`]). Boxed: rare, and
+    /// a miss travels by value.
+    revalidation: Option<Box<Revalidation>>,
 }
 
 pin_project! {
@@ -254,7 +255,7 @@ fn after_miss(res: Response<Body>, mut miss: Miss, policy: &Arc<Policy>) -> Resp
         return mark(res, "MISS");
     }
     let res = match miss.revalidation.take() {
-        Some(revalidation) => match revalidate::answer(res, miss, revalidation, policy) {
+        Some(revalidation) => match revalidate::answer(res, miss, *revalidation, policy) {
             Ok(res) => return res,
             Err((res, back)) => {
                 miss = back;
@@ -471,7 +472,9 @@ async fn lookup_rest(
 
     // A revalidation leading the object's fill may warm the cache.
     let revalidation = match &fetcher {
-        Some(fetch) if guard.is_some() && revalidate::applies(req) => Some(Revalidation::new(req, fetch.clone())),
+        Some(fetch) if guard.is_some() && revalidate::applies(req) => {
+            Some(Box::new(Revalidation::new(req, fetch.clone())))
+        }
         _ => None,
     };
 

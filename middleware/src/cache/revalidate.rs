@@ -139,7 +139,7 @@ fn read_on(
     let etag = res.headers().get(header::ETAG).and_then(|v| v.to_str().ok());
     let modified = res.headers().get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok());
     let verdict = conditional::evaluate(conditions, etag, modified);
-    let fits = !content_length(&res).is_some_and(|n| n > store.fill_limit());
+    let fits = content_length(&res).is_none_or(|n| n <= store.fill_limit());
     if verdict == Precondition::Pass || !cacheable(&res) || !fits {
         return Err((res, miss));
     }
