@@ -267,3 +267,55 @@ async fn a_purge_reaches_the_other_instances_through_a_cluster() {
     purge_reaches_b(&s3, &a, &b, "c2.txt", "c2.txt", "/admin/cache").await;
     assert_eq!(counter(&b, "yatagarasu_cache_purges_received_total").await, 2);
 }
+
+/// Sentinel mode: after a failover that leaves the old primary running
+/// (now a replica), the instances follow the new primary (their heartbeat
+/// asks the sentinels), and a purge published there reaches B.
+#[tokio::test]
+async fn the_listeners_follow_the_primary_after_a_sentinel_failover() {
+    let set = SentinelSet::start();
+    let s3 = s3().await;
+    let in_sync = until(|| {
+        set.replica.cli(&["ROLE"]).contains("connected")
+            && set.sentinels.iter().all(|s| {
+                s.cli(&["SENTINEL", "replicas", "mymaster"])
+                    .contains(&set.replica.port.to_string())
+            })
+    });
+    assert!(in_sync.await, "replica never in sync / known to the sentinels");
+    let urls: Vec<String> = set.sentinel_urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let cfg = config(
+        &s3.endpoint(),
+        &format!(
+            "    mode: sentinel\n    sentinel_master: mymaster\n    urls: [{}]",
+            urls.join(", ")
+        ),
+    );
+    let a = Proxy::start(&cfg);
+    let b = Proxy::start(&cfg);
+    assert!(
+        until(|| numsub(set.primary.port) == 2).await,
+        "both instances never subscribed"
+    );
+    purge_reaches_b(&s3, &a, &b, "s1.txt", "s1.txt", "/admin/cache/assets/s1.txt").await;
+
+    let failover = set.sentinels[0].cli(&["SENTINEL", "FAILOVER", "mymaster"]);
+    assert!(failover.starts_with("OK"), "{failover}");
+    assert!(
+        until(|| set.current_primary_port() == Some(set.replica.port)).await,
+        "the sentinels never promoted the replica"
+    );
+    // Until the sentinels demote it, the old primary still takes writes and
+    // `PUBLISH`es (which no instance, gone to the new primary, hears).
+    assert!(
+        until(|| set.primary.cli(&["ROLE"]).starts_with("slave")).await,
+        "the old primary was never demoted"
+    );
+    assert!(
+        until(|| numsub(set.replica.port) == 2).await,
+        "the instances never moved to the new primary; B's logs:\n{}",
+        b.logs()
+    );
+    let answer = purge_reaches_b(&s3, &a, &b, "s2.txt", "s2.txt", "/admin/cache/assets/s2.txt").await;
+    assert_eq!(answer["broadcast"]["subscribers"], 2, "{answer}");
+}
