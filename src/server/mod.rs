@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
+use axum::serve::ListenerExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -28,10 +29,12 @@ use crate::config::ServerConfig;
 use crate::edge::{edge, EdgeService};
 use crate::metrics::Metrics;
 use crate::reload::Live;
+pub use capped::{Capped, Slotted};
 use signals::{reload_on_sighup, shutdown_signal, sighup, terminate};
 use threads::ConnectionThreads;
 use watchdog::{nudge_waker, ConnState, Nudge, TrackedBody, Watched, WATCHDOG_TICK};
 
+mod capped;
 #[cfg(unix)]
 mod linger;
 mod signals;
@@ -84,12 +87,14 @@ pub async fn run(
             let router = crate::admin::router(live.clone());
             let metrics_tls = tls.metrics.clone();
             Some(tokio::spawn(async move {
+                let l = Capped::new(
+                    l.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    }),
+                    METRICS_MAX_CONNECTIONS,
+                );
                 let served = match metrics_tls {
-                    Some(t) => {
-                        crate::tls::TlsListener::new(l, t, METRICS_MAX_CONNECTIONS)?
-                            .serve(router)
-                            .await
-                    }
+                    Some(t) => crate::tls::TlsListener::new(l, t)?.serve(router).await,
                     None => axum::serve(l, router).await,
                 };
                 if let Err(e) = served {
@@ -186,10 +191,11 @@ const HYPER_DEFAULT_MAX_BUF_SIZE: usize = 8192 + 4096 * 100;
 /// connections, Redis, the metrics listener, logs).
 const FD_RESERVE: u64 = 256;
 
-/// The most connections the metrics/admin listener holds open over TLS
-/// (handshaking or served): scrapers, probes and admin calls need a few,
-/// and this keeps what clients stalling handshakes can take well within
-/// `FD_RESERVE`. Past it a new connection is closed at once.
+/// The most connections the metrics/admin listener holds open (over TLS:
+/// handshaking or served): scrapers, probes and admin calls need a few,
+/// and this keeps what clients opening connections and sending nothing can
+/// take well within `FD_RESERVE`. Past it a new connection is closed at once
+/// ([`Capped`]).
 pub const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// File descriptors a client connection holds.

@@ -1,9 +1,9 @@
 //! HTTPS listeners (rustls) whose certificate is reloaded without a restart.
 //!
-//! [`TlsListener`] wraps a bound TCP listener: connections are accepted (up
-//! to a limit) and their handshakes run concurrently (a slow client never
-//! holds up another), and the finished TLS streams are handed to
-//! `axum::serve`. ALPN offers `h2`
+//! [`TlsListener`] wraps a listener (the metrics one caps its connections,
+//! handshakes included): connections are accepted and their handshakes run
+//! concurrently (a slow client never holds up another), and the finished
+//! TLS streams are handed to `axum::serve`. ALPN offers `h2`
 //! and `http/1.1`; the lowest version is TLS 1.2 or 1.3 (`min_version`);
 //! with `client_ca_file` every client must present a certificate signed by
 //! that CA (mTLS).
@@ -37,7 +37,7 @@ mod listener;
 mod reload;
 
 pub use expiry::certificate_expiry;
-pub use listener::{TlsConnection, TlsListener};
+pub use listener::TlsListener;
 pub use reload::{reloaders, request_reload, Reload, Reloaders, TlsReloader, Trigger};
 
 /// Why a TLS block cannot be used; `key` is the offending key under the block.

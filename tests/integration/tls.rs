@@ -503,7 +503,7 @@ async fn tls_front(backend: SocketAddr, cert: &Path, key: &Path) -> (String, tok
     let reloader = yatagarasu::tls::TlsReloader::new("test.tls", &config).unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", tcp.local_addr().unwrap());
-    let mut listener = yatagarasu::tls::TlsListener::new(tcp, reloader, 64).unwrap();
+    let mut listener = yatagarasu::tls::TlsListener::new(tcp, reloader).unwrap();
     let task = tokio::spawn(async move {
         loop {
             let (mut tls, _) = listener.accept().await;
@@ -605,51 +605,59 @@ async fn the_metrics_port_serves_https_from_its_own_block() {
     assert_ne!(code, 0, "plain HTTP served on the metrics TLS port");
 }
 
-/// Connections that stall their handshake on the metrics TLS port hold at
-/// most `METRICS_MAX_CONNECTIONS` descriptors: one past them is closed
-/// before its handshake, and scrapes work again once they are gone.
+/// Connections that send nothing to the metrics port (a TLS handshake never
+/// started, or no request) hold at most `METRICS_MAX_CONNECTIONS`
+/// descriptors: one past them is closed before it is served, and scrapes
+/// work again once they are gone.
 #[tokio::test]
-async fn stalled_handshakes_on_the_metrics_tls_port_are_capped() {
+async fn stalled_connections_on_the_metrics_port_are_capped_with_or_without_tls() {
     let s3 = s3_with_object().await;
     let pki = Pki::new();
     let (cert, key) = pki.issue("server", "first", false);
     let block = format!("{{ cert_file: {cert:?}, key_file: {key:?} }}");
-    let config = tls_config(&s3, &block).replace(
-        "metrics:\n  enabled: false\n",
-        &format!("metrics:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: 0\n  tls: {block}\n"),
-    );
-    let proxy = Proxy::start_clean(&config);
-    let (ca, url) = (pki.ca(), proxy.metrics_url("/metrics"));
+    let ca = pki.ca();
     let ca = ca.to_str().unwrap();
-    let addr = url
-        .trim_start_matches("https://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    // Connected, never a ClientHello (each has 10 s before the server
-    // gives up on it); accepted in order, so they take every slot.
-    let mut stalled = Vec::new();
-    for _ in 0..yatagarasu::server::METRICS_MAX_CONNECTIONS {
-        stalled.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    for tls in [true, false] {
+        let metrics_tls = if tls {
+            format!("  tls: {block}\n")
+        } else {
+            String::new()
+        };
+        let config = tls_config(&s3, &block).replace(
+            "metrics:\n  enabled: false\n",
+            &format!("metrics:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: 0\n{metrics_tls}"),
+        );
+        let proxy = Proxy::start_clean(&config);
+        let url = proxy.metrics_url("/metrics");
+        assert_eq!(url.starts_with("https://"), tls, "{url}");
+        let addr = url.split("://").nth(1).unwrap().trim_end_matches("/metrics").to_owned();
+        // Connected, never a byte sent (over TLS each has 10 s before the
+        // server gives up on it, without TLS no limit); accepted in order,
+        // so they take every slot.
+        let mut stalled = Vec::new();
+        for _ in 0..yatagarasu::server::METRICS_MAX_CONNECTIONS {
+            stalled.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+        let (code, _, err) = curl(&["--cacert", ca, &url]).await;
+        assert_ne!(code, 0, "tls: {tls}: a connection past the limit was served");
+        assert!(
+            !err.contains("wrong version number"),
+            "plain bytes on the TLS port: {err}"
+        );
+        // Gone: their slots come back, and a scrape works.
+        drop(stalled);
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                curl(&["--cacert", ca, &url]).await.0 == 0
+            })
+            .await,
+            "tls: {tls}: {}",
+            proxy.logs()
+        );
+        let (code, scraped, err) = curl(&["--cacert", ca, &url]).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(scraped.contains("# TYPE yatagarasu_"), "{scraped}");
     }
-    let (code, _, err) = curl(&["--cacert", ca, &url]).await;
-    assert_ne!(code, 0, "a handshake past the limit was served");
-    assert!(
-        !err.contains("wrong version number"),
-        "plain bytes on the TLS port: {err}"
-    );
-    // Gone: their slots come back, and a scrape works.
-    drop(stalled);
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            curl(&["--cacert", ca, &url]).await.0 == 0
-        })
-        .await,
-        "{}",
-        proxy.logs()
-    );
-    let (code, scraped, err) = curl(&["--cacert", ca, &url]).await;
-    assert_eq!(code, 0, "{err}");
-    assert!(scraped.contains("# TYPE yatagarasu_"), "{scraped}");
 }
 
 #[tokio::test]
