@@ -10,8 +10,10 @@
 //! name, asked again at every heartbeat: after a failover it follows the new
 //! primary). A heartbeat `PING` finds a connection that died silently.
 //! Messages sent while an instance was not subscribed cannot be replayed, so
-//! every subscription made reports [`ListenerEvent::Subscribed`] and the
-//! store clears its memory tier then.
+//! a subscription made after a gap (the connection lost, or the first
+//! attempts failed) reports [`ListenerEvent::Subscribed`] with `after_gap`,
+//! and the store clears its memory tier then. (A first subscription made at
+//! once does not: the store has just been built.)
 //!
 //! A message is JSON (any bytes of a key travel safely):
 //! `{"v":1,"from":"<instance id>","redis_purged":false,"purge":{"scope":"object","bucket":"b","key":"k"}}`
@@ -87,9 +89,9 @@ impl PurgeMessage {
 /// What the listener tells the store.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ListenerEvent<'a> {
-    /// Subscribed (at start, or again after the connection was lost):
-    /// purges sent while not subscribed were missed.
-    Subscribed,
+    /// Subscribed; `after_gap`: not at the first attempt, or again after
+    /// the connection was lost, so purges sent meanwhile were missed.
+    Subscribed { after_gap: bool },
     /// Another instance purged; `first` is its announcement made before it
     /// purged Redis.
     Purge { scope: &'a PurgeScope, first: bool },
@@ -159,6 +161,7 @@ impl PurgeChannel {
     ) {
         let mut backoff = MIN_BACKOFF;
         let mut failures = 0u32;
+        let mut after_gap = false;
         loop {
             let subscribed = tokio::select! {
                 _ = &mut stop => return,
@@ -169,9 +172,10 @@ impl PurgeChannel {
                     backoff = MIN_BACKOFF;
                     failures = 0;
                     tracing::info!(channel = %self.name, "subscribed to the cache purge channel");
-                    if !on_event(ListenerEvent::Subscribed) {
+                    if !on_event(ListenerEvent::Subscribed { after_gap }) {
                         return;
                     }
+                    after_gap = true;
                     match self.read(sub, &me, &mut stop, &on_event).await {
                         Ended::Stopped => return,
                         Ended::Lost(why) => tracing::warn!(
@@ -184,6 +188,7 @@ impl PurgeChannel {
                 Ok(Err(e)) => self.failed(&mut failures, &e.to_string()),
                 Err(_) => self.failed(&mut failures, "timed out"),
             }
+            after_gap = true;
             let wait = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
             backoff = (backoff * 2).min(MAX_BACKOFF);
             tokio::select! {
@@ -386,7 +391,7 @@ mod tests {
 
     #[derive(Debug, PartialEq, Eq)]
     enum Seen {
-        Subscribed,
+        Subscribed(bool),
         Purge(PurgeScope, bool),
         Unreadable,
     }
@@ -412,7 +417,7 @@ mod tests {
             let seen = seen.clone();
             channel.listen("me".into(), stop, move |e| {
                 seen.lock().unwrap().push(match e {
-                    ListenerEvent::Subscribed => Seen::Subscribed,
+                    ListenerEvent::Subscribed { after_gap } => Seen::Subscribed(after_gap),
                     ListenerEvent::Purge { scope, first } => Seen::Purge(scope.clone(), first),
                     ListenerEvent::Unreadable => Seen::Unreadable,
                 });
@@ -452,7 +457,7 @@ mod tests {
         assert_eq!(
             *seen.lock().unwrap(),
             vec![
-                Seen::Subscribed,
+                Seen::Subscribed(false),
                 Seen::Purge(
                     PurgeScope::Object {
                         bucket: "b".into(),
@@ -467,7 +472,7 @@ mod tests {
         server.restart();
         assert!(subscribed(&server, &name).await, "never subscribed again");
         assert!(got(4).await);
-        assert_eq!(seen.lock().unwrap()[3], Seen::Subscribed);
+        assert_eq!(seen.lock().unwrap()[3], Seen::Subscribed(true));
         drop(stop_tx);
         task.await.unwrap();
     }

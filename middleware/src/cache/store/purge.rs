@@ -6,9 +6,10 @@
 //! purged, so that their fills in flight are not stored (nor written to
 //! Redis behind the purge), and after, so that what they read from Redis
 //! meanwhile is dropped. This instance does the same around its Redis purge.
-//! Each instance listens on the channel with one connection; whenever it
-//! subscribes (at start, or again after losing the connection) it clears
-//! its memory tier, since purges sent meanwhile were missed.
+//! Each instance listens on the channel with one connection; when it
+//! subscribes after a gap (again after losing the connection, or Redis was
+//! down at start) it clears its memory tier, since purges sent meanwhile
+//! were missed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -147,7 +148,11 @@ impl CacheStore {
                 }
                 self.purge_here(scope);
             }
-            ListenerEvent::Subscribed => self.purge_here(&PurgeScope::All),
+            ListenerEvent::Subscribed { after_gap: true } => {
+                tracing::info!("cache purge channel subscribed after a gap: memory tier cleared");
+                self.purge_here(&PurgeScope::All);
+            }
+            ListenerEvent::Subscribed { after_gap: false } => {}
             ListenerEvent::Unreadable => {
                 tracing::warn!("unreadable message on the cache purge channel (another version?): memory tier cleared");
                 self.purge_here(&PurgeScope::All);
