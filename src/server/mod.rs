@@ -92,6 +92,7 @@ pub async fn run(
                         let _ = tcp.set_nodelay(true);
                     }),
                     METRICS_MAX_CONNECTIONS,
+                    METRICS_IDLE_TIMEOUT,
                 );
                 let served = match metrics_tls {
                     Some(t) => crate::tls::TlsListener::new(l, t)?.serve(router).await,
@@ -197,6 +198,15 @@ const FD_RESERVE: u64 = 256;
 /// take well within `FD_RESERVE`. Past it a new connection is closed at once
 /// ([`Capped`]).
 pub const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// How long a metrics/admin connection may go without a byte written to it
+/// (an idle keep-alive, a request trickled in, an answer not read) before
+/// it is closed ([`Capped`]). It also bounds one admin call: hyper watches
+/// the connection while a request is served, so a call that answers after
+/// more than this (a purge scanning a huge Redis) is cut; five minutes is
+/// far above a reload's or a purge's usual time, and a scraper whose
+/// keep-alive connection was closed just reconnects.
+pub const METRICS_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// File descriptors a client connection holds.
 const FDS_PER_CONNECTION: u64 = if cfg!(unix) { 2 } else { 1 };
