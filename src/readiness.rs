@@ -127,7 +127,7 @@ impl ReadyState {
                             } else {
                                 None
                             },
-                            "last_latency_ms": r.health.last_latency().map(|d| d.as_secs_f64() * 1000.0),
+                            "last_latency_ms": r.health.last_latency().map(millis),
                         })
                     })
                     .collect();
@@ -165,4 +165,25 @@ pub(crate) async fn ready_handler(State(ready): State<Arc<ReadyState>>) -> impl 
         report["cache"] = json!({ "redis": health });
     }
     (status, Json(report))
+}
+
+/// A probe latency in milliseconds with microsecond precision: `4.761`, not
+/// the `4.760999999999999` that `as_secs_f64() * 1000.0` prints.
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn latency_prints_as_the_microseconds_it_was_stored_in() {
+        let v = serde_json::json!(super::millis(Duration::from_micros(4761)));
+        assert_eq!(v.to_string(), "4.761");
+        assert_eq!(
+            serde_json::json!(super::millis(Duration::from_micros(1800))).to_string(),
+            "1.8"
+        );
+    }
 }
