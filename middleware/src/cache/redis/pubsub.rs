@@ -19,6 +19,7 @@
 //! `{"v":1,"from":"<instance id>","redis_purged":false,"purge":{"scope":"object","bucket":"b","key":"k"}}`
 //! (`scope` `bucket` without `key`, `all` without either).
 
+use std::future::Future;
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, RedisError};
@@ -165,17 +166,16 @@ impl PurgeChannel {
         loop {
             let subscribed = tokio::select! {
                 _ = &mut stop => return,
-                r = tokio::time::timeout(self.patience, self.subscribe()) => r,
+                r = self.subscribe() => r,
             };
             match subscribed {
-                Ok(Ok(sub)) => {
+                Ok(sub) => {
                     backoff = MIN_BACKOFF;
                     failures = 0;
                     tracing::info!(channel = %self.name, "subscribed to the cache purge channel");
                     if !on_event(ListenerEvent::Subscribed { after_gap }) {
                         return;
                     }
-                    after_gap = true;
                     match self.read(sub, &me, &mut stop, &on_event).await {
                         Ended::Stopped => return,
                         Ended::Lost(why) => tracing::warn!(
@@ -185,9 +185,9 @@ impl PurgeChannel {
                         ),
                     }
                 }
-                Ok(Err(e)) => self.failed(&mut failures, &e.to_string()),
-                Err(_) => self.failed(&mut failures, "timed out"),
+                Err(e) => self.failed(&mut failures, &e.to_string()),
             }
+            // Whatever is sent from now until the next subscription is missed.
             after_gap = true;
             let wait = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -253,16 +253,15 @@ impl PurgeChannel {
                         Err(_) => return Ended::Lost("heartbeat timed out".into()),
                     }
                     if let Some(on) = &primary {
-                        match tokio::time::timeout(self.patience, self.sentinel_primary()).await {
-                            Ok(Ok(client)) => {
+                        match self.bounded(self.sentinel_primary()).await {
+                            Ok(client) => {
                                 let now = client.get_connection_info().addr().to_string();
                                 if now != *on {
                                     return Ended::Lost(format!("the primary moved from {on} to {now}"));
                                 }
                             }
                             // The sentinels unreachable: the connection still works.
-                            Ok(Err(e)) => tracing::debug!(error = %e, "sentinels not asked for the primary"),
-                            Err(_) => tracing::debug!("sentinels not asked for the primary: timed out"),
+                            Err(e) => tracing::debug!(error = %e, "sentinels not asked for the primary"),
                         }
                     }
                 }
@@ -270,21 +269,30 @@ impl PurgeChannel {
         }
     }
 
-    /// Dials the mode's node and subscribes.
+    /// `op`, given up after `patience`.
+    async fn bounded<T>(&self, op: impl Future<Output = Result<T, RedisError>>) -> Result<T, RedisError> {
+        tokio::time::timeout(self.patience, op)
+            .await
+            .unwrap_or_else(|_| Err(RedisError::from((redis::ErrorKind::Io, "timed out"))))
+    }
+
+    /// A pub/sub connection to `url`, within `patience`.
+    async fn dial(&self, url: &str) -> Result<redis::aio::PubSub, RedisError> {
+        self.bounded(redis::Client::open(url)?.get_async_pubsub()).await
+    }
+
+    /// Dials the mode's node and subscribes, each step within `patience`.
     async fn subscribe(&self) -> Result<Subscription, RedisError> {
         let (mut pubsub, primary) = match self.mode {
-            RedisMode::Standalone => (
-                redis::Client::open(self.seeds[0].as_str())?.get_async_pubsub().await?,
-                None,
-            ),
+            RedisMode::Standalone => (self.dial(&self.seeds[0]).await?, None),
             RedisMode::Sentinel => {
-                let client = self.sentinel_primary().await?;
+                let client = self.bounded(self.sentinel_primary()).await?;
                 let primary = client.get_connection_info().addr().to_string();
-                (client.get_async_pubsub().await?, Some(primary))
+                (self.bounded(client.get_async_pubsub()).await?, Some(primary))
             }
             RedisMode::Cluster => (self.cluster_pubsub().await?, None),
         };
-        pubsub.subscribe(&self.name).await?;
+        self.bounded(pubsub.subscribe(&self.name)).await?;
         Ok(Subscription { pubsub, primary })
     }
 
@@ -305,17 +313,17 @@ impl PurgeChannel {
     async fn cluster_pubsub(&self) -> Result<redis::aio::PubSub, RedisError> {
         let mut last = None;
         for seed in &self.seeds {
-            match redis::Client::open(seed.as_str())?.get_async_pubsub().await {
+            match self.dial(seed).await {
                 Ok(p) => return Ok(p),
                 Err(e) => last = Some(e),
             }
         }
         for seed in &self.seeds {
-            let Ok(nodes) = self.cluster_nodes_of(seed).await else {
+            let Ok(nodes) = self.bounded(self.cluster_nodes_of(seed)).await else {
                 continue;
             };
             for url in nodes {
-                match redis::Client::open(url.as_str())?.get_async_pubsub().await {
+                match self.dial(&url).await {
                     Ok(p) => return Ok(p),
                     Err(e) => last = Some(e),
                 }
