@@ -8,6 +8,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod edge;
+pub mod healthcheck;
 pub mod metrics;
 pub mod readiness;
 pub mod reload;

@@ -61,6 +61,19 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         metrics_listen: SocketAddr,
     },
+    /// Ask the running proxy whether it is healthy: exit 0 on 200, 1 otherwise (Docker HEALTHCHECK, compose).
+    #[command(long_about = HEALTHCHECK_ABOUT)]
+    Healthcheck {
+        /// Ask `/ready` (every bucket has a usable replica, no drain under way) instead of `/health`.
+        #[arg(long)]
+        ready: bool,
+        /// The whole URL to GET instead (e.g. http://127.0.0.1:9090/health); the config is not read.
+        #[arg(long, conflicts_with = "ready")]
+        url: Option<url::Url>,
+        /// Seconds to wait for the answer, connecting included.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_seconds: u64,
+    },
     /// Run a local S3-compatible server (s3s-fs) over a directory, for drills and tests.
     ServeS3 {
         /// Listen address.
@@ -77,6 +90,24 @@ enum Command {
         secret_key: String,
     },
 }
+
+const HEALTHCHECK_ABOUT: &str = "\
+Ask the running proxy whether it is healthy: GET /health (or /ready with --ready), exit 0 on a 200
+answer, 1 otherwise with one line on stderr saying why (connection refused, the status and the start
+of the body, no answer in time). For the container image's HEALTHCHECK, compose healthchecks and exec
+probes: the image has no curl or wget.
+
+Where it asks comes from the config serve reads (--config, YATAGARASU_CONFIG, or
+/etc/yatagarasu/config.yaml): the metrics listener (metrics.port) when metrics are enabled, else the
+proxy's listener (server.address); on 127.0.0.1 or [::1] when that listener binds every address,
+else on the address it binds. HTTPS when that listener has TLS: the certificate is NOT verified (nor
+with --url), since this is a check of the local process, as the kubelet's HTTPS probes do.
+
+The config is read as serve reads it, ${VAR} substitution included. A ${VAR} unset in the
+healthcheck's environment is filled with a placeholder when it is not in server.address, server.tls
+or metrics (a credential, a token): the healthcheck needs the listener, not the secrets. Docker's
+HEALTHCHECK runs with the container's environment, so the config reads as it does for serve.
+--url skips the config entirely.";
 
 /// Logs go to stdout, batched per event-loop thread
 /// ([`yatagarasu::access_log::output`]). With `tracing.otlp_endpoint`, spans
@@ -176,6 +207,42 @@ fn main() -> ExitCode {
         }) => {
             let _telemetry = init_tracing(&LoggingConfig::default(), &TracingConfig::default(), &runtime);
             report(runtime.block_on(serve_s3(listen, root.clone(), access_key.clone(), secret_key.clone())))
+        }
+        Some(Command::Healthcheck {
+            ready,
+            ref url,
+            timeout_seconds,
+        }) => {
+            use yatagarasu::healthcheck::{self, Endpoint};
+            let url = match url {
+                Some(url) => url.clone(),
+                None => {
+                    // Docker reserves exit code 2: every failure here is 1.
+                    let Ok(path) = config_path(&cli, source) else {
+                        return ExitCode::FAILURE;
+                    };
+                    let endpoint = if ready { Endpoint::Ready } else { Endpoint::Health };
+                    match healthcheck::load_config(&path)
+                        .and_then(|c| healthcheck::target(&c, endpoint).map_err(Into::into))
+                    {
+                        Ok(url) => url,
+                        Err(e) => {
+                            eprintln!("unhealthy: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+            };
+            match runtime.block_on(healthcheck::probe(&url, Duration::from_secs(timeout_seconds))) {
+                Ok(()) => {
+                    println!("healthy: {url} answered 200");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Some(Command::Check) => {
             let path = match config_path(&cli, source) {
