@@ -11,6 +11,7 @@ mod demo;
 mod edge;
 mod failover;
 mod faults;
+mod healthcheck;
 mod hedge;
 mod memory;
 mod ops;
