@@ -319,3 +319,23 @@ async fn the_listeners_follow_the_primary_after_a_sentinel_failover() {
     let answer = purge_reaches_b(&s3, &a, &b, "s2.txt", "s2.txt", "/admin/cache/assets/s2.txt").await;
     assert_eq!(answer["broadcast"]["subscribers"], 2, "{answer}");
 }
+
+/// Without Redis there is no channel: the purge answer says it was not
+/// announced (each instance must be purged on its own).
+#[tokio::test]
+async fn a_memory_only_instance_says_its_purge_was_not_announced() {
+    let s3 = s3().await;
+    let cfg = config(&s3.endpoint(), "").replace("    enabled: true\n", "    enabled: false\n");
+    assert!(cfg.contains("enabled: false"), "{cfg}");
+    let a = Proxy::start(&cfg);
+    let (status, answer) = purge(&a, "/admin/cache/assets").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["broadcast"]["published"], false, "{answer}");
+    assert!(
+        answer["broadcast"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("purge each instance"),
+        "{answer}"
+    );
+}
