@@ -370,11 +370,15 @@ mod tests {
     #[test]
     fn only_unset_variables_outside_the_listeners_get_placeholders() {
         let yaml =
-            "buckets: [{ name: a, path_prefix: /a, s3: { bucket: b, region: us-east-1, secret_key: \"${S}\" } }]\n\
+            "buckets: [{ name: a, path_prefix: /a, s3: { bucket: b, region: us-east-1, access_key: k, secret_key: \"${S}\" } }]\n\
                     metrics: { port: \"${P}\" }\n";
         let errors = config::load_str(yaml, "<test>", &|_| None).unwrap_err();
         assert_eq!(unset_variables_outside_listeners(&errors), None);
         let errors = config::load_str(yaml, "<test>", &|n| (n == "P").then(|| "9191".to_owned())).unwrap_err();
-        assert_eq!(unset_variables_outside_listeners(&errors), Some(vec!["S".to_owned()]));
+        assert_eq!(
+            unset_variables_outside_listeners(&errors),
+            Some(vec!["S".to_owned()]),
+            "{errors}"
+        );
     }
 }

@@ -145,7 +145,7 @@ async fn healthcheck_ready_follows_the_only_replica() {
     let out = healthcheck(&args).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("/ready answered 503"), "{out:?}");
-    assert!(out.stderr.contains("not_ready"), "{out:?}");
+    assert!(out.stderr.contains(r#""ready":false"#), "{out:?}");
     assert_eq!(out.stderr.trim_end().lines().count(), 1, "{out:?}");
     let out = healthcheck(&["-c", path_arg(&file)]).await;
     assert_eq!(out.code, Some(0), "/health while the replica is down: {out:?}");
