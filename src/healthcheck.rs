@@ -89,13 +89,12 @@ pub enum TargetError {
         key: &'static str,
     },
     /// The listener asks every client for a certificate the healthcheck does not have.
-    #[error(
-        "{key}.client_ca_file is set (mutual TLS) and the healthcheck has no client certificate: \
-         enable the metrics listener (metrics.enabled), which it asks instead, or pass --url"
-    )]
+    #[error("{key}.client_ca_file is set (mutual TLS) and the healthcheck has no client certificate to present{hint}")]
     ClientCertificateRequired {
-        /// `server.tls`.
+        /// `server.tls` or `metrics.tls`.
         key: &'static str,
+        /// What to do instead, if anything.
+        hint: &'static str,
     },
 }
 
@@ -218,7 +217,12 @@ pub fn target(config: &Config, endpoint: Endpoint) -> Result<Url, TargetError> {
         return Err(TargetError::PortPickedAtStart { key });
     }
     if tls.is_some_and(|t: &TlsConfig| t.client_ca_file.is_some()) {
-        return Err(TargetError::ClientCertificateRequired { key: tls_key });
+        let hint = if config.metrics.enabled {
+            ""
+        } else {
+            ": enable the metrics listener (metrics.enabled, without client_ca_file), which it asks instead"
+        };
+        return Err(TargetError::ClientCertificateRequired { key: tls_key, hint });
     }
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),

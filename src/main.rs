@@ -101,7 +101,8 @@ Where it asks comes from the config serve reads (--config, YATAGARASU_CONFIG, or
 /etc/yatagarasu/config.yaml): the metrics listener (metrics.port) when metrics are enabled, else the
 proxy's listener (server.address); on 127.0.0.1 or [::1] when that listener binds every address,
 else on the address it binds. HTTPS when that listener has TLS: the certificate is NOT verified (nor
-with --url), since this is a check of the local process, as the kubelet's HTTPS probes do.
+with --url), since this is a check of the local process, as the kubelet's HTTPS probes do. No
+client certificate is presented: a listener with client_ca_file (mutual TLS) is refused, saying so.
 
 The config is read as serve reads it, ${VAR} substitution included. A ${VAR} unset in the
 healthcheck's environment is filled with a placeholder when it is not in server.address, server.tls
