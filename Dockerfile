@@ -41,5 +41,15 @@ ENV YATAGARASU_CONFIG=/etc/yatagarasu/config.yaml
 EXPOSE 8080 9090
 USER 10001:10001
 STOPSIGNAL SIGTERM
+# The image has no curl or wget: the binary checks itself. `healthcheck` reads
+# the same config (YATAGARASU_CONFIG above, with the container's environment)
+# and asks GET /health on the metrics listener (the proxy's port when metrics
+# are off), over HTTPS when that listener has TLS (certificate not verified: a
+# loopback self-check). It gives up after 5 s, before Docker's --timeout does,
+# so `docker inspect` shows its reason (refused / status / timeout).
+# Liveness only: an S3 outage does not make the container unhealthy (`healthcheck
+# --ready` asks /ready, for orchestrators that route on it).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["/usr/local/bin/yatagarasu", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/yatagarasu"]
 CMD ["--config", "/etc/yatagarasu/config.yaml"]
