@@ -10,6 +10,8 @@
 #   compose ................... docker-compose config -q (Debian docker-compose v1)
 #   nginx ..................... nginx -t on a loopback copy of compose/ha/nginx.conf
 #   config files .............. `yatagarasu check -c FILE` (the real binary)
+#   healthchecks .............. the image's HEALTHCHECK and each compose proxy service's
+#                               healthcheck run `yatagarasu healthcheck` (the binary's --help too)
 # Helm scenarios: ci/minimal-values.yaml, ci/ha-values.yaml (with and without
 # the Prometheus Operator API), ci/tls-netpol-values.yaml (TLS + NetworkPolicy),
 # ci/mtls-values.yaml (mutual TLS, metrics over HTTPS, ServiceMonitor https),
@@ -737,6 +739,78 @@ def compose_tutorial(path):
     print("compose tutorial services ok")
 
 
+# ------------------------------------------------------------------ healthchecks
+# `yatagarasu healthcheck` waits this long for an answer unless told otherwise;
+# the caller's timeout must be longer, so its one-line reason is what gets recorded.
+HEALTHCHECK_DEFAULT_TIMEOUT_S = 5
+
+
+def _seconds(text):
+    m = re.fullmatch(r"\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", str(text))
+    need(m and (m.group(1) or m.group(2)), f"duration {text!r} is not like 30s or 1m30s")
+    return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+
+
+def _healthcheck_argv(argv, binary, where):
+    need(argv[:2] == [binary, "healthcheck"], f"{where}: healthcheck must run [{binary!r}, 'healthcheck', ...], not {argv}")
+    timeout = HEALTHCHECK_DEFAULT_TIMEOUT_S
+    if "--timeout-seconds" in argv:
+        timeout = int(argv[argv.index("--timeout-seconds") + 1])
+    return timeout
+
+
+def dockerfile_healthcheck(path):
+    """The image checks itself with its own binary (it has no curl): one HEALTHCHECK
+    in the final stage, exec form, naming the binary the image installs and runs."""
+    from dockerfile_parse import DockerfileParser
+
+    d = DockerfileParser(path)
+    instr = [(i["instruction"], i["value"]) for i in d.structure if i["instruction"] != "COMMENT"]
+    last_from = max(i for i, (k, _) in enumerate(instr) if k == "FROM")
+    final = instr[last_from:]
+    copies = [v.split()[-1] for k, v in final if k == "COPY" and v.startswith("--from=")]
+    entry = [json.loads(v)[0] for k, v in final if k == "ENTRYPOINT"]
+    need(copies and entry and entry[-1] in copies, f"ENTRYPOINT {entry} is not the binary COPY'd in ({copies})")
+    binary = entry[-1]
+    hcs = [v for k, v in final if k == "HEALTHCHECK"]
+    need(len(hcs) == 1, f"the final stage needs one HEALTHCHECK, has {len(hcs)}")
+    m = re.fullmatch(r"((?:--[a-z-]+=\S+\s+)*)CMD\s+(\[.*\])\s*", hcs[0].strip(), re.S)
+    need(m, f"HEALTHCHECK must be options then CMD in exec form (no shell in the image): {hcs[0]}")
+    opts = dict(o.split("=", 1) for o in m.group(1).split())
+    argv = json.loads(m.group(2))
+    timeout = _healthcheck_argv(argv, binary, "HEALTHCHECK")
+    for opt in ("--interval", "--timeout", "--start-period"):
+        need(opt in opts, f"HEALTHCHECK {opt} not set")
+    need(_seconds(opts["--timeout"]) > timeout,
+         f"HEALTHCHECK --timeout={opts['--timeout']} must exceed the subcommand's own {timeout}s")
+    print(f"HEALTHCHECK {' '.join(m.group(1).split())} CMD {argv}")
+
+
+def compose_healthchecks(path):
+    """Every proxy service (the yatagarasu image) has a healthcheck running the
+    `healthcheck` subcommand, and every service depending on one waits for it to be healthy."""
+    svc = yaml.safe_load(open(path))["services"]
+    proxies = [n for n, s in svc.items() if str(s.get("image", "")).split("/")[-1].startswith("yatagarasu:")]
+    need(proxies, "no yatagarasu service")
+    for n in proxies:
+        hc = svc[n].get("healthcheck")
+        need(hc and not hc.get("disable"), f"{n}: no healthcheck")
+        test = hc.get("test")
+        need(isinstance(test, list) and test[:1] == ["CMD"],
+             f"{n}: healthcheck.test must be [\"CMD\", ...] (no shell in the image): {test}")
+        timeout = _healthcheck_argv(test[1:], "/usr/local/bin/yatagarasu", n)
+        need(_seconds(hc.get("timeout", "30s")) > timeout,
+             f"{n}: healthcheck timeout {hc.get('timeout')} must exceed the subcommand's own {timeout}s")
+        need("start_period" in hc, f"{n}: healthcheck.start_period not set")
+    for n, s in svc.items():
+        deps = s.get("depends_on") or {}
+        for p in proxies:
+            if p in deps:
+                cond = deps[p].get("condition") if isinstance(deps, dict) else None
+                need(cond == "service_healthy", f"{n} depends on {p} without condition: service_healthy")
+    print(f"healthchecks on {', '.join(proxies)}")
+
+
 # ------------------------------------------------------------------ Dockerfile
 def dockerfile(path, ignore):
     from dockerfile_parse import DockerfileParser
@@ -852,6 +926,8 @@ config_check_rejects_unset() {
 log "== image"
 check "Dockerfile: multi-stage release build, non-root runtime, 8080/9090, /etc/yatagarasu/config.yaml" \
     py dockerfile Dockerfile .dockerignore
+
+check "Dockerfile HEALTHCHECK runs the image's binary: yatagarasu healthcheck" py dockerfile-healthcheck Dockerfile
 
 log "== prometheus rules"
 if command -v promtool >/dev/null 2>&1; then
@@ -991,6 +1067,8 @@ for stack in ha tutorial; do
     f=compose/$stack/docker-compose.yml
     check "docker-compose config -q: $f" docker-compose -f "$f" config -q
     check "compose $stack topology" bash -c "docker-compose -f '$f' config > '$WORK/compose-$stack.yaml' && '$PY' '$WORK/checks.py' compose-$stack '$WORK/compose-$stack.yaml'"
+    check "compose $stack: each proxy service's healthcheck runs yatagarasu healthcheck; dependents wait for healthy" \
+        bash -c "docker-compose -f '$f' config > '$WORK/compose-hc-$stack.yaml' && '$PY' '$WORK/checks.py' compose-healthchecks '$WORK/compose-hc-$stack.yaml'"
 done
 
 log "== nginx"
@@ -1036,6 +1114,30 @@ else
         check "yatagarasu check -c ${c#"$WORK"/}" config_check "$c"
     done
     check "yatagarasu check rejects a config whose \${VAR} is unset" config_check_rejects_unset
+fi
+
+log "== healthcheck subcommand ($BIN)"
+healthcheck_help() {
+    local out
+    out=$("$BIN" healthcheck --help) || { echo "$out"; return 1; }
+    echo "$out" | head -n 3
+    for opt in --config --ready --url --timeout-seconds; do
+        grep -q -- "$opt" <<<"$out" || { echo "help does not mention $opt"; return 1; }
+    done
+}
+healthcheck_refused() {
+    # Nothing listens on port 1: exit 1 (Docker reserves 2), one line saying why.
+    local out rc
+    out=$("$BIN" healthcheck --url http://127.0.0.1:1/health 2>&1); rc=$?
+    echo "exit $rc: $out"
+    [[ $rc -eq 1 ]] || { echo "expected exit 1"; return 1; }
+    grep -q "connection refused" <<<"$out" || { echo "no reason given"; return 1; }
+}
+if [[ ! -x "$BIN" ]]; then
+    fail_now "yatagarasu healthcheck" "binary $BIN not built"
+else
+    check "yatagarasu healthcheck --help runs and names its options" healthcheck_help
+    check "yatagarasu healthcheck exits 1 saying why when nothing listens" healthcheck_refused
 fi
 
 log "== scripts"
