@@ -16,7 +16,6 @@ use pin_project_lite::pin_project;
 use tower::{Service, ServiceExt};
 
 use crate::error::S3Error;
-use crate::object::request_id;
 use crate::s3api::S3Operation;
 
 /// The bucket a request was routed to and the S3 call it makes: an
@@ -266,10 +265,13 @@ impl Service<Request<Body>> for PrefixRouter {
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let Some((index, rest)) = self.find(&req) else {
-            let id = request_id(req.headers()).unwrap_or_default().to_owned();
             return RouteFuture {
                 state: RouteState::Answered {
-                    res: Some(S3Error::no_such_bucket().with_request_id(id).into_response()),
+                    res: Some(
+                        S3Error::no_such_bucket()
+                            .with_request_id_of(req.headers())
+                            .into_response(),
+                    ),
                 },
             };
         };
@@ -368,6 +370,15 @@ mod tests {
         let status = res.status().as_u16();
         let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn no_such_bucket_names_a_request_id_even_without_one_from_a_layer_in_front() {
+        let router = PrefixRouter::new().mount("/assets", "assets", echo("A")).unwrap();
+        let (status, body) = get(&router, "/elsewhere/a.txt").await;
+        assert_eq!(status, 404);
+        assert!(body.contains("<Code>NoSuchBucket</Code>"), "{body}");
+        assert!(!body.contains("<RequestId></RequestId>"), "{body}");
     }
 
     #[tokio::test]

@@ -107,8 +107,13 @@ impl<S> Auth<S> {
     }
 }
 
-fn request_id<B>(req: &Request<B>) -> String {
-    crate::object::request_id(req.headers()).unwrap_or_default().to_owned()
+/// The request's `x-request-id`, or a new id when no layer in front set one,
+/// so that every rejection names its request.
+pub(crate) fn request_id<B>(req: &Request<B>) -> String {
+    match crate::object::request_id(req.headers()) {
+        Some(id) => id.to_owned(),
+        None => uuid::Uuid::new_v4().to_string(),
+    }
 }
 
 /// The client's answer for a failed authentication. Never contains the token.
@@ -157,4 +162,53 @@ pub(crate) fn rejection(outcome: AuthOutcome, request_id: String) -> Response<Bo
     }
     res.extensions_mut().insert(outcome);
     res
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+    use crate::auth::{JwtConfig, Secret};
+
+    /// The `RequestId` of an S3 XML error body.
+    pub(crate) async fn request_id_in(res: Response<Body>) -> String {
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let xml = String::from_utf8(body.to_vec()).unwrap();
+        let start = xml.find("<RequestId>").expect("a RequestId element") + "<RequestId>".len();
+        xml[start..xml.find("</RequestId>").unwrap()].to_owned()
+    }
+
+    #[tokio::test]
+    async fn rejections_name_a_request_id_even_without_one_from_a_layer_in_front() {
+        let cfg = JwtConfig {
+            algorithm: "HS256".into(),
+            secret: Some(Secret::new("a-test-secret-of-at-least-32-bytes!!")),
+            ..JwtConfig::default()
+        };
+        let auth = AuthLayer::from_config(&cfg)
+            .unwrap()
+            .layer(tower::service_fn(|_req: Request<Body>| async {
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            }));
+        for req in [
+            Request::get("/k").body(Body::empty()).unwrap(),
+            Request::get("/k")
+                .header("authorization", "Bearer x.y.z")
+                .body(Body::empty())
+                .unwrap(),
+        ] {
+            let res = auth.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+            assert!(!request_id_in(res).await.is_empty());
+        }
+        // The id of a layer in front is kept.
+        let req = Request::get("/k")
+            .header("x-request-id", "rid-7")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(request_id_in(auth.oneshot(req).await.unwrap()).await, "rid-7");
+    }
 }

@@ -71,7 +71,7 @@ where
             }
             Err(err) => {
                 self.stats.record(err.outcome());
-                let id = crate::object::request_id(req.headers()).unwrap_or_default().to_owned();
+                let id = crate::auth::service::request_id(&req);
                 tracing::debug!(reason = %err, request_id = %id, "SigV4 authentication failed");
                 let mut res = err.to_s3_error().with_request_id(id).into_response();
                 if req.method() == Method::HEAD {

@@ -184,6 +184,8 @@ async fn unsigned_requests_go_to_the_fallback_signed_ones_are_checked() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // No layer in front set an id: the body names a new one.
+    assert!(!crate::auth::service::tests::request_id_in(res).await.is_empty());
     let sigv2 = Request::get("/k?AWSAccessKeyId=A&Signature=s&Expires=1")
         .body(Body::empty())
         .unwrap();
