@@ -32,9 +32,93 @@ pub struct MatchedBucket {
 }
 
 /// The URI as the client sent it, before the prefix was stripped, as a
-/// request extension (SigV4 signs it).
+/// request extension (SigV4 signs it). [`PrefixRouter`] sets it; in front of
+/// axum's own `nest_service`/`nest`, [`OriginalUriLayer`] does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginalUri(pub Uri);
+
+/// Records each request's URI as [`OriginalUri`] (unless a layer in front
+/// already did), so that [`SigV4`](crate::auth::SigV4) behind axum's
+/// `Router::nest_service` or `Router::nest` verifies the path the client
+/// signed, not the one left after axum stripped the prefix (every request
+/// would otherwise fail with `SignatureDoesNotMatch`).
+///
+/// Add it with `Router::layer` on the router that does the nesting: it wraps
+/// each route, nested ones included, outside the prefix stripping.
+///
+/// ```
+/// use axum::Router;
+/// use tower::Layer;
+/// use yatagarasu_middleware::auth::{SigV4Config, SigV4Layer};
+/// use yatagarasu_middleware::object::ObjectService;
+/// use yatagarasu_middleware::routing::OriginalUriLayer;
+/// # use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
+///
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # let replica = S3Upstream::new("s3", s3_bucket(Some(&"http://127.0.0.1:9000".parse()?), "data", "us-east-1")?, reqwest::Client::new());
+/// # let sigv4_config = SigV4Config::default();
+/// // aws --endpoint-url http://this-app s3 cp s3://data/key -  (path style)
+/// let sigv4 = SigV4Layer::from_config(&sigv4_config)?;
+/// let app: Router = Router::new()
+///     .nest_service("/data", sigv4.layer(ObjectService::new(replica)))
+///     .layer(OriginalUriLayer::new());
+/// # let _ = app; Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OriginalUriLayer {
+    _priv: (),
+}
+
+impl OriginalUriLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> tower::Layer<S> for OriginalUriLayer {
+    type Service = SetOriginalUri<S>;
+
+    fn layer(&self, inner: S) -> SetOriginalUri<S> {
+        SetOriginalUri { inner }
+    }
+}
+
+/// The service of [`OriginalUriLayer`].
+#[derive(Debug, Clone)]
+pub struct SetOriginalUri<S> {
+    inner: S,
+}
+
+impl<S> SetOriginalUri<S> {
+    /// A shortcut for [`OriginalUriLayer::new`].
+    pub fn layer() -> OriginalUriLayer {
+        OriginalUriLayer::new()
+    }
+
+    inner_service_accessors!();
+}
+
+impl<S, B> Service<Request<B>> for SetOriginalUri<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> S::Future {
+        if req.extensions().get::<OriginalUri>().is_none() {
+            let uri = req.uri().clone();
+            req.extensions_mut().insert(OriginalUri(uri));
+        }
+        self.inner.call(req)
+    }
+}
 
 /// A mounted bucket's service, type-erased. Called through a shared
 /// reference: each request clones the concrete service inside and boxes one

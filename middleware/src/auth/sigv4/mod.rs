@@ -7,7 +7,11 @@
 //! honoured). Requests signed more than 15 minutes away from the proxy's clock
 //! are refused. The canonical request is built from the URI the client sent
 //! (before the prefix router stripped it:
-//! [`OriginalUri`](crate::routing::OriginalUri)).
+//! [`OriginalUri`](crate::routing::OriginalUri)). Behind axum's own
+//! `Router::nest_service` or `Router::nest`, add
+//! [`OriginalUriLayer`](crate::routing::OriginalUriLayer) to the nesting
+//! router: without it SigV4 sees the path with the prefix stripped, and every
+//! signature fails (`SignatureDoesNotMatch`).
 //!
 //! On success the client's `Authorization` header and `X-Amz-*` query
 //! parameters are removed before the inner service is called (they never go

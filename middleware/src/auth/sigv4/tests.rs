@@ -203,3 +203,46 @@ fn credentials_are_stripped() {
     assert_eq!(req.uri(), "/k?versionId=3");
     assert!(req.headers().get("authorization").is_none());
 }
+
+/// A client presigns `GET /data/k` (path style); the app nests the bucket at
+/// `/data` with axum, which strips the prefix before SigV4 sees the request.
+#[tokio::test]
+async fn behind_axum_nest_service_the_signed_path_is_verified_with_original_uri_layer() {
+    use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+    let layer = SigV4Layer::from_config(&SigV4Config {
+        credentials: vec![SigV4Credential {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_access_key: Secret::new(SECRET),
+        }],
+    })
+    .unwrap();
+    let echo = tower::service_fn(|req: Request<Body>| async move {
+        Ok::<_, Infallible>(Response::new(Body::from(req.uri().path().to_owned())))
+    });
+    let bucket = Bucket::new("http://localhost".parse().unwrap(), UrlStyle::Path, "data", "us-east-1").unwrap();
+    let credentials = Credentials::new("AKIAIOSFODNN7EXAMPLE", SECRET);
+    let url = bucket
+        .get_object(Some(&credentials), "dir/a b.txt")
+        .sign(Duration::from_secs(60));
+    let request = || {
+        Request::get(&url[url::Position::BeforePath..])
+            .header(header::HOST, "localhost")
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    let nested = axum::Router::new().nest_service("/data", layer.layer(echo));
+    let res = nested.clone().oneshot(request()).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "axum strips the prefix the client signed"
+    );
+
+    let app = nested.layer(crate::routing::OriginalUriLayer::new());
+    let res = app.oneshot(request()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"/dir/a%20b.txt");
+}
