@@ -68,11 +68,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let fetch = S3Upstream::new(name.clone(), bucket, client.clone())
             .with_credentials(credentials.clone())
             .with_timeout(Duration::from_secs(2));
-        let breaker = CircuitBreaker::new(BreakerConfig {
+        let config = BreakerConfig {
             failure_threshold: 2,
             open_timeout: Duration::from_secs(10),
             ..BreakerConfig::default()
-        });
+        };
+        let replica = name.clone();
+        let breaker = CircuitBreaker::with_hook(
+            config,
+            Arc::new(move |to| println!("{replica}: breaker {}", to.as_str())),
+        );
         let health = ReplicaHealth::new();
         // Probes feed the health and the breaker, in the background.
         HealthCheck::new(fetch.clone(), health.clone())
@@ -101,10 +106,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let health = r.health();
                 let _ = writeln!(
                     out,
-                    "{} priority={} breaker={} health={} last_latency={:?} last_error={:?}",
+                    "{} priority={} breaker={} failures={} health={} last_latency={:?} last_error={:?}",
                     r.name(),
                     r.priority(),
                     r.breaker().state().as_str(),
+                    r.breaker().consecutive_failures(),
                     health.health().as_str(),
                     health.last_latency(),
                     health.last_error(),

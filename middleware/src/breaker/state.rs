@@ -150,6 +150,25 @@ impl CircuitBreaker {
         Self::with_clock(config, Arc::new(SystemClock), None)
     }
 
+    /// A closed breaker with the system clock that calls `hook` on every
+    /// state change, to log it or export it as a metric. The hook runs under
+    /// the breaker's mutex: it must be quick, and must not take a permit nor
+    /// record an outcome on the same breaker (that would deadlock).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use yatagarasu_middleware::breaker::{BreakerConfig, CircuitBreaker};
+    ///
+    /// let breaker = CircuitBreaker::with_hook(
+    ///     BreakerConfig::default(),
+    ///     Arc::new(|to| println!("replica-0 breaker is now {}", to.as_str())),
+    /// );
+    /// # let _ = breaker;
+    /// ```
+    pub fn with_hook(config: BreakerConfig, hook: TransitionHook) -> Arc<Self> {
+        Self::with_clock(config, Arc::new(SystemClock), Some(hook))
+    }
+
     /// A closed breaker with a given clock and an optional transition hook.
     pub fn with_clock(config: BreakerConfig, clock: Arc<dyn Clock>, hook: Option<TransitionHook>) -> Arc<Self> {
         Arc::new(Self {
@@ -182,6 +201,16 @@ impl CircuitBreaker {
     /// `Open` until a request or probe moves it to half-open).
     pub fn state(&self) -> BreakerState {
         BreakerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// The run of consecutive failures (requests' and health probes') a
+    /// closed breaker has counted; it opens at
+    /// [`failure_threshold`](BreakerConfig::failure_threshold). A success
+    /// ends the run (see [`record_success`](Self::record_success) for
+    /// probes'). Once the breaker has opened, this is the run that opened it,
+    /// until the breaker closes again (trials do not add to it).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures.load(Ordering::Acquire)
     }
 
     /// Whether a request sent now could get through: closed, half-open, or

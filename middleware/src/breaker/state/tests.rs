@@ -219,3 +219,36 @@ fn concurrent_failures_open_it_exactly_once_at_the_threshold() {
     );
     assert!(b.try_acquire().is_none());
 }
+
+#[test]
+fn consecutive_failures_count_the_run_until_the_breaker_closes() {
+    let (b, clock, _) = breaker(3, 1, 1);
+    assert_eq!(b.consecutive_failures(), 0);
+    b.try_acquire().unwrap().failure();
+    b.record_failure(); // a probe's
+    assert_eq!(b.consecutive_failures(), 2);
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.consecutive_failures(), 0);
+    for _ in 0..3 {
+        b.try_acquire().unwrap().failure();
+    }
+    assert_eq!((b.state(), b.consecutive_failures()), (BreakerState::Open, 3));
+    clock.advance(Duration::from_secs(30));
+    b.try_acquire().unwrap().success();
+    assert_eq!((b.state(), b.consecutive_failures()), (BreakerState::Closed, 0));
+}
+
+#[test]
+fn with_hook_reports_transitions() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let b = CircuitBreaker::with_hook(
+        BreakerConfig {
+            failure_threshold: 1,
+            ..BreakerConfig::default()
+        },
+        Arc::new(move |s| log.lock().unwrap().push(s)),
+    );
+    b.try_acquire().unwrap().failure();
+    assert_eq!(*seen.lock().unwrap(), [BreakerState::Open]);
+}
