@@ -2,7 +2,9 @@
 //!
 //! A request flows through small services, outermost first:
 //!
-//! - [`routing::PrefixRouter`]: picks the bucket by path prefix;
+//! - [`routing::PrefixRouter`]: picks the bucket by path prefix (or, with
+//!   axum's own `nest_service`, [`routing::OriginalUriLayer`] keeps the path
+//!   the client signed for SigV4);
 //! - [`auth::AuthLayer`] and [`auth::SigV4Layer`]: JWT and S3 SigV4 client
 //!   authentication (401/403 as S3 XML), in front of the object and bucket services;
 //! - [`s3api::S3Api`]: bucket calls (`ListObjectsV2`/V1 with the proxy's own
@@ -51,6 +53,14 @@
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Runnable apps that each use one concern alone are in `middleware/examples/`
+//! (`cargo run -p yatagarasu-middleware --example NAME`): `mount_bucket`
+//! (objects under an app's route), `jwt_auth` (JWT on the app's own
+//! handlers), `sigv4_bucket` (an S3 face for aws-cli and SDKs), `failover`
+//! (two replicas behind breakers, their state on `/status`), `memory_cache`
+//! (the memory tier and its purges) and `protect` (size, rate and
+//! concurrency limits).
 //!
 //! # The whole stack: auth, cache, failover over breaker-gated replicas
 //!

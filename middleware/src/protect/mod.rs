@@ -14,7 +14,13 @@
 //! error type, so they drop into any `Router::layer` without
 //! `HandleErrorLayer`. They work on `Response<axum::body::Body>` services.
 //!
+//! The per-IP rate limit keys on the peer address, which axum records only
+//! when the app is served with `into_make_service_with_connect_info`; served
+//! with plain `axum::serve(listener, app)`, requests count against the global
+//! bucket alone and `with_per_ip` limits nothing.
+//!
 //! ```
+//! use std::net::SocketAddr;
 //! use axum::{routing::get, Router};
 //! use tower::ServiceBuilder;
 //! use yatagarasu_middleware::protect::{LoadShedLayer, RateLimitLayer, RequestLimitsLayer};
@@ -25,6 +31,10 @@
 //!         .layer(RateLimitLayer::new().with_global(1000, 2000).with_per_ip(50, 100))
 //!         .layer(LoadShedLayer::new(10_000)),
 //! );
+//! # async fn serve(app: Router) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+//! # }
 //! # let _ = app;
 //! ```
 
