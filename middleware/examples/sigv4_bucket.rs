@@ -1,6 +1,8 @@
 //! An axum app that S3 clients (aws-cli, SDKs) can read a bucket from with
 //! keys the app issues ([`SigV4Layer`]), while the app signs its own
-//! requests to the real S3 server with other keys.
+//! requests to the real S3 server with other keys. [`S3Api`] answers the
+//! bucket calls (`ListObjectsV2`, `HeadBucket`, `GetBucketLocation`) beside
+//! object reads, so `aws s3 ls` and `aws s3 sync` work too.
 //!
 //! ```sh
 //! S3_ENDPOINT=http://127.0.0.1:9000 S3_BUCKET=data-bucket \
@@ -8,6 +10,7 @@
 //!   cargo run -p yatagarasu-middleware --example sigv4_bucket
 //! AWS_ACCESS_KEY_ID=client AWS_SECRET_ACCESS_KEY=client-secret AWS_DEFAULT_REGION=us-east-1 \
 //!   aws --endpoint-url http://127.0.0.1:3005 s3api get-object --bucket data-bucket --key test.txt out.txt
+//! # with the same variables: aws --endpoint-url http://127.0.0.1:3005 s3 ls s3://data-bucket/
 //! ```
 
 use std::time::Duration;
@@ -17,8 +20,8 @@ use axum::Router;
 use rusty_s3::Credentials;
 use tower::Layer;
 use yatagarasu_middleware::auth::{Secret, SigV4Config, SigV4Credential, SigV4Layer};
-use yatagarasu_middleware::object::ObjectService;
 use yatagarasu_middleware::routing::OriginalUriLayer;
+use yatagarasu_middleware::s3api::S3Api;
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 
 #[tokio::main]
@@ -50,7 +53,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // for SigV4 before `nest_service` strips the prefix.
     let app = Router::new()
         .route("/", get(|| async { "an S3 face for one bucket\n" }))
-        .nest_service(&format!("/{bucket}"), sigv4.layer(ObjectService::new(replica)))
+        .nest_service(
+            &format!("/{bucket}"),
+            sigv4.layer(S3Api::new(bucket.clone(), replica.clone(), replica)),
+        )
         // Without it SigV4 would check `/{key}`: every signature would fail.
         .layer(OriginalUriLayer::new());
 

@@ -26,6 +26,15 @@ use crate::http::headers::{REPLICA_HEADER, REQUEST_ID, X_CACHE};
 /// upstream said, 502/503/504 when the upstream failed. It never fails itself
 /// (`Error = Infallible`), so it can be mounted in any axum `Router`.
 ///
+/// It reads objects only: the query parameters S3 defines for a read
+/// ([`FORWARDED_OBJECT_PARAMS`](super::FORWARDED_OBJECT_PARAMS): `versionId`,
+/// `response-content-type`...) are signed into the upstream request and the
+/// rest are dropped, so a sub-resource call such as
+/// `GET /key?tagging` or `?acl` is answered with the object itself. For S3
+/// SDK clients, mount [`S3Api`](crate::s3api::S3Api) instead: it wraps an
+/// `ObjectService`, answers bucket calls (listings) and refuses the object
+/// APIs it does not serve with `501 NotImplemented`.
+///
 /// Preconditions are evaluated again on the upstream's `ETag`/`Last-Modified`,
 /// so `304`/`412` come out right even from S3-compatible servers that ignore them.
 /// So is `If-Range`: a `206` whose validators do not match it (an upstream that
