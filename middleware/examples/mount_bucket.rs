@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use rusty_s3::Credentials;
 use yatagarasu_middleware::object::ObjectService;
+// Re-exported by the crate: no rusty-s3 or reqwest dependency of the app's own.
+use yatagarasu_middleware::reqwest;
+use yatagarasu_middleware::rusty_s3::Credentials;
 use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 
 #[tokio::main]

@@ -34,14 +34,16 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use rusty_s3::Credentials;
+//! // Re-exported: the app needs no rusty-s3 or reqwest of its own.
+//! use yatagarasu_middleware::rusty_s3::Credentials;
 //! use yatagarasu_middleware::object::ObjectService;
 //! use yatagarasu_middleware::upstream::{s3_bucket, S3Upstream};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let endpoint = "http://127.0.0.1:9000".parse()?;
 //! let bucket = s3_bucket(Some(&endpoint), "data-bucket", "us-east-1")?;
-//! let replica = S3Upstream::new("minio", bucket, reqwest::Client::new())
+//! let client = yatagarasu_middleware::reqwest::Client::new();
+//! let replica = S3Upstream::new("minio", bucket, client)
 //!     .with_credentials(Credentials::new("minioadmin", "minioadmin"));
 //!
 //! // `GET /files/report.pdf` streams `report.pdf` of `data-bucket`.
@@ -121,6 +123,13 @@ pub mod protect;
 pub mod routing;
 pub mod s3api;
 pub mod upstream;
+
+/// The S3 signing crate whose `Bucket` and `Credentials` the [`upstream`] API
+/// takes, re-exported so an app uses the same version without depending on it.
+pub use rusty_s3;
+/// The HTTP client crate [`upstream::S3Upstream`] sends with (its `Client`),
+/// re-exported for the same reason.
+pub use reqwest;
 
 /// Preconditions, now part of [`crate::http`]; kept at this path for existing users.
 pub use crate::http::conditional;
