@@ -64,6 +64,16 @@
 //! (the memory tier and its purges) and `protect` (size, rate and
 //! concurrency limits).
 //!
+//! # Request ids
+//!
+//! Every error body names a `RequestId`: the request's `x-request-id` header
+//! ([`object::REQUEST_ID`]) when a layer in front set one, else a new UUID for
+//! that body alone. The binary's edge sets the header on each request and
+//! echoes it on the response; that edge is not part of this crate, so an app
+//! that wants one id in its logs, responses and error bodies sets the header
+//! in front of these layers itself (for example with tower-http's
+//! `SetRequestIdLayer::x_request_id` and `PropagateRequestIdLayer`).
+//!
 //! # The whole stack: auth, cache, failover over breaker-gated replicas
 //!
 //! ```no_run
