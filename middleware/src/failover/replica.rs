@@ -34,6 +34,16 @@ pub struct ReplicaHedge {
 
 impl<S> Replica<S> {
     /// A replica of priority 0, weight 100, with its breaker and health.
+    ///
+    /// `breaker` should be the one whose
+    /// [`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer) gates
+    /// `service`: the failover admits a replica through `service`'s
+    /// `poll_ready`, and keeps `breaker` only so that the app can read the
+    /// replica's state ([`Failover::replicas`](super::Failover::replicas));
+    /// another breaker would show a state that decides nothing. `health` is
+    /// what a [`HealthCheck`](crate::health::HealthCheck) records into
+    /// (replicas whose last probe failed are tried last); a fresh
+    /// [`ReplicaHealth::new`] without a probe stays `Unknown` and changes no order.
     pub fn new(
         name: impl Into<Arc<str>>,
         service: S,
