@@ -54,7 +54,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "/stats",
             get(move || {
                 let stats = stats.clone();
-                async move { format!("{stats:?}\n") }
+                async move {
+                    // One counter per outcome, e.g. for `auth_total{reason="expired"}`.
+                    let lines: Vec<String> = stats.snapshot().iter().map(|(o, n)| format!("{o} {n}\n")).collect();
+                    lines.concat()
+                }
             }),
         )
         .merge(api);
