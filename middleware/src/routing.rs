@@ -43,8 +43,9 @@ pub struct OriginalUri(pub Uri);
 /// signed, not the one left after axum stripped the prefix (every request
 /// would otherwise fail with `SignatureDoesNotMatch`).
 ///
-/// Add it with `Router::layer` on the router that does the nesting: it wraps
-/// each route, nested ones included, outside the prefix stripping.
+/// Add it with `Router::layer` on the router that does the nesting, after the
+/// `nest_service` call (`Router::layer` wraps the routes added before it): it
+/// then wraps each route, nested ones included, outside the prefix stripping.
 ///
 /// ```
 /// use axum::Router;
