@@ -170,7 +170,8 @@ async fn cluster_is_shared_spread_purged_and_survives_a_killed_primary() {
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
     for p in cluster.primaries() {
-        let keys = cli(cluster.nodes[p].port, &["--scan", "--pattern", "yatagarasu:cache:*"]);
+        // Cached entries (hash-tagged; the purge mark is no entry and stays).
+        let keys = cli(cluster.nodes[p].port, &["--scan", "--pattern", "yatagarasu:cache:{*"]);
         assert_eq!(keys.lines().count(), 0, "primary {p} still holds {keys}");
     }
     assert_eq!(get(&b, "o0").await.unwrap().1, "MISS");

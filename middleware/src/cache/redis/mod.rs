@@ -34,6 +34,11 @@ use pool::Backend;
 pub(crate) use pubsub::{ListenerEvent, PurgeChannel, PurgeMessage, PurgeScope};
 pub(crate) use purge::glob_escape;
 
+/// Stores the mark (`ARGV[1]`) in the mark key and publishes the message
+/// (`ARGV[3]`, carrying that mark) on the channel (`ARGV[2]`), as one step:
+/// no listener can read the mark without the message having been sent.
+const MARK_AND_PUBLISH: &str = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('PUBLISH', ARGV[2], ARGV[3])";
+
 /// Why a Redis operation did not happen.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RedisFailure {
@@ -108,6 +113,9 @@ pub(crate) struct RedisTier {
     urls: Vec<String>,
     /// Where purges are announced.
     channel: PurgeChannel,
+    /// Whether `EVAL` was refused: purges are then marked and published in
+    /// two steps.
+    scripts_refused: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisTier {
@@ -138,6 +146,7 @@ impl RedisTier {
             stats,
             urls: seeds.iter().map(|u| redact_url(u)).collect(),
             channel: PurgeChannel::new(cfg, &seeds),
+            scripts_refused: AtomicBool::new(false),
             seeds,
         })
     }
@@ -246,22 +255,66 @@ impl RedisTier {
         self.channel.clone()
     }
 
-    /// Publishes `message` on the purge channel; how many instances were
-    /// subscribed (this one included). A cluster forwards a `PUBLISH` to
-    /// every node but answers with the subscribers of the node that took it:
-    /// there the count is `PUBSUB NUMSUB` summed over every node.
-    pub(crate) async fn publish(&self, message: &PurgeMessage) -> Result<u64, RedisFailure> {
-        let cmd = redis::cmd("PUBLISH")
-            .arg(&self.channel.name)
-            .arg(message.encode())
-            .to_owned();
-        let received: u64 = self.run(&cmd, self.timeout).await?;
+    /// Publishes `message` on the purge channel, marked: one script stores
+    /// a new random token in the mark key and publishes the message carrying
+    /// it, so a listener that reads the key after a gap sees whether anything
+    /// was announced meanwhile. Where scripts are refused (an ACL without
+    /// `@scripting`), the key is set, then the message published: two steps.
+    /// Returns how many instances were subscribed (this one included). A
+    /// cluster forwards a `PUBLISH` to every node but answers with the
+    /// subscribers of the node that took it: there the count is
+    /// `PUBSUB NUMSUB` summed over every node.
+    pub(crate) async fn publish(&self, message: PurgeMessage) -> Result<u64, RedisFailure> {
+        let mark = format!("{:032x}", fastrand::u128(..));
+        let payload = message.marked(mark.clone()).encode();
+        let channel = &self.channel;
+        let received: u64 = if self.scripts_refused.load(Ordering::Relaxed) {
+            self.set_then_publish(&mark, payload).await?
+        } else {
+            let eval = redis::cmd("EVAL")
+                .arg(MARK_AND_PUBLISH)
+                .arg(1)
+                .arg(&channel.mark_key)
+                .arg(&mark)
+                .arg(&channel.name)
+                .arg(&payload)
+                .to_owned();
+            match self.run(&eval, self.timeout).await {
+                Ok(n) => n,
+                Err(RedisFailure::Redis(e)) if matches!(e.code(), Some("ERR" | "NOPERM" | "NOSCRIPT")) => {
+                    tracing::warn!(error = %e, "redis refuses scripts: cache purges are marked and published in two steps");
+                    self.scripts_refused.store(true, Ordering::Relaxed);
+                    self.set_then_publish(&mark, payload).await?
+                }
+                Err(e) => return Err(e),
+            }
+        };
         if self.mode != RedisMode::Cluster {
             return Ok(received);
         }
-        let numsub = redis::cmd("PUBSUB").arg("NUMSUB").arg(&self.channel.name).to_owned();
+        let numsub = redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel.name).to_owned();
         let counts: std::collections::HashMap<String, u64> = self.run(&numsub, self.timeout).await?;
         Ok(counts.values().sum())
+    }
+
+    /// The mark key set, then `payload` published: the order that keeps a
+    /// listener from reading the new mark without hearing the message, save
+    /// for one subscription lasting less than the time between the two.
+    async fn set_then_publish(&self, mark: &str, payload: Vec<u8>) -> Result<u64, RedisFailure> {
+        self.run::<()>(redis::cmd("SET").arg(&self.channel.mark_key).arg(mark), self.timeout)
+            .await?;
+        self.run(redis::cmd("PUBLISH").arg(&self.channel.name).arg(payload), self.timeout)
+            .await
+    }
+
+    /// The mark of the last purge announced (`None`: none since this Redis
+    /// started, or its data was lost), for the purge listener: within the
+    /// timeout but past the breaker (a breaker still open after an outage
+    /// must not make every instance clear its memory tier).
+    pub(crate) async fn purge_mark(&self) -> Result<Option<String>, RedisFailure> {
+        self.backend
+            .query(redis::cmd("GET").arg(&self.channel.mark_key), self.timeout)
+            .await
     }
 
     /// Deletes keys.
@@ -285,7 +338,52 @@ fn scrub(err: &RedisFailure, urls: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use yatagarasu_testkit::redis::Redis;
+
     use super::*;
+
+    /// Every announcement stores a new mark, read back past the breaker and
+    /// kept by purges; a user refused scripts gets the same in two steps.
+    #[tokio::test]
+    async fn a_publish_stores_a_new_mark_with_or_without_scripts() {
+        let server = Redis::start();
+        let user = server.cli(&[
+            "ACL",
+            "SETUSER",
+            "noscript",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-@scripting",
+        ]);
+        assert_eq!(user.trim(), "OK", "{user}");
+        for (url, refused) in [
+            (server.url(), false),
+            (format!("redis://noscript:pw@127.0.0.1:{}", server.port), true),
+        ] {
+            let cfg = RedisCacheConfig {
+                enabled: true,
+                url: Some(url),
+                ..RedisCacheConfig::default()
+            };
+            let tier = RedisTier::new(&cfg, Arc::new(CacheStats::default())).unwrap();
+            let message = || PurgeMessage::new("me", super::pubsub::PurgeScope::All, false);
+            tier.publish(message()).await.unwrap();
+            let first = tier.purge_mark().await.unwrap().expect("no mark stored");
+            assert_eq!(first.len(), 32, "{first}");
+            assert_eq!(tier.scripts_refused.load(Ordering::Relaxed), refused);
+            tier.publish(message()).await.unwrap();
+            let second = tier.purge_mark().await.unwrap().expect("no mark stored");
+            assert_ne!(first, second);
+            assert_eq!(server.cli(&["GET", "yatagarasu:cache:purge:last"]).trim(), second);
+            // Under the prefix, but no purge deletes it.
+            server.cli(&["SET", "yatagarasu:cache:{0123456789abcdef}1:b/o:k", "x"]);
+            assert_eq!(tier.purge_pattern("yatagarasu:cache:*").await.unwrap(), 1);
+            assert_eq!(tier.purge_mark().await.unwrap(), Some(second));
+        }
+    }
 
     #[test]
     fn the_tier_breaker_opens_after_threshold_counts_it_and_closes_on_success() {

@@ -9,14 +9,22 @@
 //! nodes `CLUSTER NODES` named) and sentinel (the primary the sentinels
 //! name, asked again at every heartbeat: after a failover it follows the new
 //! primary). A heartbeat `PING` finds a connection that died silently.
-//! Messages sent while an instance was not subscribed cannot be replayed, so
-//! a subscription made after a gap (the connection lost, or the first
-//! attempts failed) reports [`ListenerEvent::Subscribed`] with `after_gap`,
-//! and the store clears its memory tier then. (A first subscription made at
-//! once does not: the store has just been built.)
+//!
+//! Messages sent while an instance was not subscribed cannot be replayed,
+//! so every message is published together with a mark: one script sets the
+//! key `<key_prefix>purge:last` to a random token and publishes the message
+//! carrying it, at once. The listener reads that key after each
+//! subscription and follows the marks of the messages it hears; when it
+//! subscribes again after a gap, a key that no longer holds the last mark
+//! it knew means a message may have been missed: it reports
+//! [`ListenerEvent::Subscribed`] with `missed`, and the store clears its
+//! memory tier then. A gap with no purge announced (a network blip, a
+//! sentinel failover, a restart of a Redis that had seen no purge) keeps
+//! the memory tier. (A first subscription made at once clears nothing: the
+//! store has just been built.)
 //!
 //! A message is JSON (any bytes of a key travel safely):
-//! `{"v":1,"from":"<instance id>","redis_purged":false,"purge":{"scope":"object","bucket":"b","key":"k"}}`
+//! `{"v":1,"from":"<instance id>","redis_purged":false,"purge":{"scope":"object","bucket":"b","key":"k"},"mark":"<token>"}`
 //! (`scope` `bucket` without `key`, `all` without either).
 
 use std::future::Future;
@@ -63,6 +71,10 @@ pub(crate) struct PurgeMessage {
     /// after (to drop what was read from Redis meanwhile).
     redis_purged: bool,
     purge: PurgeScope,
+    /// The token stored in the mark key as this message was published
+    /// (none from a sender that could not mark it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mark: Option<String>,
 }
 
 impl PurgeMessage {
@@ -72,7 +84,14 @@ impl PurgeMessage {
             from: from.to_owned(),
             redis_purged,
             purge,
+            mark: None,
         }
+    }
+
+    /// The message with the token stored in the mark key as it is published.
+    pub(crate) fn marked(mut self, mark: String) -> Self {
+        self.mark = Some(mark);
+        self
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -90,9 +109,10 @@ impl PurgeMessage {
 /// What the listener tells the store.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ListenerEvent<'a> {
-    /// Subscribed; `after_gap`: not at the first attempt, or again after
-    /// the connection was lost, so purges sent meanwhile were missed.
-    Subscribed { after_gap: bool },
+    /// Subscribed. `after_gap`: not at the first attempt, or again after
+    /// the connection was lost; `missed`: after a gap in which a purge may
+    /// have been announced (the mark key moved, or could not be read).
+    Subscribed { after_gap: bool, missed: bool },
     /// Another instance purged; `first` is its announcement made before it
     /// purged Redis.
     Purge { scope: &'a PurgeScope, first: bool },
@@ -101,11 +121,50 @@ pub(crate) enum ListenerEvent<'a> {
     Unreadable,
 }
 
+/// What a listener knows of the last message announced: the mark key as
+/// it last read it, or the mark of the last message it heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Known {
+    /// The mark key held this (`None`: absent, no purge announced on this
+    /// Redis yet).
+    Mark(Option<String>),
+    /// Nothing to compare with: never read, the read failed, or a message
+    /// without a mark (or unreadable) was heard.
+    Unsure,
+}
+
+impl Known {
+    /// What a message heard tells.
+    fn heard(mark: Option<&str>) -> Self {
+        mark.map_or(Known::Unsure, |m| Known::Mark(Some(m.to_owned())))
+    }
+}
+
+/// Whether a message may have been announced while this listener was not
+/// subscribed: it knew `before` when it lost the channel, and read `now`
+/// from the mark key once subscribed again. Every announcement stores a new
+/// random token, so a key still holding the token known before (or still
+/// absent, on a Redis that has announced nothing since it started) saw no
+/// announcement meanwhile; anything else (another token, the key gone or
+/// appeared, a failed read, nothing known) may hide one.
+fn may_have_missed<E>(before: &Known, now: &Result<Option<String>, E>) -> bool {
+    match (before, now) {
+        (Known::Mark(before), Ok(now)) => before != now,
+        (Known::Unsure, _) | (_, Err(_)) => true,
+    }
+}
+
+/// Attempts at reading the mark key after subscribing, before counting it
+/// unreadable (a pooled connection broken by the gap fails the first).
+const MARK_READS: u32 = 3;
+
 /// Where the listener subscribes, and how patient it is.
 #[derive(Clone)]
 pub(crate) struct PurgeChannel {
     /// The channel's name: `<key_prefix>purge`.
     pub(crate) name: String,
+    /// The key holding the mark of the last message: `<key_prefix>purge:last`.
+    pub(crate) mark_key: String,
     mode: RedisMode,
     /// The configured URLs (with passwords).
     seeds: Vec<String>,
@@ -136,6 +195,7 @@ impl PurgeChannel {
     pub(crate) fn new(cfg: &RedisCacheConfig, seeds: &[String]) -> Self {
         Self {
             name: format!("{}purge", cfg.key_prefix),
+            mark_key: format!("{}purge:last", cfg.key_prefix),
             mode: cfg.mode,
             seeds: seeds.to_vec(),
             sentinel_master: cfg.sentinel_master.clone().unwrap_or_default(),
@@ -153,16 +213,24 @@ impl PurgeChannel {
     }
 
     /// Listens until `stop` fires or is dropped, or `on_event` returns
-    /// false; `me` is this instance's id (its own messages are skipped).
-    pub(crate) async fn listen(
+    /// false; `me` is this instance's id (its own messages are skipped);
+    /// `read_mark` reads the mark key (`GET`, bounded, off any breaker).
+    pub(crate) async fn listen<R, F, E>(
         self,
         me: String,
         mut stop: oneshot::Receiver<()>,
+        read_mark: R,
         on_event: impl Fn(ListenerEvent<'_>) -> bool,
-    ) {
+    ) where
+        R: Fn() -> F,
+        F: Future<Output = Result<Option<String>, E>>,
+        E: std::fmt::Display,
+    {
         let mut backoff = MIN_BACKOFF;
         let mut failures = 0u32;
         let mut after_gap = false;
+        // Until a first read, anything may have been missed.
+        let mut known = Known::Unsure;
         loop {
             let subscribed = tokio::select! {
                 _ = &mut stop => return,
@@ -172,16 +240,28 @@ impl PurgeChannel {
                 Ok(sub) => {
                     backoff = MIN_BACKOFF;
                     failures = 0;
-                    tracing::info!(channel = %self.name, "subscribed to the cache purge channel");
-                    if !on_event(ListenerEvent::Subscribed { after_gap }) {
+                    // Read after subscribing: a message announced from now
+                    // on is heard, one announced before has moved the mark.
+                    let now = tokio::select! {
+                        _ = &mut stop => return,
+                        now = self.read_mark(&read_mark) => now,
+                    };
+                    let missed = after_gap && may_have_missed(&known, &now);
+                    if after_gap && !missed {
+                        tracing::info!(channel = %self.name, "subscribed to the cache purge channel again; no purge was announced meanwhile");
+                    } else {
+                        tracing::info!(channel = %self.name, "subscribed to the cache purge channel");
+                    }
+                    known = now.map_or(Known::Unsure, Known::Mark);
+                    if !on_event(ListenerEvent::Subscribed { after_gap, missed }) {
                         return;
                     }
-                    match self.read(sub, &me, &mut stop, &on_event).await {
+                    match self.read(sub, &me, &mut stop, &mut known, &on_event).await {
                         Ended::Stopped => return,
                         Ended::Lost(why) => tracing::warn!(
                             channel = %self.name,
                             reason = %why,
-                            "cache purge channel lost; purges sent until it is back are missed, so the memory tier will be cleared then"
+                            "cache purge channel lost; if a purge is announced before it is back, the memory tier will be cleared then"
                         ),
                     }
                 }
@@ -196,6 +276,29 @@ impl PurgeChannel {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// The mark key, read up to [`MARK_READS`] times, each within
+    /// `patience`; the last error if every read failed.
+    async fn read_mark<R, F, E>(&self, read_mark: &R) -> Result<Option<String>, String>
+    where
+        R: Fn() -> F,
+        F: Future<Output = Result<Option<String>, E>>,
+        E: std::fmt::Display,
+    {
+        let mut last = String::new();
+        for attempt in 0..MARK_READS {
+            if attempt > 0 {
+                tokio::time::sleep(MIN_BACKOFF).await;
+            }
+            match tokio::time::timeout(self.patience, read_mark()).await {
+                Ok(Ok(mark)) => return Ok(mark),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+        }
+        tracing::warn!(key = %self.mark_key, error = %last, "cannot read the cache purge mark; counting a purge as missed");
+        Err(last)
     }
 
     fn failed(&self, failures: &mut u32, error: &str) {
@@ -218,6 +321,7 @@ impl PurgeChannel {
         sub: Subscription,
         me: &str,
         stop: &mut oneshot::Receiver<()>,
+        known: &mut Known,
         on_event: &impl Fn(ListenerEvent<'_>) -> bool,
     ) -> Ended {
         let Subscription { pubsub, primary } = sub;
@@ -232,7 +336,10 @@ impl PurgeChannel {
                     let Some(msg) = msg else {
                         return Ended::Lost("connection closed".into());
                     };
-                    let event = match PurgeMessage::decode(msg.get_payload_bytes()) {
+                    let message = PurgeMessage::decode(msg.get_payload_bytes());
+                    // This instance's own messages move the mark too.
+                    *known = Known::heard(message.as_ref().and_then(|m| m.mark.as_deref()));
+                    let event = match message {
                         Some(m) if m.from == me => continue,
                         Some(m) => {
                             if !on_event(ListenerEvent::Purge { scope: &m.purge, first: !m.redis_purged }) {
@@ -384,6 +491,37 @@ mod tests {
         assert_eq!(PurgeMessage::decode(newer), None);
     }
 
+    #[test]
+    fn a_gap_may_hide_a_purge_only_when_the_mark_moved_or_is_unknown() {
+        let t = |s: &str| Some(s.to_owned());
+        let ok = Ok::<_, String>;
+        // Nothing announced during the gap: the same token, or still none
+        // (a Redis that restarted empty and has announced nothing since).
+        assert!(!may_have_missed(&Known::Mark(t("a")), &ok(t("a"))));
+        assert!(!may_have_missed(&Known::Mark(None), &ok(None)));
+        // Announced meanwhile: another token; the first one ever; the key
+        // gone (a Redis restarted empty after announcing one we knew:
+        // one announced before it went may have been missed too).
+        assert!(may_have_missed(&Known::Mark(t("a")), &ok(t("b"))));
+        assert!(may_have_missed(&Known::Mark(None), &ok(t("a"))));
+        assert!(may_have_missed(&Known::Mark(t("a")), &ok(None)));
+        // Unknowable: the read failed, or nothing was known before.
+        assert!(may_have_missed(&Known::Mark(t("a")), &Err("down".to_owned())));
+        assert!(may_have_missed(&Known::Mark(None), &Err("down".to_owned())));
+        assert!(may_have_missed(&Known::Unsure, &ok(None)));
+        assert!(may_have_missed(&Known::Unsure, &ok(t("a"))));
+    }
+
+    #[test]
+    fn a_message_tells_its_mark_and_one_without_makes_it_unknown() {
+        let marked = PurgeMessage::new("x", PurgeScope::All, false).marked("t1".into());
+        let decoded = PurgeMessage::decode(&marked.encode()).unwrap();
+        assert_eq!(Known::heard(decoded.mark.as_deref()), Known::Mark(Some("t1".into())));
+        let plain = br#"{"v":1,"from":"x","redis_purged":false,"purge":{"scope":"all"}}"#;
+        let decoded = PurgeMessage::decode(plain).unwrap();
+        assert_eq!(Known::heard(decoded.mark.as_deref()), Known::Unsure);
+    }
+
     /// Whether `server` reports one subscriber of `channel` (polled a
     /// bounded number of times).
     async fn subscribed(server: &Redis, channel: &str) -> bool {
@@ -399,7 +537,8 @@ mod tests {
 
     #[derive(Debug, PartialEq, Eq)]
     enum Seen {
-        Subscribed(bool),
+        /// `after_gap`, `missed`.
+        Subscribed(bool, bool),
         Purge(PurgeScope, bool),
         Unreadable,
     }
@@ -407,7 +546,9 @@ mod tests {
     /// Against a real server: heartbeats keep one subscription (a failing
     /// `PING` in subscribed mode would resubscribe at every beat), the
     /// instance's own messages are skipped, the others' arrive, and a
-    /// restarted server is subscribed to again.
+    /// restarted server is subscribed to again, reporting a purge missed
+    /// only when the mark (here set by the test) moved from the one known
+    /// before the gap (read, or heard in a message), or nothing was known.
     #[tokio::test]
     async fn the_listener_stays_subscribed_reads_others_and_comes_back() {
         let mut server = Redis::start();
@@ -419,13 +560,23 @@ mod tests {
         let channel = PurgeChannel::new(&cfg, &cfg.endpoints()).with_heartbeat(Duration::from_millis(20));
         let name = channel.name.clone();
         assert_eq!(name, "yatagarasu:cache:purge");
+        assert_eq!(channel.mark_key, "yatagarasu:cache:purge:last");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        // What the mark key holds.
+        let mark = Arc::new(Mutex::new(None::<String>));
         let (stop_tx, stop) = oneshot::channel();
+        let read_mark = {
+            let mark = mark.clone();
+            move || {
+                let now = mark.lock().unwrap().clone();
+                async move { Ok::<_, String>(now) }
+            }
+        };
         let task = tokio::spawn({
             let seen = seen.clone();
-            channel.listen("me".into(), stop, move |e| {
+            channel.listen("me".into(), stop, read_mark, move |e| {
                 seen.lock().unwrap().push(match e {
-                    ListenerEvent::Subscribed { after_gap } => Seen::Subscribed(after_gap),
+                    ListenerEvent::Subscribed { after_gap, missed } => Seen::Subscribed(after_gap, missed),
                     ListenerEvent::Purge { scope, first } => Seen::Purge(scope.clone(), first),
                     ListenerEvent::Unreadable => Seen::Unreadable,
                 });
@@ -465,7 +616,7 @@ mod tests {
         assert_eq!(
             *seen.lock().unwrap(),
             vec![
-                Seen::Subscribed(false),
+                Seen::Subscribed(false, false),
                 Seen::Purge(
                     PurgeScope::Object {
                         bucket: "b".into(),
@@ -477,10 +628,30 @@ mod tests {
             ]
         );
 
+        // An unreadable message leaves nothing known: the gap counts.
         server.restart();
         assert!(subscribed(&server, &name).await, "never subscribed again");
         assert!(got(4).await);
-        assert_eq!(seen.lock().unwrap()[3], Seen::Subscribed(true));
+        assert_eq!(seen.lock().unwrap()[3], Seen::Subscribed(true, true));
+        // The mark read then (none) has not moved: nothing missed.
+        server.restart();
+        assert!(got(5).await, "{:?}", seen.lock().unwrap());
+        assert_eq!(seen.lock().unwrap()[4], Seen::Subscribed(true, false));
+        // A marked message heard, and the key holding its mark: nothing missed.
+        *mark.lock().unwrap() = Some("t1".into());
+        let marked = PurgeMessage::new("other", PurgeScope::All, true)
+            .marked("t1".into())
+            .encode();
+        server.cli(&["PUBLISH", &name, std::str::from_utf8(&marked).unwrap()]);
+        assert!(got(6).await, "{:?}", seen.lock().unwrap());
+        server.restart();
+        assert!(got(7).await, "{:?}", seen.lock().unwrap());
+        assert_eq!(seen.lock().unwrap()[6], Seen::Subscribed(true, false));
+        // Another purge announced during the gap: missed.
+        *mark.lock().unwrap() = Some("t2".into());
+        server.restart();
+        assert!(got(8).await, "{:?}", seen.lock().unwrap());
+        assert_eq!(seen.lock().unwrap()[7], Seen::Subscribed(true, true));
         drop(stop_tx);
         task.await.unwrap();
     }

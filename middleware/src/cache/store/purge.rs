@@ -8,8 +8,9 @@
 //! meanwhile is dropped. This instance does the same around its Redis purge.
 //! Each instance listens on the channel with one connection; when it
 //! subscribes after a gap (again after losing the connection, or Redis was
-//! down at start) it clears its memory tier, since purges sent meanwhile
-//! were missed.
+//! down at start) and the purge mark in Redis moved meanwhile (or cannot be
+//! read), it clears its memory tier, since a purge sent meanwhile was
+//! missed. A gap in which nothing was announced keeps the memory tier.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ impl CacheStore {
             return Ok(Broadcast::NoRedis);
         };
         let me = &self.inner.instance;
-        let before = redis.publish(&PurgeMessage::new(me, scope.clone(), false)).await;
+        let before = redis.publish(PurgeMessage::new(me, scope.clone(), false)).await;
         let deleted = match &scope {
             // Both keys share one hash tag: one multi-key UNLINK in a cluster too.
             PurgeScope::Object { bucket, key } => redis.del(&self.object_keys(bucket, key)).await,
@@ -72,7 +73,7 @@ impl CacheStore {
         };
         // What was read from Redis while it was purged.
         self.purge_here(&scope);
-        let after = redis.publish(&PurgeMessage::new(me, scope, true)).await;
+        let after = redis.publish(PurgeMessage::new(me, scope, true)).await;
         let broadcast = match (before, after) {
             (Ok(subscribers), _) | (Err(_), Ok(subscribers)) => Broadcast::Published { subscribers },
             (Err(e), Err(_)) => Broadcast::Failed(e.to_string()),
@@ -126,9 +127,21 @@ impl CacheStore {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
+        let read_mark = {
+            let weak = weak.clone();
+            move || {
+                let inner = weak.upgrade();
+                async move {
+                    match inner.as_ref().and_then(|i| i.redis.as_ref()) {
+                        Some(redis) => redis.purge_mark().await.map_err(|e| e.to_string()),
+                        None => Err("the store is gone".to_owned()),
+                    }
+                }
+            }
+        };
         let listen = redis
             .purge_channel()
-            .listen(self.inner.instance.clone(), stop, move |event| {
+            .listen(self.inner.instance.clone(), stop, read_mark, move |event| {
                 let Some(inner) = weak.upgrade() else {
                     return false;
                 };
@@ -148,11 +161,11 @@ impl CacheStore {
                 }
                 self.purge_here(scope);
             }
-            ListenerEvent::Subscribed { after_gap: true } => {
-                tracing::info!("cache purge channel subscribed after a gap: memory tier cleared");
+            ListenerEvent::Subscribed { missed: true, .. } => {
+                tracing::info!("cache purge channel subscribed after a gap in which a purge may have been announced: memory tier cleared");
                 self.purge_here(&PurgeScope::All);
             }
-            ListenerEvent::Subscribed { after_gap: false } => {}
+            ListenerEvent::Subscribed { missed: false, .. } => {}
             ListenerEvent::Unreadable => {
                 tracing::warn!("unreadable message on the cache purge channel (another version?): memory tier cleared");
                 self.purge_here(&PurgeScope::All);
@@ -248,7 +261,9 @@ mod tests {
             matches!(b.memory_get(&filled), Found::None),
             "B stored a fill the purge overtook"
         );
-        assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
+        // Only the mark of the last announcement is left.
+        let mark = format!("{}purge:last", config.redis.key_prefix);
+        assert_eq!(redis.cli(&["KEYS", "*"]).trim(), mark);
         assert_eq!(a.stats().snapshot().purges_received, 0, "A heard its own purge");
         assert_eq!(a.stats().snapshot().purges, 1);
     }
