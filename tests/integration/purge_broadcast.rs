@@ -200,44 +200,141 @@ async fn a_purge_sent_to_one_instance_reaches_the_others_memory_tier() {
     assert_eq!(counter(&a, "yatagarasu_cache_purges_total").await, 4);
 }
 
-/// Redis killed and restarted on the same port: B subscribes again, and
-/// since purges sent meanwhile were lost (A's purge during the outage could
-/// not be announced, and says so) B clears its memory tier on
-/// resubscribing; a later purge reaches it again.
+/// How many times `proxy` has subscribed to the purge channel (its log
+/// lines say so once the subscription is handled: after its memory tier
+/// was cleared, if it was).
+fn subscriptions(proxy: &Proxy) -> usize {
+    proxy.logs().matches("subscribed to the cache purge channel").count()
+}
+
+/// Waits until both instances have subscribed `n` times and Redis counts
+/// both subscriptions again.
+async fn resubscribed(port: u16, a: &Proxy, b: &Proxy, n: usize) {
+    assert!(
+        until(|| numsub(port) == 2 && subscriptions(a) >= n && subscriptions(b) >= n).await,
+        "the instances never subscribed again ({} and {} times, {n} awaited); B's logs:\n{}",
+        subscriptions(a),
+        subscriptions(b),
+        b.logs()
+    );
+}
+
+/// Whether `proxy` answers `warm.txt` from its memory tier.
+async fn in_memory(proxy: &Proxy) -> bool {
+    get(proxy, "warm.txt").await == (200, "HIT-MEMORY".to_owned(), "warm".to_owned())
+}
+
+/// The purge channel lost without any purge announced meanwhile keeps
+/// every instance's memory tier: connections killed by Redis (the listeners
+/// subscribe again), Redis restarted empty with no purge ever announced (it
+/// cannot have carried one; a purge sent to A while Redis was down was
+/// never announced, and A's answer says so), and again after a purge the
+/// instances heard. Only a Redis restarted empty after a purge clears them:
+/// with the mark of that purge gone, it cannot tell whether another was
+/// announced before it went.
 #[tokio::test]
-async fn a_restarted_redis_is_subscribed_to_again_and_the_gap_clears_memory() {
+async fn a_redis_blip_without_a_purge_keeps_the_memory_tiers() {
     let mut redis = Redis::start();
     let s3 = s3().await;
     let cfg = config(&s3.endpoint(), &format!("    url: \"{}\"", redis.url()));
     let a = Proxy::start(&cfg);
     let b = Proxy::start(&cfg);
+    resubscribed(redis.port, &a, &b, 1).await;
+    s3.put_object("assets-bkt", "warm.txt", b"warm").unwrap();
+    warm(&a, "warm.txt", "warm").await;
+    warm(&b, "warm.txt", "warm").await;
+    // Connections killed, nothing announced: both keep their copy.
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed.trim(), "2", "{killed}");
+    resubscribed(redis.port, &a, &b, 2).await;
+    assert!(in_memory(&b).await, "B cleared its memory tier after a blip");
+    assert!(in_memory(&a).await, "A cleared its memory tier after a blip");
+
+    // Redis restarted empty, no purge ever announced; one sent to A while
+    // Redis was down is answered as not announced.
+    redis.kill();
+    s3.put_object("assets-bkt", "other.txt", b"other").unwrap();
+    let (status, answer) = purge(&a, "/admin/cache/assets/other.txt").await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["broadcast"]["published"], false, "{answer}");
+    redis.restart();
+    resubscribed(redis.port, &a, &b, 3).await;
     assert!(
-        until(|| numsub(redis.port) == 2).await,
-        "both instances never subscribed"
+        in_memory(&b).await,
+        "B cleared its memory tier after a restart with no purge announced"
     );
+
+    // A purge heard by both (of another object), then a blip: kept.
+    warm(&b, "other.txt", "other").await;
+    let (status, answer) = purge(&a, "/admin/cache/assets/other.txt").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["broadcast"]["subscribers"], 2, "{answer}");
+    let mut heard = false;
+    for _ in 0..50 {
+        heard = counter(&b, "yatagarasu_cache_purges_received_total").await == 1;
+        if heard {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(heard, "B never heard the purge");
+    assert_eq!(get(&b, "other.txt").await.1, "MISS");
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    resubscribed(redis.port, &a, &b, 4).await;
+    assert!(in_memory(&b).await, "B cleared its memory tier after a blip");
+
+    // Restarted empty after a purge: the mark is gone, so both clear.
+    redis.restart();
+    resubscribed(redis.port, &a, &b, 5).await;
+    assert_ne!(get(&b, "warm.txt").await.1, "HIT-MEMORY");
+}
+
+/// B alone cut off from Redis (its user disabled and its connections
+/// killed) while A purges: the purge reaches Redis but not B, so B clears
+/// its memory tier when it subscribes again; a later purge reaches it again.
+#[tokio::test]
+async fn a_purge_announced_while_an_instance_was_cut_off_clears_its_memory_tier() {
+    let redis = Redis::start();
+    let s3 = s3().await;
+    let user = redis.cli(&["ACL", "SETUSER", "b", "on", ">b-secret", "~*", "&*", "+@all"]);
+    assert_eq!(user.trim(), "OK", "{user}");
+    let cfg = config(&s3.endpoint(), &format!("    url: \"{}\"", redis.url()));
+    let cfg_b = config(
+        &s3.endpoint(),
+        &format!("    url: \"redis://b:b-secret@127.0.0.1:{}\"", redis.port),
+    );
+    let a = Proxy::start(&cfg);
+    let b = Proxy::start(&cfg_b);
+    resubscribed(redis.port, &a, &b, 1).await;
     s3.put_object("assets-bkt", "gap.txt", version("gap.txt", 1).as_bytes())
         .unwrap();
     warm(&b, "gap.txt", &version("gap.txt", 1)).await;
+    s3.put_object("assets-bkt", "kept.txt", b"kept").unwrap();
+    warm(&a, "kept.txt", "kept").await;
 
-    redis.kill();
+    redis.cli(&["ACL", "SETUSER", "b", "off"]);
+    redis.cli(&["CLIENT", "KILL", "USER", "b"]);
+    assert!(until(|| numsub(redis.port) == 1).await, "B still subscribed");
     s3.put_object("assets-bkt", "gap.txt", version("gap.txt", 2).as_bytes())
         .unwrap();
     let (status, answer) = purge(&a, "/admin/cache/assets/gap.txt").await;
-    assert_eq!(status, 502, "{answer}");
-    assert_eq!(answer["broadcast"]["published"], false, "{answer}");
-    // Requests go on while Redis is down.
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["broadcast"]["subscribers"], 1, "{answer}");
+    // Requests go on while B cannot reach Redis.
     assert_eq!(get(&b, "gap.txt").await.0, 200);
 
-    redis.restart();
+    redis.cli(&["ACL", "SETUSER", "b", "on"]);
     assert!(
         until(|| numsub(redis.port) == 2).await,
-        "the instances never subscribed again; B's logs:\n{}",
+        "B never subscribed again; B's logs:\n{}",
         b.logs()
     );
     assert!(
         serves(&b, "gap.txt", &version("gap.txt", 2)).await,
-        "B kept the copy purged while it was not subscribed"
+        "B kept the copy purged while it was cut off"
     );
+    // A had no gap: its memory tier is whole.
+    assert_eq!(get(&a, "kept.txt").await.1, "HIT-MEMORY");
 
     let answer = purge_reaches_b(&s3, &a, &b, "later.txt", "later.txt", "/admin/cache/assets/later.txt").await;
     assert_eq!(answer["broadcast"]["subscribers"], 2, "{answer}");
@@ -270,7 +367,9 @@ async fn a_purge_reaches_the_other_instances_through_a_cluster() {
 
 /// Sentinel mode: after a failover that leaves the old primary running
 /// (now a replica), the instances follow the new primary (their heartbeat
-/// asks the sentinels), and a purge published there reaches B.
+/// asks the sentinels) keeping their memory tiers (no purge was announced
+/// meanwhile: the mark replicated to the new primary has not moved), and a
+/// purge published there reaches B.
 #[tokio::test]
 async fn the_listeners_follow_the_primary_after_a_sentinel_failover() {
     let set = SentinelSet::start();
@@ -298,6 +397,8 @@ async fn the_listeners_follow_the_primary_after_a_sentinel_failover() {
         "both instances never subscribed"
     );
     purge_reaches_b(&s3, &a, &b, "s1.txt", "s1.txt", "/admin/cache/assets/s1.txt").await;
+    s3.put_object("assets-bkt", "keep.txt", b"keep").unwrap();
+    warm(&b, "keep.txt", "keep").await;
 
     let failover = set.sentinels[0].cli(&["SENTINEL", "FAILOVER", "mymaster"]);
     assert!(failover.starts_with("OK"), "{failover}");
@@ -316,6 +417,9 @@ async fn the_listeners_follow_the_primary_after_a_sentinel_failover() {
         "the instances never moved to the new primary; B's logs:\n{}",
         b.logs()
     );
+    // No purge was announced during the move: B kept its memory tier.
+    assert!(until(|| subscriptions(&b) >= 2).await, "{}", b.logs());
+    assert_eq!(get(&b, "keep.txt").await.1, "HIT-MEMORY", "{}", b.logs());
     let answer = purge_reaches_b(&s3, &a, &b, "s2.txt", "s2.txt", "/admin/cache/assets/s2.txt").await;
     assert_eq!(answer["broadcast"]["subscribers"], 2, "{answer}");
 }
