@@ -134,12 +134,12 @@ pub mod routing;
 pub mod s3api;
 pub mod upstream;
 
-/// The S3 signing crate whose `Bucket` and `Credentials` the [`upstream`] API
-/// takes, re-exported so an app uses the same version without depending on it.
-pub use rusty_s3;
 /// The HTTP client crate [`upstream::S3Upstream`] sends with (its `Client`),
 /// re-exported for the same reason.
 pub use reqwest;
+/// The S3 signing crate whose `Bucket` and `Credentials` the [`upstream`] API
+/// takes, re-exported so an app uses the same version without depending on it.
+pub use rusty_s3;
 
 /// Preconditions, now part of [`crate::http`]; kept at this path for existing users.
 pub use crate::http::conditional;
