@@ -281,7 +281,7 @@ impl RedisTier {
                 .to_owned();
             match self.run(&eval, self.timeout).await {
                 Ok(n) => n,
-                Err(RedisFailure::Redis(e)) if matches!(e.code(), Some("ERR" | "NOPERM" | "NOSCRIPT")) => {
+                Err(RedisFailure::Redis(e)) if refuses_scripts(&e) => {
                     tracing::warn!(error = %e, "redis refuses scripts: cache purges are marked and published in two steps");
                     self.scripts_refused.store(true, Ordering::Relaxed);
                     self.set_then_publish(&mark, payload).await?
@@ -328,6 +328,15 @@ impl RedisTier {
         }
         self.run::<i64>(&cmd, self.timeout * 4).await.map(|_| ())
     }
+}
+
+/// Whether `EVAL` failed because this user may not run scripts (an ACL
+/// without `@scripting`, scripting disabled), not because of what the
+/// script does: a user refused the purge channel gets `ERR ... can't
+/// publish to the channel` from the script, which two steps would not
+/// change (their `PUBLISH` is refused too), so that is reported as is.
+fn refuses_scripts(e: &redis::RedisError) -> bool {
+    matches!(e.code(), Some("ERR" | "NOPERM" | "NOSCRIPT")) && !e.to_string().contains("channel")
 }
 
 /// An error's text with every configured URL redacted.
@@ -383,6 +392,31 @@ mod tests {
             assert_eq!(tier.purge_pattern("yatagarasu:cache:*").await.unwrap(), 1);
             assert_eq!(tier.purge_mark().await.unwrap(), Some(second));
         }
+    }
+
+    /// A user refused the purge channel (a Redis 7 ACL user gets no
+    /// channels unless given `&...`) is told so, and scripts are not
+    /// mistaken for the cause.
+    #[tokio::test]
+    async fn a_user_refused_the_channel_is_not_taken_for_one_refused_scripts() {
+        let server = Redis::start();
+        let user = server.cli(&["ACL", "SETUSER", "nochan", "on", ">pw", "~*", "resetchannels", "+@all"]);
+        assert_eq!(user.trim(), "OK", "{user}");
+        let cfg = RedisCacheConfig {
+            enabled: true,
+            url: Some(format!("redis://nochan:pw@127.0.0.1:{}", server.port)),
+            ..RedisCacheConfig::default()
+        };
+        let tier = RedisTier::new(&cfg, Arc::new(CacheStats::default())).unwrap();
+        let err = tier
+            .publish(PurgeMessage::new("me", super::pubsub::PurgeScope::All, false))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("channel"), "{err}");
+        assert!(
+            !tier.scripts_refused.load(Ordering::Relaxed),
+            "took a channel refusal for a scripts one"
+        );
     }
 
     #[test]
