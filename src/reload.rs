@@ -8,7 +8,7 @@
 //! [`crate::app::Inherited`]), then swaps. On any failure the current app
 //! stays and the reason is logged.
 //!
-//! Reloaded: buckets, replicas, credentials, auth, cache settings, health
+//! Reloaded: buckets, replicas, credentials, auth, CORS, cache settings, health
 //! checks, `server.upstream_read_timeout_seconds`, `server.readiness`,
 //! `server.s3_api`, `server.s3_domain`, `metrics.admin_token`. Not reloaded (a
 //! restart applies them, and a reload that changes one warns by its key): the

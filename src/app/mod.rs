@@ -7,19 +7,22 @@
 //! breaker and health of every replica whose settings did not change, the
 //! cache store when `cache:` did not change, the drain flag and the auth
 //! counters. That is what lets a reload keep state (`inherit`). The
-//! upstream HTTP clients are in `client`.
+//! upstream HTTP clients are in `client`; a bucket's CORS layer in `cors`.
 
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tower::retry::budget::TpsBudget;
 use tower::util::Either;
-use tower::{Layer, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
+use tower_http::cors::CorsLayer;
 use yatagarasu_middleware::auth::{AuthLayer, AuthStats, SigV4Layer};
 use yatagarasu_middleware::breaker::{BreakerState, CircuitBreaker, CircuitBreakerLayer, SystemClock, TransitionHook};
 use yatagarasu_middleware::bulkhead::BulkheadLayer;
@@ -27,7 +30,7 @@ use yatagarasu_middleware::cache::{CacheLayer, CacheStore};
 use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
-use yatagarasu_middleware::routing::PrefixRouter;
+use yatagarasu_middleware::routing::{PrefixError, PrefixRouter};
 use yatagarasu_middleware::s3api::{S3Api, TokenKey};
 
 use crate::config::{CacheConfig, Config};
@@ -35,6 +38,7 @@ pub use crate::edge::edge;
 use crate::metrics::Metrics;
 
 mod client;
+mod cors;
 mod inherit;
 
 pub use client::http_client;
@@ -140,7 +144,22 @@ fn with_sendfile(store: CacheStore, cache: &CacheConfig) -> CacheStore {
     store
 }
 
-/// Builds the proxy from a validated config: per bucket, auth -> cache ->
+/// Mounts a bucket's stack under `prefix`, behind its CORS layer if any.
+fn mount<S>(
+    router: PrefixRouter,
+    prefix: &str,
+    name: String,
+    cors: Option<CorsLayer>,
+    stack: S,
+) -> Result<PrefixRouter, PrefixError>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    router.mount(prefix, name, ServiceBuilder::new().option_layer(cors).service(stack))
+}
+
+/// Builds the proxy from a validated config: per bucket, CORS -> auth -> cache ->
 /// failover over per-replica (breaker -> bulkhead -> presigned fetch) stacks.
 pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<App, BuildError> {
     build_with(config, metrics, Inherited::default()).await
@@ -342,14 +361,23 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         };
         let (prefix, name) = (&bucket.path_prefix, bucket.name.clone());
         any_sigv4 |= sigv4_layer.is_some();
+        // CORS outside auth and the cache: preflights carry no credentials,
+        // and every answer (a hit, a 401, a 404, a 502) gets the headers.
+        let cors = bucket.cors.as_ref().map(cors::layer);
         router = match (sigv4_layer, jwt_layer) {
-            (None, None) => router.mount(prefix, name, plain),
-            (None, Some(jwt)) => router.mount(prefix, name, jwt.layer(plain)),
-            (Some(sigv4), None) => router.mount(prefix, name, sigv4.layer(plain)),
+            (None, None) => mount(router, prefix, name, cors, plain),
+            (None, Some(jwt)) => mount(router, prefix, name, cors, jwt.layer(plain)),
+            (Some(sigv4), None) => mount(router, prefix, name, cors, sigv4.layer(plain)),
             // SigV4-signed clients; a Bearer token still goes to the JWT layer.
             (Some(sigv4), Some(jwt)) => {
                 let bearer = Either::Right(jwt.layer(plain.clone()));
-                router.mount(prefix, name, sigv4.with_unsigned(Either::Left(plain), bearer))
+                mount(
+                    router,
+                    prefix,
+                    name,
+                    cors,
+                    sigv4.with_unsigned(Either::Left(plain), bearer),
+                )
             }
         }
         .map_err(|e| BuildError::Prefix(i, e.to_string()))?;

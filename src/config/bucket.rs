@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::de;
-use super::{AuthConfig, BucketCacheConfig, HedgeConfig, LatencyAwareConfig, ReplicaConfig, Secret};
+use super::{AuthConfig, BucketCacheConfig, CorsConfig, HedgeConfig, LatencyAwareConfig, ReplicaConfig, Secret};
 
 /// One entry of `buckets:`.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -22,6 +22,8 @@ pub struct BucketConfig {
     pub auth: Option<AuthConfig>,
     /// Per-bucket cache switch and TTL.
     pub cache: Option<BucketCacheConfig>,
+    /// CORS answers for browser apps on other origins; none when absent.
+    pub cors: Option<CorsConfig>,
 }
 
 /// `buckets[].s3`: the upstream S3 bucket, and its replicas.

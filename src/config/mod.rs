@@ -3,12 +3,13 @@
 //! once, each naming its key path (`buckets[1].path_prefix`).
 //!
 //! One file per section: the root [`Config`] here, `server:` in `server`,
-//! `buckets:` in `bucket` (its replicas in `replica`, hedging and
-//! latency-aware choice in `latency`), `metrics:` / `logging:` / `tracing:`
-//! in `observability`; reading the file in `load`, `yaml`, `json`, `tree`,
+//! `buckets:` in `bucket` (its `cors` block in `cors`, its replicas in
+//! `replica`, hedging and latency-aware choice in `latency`), `metrics:` /
+//! `logging:` / `tracing:` in `observability`; reading the file in `load`, `yaml`, `json`, `tree`,
 //! `env` and `overrides`, and the checks in `validate`.
 
 mod bucket;
+mod cors;
 mod de;
 mod env;
 mod json;
@@ -29,6 +30,7 @@ pub use yatagarasu_middleware::auth::{AuthConfig, JwtConfig, Secret};
 pub use yatagarasu_middleware::cache::{BucketCacheConfig, CacheConfig};
 
 pub use bucket::{BucketConfig, CircuitBreakerConfig, HealthCheckConfig, RetryConfig, S3Config};
+pub use cors::{is_wildcard, CorsConfig, CORS_METHODS, DEFAULT_ALLOWED_HEADERS, DEFAULT_EXPOSE_HEADERS};
 pub use latency::{HedgeConfig, HedgeDelayMs, LatencyAwareConfig};
 pub use load::{load, load_file, load_str, ConfigError, ConfigErrors, Format};
 pub use observability::{LoggingConfig, MetricsConfig, TracingConfig};

@@ -6,6 +6,7 @@ mod cache_revalidation;
 mod common;
 mod config;
 mod config_reference;
+mod cors;
 mod credentials;
 mod demo;
 mod edge;

@@ -10,9 +10,11 @@ use super::{load::ConfigError, Config};
 
 mod bounds;
 mod bucket;
+mod cors;
 
 use bounds::bounds;
 use bucket::{health_check, prefix, s3};
+use cors::cors;
 
 pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
     let mut errors = Vec::new();
@@ -142,6 +144,9 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigError> {
         }
         prefix(&mut err, &at, bucket, &config.buckets[..i]);
         s3(&mut err, &at, bucket);
+        if let Some(c) = &bucket.cors {
+            cors(&mut err, &at, c);
+        }
         if let Some(auth) = &bucket.auth {
             // Fail closed: a bucket that enables auth must have a usable key now.
             // The layer's messages start with the key (`jwt.algorithm: ...`).

@@ -194,3 +194,104 @@ fn connection_threads_are_auto_a_count_or_an_error_naming_the_key() {
     .unwrap();
     assert_eq!(overridden.server.connection_threads, ConnectionThreadsSetting::Count(2));
 }
+
+#[test]
+fn cors_keys_are_checked_by_name() {
+    let bucket = |cors: &str| {
+        format!(
+            "buckets:\n  - name: b\n    path_prefix: /b\n    s3: {{ bucket: b, anonymous: true }}\n    cors: {cors}\n"
+        )
+    };
+    // The defaults, with origins listed.
+    let config = load_str(
+        &bucket(r#"{ allowed_origins: ["https://app.example.com", "http://localhost:3000"] }"#),
+        "test",
+        &|_| None,
+    )
+    .unwrap();
+    let cors = config.buckets[0].cors.clone().unwrap();
+    assert_eq!(cors.allowed_methods, ["GET", "HEAD"]);
+    assert_eq!(cors.max_age_seconds, 600);
+    assert!(!cors.allow_credentials);
+    assert!(cors.allowed_headers.iter().any(|h| h == "authorization"));
+    assert!(cors.expose_headers.iter().any(|h| h == "etag"));
+    assert_eq!(
+        errors(&bucket(
+            r#"{ allowed_origins: ["*"], allowed_headers: ["*"], allowed_methods: [get, OPTIONS] }"#
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(&bucket(
+            r#"{ allowed_origins: ["https://a.example"], allow_credentials: true }"#
+        )),
+        Vec::<String>::new()
+    );
+
+    let cases = [
+        (
+            r#"{ allowed_origins: ["*"], allow_credentials: true }"#,
+            "buckets[0].cors.allow_credentials",
+        ),
+        (
+            r#"{ allowed_origins: ["https://a.example"], allow_credentials: true, expose_headers: ["*"] }"#,
+            "buckets[0].cors.allow_credentials",
+        ),
+        (
+            r#"{ allowed_origins: ["app.example.com"] }"#,
+            "buckets[0].cors.allowed_origins[0]",
+        ),
+        (
+            r#"{ allowed_origins: ["https://a.example", "https://b.example/"] }"#,
+            "buckets[0].cors.allowed_origins[1]",
+        ),
+        (
+            r#"{ allowed_origins: ["https://a.example:443"] }"#,
+            "buckets[0].cors.allowed_origins[0]",
+        ),
+        (
+            r#"{ allowed_origins: ["https://A.example"] }"#,
+            "buckets[0].cors.allowed_origins[0]",
+        ),
+        (
+            r#"{ allowed_origins: ["https://a.example/path"] }"#,
+            "buckets[0].cors.allowed_origins[0]",
+        ),
+        (
+            r#"{ allowed_origins: ["*", "https://a.example"] }"#,
+            "buckets[0].cors.allowed_origins",
+        ),
+        (r#"{ allowed_origins: [] }"#, "buckets[0].cors.allowed_origins"),
+        (
+            r#"{ allowed_origins: ["*"], allowed_methods: [GET, PUT] }"#,
+            "buckets[0].cors.allowed_methods[1]",
+        ),
+        (
+            r#"{ allowed_origins: ["*"], allowed_methods: [DELETE] }"#,
+            "buckets[0].cors.allowed_methods[0]",
+        ),
+        (
+            r#"{ allowed_origins: ["*"], allowed_headers: ["bad header"] }"#,
+            "buckets[0].cors.allowed_headers[0]",
+        ),
+        (
+            r#"{ allowed_origins: ["*"], expose_headers: ["etag", "a:b"] }"#,
+            "buckets[0].cors.expose_headers[1]",
+        ),
+        (
+            r#"{ allowed_origins: ["*"], max_age_seconds: 100000 }"#,
+            "buckets[0].cors.max_age_seconds",
+        ),
+        (
+            r#"{ allowed_origins: ["*"], allowed_origin: ["*"] }"#,
+            "buckets[0].cors.allowed_origin",
+        ),
+    ];
+    for (cors, key) in cases {
+        let errs = errors(&bucket(cors));
+        assert!(
+            errs.iter().any(|e| e.starts_with(key)),
+            "{cors}: no error for {key}: {errs:?}"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Per-bucket CORS (`buckets[].cors`) through the real binary: preflights
+//! answered before auth, the headers on hits, misses and refusals alike,
+//! none for other origins or for buckets without the block, and a reload
+//! that changes the block.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+
+use crate::common::*;
+
+const SECRET: &str = "cors-test-secret-0123456789abcdef";
+const APP: &str = "https://app.example.com";
+
+fn token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": "web", "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// `/private`: JWT and CORS for [`APP`]; `/down`: CORS over a replica that
+/// refuses connections; `/plain`: no `cors` block. A memory cache.
+fn config(endpoint: &str, origins: &str) -> String {
+    let s3 = format!(
+        r#"endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}", timeout_seconds: 1, retry: {{ max_attempts: 1 }}"#
+    );
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    format!(
+        r#"
+server: {{ address: "127.0.0.1:0", shutdown_grace_seconds: 2 }}
+jwt: {{ algorithm: HS256, secret: "{SECRET}" }}
+buckets:
+  - name: private
+    path_prefix: /private
+    s3: {{ bucket: web-bkt, {s3} }}
+    auth: {{ enabled: true }}
+    cors: {{ allowed_origins: {origins} }}
+  - name: down
+    path_prefix: /down
+    s3: {{ bucket: web-bkt, endpoint: "{dead}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}", timeout_seconds: 1, retry: {{ max_attempts: 1 }} }}
+    cors: {{ allowed_origins: ["*"] }}
+  - name: plain
+    path_prefix: /plain
+    s3: {{ bucket: web-bkt, {s3} }}
+health_check: {{ enabled: false }}
+cache:
+  memory: {{ max_capacity: 16777216, ttl_seconds: 60 }}
+metrics: {{ enabled: false }}
+"#
+    )
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(|v| v.to_str().unwrap().to_ascii_lowercase())
+}
+
+/// The comma-separated entries of a header, lower case.
+fn entries(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect()
+}
+
+async fn start() -> (S3, Proxy) {
+    let s3 = s3().await;
+    s3.put_object("web-bkt", "app.json", b"{\"hello\":\"browser\"}")
+        .unwrap();
+    // Large enough for a memfd: its hits are sent with sendfile(2).
+    s3.put_object("web-bkt", "big.bin", &pattern(200_000, 3)).unwrap();
+    let proxy = Proxy::start(&config(&s3.endpoint(), &format!("[\"{APP}\"]")));
+    (s3, proxy)
+}
+
+#[tokio::test]
+async fn cors_preflight_on_a_jwt_bucket_is_answered_without_credentials() {
+    let (_s3, proxy) = start().await;
+    let res = client()
+        .request(Method::OPTIONS, proxy.url("/private/app.json"))
+        .header("origin", APP)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization, range")
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(res.status().as_u16(), 200 | 204), "{}", res.status());
+    let h = res.headers();
+    assert_eq!(header(h, "access-control-allow-origin").as_deref(), Some(APP));
+    let methods = entries(h, "access-control-allow-methods");
+    assert!(
+        methods.contains(&"get".into()) && methods.contains(&"head".into()),
+        "{methods:?}"
+    );
+    assert!(!methods.contains(&"put".into()), "{methods:?}");
+    let allowed = entries(h, "access-control-allow-headers");
+    for needed in ["authorization", "range", "if-none-match"] {
+        assert!(allowed.contains(&needed.to_owned()), "{needed} not in {allowed:?}");
+    }
+    assert_eq!(header(h, "access-control-max-age").as_deref(), Some("600"));
+    assert!(entries(h, "vary").contains(&"origin".into()), "{h:?}");
+    assert!(h.get("access-control-allow-credentials").is_none());
+}
+
+#[tokio::test]
+async fn cors_headers_on_reads_cache_hits_and_refusals() {
+    let (_s3, proxy) = start().await;
+    let c = client();
+    let jwt = token();
+    let url = proxy.url("/private/app.json");
+    let allowed = |h: &HeaderMap, what: &str| {
+        assert_eq!(
+            header(h, "access-control-allow-origin").as_deref(),
+            Some(APP),
+            "{what}: {h:?}"
+        );
+        assert!(entries(h, "vary").contains(&"origin".into()), "{what}: {h:?}");
+        let exposed = entries(h, "access-control-expose-headers");
+        for name in ["etag", "content-range", "x-cache", "x-request-id"] {
+            assert!(exposed.contains(&name.to_owned()), "{what}: {name} not in {exposed:?}");
+        }
+    };
+
+    for expected in ["MISS", "HIT-MEMORY"] {
+        let res = c
+            .get(&url)
+            .header("origin", APP)
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            header(res.headers(), "x-cache").as_deref(),
+            Some(&*expected.to_ascii_lowercase())
+        );
+        allowed(res.headers(), expected);
+        assert_eq!(res.text().await.unwrap(), "{\"hello\":\"browser\"}");
+    }
+    // A hit whose body is sent with sendfile(2) keeps the headers.
+    for expected in ["MISS", "HIT-MEMORY"] {
+        let res = c
+            .get(proxy.url("/private/big.bin"))
+            .header("origin", APP)
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            header(res.headers(), "x-cache").as_deref(),
+            Some(&*expected.to_ascii_lowercase())
+        );
+        allowed(res.headers(), expected);
+        assert_eq!(res.bytes().await.unwrap().as_ref(), pattern(200_000, 3).as_slice());
+    }
+    // A range read: the app can read Content-Range.
+    let res = c
+        .get(&url)
+        .header("origin", APP)
+        .header("range", "bytes=0-3")
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    allowed(res.headers(), "range");
+
+    let res = c
+        .get(proxy.url("/private/missing.json"))
+        .header("origin", APP)
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    allowed(res.headers(), "404");
+    assert!(res.text().await.unwrap().contains("NoSuchKey"));
+
+    let res = c.get(&url).header("origin", APP).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    allowed(res.headers(), "401");
+
+    // A bucket whose replica is down: the 5xx is readable too.
+    let res = c
+        .get(proxy.url("/down/app.json"))
+        .header("origin", "https://anyone.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_server_error(), "{}", res.status());
+    assert_eq!(
+        header(res.headers(), "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+
+    // Another origin: served (the browser enforces), but not allowed to read.
+    let res = c
+        .get(&url)
+        .header("origin", "https://evil.example")
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("access-control-allow-origin").is_none(), "{res:?}");
+    let res = c
+        .request(Method::OPTIONS, &url)
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none(), "{res:?}");
+}
+
+#[tokio::test]
+async fn cors_absent_block_answers_as_before() {
+    let (_s3, proxy) = start().await;
+    let c = client();
+    let res = c
+        .get(proxy.url("/plain/app.json"))
+        .header("origin", APP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for name in ["access-control-allow-origin", "access-control-expose-headers"] {
+        assert!(res.headers().get(name).is_none(), "{name}: {res:?}");
+    }
+    let res = c
+        .request(Method::OPTIONS, proxy.url("/plain/app.json"))
+        .header("origin", APP)
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(!res.status().is_success(), "{}", res.status());
+    assert!(res.headers().get("access-control-allow-origin").is_none(), "{res:?}");
+}
+
+#[tokio::test]
+async fn cors_block_changed_on_reload_applies() {
+    let (s3, proxy) = start().await;
+    let c = client();
+    let preflight = |origin: &'static str| {
+        c.request(Method::OPTIONS, proxy.url("/private/app.json"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let other = "https://other.example";
+    let res = preflight(other).await.unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
+    proxy.rewrite_config(&config(&s3.endpoint(), &format!("[\"{other}\"]")));
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_for_log("config reloaded", Duration::from_secs(10)).await,
+        "{}",
+        proxy.settled_logs().await
+    );
+    let res = preflight(other).await.unwrap();
+    assert_eq!(
+        header(res.headers(), "access-control-allow-origin").as_deref(),
+        Some(other)
+    );
+    let res = preflight(APP).await.unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+#[test]
+fn cors_config_refusals_name_the_key() {
+    let config = r#"
+buckets:
+  - name: a
+    path_prefix: /a
+    s3: { bucket: b, endpoint: "http://127.0.0.1:9", anonymous: true }
+    cors: { allowed_origins: ["*"], allow_credentials: true, allowed_methods: [GET, PUT] }
+  - name: b
+    path_prefix: /b
+    s3: { bucket: b, endpoint: "http://127.0.0.1:9", anonymous: true }
+    cors: { allowed_origins: ["https://ok.example", "app.example.com", "https://x.example/"] }
+metrics: { enabled: false }
+"#;
+    let out = check(config, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "buckets[0].cors.allow_credentials",
+        "buckets[0].cors.allowed_methods[1]",
+        "buckets[1].cors.allowed_origins[1]",
+        "buckets[1].cors.allowed_origins[2]",
+    ] {
+        assert!(err.contains(key), "no error for {key}: {err}");
+    }
+    assert!(!err.contains("allowed_origins[0]"), "{err}");
+    assert!(err.contains("'PUT'"), "{err}");
+}
