@@ -156,7 +156,12 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    router.mount(prefix, name, ServiceBuilder::new().option_layer(cors).service(stack))
+    // Two mounts rather than `option_layer`: its `Either` would cost every
+    // request of a bucket without CORS a branch and a bigger future (issue 13).
+    match cors {
+        Some(cors) => router.mount(prefix, name, cors.layer(stack)),
+        None => router.mount(prefix, name, stack),
+    }
 }
 
 /// Builds the proxy from a validated config: per bucket, CORS -> auth -> cache ->
