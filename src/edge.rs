@@ -2,6 +2,12 @@
 //! ids, the access log and metrics, request limits, rate limiting and load
 //! shedding.
 //!
+//! Its own answers (414/431, 429, 503) to a browser's request for a bucket
+//! with a `cors` block carry that bucket's CORS headers, so the app can read
+//! them; a CORS preflight to such a bucket is answered by the bucket's CORS
+//! layer from config and is neither rate-limited nor shed (a browser reads
+//! any refused preflight as a network error, whatever its headers).
+//!
 //! [`Edge`] is one service with a named future (no `from_fn`, no boxed
 //! per-request stack): a request costs one `Arc` clone of the edge and one
 //! clone of the (concrete) inner stack.
@@ -26,6 +32,7 @@ use yatagarasu_middleware::protect::{
 use yatagarasu_middleware::routing::MatchedBucket;
 
 use crate::access_log::{self, AccessStart};
+use crate::app::CorsAnswer;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 
@@ -36,11 +43,20 @@ type Open<S> = RequestLimits<S>;
 type Protected<S> = RequestLimits<Either<RateLimit<LoadShed<S>>, LoadShed<S>>>;
 
 /// What the edge asks of the app behind it: the bucket a request goes to,
-/// for its access line and metrics.
+/// for its access line and metrics, and that bucket's CORS.
 pub trait Buckets {
-    /// The bucket `req` is routed to and the S3 call it makes (`None`:
-    /// `NoSuchBucket`).
-    fn matched(&self, req: &Request<Body>) -> Option<MatchedBucket>;
+    /// The bucket `req` is routed to, and its CORS for a browser's request.
+    fn matched(&self, req: &Request<Body>) -> Matched;
+}
+
+/// The answer of [`Buckets::matched`].
+#[derive(Debug, Default)]
+pub struct Matched {
+    /// The bucket and the S3 call it makes (`None`: `NoSuchBucket`).
+    pub bucket: Option<MatchedBucket>,
+    /// When the bucket has a `cors` block and the request an `Origin`: the
+    /// headers the edge's own answers to it carry.
+    pub cors: Option<CorsAnswer>,
 }
 
 /// The edge in front of `inner` (the live app): request ids, the access log
@@ -124,6 +140,7 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let id = set_request_id(&mut req);
         let mut log = access_log::begin(&self.shared.metrics, &req, &id);
+        let mut cors = None;
         let state = match conformance(&req, &id) {
             Some(res) => State::Answered { res: Some(res) },
             None => match req.uri().path() {
@@ -134,9 +151,18 @@ where
                     // Asked here rather than carried on the response: a
                     // response extension allocates a map (issue 13). A
                     // request shed or rate-limited counts for its bucket too.
-                    log.matched = self.shared.buckets.matched(&req);
-                    State::Protected {
-                        fut: self.shared.protected.clone().oneshot(req),
+                    let matched = self.shared.buckets.matched(&req);
+                    log.matched = matched.bucket;
+                    cors = matched.cors;
+                    if cors.is_some() && is_preflight(&req) {
+                        // The bucket's CORS layer answers it from config.
+                        State::Open {
+                            fut: self.shared.open.clone().oneshot(req),
+                        }
+                    } else {
+                        State::Protected {
+                            fut: self.shared.protected.clone().oneshot(req),
+                        }
                     }
                 }
             },
@@ -145,6 +171,7 @@ where
             state,
             log: Some(log),
             id: Some(id),
+            cors,
         }
     }
 }
@@ -159,6 +186,7 @@ pin_project! {
         state: State<S>,
         log: Option<AccessStart>,
         id: Option<HeaderValue>,
+        cors: Option<CorsAnswer>,
     }
 }
 
@@ -196,6 +224,13 @@ where
         if let Some(id) = this.id.take() {
             res.headers_mut().entry(REQUEST_ID).or_insert(id);
         }
+        // The bucket's CORS layer sets `Vary` on every answer it passes;
+        // without one, the answer is the edge's own (429, 503, 414, 431).
+        if let Some(cors) = this.cors.take() {
+            if !res.headers().contains_key(header::VARY) {
+                cors.add_to(res.headers_mut());
+            }
+        }
         let log = this.log.take().expect("polled after completion");
         Poll::Ready(Ok(access_log::finish(log, res)))
     }
@@ -232,6 +267,14 @@ fn set_request_id(req: &mut Request<Body>) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("-"));
     req.headers_mut().insert(REQUEST_ID, id.clone());
     id
+}
+
+/// A CORS preflight (Fetch: `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`).
+fn is_preflight(req: &Request<Body>) -> bool {
+    req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && req.headers().contains_key(header::ORIGIN)
 }
 
 /// RFC 9112/9110 edges: an HTTP/1.1 request with no `Host` or with two is

@@ -325,8 +325,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 pub struct LiveService(Arc<Live>);
 
 impl crate::edge::Buckets for LiveService {
-    fn matched(&self, req: &Request<Body>) -> Option<yatagarasu_middleware::routing::MatchedBucket> {
-        self.0.current.load().buckets.matched(req)
+    fn matched(&self, req: &Request<Body>) -> crate::edge::Matched {
+        self.0.current.load().matched(req)
     }
 }
 

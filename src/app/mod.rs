@@ -43,6 +43,8 @@ mod inherit;
 
 pub use client::http_client;
 use client::upstream;
+use cors::BucketsCors;
+pub use cors::CorsAnswer;
 pub use inherit::{Inherited, ReplicaKey, ReplicaSlot};
 
 /// Why the service could not be assembled from a (validated) config.
@@ -92,9 +94,20 @@ pub struct App {
     pub replicas: Vec<ReplicaSlot>,
     auth_stats: Arc<AuthStats>,
     cache_config: Option<CacheConfig>,
+    /// The CORS of the edge's own answers, per bucket with a `cors` block.
+    cors: BucketsCors,
 }
 
 impl App {
+    /// The bucket `req` goes to and, for a browser's request to a bucket
+    /// with a `cors` block, the CORS headers of the answers the edge makes
+    /// for it (see [`crate::edge::Buckets`]).
+    pub fn matched(&self, req: &Request<Body>) -> crate::edge::Matched {
+        let bucket = self.buckets.matched(req);
+        let cors = self.cors.answer(bucket.as_ref(), req);
+        crate::edge::Matched { bucket, cors }
+    }
+
     /// What a build of the next config may take over from this one.
     pub fn inherited(&self) -> Inherited {
         Inherited {
@@ -204,6 +217,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         .with_require_replicas(config.server.readiness.require_replicas)
         .with_cache(cache_store.clone());
     let mut slots = Vec::new();
+    let mut edge_cors = BucketsCors::default();
     for (i, bucket) in config.buckets.iter().enumerate() {
         let hc = bucket.s3.health_check.as_ref().unwrap_or(&config.health_check);
         let bucket_name: Arc<str> = bucket.name.clone().into();
@@ -369,6 +383,10 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         // CORS outside auth and the cache: preflights carry no credentials,
         // and every answer (a hit, a 401, a 404, a 502) gets the headers.
         let cors = bucket.cors.as_ref().map(cors::layer);
+        if let Some(block) = &bucket.cors {
+            // The same headers on the edge's 429/503/414/431 for this bucket.
+            edge_cors.push(&bucket.name, block);
+        }
         router = match (sigv4_layer, jwt_layer) {
             (None, None) => mount(router, prefix, name, cors, plain),
             (None, Some(jwt)) => mount(router, prefix, name, cors, jwt.layer(plain)),
@@ -425,5 +443,6 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         replicas: slots,
         auth_stats,
         cache_config: config.cache.clone(),
+        cors: edge_cors,
     })
 }

@@ -25,8 +25,9 @@ pub const DEFAULT_ALLOWED_HEADERS: [&str; 13] = [
 ];
 
 /// Response headers a browser app may read by default (beyond the
-/// CORS-safelisted ones, `ETag` and `Content-Range` are hidden otherwise).
-pub const DEFAULT_EXPOSE_HEADERS: [&str; 9] = [
+/// CORS-safelisted ones, `ETag` and `Content-Range` are hidden otherwise;
+/// `Retry-After`, so an app can back off when a 429 or 503 says how long).
+pub const DEFAULT_EXPOSE_HEADERS: [&str; 10] = [
     "etag",
     "content-length",
     "content-range",
@@ -36,6 +37,7 @@ pub const DEFAULT_EXPOSE_HEADERS: [&str; 9] = [
     "x-request-id",
     "x-amz-request-id",
     "x-amz-version-id",
+    "retry-after",
 ];
 
 /// `buckets[].cors`.

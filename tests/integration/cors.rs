@@ -1,7 +1,8 @@
 //! Per-bucket CORS (`buckets[].cors`) through the real binary: preflights
 //! answered before auth, the headers on hits, misses and refusals alike,
-//! none for other origins or for buckets without the block, and a reload
-//! that changes the block.
+//! none for other origins or for buckets without the block, a reload that
+//! changes the block, and the same headers on the edge's own answers (429,
+//! 503, 414, 431) with preflights neither rate-limited nor shed.
 
 use std::time::Duration;
 
@@ -267,6 +268,190 @@ async fn cors_block_changed_on_reload_applies() {
     );
     let res = preflight(APP).await.unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+/// `/web`: CORS for [`APP`], no auth; `/plain`: no `cors` block. `server`
+/// is YAML under `server:` (the edge's limits).
+fn edge_config(endpoint: &str, server: &str) -> String {
+    let s3 = format!(
+        r#"bucket: web-bkt, endpoint: "{endpoint}", access_key: "{ACCESS_KEY}", secret_key: "{SECRET_KEY}", timeout_seconds: 5"#
+    );
+    format!(
+        r#"
+server:
+  address: "127.0.0.1:0"
+  shutdown_grace_seconds: 2
+{server}
+buckets:
+  - name: web
+    path_prefix: /web
+    s3: {{ {s3} }}
+    cors: {{ allowed_origins: ["{APP}"] }}
+  - name: plain
+    path_prefix: /plain
+    s3: {{ {s3} }}
+health_check: {{ enabled: false }}
+metrics: {{ enabled: false }}
+"#
+    )
+}
+
+/// A CORS answer the app on [`APP`] can read, with `Retry-After` among the
+/// headers it may read.
+fn readable_refusal(res: &reqwest::Response, what: &str) {
+    let h = res.headers();
+    assert_eq!(
+        header(h, "access-control-allow-origin").as_deref(),
+        Some(APP),
+        "{what}: {h:?}"
+    );
+    assert!(entries(h, "vary").contains(&"origin".into()), "{what}: {h:?}");
+    let exposed = entries(h, "access-control-expose-headers");
+    for name in ["retry-after", "x-request-id", "etag"] {
+        assert!(exposed.contains(&name.to_owned()), "{what}: {name} not in {exposed:?}");
+    }
+}
+
+fn no_cors_headers(res: &reqwest::Response, what: &str) {
+    for (name, _) in res.headers() {
+        assert!(
+            !name.as_str().starts_with("access-control-"),
+            "{what}: {name} on {res:?}"
+        );
+    }
+}
+
+/// The first 429 of up to 20 sends of `req` (the limit refills at 1/s).
+async fn limited(req: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Response {
+    for _ in 0..20 {
+        let res = req().send().await.unwrap();
+        if res.status() == 429 {
+            return res;
+        }
+    }
+    panic!("20 requests at 1/s with a burst of 1 were never limited");
+}
+
+#[tokio::test]
+async fn cors_rate_limited_answers_carry_the_buckets_headers() {
+    let s3 = s3().await;
+    s3.put_object("web-bkt", "app.json", b"{}").unwrap();
+    let server = "  rate_limit: { enabled: true, requests_per_second: 1, burst: 1 }";
+    let proxy = Proxy::start(&edge_config(&s3.endpoint(), server));
+    let c = client();
+    let get = |path: &str, origin: &'static str| {
+        let url = proxy.url(path);
+        let c = c.clone();
+        move || c.get(&url).header("origin", origin)
+    };
+
+    // The app on an allowed origin reads the 429 and when to retry.
+    let res = limited(get("/web/app.json", APP)).await;
+    readable_refusal(&res, "429");
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1, "{res:?}");
+    assert!(res.text().await.unwrap().contains("<Code>SlowDown</Code>"));
+
+    // A preflight is answered from the bucket's config, never limited: the
+    // limit is spent now, and a refused preflight is an opaque network
+    // error to the app whatever its headers.
+    for _ in 0..5 {
+        let res = c
+            .request(Method::OPTIONS, proxy.url("/web/app.json"))
+            .header("origin", APP)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "range")
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(res.status().as_u16(), 200 | 204), "preflight: {res:?}");
+        assert_eq!(
+            header(res.headers(), "access-control-allow-origin").as_deref(),
+            Some(APP)
+        );
+    }
+
+    // Another origin: the 429, but not for it to read.
+    let res = limited(get("/web/app.json", "https://evil.example")).await;
+    assert!(res.headers().get("access-control-allow-origin").is_none(), "{res:?}");
+    // A bucket without the block, and a path of no bucket: no CORS headers.
+    let res = limited(get("/plain/app.json", APP)).await;
+    no_cors_headers(&res, "plain 429");
+    let res = limited(get("/nowhere/app.json", APP)).await;
+    no_cors_headers(&res, "no bucket 429");
+}
+
+#[tokio::test]
+async fn cors_headers_on_the_edges_503_414_and_431() {
+    let s3 = s3().await;
+    let big = pattern(32 * 1024 * 1024, 5);
+    s3.put_object("web-bkt", "big.bin", &big).unwrap();
+    s3.put_object("web-bkt", "app.json", b"{}").unwrap();
+    let server = "  max_concurrent_requests: 1\n  max_uri_length: 300\n  max_header_bytes: 2048";
+    let proxy = Proxy::start(&edge_config(&s3.endpoint(), server));
+    let c = client();
+
+    let res = c
+        .get(proxy.url(&format!("/web/{}", "k".repeat(400))))
+        .header("origin", APP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 414);
+    readable_refusal(&res, "414");
+    let res = c
+        .get(proxy.url("/web/app.json"))
+        .header("origin", APP)
+        .header("x-padding", "p".repeat(4000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431);
+    readable_refusal(&res, "431");
+    let res = c
+        .get(proxy.url(&format!("/plain/{}", "k".repeat(400))))
+        .header("origin", APP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 414);
+    no_cors_headers(&res, "plain 414");
+
+    // The download holds the only slot until its body ends.
+    let mut download = c.get(proxy.url("/web/big.bin")).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    let mut body = download.chunk().await.unwrap().unwrap().to_vec();
+    let res = c
+        .get(proxy.url("/web/app.json"))
+        .header("origin", APP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    readable_refusal(&res, "503");
+    assert_eq!(res.headers()["retry-after"], "1");
+    let res = c
+        .get(proxy.url("/plain/app.json"))
+        .header("origin", APP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    no_cors_headers(&res, "plain 503");
+    // A preflight is answered from config, not shed.
+    let res = c
+        .request(Method::OPTIONS, proxy.url("/web/app.json"))
+        .header("origin", APP)
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(res.status().as_u16(), 200 | 204), "preflight: {res:?}");
+
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(sha256(&body), sha256(&big));
 }
 
 #[test]
