@@ -2,13 +2,20 @@
 //! servers (SigV4 checked): a replica's own 401/403, 404s on lagging
 //! replicas, readiness that recovers without traffic, full bulkheads,
 //! retries, bodies that stall, reloaded credentials, and the metric values
-//! all of it leaves behind.
+//! all of it leaves behind. Replicas that misbehave in ways the S3 test
+//! server does not ([`replica`]: a forwarder in front of it): the wrong
+//! region (400 / 301 / 307), throttling (429), pooled connections closed
+//! under a request, a 206 nobody asked for, and a chunked body cut mid-way.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::*;
+
+mod replica;
+
+use replica::{Act, Replica};
 
 const WAIT: Duration = Duration::from_secs(15);
 const BIG: usize = 1024 * 1024 + 11;
@@ -56,6 +63,12 @@ impl Default for Cfg {
 
 impl Cfg {
     fn render(&self, p: &Pair) -> String {
+        self.render_at(p, &p.primary.endpoint())
+    }
+
+    /// With the primary reached at `primary` (a misbehaving replica in
+    /// front of the primary's S3 server).
+    fn render_at(&self, p: &Pair, primary: &str) -> String {
         BucketConfig::new("ha", "/data")
             .server(self.server)
             .secret(self.secret)
@@ -71,7 +84,7 @@ impl Cfg {
             .s3(self.s3)
             .replica(
                 "primary",
-                &p.primary.endpoint(),
+                primary,
                 &format!("priority: 1, timeout_seconds: 2 {}", self.primary),
             )
             .replica("backup", &p.backup.endpoint(), "priority: 2, timeout_seconds: 2")
@@ -691,4 +704,221 @@ async fn passing_probes_do_not_keep_closed_the_breaker_of_a_replica_whose_gets_f
     })
     .await;
     assert!(reopened, "{}", proxy.logs());
+}
+
+/// An S3 error answer: `status`, extra header lines (each ending `\r\n`),
+/// and, for a `GET`, the XML body naming `code`.
+fn s3_error(method: &str, status: &str, headers: &str, code: &str) -> String {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>m</Message><RequestId>0A1B2C3D</RequestId></Error>"
+    );
+    let body = if method == "HEAD" { "" } else { xml.as_str() };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nx-amz-request-id: 0A1B2C3D\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        if method == "HEAD" { 0 } else { xml.len() }
+    )
+}
+
+/// `HEAD` then `GET` of `/data/test.txt`: both from the backup, whole.
+async fn head_and_get_served_by_backup(proxy: &Proxy, what: &str) {
+    let res = client().head(proxy.url("/data/test.txt")).send().await.unwrap();
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.headers()
+                .get("x-yatagarasu-replica")
+                .map(|v| v.to_str().unwrap().to_owned())
+        ),
+        (200, Some("backup".to_owned())),
+        "HEAD, primary {what}: {:?}\n{}",
+        res.headers(),
+        proxy.logs()
+    );
+    assert_eq!(res.headers()["content-length"], "13");
+    let (status, replica, body) = get(proxy, "/data/test.txt").await;
+    assert_eq!(
+        (status, replica.as_str(), body.as_str()),
+        (200, "backup", "Backup data!\n"),
+        "GET, primary {what}"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_in_the_wrong_region_is_failed_over_for_heads_and_gets() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let p = pair().await;
+    // What S3 answers a replica configured with the wrong region, as seen in
+    // three shapes; a HEAD's 400 has no body: only `x-amz-bucket-region` says why.
+    let shape = Arc::new(AtomicUsize::new(0));
+    let shapes = shape.clone();
+    let wrong = Replica::start(p.primary.addr(), move |seen| {
+        let m = seen.method.as_str();
+        Act::Answer(match shapes.load(Ordering::SeqCst) {
+            0 => s3_error(
+                m,
+                "400 Bad Request",
+                "x-amz-bucket-region: eu-west-1\r\n",
+                "AuthorizationQueryParametersError",
+            ),
+            1 => s3_error(
+                m,
+                "301 Moved Permanently",
+                "x-amz-bucket-region: eu-west-1\r\n",
+                "PermanentRedirect",
+            ),
+            _ => s3_error(
+                m,
+                "307 Temporary Redirect",
+                "Location: http://127.0.0.1:9/data-bucket/test.txt\r\n",
+                "TemporaryRedirect",
+            ),
+        })
+    })
+    .await;
+    let cfg = Cfg {
+        failure_threshold: 100,
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render_at(&p, &wrong.endpoint()));
+    for (i, what) in ["400 (wrong region)", "301 PermanentRedirect", "307 TemporaryRedirect"]
+        .into_iter()
+        .enumerate()
+    {
+        shape.store(i, Ordering::SeqCst);
+        head_and_get_served_by_backup(&proxy, what).await;
+    }
+    let logs = proxy.settled_logs().await;
+    assert!(
+        logs.contains("Replica 'primary' refused the proxy's request (400 AuthorizationQueryParametersError"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("Replica 'primary' refused the proxy's request (400 without an error code; the bucket is in region 'eu-west-1')"),
+        "the HEAD's refusal names no region: {logs}"
+    );
+    // Every refusal was a failure of the primary: charged to its breaker.
+    let failures = series(
+        &scrape(&proxy).await,
+        r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"}"#,
+    );
+    assert_eq!(failures, Some(6.0), "{}", scrape(&proxy).await);
+}
+
+#[tokio::test]
+async fn a_throttling_replica_429_is_failed_over_and_charged() {
+    let p = pair().await;
+    let throttled = Replica::start(p.primary.addr(), |seen| {
+        Act::Answer(s3_error(
+            &seen.method,
+            "429 Too Many Requests",
+            "Retry-After: 2\r\n",
+            "SlowDown",
+        ))
+    })
+    .await;
+    let proxy = Proxy::start(&Cfg::default().render_at(&p, &throttled.endpoint()));
+    head_and_get_served_by_backup(&proxy, "429").await;
+    let text = scrape(&proxy).await;
+    assert_eq!(
+        series(
+            &text,
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(proxy.logs().contains("Replica 'primary' failed, trying 'backup'"));
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_replica_closed_is_retried_on_a_new_one_not_failed_over() {
+    let p = pair().await;
+    // Every connection serves one request; the next request on it meets the
+    // replica's close (its idle close crossed the request on the wire).
+    let closing = Replica::start(p.primary.addr(), |seen| {
+        if seen.on_conn > 1 {
+            Act::Close
+        } else {
+            Act::Forward
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&Cfg::default().render_at(&p, &closing.endpoint()));
+    let client = client();
+    for _ in 0..4 {
+        let res = client.get(proxy.url("/data/test.txt")).send().await.unwrap();
+        assert_eq!(res.headers()["x-yatagarasu-replica"], "primary", "{}", proxy.logs());
+        assert_eq!(res.text().await.unwrap(), "Primary data!\n");
+    }
+    assert!(
+        closing.seen().iter().any(|s| s.on_conn > 1),
+        "no pooled connection was reused: the test tests nothing"
+    );
+    let text = scrape(&proxy).await;
+    assert_eq!(
+        series(
+            &text,
+            r#"yatagarasu_replica_failures_total{bucket="ha",replica="primary"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(!proxy.logs().contains("failed"), "{}", proxy.logs());
+}
+
+#[tokio::test]
+async fn a_206_to_a_request_without_range_is_not_passed_on() {
+    let p = pair().await;
+    let partial = Replica::start(p.primary.addr(), |seen| {
+        if seen.method == "GET" && seen.header("range").is_none() {
+            Act::ForwardWith(vec![("range", Some("bytes=0-65535".into()))])
+        } else {
+            Act::Forward
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&Cfg::default().render_at(&p, &partial.endpoint()));
+    let res = client().get(proxy.url("/data/big.bin")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.headers());
+    assert_eq!(res.headers()["x-yatagarasu-replica"], "backup");
+    assert_eq!(sha256(&res.bytes().await.unwrap()), sha256(&pattern(BIG, 3)));
+}
+
+#[tokio::test]
+async fn a_body_sent_chunked_without_a_length_and_cut_resumes_from_the_next_replica() {
+    let p = pair().await;
+    // The whole object, re-sent chunked (no Content-Length, ETag kept), cut
+    // cleanly (FIN, no last chunk) after 64 KiB.
+    let chunked = Replica::start(p.primary.addr(), |seen| {
+        if seen.method == "GET" {
+            Act::ChunkedCutAfter(64 * 1024)
+        } else {
+            Act::Forward
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&Cfg::default().render_at(&p, &chunked.endpoint()));
+    for _ in 0..2 {
+        let res = client().get(proxy.url("/data/big.bin")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-yatagarasu-replica"], "primary");
+        let body = res.bytes().await.expect("resumed from the backup");
+        assert_eq!(sha256(&body), sha256(&pattern(BIG, 3)));
+    }
+    let logs = proxy.settled_logs().await;
+    assert!(
+        logs.contains("Replica 'primary' failed mid-body, resuming from byte 65536"),
+        "{logs}"
+    );
+    // A client that asked for a range gets the rest of that range only.
+    let res = client()
+        .get(proxy.url("/data/big.bin"))
+        .header("range", "bytes=1000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    let body = res.bytes().await.expect("resumed from the backup");
+    assert_eq!(sha256(&body), sha256(&pattern(BIG, 3)[1000..]));
 }

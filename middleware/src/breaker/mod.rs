@@ -29,7 +29,7 @@ mod service;
 mod state;
 
 pub use body::Settle;
-pub use classify::{classify, Classify, FailureClass};
+pub use classify::{classify, is_failure_status, Classify, FailureClass};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};
 pub use state::{BreakerConfig, BreakerState, CircuitBreaker, Permit, TransitionHook};

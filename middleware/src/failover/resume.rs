@@ -1,6 +1,9 @@
 //! Mid-body failover: when the serving replica's body breaks after the
 //! headers went out, the response continues from another replica with a
-//! `Range` request from the byte already sent, guarded by the `ETag`.
+//! `Range` request from the byte already sent, guarded by the `ETag`. A body
+//! of unknown length (a `200` sent chunked, without `Content-Length`)
+//! resumes too: its rest is asked for open-ended (`bytes=N-`), and the
+//! `Content-Range` of the answer says where it ends.
 //!
 //! Every body cut is the serving replica's failure, resumed or not: it is
 //! reported to [`FailoverEvents::failure`](super::FailoverEvents::failure)
@@ -31,9 +34,9 @@ fn body_range(res: &Response<Body>) -> Option<(u64, u64)> {
 }
 
 /// Wraps a served response's body so that it can resume elsewhere, when it
-/// can be resumed at all (a `GET` with an `ETag` and a known length); a
-/// `GET` body that cannot be resumed is watched, so that its cut is still
-/// reported as the replica's failure.
+/// can be resumed at all (a `GET` with an `ETag`, and a known range or a
+/// `200` of unknown length); a `GET` body that cannot be resumed is
+/// watched, so that its cut is still reported as the replica's failure.
 pub(crate) fn wrap<S>(shared: Arc<Shared<S>>, req: &ObjectRequest, index: usize, res: Response<Body>) -> Response<Body>
 where
     S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
@@ -43,7 +46,15 @@ where
         return res;
     }
     let etag = res.headers().get(header::ETAG).cloned();
-    let (Some(etag), Some((first, last))) = (etag.clone(), body_range(&res)) else {
+    let range = match body_range(&res) {
+        Some((first, last)) => Some((first, Some(last))),
+        // Sent without a length: from its first byte to wherever it ends.
+        None if res.status() == StatusCode::OK && !res.headers().contains_key(header::CONTENT_LENGTH) => {
+            Some((0, None))
+        }
+        None => None,
+    };
+    let (Some(etag), Some((first, last))) = (etag.clone(), range) else {
         let why = if etag.is_none() { "no ETag" } else { "length unknown" };
         return res.map(|body| {
             Body::new(WatchedBody {
@@ -81,7 +92,9 @@ struct ResumeBody<S: Service<ObjectRequest>> {
     key: Arc<str>,
     etag: HeaderValue,
     first: u64,
-    last: u64,
+    /// The last byte, once known (a body sent without a length learns it
+    /// from its first resume's `Content-Range`).
+    last: Option<u64>,
     sent: u64,
     serving: usize,
     resumes_left: u32,
@@ -93,8 +106,9 @@ where
     S: Service<ObjectRequest, Response = Response<Body>, Error = FetchError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    fn total(&self) -> u64 {
-        self.last - self.first + 1
+    /// The bytes the body carries in all, when known.
+    fn total(&self) -> Option<u64> {
+        self.last.map(|last| last - self.first + 1)
     }
 
     fn start_resume(&mut self, cause: &dyn std::fmt::Display) -> Result<(), BoxError> {
@@ -115,7 +129,11 @@ where
         let from = self.first + self.sent;
         tracing::warn!(bucket = %self.shared.bucket, error = %cause, offset = from,
             "Replica '{}' failed mid-body, resuming from byte {}", failed.name(), from);
-        let range = HeaderValue::from_str(&format!("bytes={from}-{}", self.last)).expect("ascii");
+        let range = match self.last {
+            Some(last) => format!("bytes={from}-{last}"),
+            None => format!("bytes={from}-"),
+        };
+        let range = HeaderValue::from_str(&range).expect("ascii");
         let req = ObjectRequest::get(self.key.clone())
             .with_header(header::RANGE, range)
             .with_header(header::IF_MATCH, self.etag.clone());
@@ -153,20 +171,24 @@ where
                 State::Streaming(body) => match ready!(Pin::new(body).poll_frame(cx)) {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
-                            let room = this.total() - this.sent;
-                            if data.len() as u64 > room {
-                                // More than the range: never send bytes past it.
-                                let data = data.slice(..room as usize);
-                                this.sent += room;
-                                return Poll::Ready(Some(Ok(Frame::data(data))));
+                            if let Some(total) = this.total() {
+                                let room = total - this.sent;
+                                if data.len() as u64 > room {
+                                    // More than the range: never send bytes past it.
+                                    let data = data.slice(..room as usize);
+                                    this.sent += room;
+                                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                                }
                             }
                             this.sent += data.len() as u64;
                         }
                         return Poll::Ready(Some(Ok(frame)));
                     }
-                    None if this.sent >= this.total() => return Poll::Ready(None),
+                    // A body of unknown length ends where its replica says.
+                    None if this.total().is_none_or(|total| this.sent >= total) => return Poll::Ready(None),
                     None => {
-                        let cause = format!("body ended after {} of {} bytes", this.sent, this.total());
+                        let total = this.total().unwrap_or_default();
+                        let cause = format!("body ended after {} of {total} bytes", this.sent);
                         if let Err(e) = this.start_resume(&cause) {
                             this.state = State::Failed;
                             return Poll::Ready(Some(Err(e)));
@@ -183,6 +205,10 @@ where
                     Ok((index, res)) => {
                         tracing::info!(bucket = %this.shared.bucket, replica = %this.shared.replicas[index].name(),
                             offset = this.first + this.sent, "response resumed");
+                        if this.last.is_none() {
+                            // The rest's `Content-Range` says where the body ends.
+                            this.last = body_range(&res).map(|(_, last)| last);
+                        }
                         this.serving = index;
                         this.state = State::Streaming(res.into_body());
                     }
@@ -198,11 +224,14 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Failed) || (self.sent > self.last - self.first)
+        matches!(self.state, State::Failed) || self.total().is_some_and(|total| self.sent >= total)
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact((self.last - self.first + 1).saturating_sub(self.sent))
+        match self.total() {
+            Some(total) => SizeHint::with_exact(total.saturating_sub(self.sent)),
+            None => SizeHint::default(),
+        }
     }
 }
 

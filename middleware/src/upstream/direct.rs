@@ -112,25 +112,38 @@ impl DirectHttp {
 
     /// Sends `req` (origin-form `Uri`, `Host` set) on lane `lane`: on an idle
     /// connection when one is alive, else on a new one. A request that an
-    /// idle connection did not take (it was closing) goes out on the next.
+    /// idle connection did not take (it was closing) goes out on the next;
+    /// one that an idle connection took but the replica had closed under it
+    /// (no answer came back: see [`closed_under`]) goes out once more, on a
+    /// new connection. Both are a `GET` or a `HEAD`: sending again is safe.
     pub(crate) async fn send(
         self: Arc<Self>,
         lane: usize,
         mut req: Request<Empty<Bytes>>,
     ) -> Result<Response<Body>, FetchError> {
         let lane = lane.min(self.lanes.len() - 1);
+        let mut resent = false;
         loop {
-            let (mut sender, pooled) = match self.checkout(lane) {
+            let pooled = if resent { None } else { self.checkout(lane) };
+            let (mut sender, pooled) = match pooled {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
             if pooled && sender.ready().await.is_err() {
                 continue;
             }
+            // Kept to send again if the connection turns out closed.
+            let copy = pooled.then(|| copy_of(&req));
             match sender.try_send_request(req).await {
                 Ok(res) => return Ok(self.response(res, sender, lane)),
-                Err(mut e) => match e.take_message() {
-                    Some(back) if pooled => req = back,
+                Err(mut e) => match (e.take_message(), copy) {
+                    (Some(back), _) if pooled => req = back,
+                    (_, Some(copy)) if closed_under(e.error()) => {
+                        tracing::debug!(host = %self.host, error = %e.error(),
+                            "the replica closed a pooled connection under a request: sending it on a new one");
+                        req = copy;
+                        resent = true;
+                    }
                     _ => return Err(FetchError::Transport(e.into_error().into())),
                 },
             }
@@ -202,6 +215,42 @@ impl DirectHttp {
         }
         Response::from_parts(parts, Body::new(body))
     }
+}
+
+/// A copy of a bodiless request, to send again.
+fn copy_of(req: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
+    let mut copy = Request::new(Empty::new());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// Whether a request sent on a pooled connection failed because the
+/// replica had closed that connection (its idle timeout or its shutdown
+/// crossing the request on the wire): the connection ended, or was reset,
+/// before any answer. Such a connection looked alive when it was taken; the
+/// replica never saw the request, or dropped it unanswered.
+fn closed_under(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// HTTP/1 over `io`; the connection is driven by a task on the runtime that

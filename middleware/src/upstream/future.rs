@@ -81,18 +81,22 @@ pin_project! {
             timeout: Duration,
             name: Arc<str>,
             replica: Option<HeaderValue>,
+            // The request's `Range`, which a `206` must answer.
+            range: Option<HeaderValue>,
         },
         ErrorBody { #[pin] read: ErrorAnswer },
     }
 }
 
 impl FetchFuture {
-    /// `replica` is the replica's name as the `X-Yatagarasu-Replica` value.
+    /// `replica` is the replica's name as the `X-Yatagarasu-Replica` value;
+    /// `range` the request's `Range` (a `206` must answer it).
     pub(super) fn sending(
         send: tokio::time::Timeout<SendFuture>,
         timeout: Duration,
         name: Arc<str>,
         replica: Option<HeaderValue>,
+        range: Option<HeaderValue>,
     ) -> Self {
         Self {
             state: FetchState::Sending {
@@ -100,6 +104,7 @@ impl FetchFuture {
                 timeout,
                 name,
                 replica,
+                range,
             },
         }
     }
@@ -132,13 +137,14 @@ impl Future for FetchFuture {
                     timeout,
                     name,
                     replica,
+                    range,
                 } => {
                     let res = match ready!(send.poll(cx)) {
                         Err(_) => return Poll::Ready(Err(FetchError::Timeout(*timeout))),
                         Ok(Err(e)) => return Poll::Ready(Err(e)),
                         Ok(Ok(res)) => res,
                     };
-                    match answered(res, name, replica.as_ref()) {
+                    match answered(res, name, replica.as_ref(), range.as_ref()) {
                         Answered::Done(result) => return Poll::Ready(result),
                         Answered::ReadError(read) => FetchState::ErrorBody { read },
                     }
@@ -151,28 +157,109 @@ impl Future for FetchFuture {
 
 /// What a replica's answer becomes.
 enum Answered {
-    /// The client's response, or a 5xx as [`FetchError::Status`].
+    /// The client's response, or a failure of the replica (a 5xx, a 429, a
+    /// 206 that does not answer the request's range).
     Done(Result<Response<Body>, FetchError>),
     /// A 4xx that may be a refusal: its error body is read first.
     ReadError(ErrorAnswer),
 }
 
-fn answered(res: Response<Body>, name: &Arc<str>, replica: Option<&HeaderValue>) -> Answered {
+fn answered(
+    res: Response<Body>,
+    name: &Arc<str>,
+    replica: Option<&HeaderValue>,
+    range: Option<&HeaderValue>,
+) -> Answered {
     let status = res.status();
-    if status.is_server_error() {
+    if crate::breaker::is_failure_status(status) {
         return Answered::Done(Err(FetchError::Status(status)));
     }
-    let res = client_response(res, replica);
-    if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST {
-        return Answered::Done(Ok(res));
+    if status == StatusCode::PARTIAL_CONTENT && !answers_range(range, res.headers()) {
+        tracing::warn!(
+            replica = %name,
+            range = range.and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            content_range = res.headers().get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            "Replica '{}' answered 206 with other bytes than the request asked for: not passed on",
+            name
+        );
+        return Answered::Done(Err(FetchError::Status(status)));
     }
-    Answered::ReadError(Box::pin(error_answer(res, status, name.clone())))
+    if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST {
+        return Answered::Done(Ok(client_response(res, replica)));
+    }
+    // Read before `client_response` drops them: a `HEAD`'s error has no
+    // body, only these headers may say why.
+    let hints = Hints::of(res.headers());
+    Answered::ReadError(Box::pin(error_answer(
+        client_response(res, replica),
+        status,
+        name.clone(),
+        hints,
+    )))
+}
+
+/// Whether a `206` carries the range the request asked for: never for a
+/// request without `Range` (the client asked for the whole object), and
+/// for a single range only when the `Content-Range` is that range of the
+/// length it gives. A request whose `Range` S3 would not serve as one
+/// range (several ranges, or one that does not parse) is not judged.
+fn answers_range(range: Option<&HeaderValue>, headers: &http::HeaderMap) -> bool {
+    use crate::http::range::{parse_content_range, parse_range, RangeSpec};
+    let Some(range) = range.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let answered = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_content_range);
+    match (
+        parse_range(range, answered.and_then(|(_, _, len)| len).unwrap_or(u64::MAX)),
+        answered,
+    ) {
+        (RangeSpec::Full, _) => true,
+        (RangeSpec::Bytes(first, last), Some((f, l, len))) => first == f && (last == l || len.is_none()),
+        _ => false,
+    }
+}
+
+/// What an error answer's headers say: some servers name the error code in
+/// `x-amz-error-code`; S3 names the bucket's region in
+/// `x-amz-bucket-region` when the request was signed for another one.
+pub(super) struct Hints {
+    pub(super) code: Option<String>,
+    pub(super) region: Option<String>,
+}
+
+impl Hints {
+    pub(super) fn of(headers: &http::HeaderMap) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Self {
+            code: text("x-amz-error-code").and_then(|c| s3_error_code(format!("<Code>{c}</Code>").as_bytes())),
+            region: text("x-amz-bucket-region")
+                .filter(|r| !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                .map(str::to_owned),
+        }
+    }
+
+    /// Whether an answer with `status` and S3 error `code` is the replica
+    /// refusing the proxy itself ([`FetchError::is_rejection`]), or, for a
+    /// `400` that names no code (a `HEAD`'s has no body), one that names the
+    /// bucket's region: S3's answer to a request signed for the wrong region.
+    pub(super) fn refused(&self, status: StatusCode, code: Option<&str>) -> bool {
+        FetchError::is_rejection(status, code)
+            || (status == StatusCode::BAD_REQUEST && code.is_none() && self.region.is_some())
+    }
 }
 
 /// A 4xx that may be the replica refusing the proxy: its body (bounded)
 /// names the S3 error code; a refusal is an error (another replica may
 /// serve), anything else the client's answer.
-async fn error_answer(res: Response<Body>, status: StatusCode, name: Arc<str>) -> Result<Response<Body>, FetchError> {
+async fn error_answer(
+    res: Response<Body>,
+    status: StatusCode,
+    name: Arc<str>,
+    hints: Hints,
+) -> Result<Response<Body>, FetchError> {
     let (mut parts, body) = res.into_parts();
     let bytes = match http_body_util::Limited::new(body, MAX_ERROR_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -181,18 +268,73 @@ async fn error_answer(res: Response<Body>, status: StatusCode, name: Arc<str>) -
             bytes::Bytes::new()
         }
     };
-    let code = s3_error_code(&bytes);
-    if FetchError::is_rejection(status, code.as_deref()) {
+    let code = s3_error_code(&bytes).or_else(|| hints.code.clone());
+    if hints.refused(status, code.as_deref()) {
+        let region = hints.region.as_deref();
         tracing::warn!(
             replica = %name,
             status = status.as_u16(),
             code = code.as_deref().unwrap_or("-"),
-            "Replica '{}' refused the proxy's request ({} {}): check its credentials, token and region",
+            bucket_region = region.unwrap_or("-"),
+            "Replica '{}' refused the proxy's request ({} {}{}): check its credentials, token and region",
             name,
             status.as_u16(),
-            code.as_deref().unwrap_or("without an error code")
+            code.as_deref().unwrap_or("without an error code"),
+            region.map(|r| format!("; the bucket is in region '{r}'")).unwrap_or_default()
         );
         return Err(FetchError::Rejected { status, code });
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content_range(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_206_must_answer_the_range_asked_for() {
+        let range = |v: &'static str| Some(HeaderValue::from_static(v));
+        let answers = |asked: Option<HeaderValue>, got: &str| answers_range(asked.as_ref(), &content_range(got));
+        // No Range: the client asked for the whole object.
+        assert!(!answers(None, "bytes 0-65535/1048587"));
+        assert!(answers(range("bytes=0-99"), "bytes 0-99/1000"));
+        assert!(answers(range("bytes=900-"), "bytes 900-999/1000"));
+        assert!(answers(range("bytes=-100"), "bytes 900-999/1000"));
+        // Past the end: the end is the object's.
+        assert!(answers(range("bytes=0-5000"), "bytes 0-999/1000"));
+        assert!(answers(range("bytes=100-"), "bytes 100-999/*"));
+        assert!(!answers(range("bytes=100-199"), "bytes 0-99/1000"));
+        assert!(!answers(range("bytes=100-"), "bytes 0-999/1000"));
+        assert!(!answers(range("bytes=100-199"), "bytes 100-149/1000"));
+        assert!(!answers(range("bytes=100-199"), "nonsense"));
+        // Several ranges: not S3's to serve as one; not judged.
+        assert!(answers(range("bytes=0-1,5-6"), "nonsense"));
+    }
+
+    #[test]
+    fn a_bodiless_400_naming_the_buckets_region_is_a_refusal() {
+        let mut headers = http::HeaderMap::new();
+        let hints = Hints::of(&headers);
+        assert!(!hints.refused(StatusCode::BAD_REQUEST, None));
+        headers.insert("x-amz-bucket-region", HeaderValue::from_static("eu-west-1"));
+        let hints = Hints::of(&headers);
+        assert_eq!(hints.region.as_deref(), Some("eu-west-1"));
+        assert!(hints.refused(StatusCode::BAD_REQUEST, None));
+        // A 400 whose code says something else is the client's answer.
+        assert!(!hints.refused(StatusCode::BAD_REQUEST, Some("InvalidArgument")));
+        headers.insert("x-amz-error-code", HeaderValue::from_static("ExpiredToken"));
+        assert_eq!(Hints::of(&headers).code.as_deref(), Some("ExpiredToken"));
+        headers.insert("x-amz-bucket-region", HeaderValue::from_static("<script>"));
+        assert_eq!(
+            Hints::of(&headers).region,
+            None,
+            "only a region's characters are logged"
+        );
+    }
 }

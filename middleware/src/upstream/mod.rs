@@ -22,7 +22,7 @@ use tower::Service;
 use url::Url;
 
 use crate::credentials::ReplicaCredentials;
-use crate::error::{s3_error_code, FetchError};
+use crate::error::FetchError;
 use crate::object::{ObjectMethod, ObjectRequest, Operation};
 
 pub use crate::http::headers::REPLICA_HEADER;
@@ -334,8 +334,9 @@ impl S3Upstream {
     /// that proves the replica can serve: 2xx for the bucket, 2xx or 404 for
     /// a key (the key may be missing; the replica still answered with our
     /// credentials). 401/403/301 are [`FetchError::Rejected`] (a bad key,
-    /// expired token or wrong region); any other status is
-    /// [`FetchError::Status`].
+    /// expired token or wrong region), and so is a 400 naming the bucket's
+    /// region (`x-amz-bucket-region`: signed for another region); any other
+    /// status is [`FetchError::Status`].
     pub async fn probe(&self, key: Option<&str>, timeout: Duration) -> Result<Duration, FetchError> {
         let creds = self.inner.credentials.current()?;
         let creds = creds.as_deref();
@@ -350,27 +351,28 @@ impl S3Upstream {
             .map_err(|_| FetchError::Timeout(timeout))?
             .map_err(FetchError::from_reqwest)?;
         let status = res.status();
-        // A HEAD answer has no body; some servers name the error in a header.
-        let code = res
-            .headers()
-            .get("x-amz-error-code")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|c| s3_error_code(format!("<Code>{c}</Code>").as_bytes()));
+        // A HEAD answer has no body; its headers may say why it failed.
+        let hints = future::Hints::of(res.headers());
         match status {
             s if s.is_success() => Ok(started.elapsed()),
             StatusCode::NOT_FOUND if key.is_some() => Ok(started.elapsed()),
-            s if FetchError::is_rejection(s, code.as_deref()) => Err(FetchError::Rejected { status: s, code }),
+            s if hints.refused(s, hints.code.as_deref()) => Err(FetchError::Rejected {
+                status: s,
+                code: hints.code,
+            }),
             s => Err(FetchError::Status(s)),
         }
     }
 
     /// Fetches an object: the response headers within the timeout, the body
-    /// streamed as it arrives. 5xx answers are errors (another replica may
-    /// serve), and so are the replica's refusals of the proxy itself
-    /// ([`FetchError::Rejected`]: 401, 403, 301/307, a 400 with an
-    /// authorization code), logged with the replica's name and the S3 error
-    /// code (never the body: it may echo the key id). Other 2xx, 3xx and 4xx
-    /// answers are responses.
+    /// streamed as it arrives. 5xx and 429 answers are errors (another
+    /// replica may serve), and so are the replica's refusals of the proxy
+    /// itself ([`FetchError::Rejected`]: 401, 403, 301/307, a 400 with an
+    /// authorization code, or a `HEAD`'s bodiless 400 naming the bucket's
+    /// region), logged with the replica's name, the S3 error code and the
+    /// region it names (never the body: it may echo the key id), and a 206
+    /// whose `Content-Range` is not the range asked for (none, for a request
+    /// without `Range`). Other 2xx, 3xx and 4xx answers are responses.
     pub fn fetch(&self, req: &ObjectRequest) -> FetchFuture {
         let signed = match self.signed(req) {
             Ok(signed) => signed,
@@ -385,6 +387,7 @@ impl S3Upstream {
             headers.insert(header::HOST, host.clone());
         }
         let timeout = self.inner.timeout;
+        let range = headers.get(header::RANGE).cloned();
         if let (Some(direct), Some(target)) = (&self.inner.direct, &signed.target) {
             let mut request = http::Request::new(http_body_util::Empty::new());
             *request.method_mut() = method;
@@ -399,6 +402,7 @@ impl S3Upstream {
                 timeout,
                 self.inner.name.clone(),
                 self.inner.replica_header.clone(),
+                range,
             );
         }
         let mut client = self.inner.clients.current();
@@ -411,6 +415,7 @@ impl S3Upstream {
             timeout,
             self.inner.name.clone(),
             self.inner.replica_header.clone(),
+            range,
         )
     }
 }
