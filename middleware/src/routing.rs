@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use tower::{Service, ServiceExt};
 
 use crate::error::S3Error;
-use crate::s3api::S3Operation;
+use crate::s3api::{ListBuckets, S3Operation};
 
 /// The bucket a request was routed to and the S3 call it makes: an
 /// extension of the routed request and of its response (unless turned off
@@ -186,6 +186,8 @@ pub struct PrefixRouter {
     skip_matched_on_requests: bool,
     // Set [`MatchedBucket`] on the responses of routed requests (the default).
     skip_matched_on_responses: bool,
+    // `GET /` with no bucket: `ListBuckets`.
+    list_buckets: Option<ListBuckets>,
 }
 
 impl std::fmt::Debug for PrefixRouter {
@@ -194,6 +196,12 @@ impl std::fmt::Debug for PrefixRouter {
             .entries(self.routes.iter().map(|(p, n, _)| (p, n)))
             .finish()
     }
+}
+
+thread_local! {
+    /// The bucket name of a `ListBuckets` call (`-`, as the log writes a
+    /// request of no bucket), shared so a call allocates none.
+    static NO_BUCKET: Arc<str> = Arc::from("-");
 }
 
 /// Checks that a prefix can be mounted: `/` alone, or `/seg[/seg...]` with
@@ -263,6 +271,23 @@ impl PrefixRouter {
         self
     }
 
+    /// Answers `GET /` and `HEAD /` that name no bucket (path-style, or the
+    /// S3 domain itself as host) with `list` (`ListBuckets`: `aws s3 ls`,
+    /// `rclone lsd`). Without it they are `NoSuchBucket`; a bucket mounted
+    /// at `/` takes them either way.
+    pub fn with_list_buckets(mut self, list: ListBuckets) -> Self {
+        self.list_buckets = Some(list);
+        self
+    }
+
+    /// The `ListBuckets` service, when `req` is a `ListBuckets` call.
+    fn list_buckets_of(&self, req: &Request<Body>) -> Option<&ListBuckets> {
+        let list = self.list_buckets.as_ref()?;
+        let root = matches!(req.uri().path(), "/" | "");
+        let read = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        (root && read && self.virtual_bucket(req).is_none()).then_some(list)
+    }
+
     /// The bucket label of a virtual-hosted-style request, if its host is
     /// `NAME.<s3 domain>`.
     fn virtual_bucket<'a>(&self, req: &'a Request<Body>) -> Option<&'a str> {
@@ -293,7 +318,12 @@ impl PrefixRouter {
     ///
     /// [`call`]: Service::call
     pub fn matched(&self, req: &Request<Body>) -> Option<MatchedBucket> {
-        let (index, rest) = self.find(req)?;
+        let Some((index, rest)) = self.find(req) else {
+            return self.list_buckets_of(req).map(|_| MatchedBucket {
+                name: NO_BUCKET.with(Arc::clone),
+                operation: S3Operation::ListBuckets,
+            });
+        };
         Some(MatchedBucket {
             name: self.routes[index].1.clone(),
             operation: S3Operation::classify(req.method(), rest, req.uri().query()),
@@ -350,6 +380,18 @@ impl Service<Request<Body>> for PrefixRouter {
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let Some((index, rest)) = self.find(&req) else {
+            if let Some(list) = self.list_buckets_of(&req) {
+                let matched = (!self.skip_matched_on_responses).then(|| MatchedBucket {
+                    name: NO_BUCKET.with(Arc::clone),
+                    operation: S3Operation::ListBuckets,
+                });
+                return RouteFuture {
+                    state: RouteState::Routed {
+                        fut: list.clone().call(req),
+                        matched,
+                    },
+                };
+            }
             return RouteFuture {
                 state: RouteState::Answered {
                     res: Some(
@@ -464,6 +506,54 @@ mod tests {
         assert_eq!(status, 404);
         assert!(body.contains("<Code>NoSuchBucket</Code>"), "{body}");
         assert!(!body.contains("<RequestId></RequestId>"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_root_lists_buckets_when_asked_and_a_root_mount_still_wins() {
+        let list = ListBuckets::new().bucket("assets");
+        let router = PrefixRouter::new()
+            .mount("/assets", "assets", echo("A"))
+            .unwrap()
+            .with_s3_domain("s3.example.com");
+        // Without a listing: `NoSuchBucket`, as before.
+        assert!(get(&router, "/").await.1.contains("NoSuchBucket"));
+        let router = router.with_list_buckets(list.clone());
+        let (status, body) = get(&router, "/").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("<Name>assets</Name>"), "{body}");
+        let req = |method: http::Method, host: &str| {
+            Request::builder()
+                .method(method)
+                .uri("/")
+                .header("host", host)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let asked = router.matched(&req(http::Method::GET, "s3.example.com")).unwrap();
+        assert_eq!(asked.operation, S3Operation::ListBuckets);
+        assert_eq!(&*asked.name, "-");
+        let res = router
+            .clone()
+            .oneshot(req(http::Method::GET, "s3.example.com"))
+            .await
+            .unwrap();
+        assert_eq!(res.extensions().get::<MatchedBucket>(), Some(&asked));
+        // A host naming an unknown bucket, and methods other than reads, are no bucket's.
+        for (method, host) in [
+            (http::Method::GET, "nope.s3.example.com"),
+            (http::Method::DELETE, "localhost"),
+            (http::Method::PUT, "localhost"),
+        ] {
+            assert!(router.matched(&req(method.clone(), host)).is_none(), "{method} {host}");
+            let res = router.clone().oneshot(req(method, host)).await.unwrap();
+            assert_eq!(res.status(), 404);
+        }
+        // A bucket mounted at `/` takes the root.
+        let router = PrefixRouter::new()
+            .mount("/", "root", echo("R"))
+            .unwrap()
+            .with_list_buckets(list);
+        assert_eq!(get(&router, "/").await, (200, "R root /".into()));
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ use yatagarasu_middleware::error::FetchError;
 use yatagarasu_middleware::failover::{Failover, Replica};
 use yatagarasu_middleware::health::{Health, HealthCheck, ProbeObserver, ReplicaHealth};
 use yatagarasu_middleware::routing::{PrefixError, PrefixRouter};
-use yatagarasu_middleware::s3api::{S3Api, TokenKey};
+use yatagarasu_middleware::s3api::{ListBuckets, S3Api, TokenKey};
 
 use crate::config::{CacheConfig, Config};
 pub use crate::edge::edge;
@@ -40,6 +40,7 @@ use crate::metrics::Metrics;
 mod client;
 mod cors;
 mod inherit;
+mod list_buckets;
 
 pub use client::http_client;
 use client::upstream;
@@ -207,6 +208,8 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     // one): a full outage cannot multiply load.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 5, 0.2));
     let mut router = PrefixRouter::new();
+    // `GET /`: the buckets S3 clients can name (`aws s3 ls`), each behind its own auth.
+    let mut listing = ListBuckets::new();
     // Whether a bucket verifies SigV4, the only reader of `OriginalUri`.
     let mut any_sigv4 = false;
     if let Some(domain) = &config.server.s3_domain {
@@ -380,6 +383,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         };
         let (prefix, name) = (&bucket.path_prefix, bucket.name.clone());
         any_sigv4 |= sigv4_layer.is_some();
+        listing = list_buckets::add(listing, prefix, sigv4_layer.as_ref(), jwt_layer.as_ref());
         // CORS outside auth and the cache: preflights carry no credentials,
         // and every answer (a hit, a 401, a 404, a 502) gets the headers.
         let cors = bucket.cors.as_ref().map(cors::layer);
@@ -412,6 +416,7 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
     // No bucket layer of the binary reads `MatchedBucket`; the edge asks
     // the router for it (`PrefixRouter::matched`) for the access log.
     let router = router
+        .with_list_buckets(listing)
         .with_original_uri(any_sigv4)
         .with_matched_bucket_on_requests(false)
         .with_matched_bucket_on_responses(false);

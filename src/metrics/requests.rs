@@ -24,13 +24,14 @@ const METHODS: [&str; 9] = [
 ];
 
 /// S3 operations the proxy names (`S3Operation::as_str`, `-` when no bucket matched).
-const OPERATIONS: [&str; 9] = [
+const OPERATIONS: [&str; 10] = [
     "GetObject",
     "HeadObject",
     "ListObjectsV2",
     "ListObjects",
     "HeadBucket",
     "GetBucketLocation",
+    "ListBuckets",
     "Unsupported",
     "Refused",
     "-",

@@ -97,6 +97,15 @@ def cmd_list(s3, args):
     out({"keys": [c["Key"] for c in page.get("Contents", [])]})
 
 
+def cmd_list_buckets(s3, args):
+    res = s3.list_buckets()
+    out({
+        "buckets": [b["Name"] for b in res.get("Buckets", [])],
+        "dates": [b["CreationDate"].isoformat() for b in res.get("Buckets", [])],
+        "owner": res.get("Owner", {}).get("ID"),
+    })
+
+
 def cmd_head_bucket(s3, args):
     s3.head_bucket(Bucket=args.bucket)
     out({"ok": True})
@@ -142,6 +151,7 @@ def main():
         "get": cmd_get,
         "list": cmd_list,
         "head-bucket": cmd_head_bucket,
+        "list-buckets": cmd_list_buckets,
         "presign": cmd_presign,
         "object-api": cmd_object_api,
     }

@@ -904,3 +904,179 @@ async fn virtual_hosted_style_names_the_bucket_in_the_host() {
         .await;
     assert_eq!(v["sha256"], sha256(b"hello\n"), "{v}");
 }
+
+const JWT_SECRET: &str = "list-buckets-jwt-secret-0123456789";
+
+/// A bucket's own JWT block (HS256 with [`JWT_SECRET`], role `reader` required).
+const JWT_AUTH: &str = r#"    auth:
+      enabled: true
+      jwt:
+        algorithm: HS256
+        secret: "list-buckets-jwt-secret-0123456789"
+        claims:
+          - { claim: "role", equals: "reader" }"#;
+
+const BOTH_AUTH: &str = r#"    auth:
+      enabled: true
+      sigv4:
+        credentials:
+          - access_key_id: "AKIAPROXYCLIENT0001"
+            secret_access_key: "client-secret-1a2b3c4d5e"
+      jwt:
+        algorithm: HS256
+        secret: "list-buckets-jwt-secret-0123456789"
+        claims:
+          - { claim: "role", equals: "reader" }"#;
+
+fn jwt(role: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": "lister", "role": role, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn list_buckets_shows_each_caller_the_buckets_its_credentials_open() {
+    let Some(venv) = tools() else { return };
+    let s3 = small_s3(1).await;
+    let buckets = [
+        ("open-data", "/open", ""),
+        ("signed-data", "/signed", SIGV4_AUTH),
+        ("token-data", "/tokens", JWT_AUTH),
+        ("both-data", "/both", BOTH_AUTH),
+        // Two segments: no S3 client can name it, so it is not listed.
+        ("nested-data", "/team/nested", ""),
+    ];
+    let proxy = Proxy::start(&one_server_config(&s3, "", &buckets, true));
+    let clients = Clients::new(venv);
+    let base = proxy.base.clone();
+    let good = Some((CLIENT_KEY, CLIENT_SECRET));
+    let names = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+            .collect()
+    };
+
+    // aws-cli, anonymous and signed with a proxy-issued key.
+    let anon = clients
+        .aws(&["s3", "ls", "--endpoint-url", &base, "--no-sign-request"], None)
+        .await;
+    assert_eq!(names(&anon), ["open"], "{anon}");
+    let signed = clients.aws(&["s3", "ls", "--endpoint-url", &base], good).await;
+    assert_eq!(names(&signed), ["both", "open", "signed"], "{signed}");
+
+    // boto3's list_buckets parses the whole answer (dates included).
+    let v = clients
+        .boto3_json(&["list-buckets", "--endpoint", &base, "--bucket", "-"], good)
+        .await;
+    assert_eq!(v["buckets"], serde_json::json!(["both", "open", "signed"]), "{v}");
+    assert_eq!(v["owner"], "yatagarasu", "{v}");
+    assert!(v["dates"][0].as_str().unwrap().starts_with("20"), "{v}");
+
+    // A bearer token opens the JWT buckets whose claim rules it passes.
+    let get = |auth: Option<String>| {
+        let mut req = client().get(format!("{base}/"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let (status, xml) = get(Some(format!("Bearer {}", jwt("reader")))).await;
+    assert_eq!(status, 200, "{xml}");
+    assert_eq!(elements(&xml, "Name"), ["both", "open", "tokens"], "{xml}");
+    let (_, xml) = get(Some(format!("Bearer {}", jwt("intern")))).await;
+    assert_eq!(elements(&xml, "Name"), ["open"], "{xml}");
+
+    // rclone's `lsd` (bucket list) with the proxy-issued key.
+    if crate::rclone::rclone_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, out, err) = crate::rclone::rclone(dir.path(), &base, good, &["lsd", "yg:"]).await;
+        assert!(ok, "{err}");
+        let listed: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().last()).collect();
+        assert_eq!(listed, ["both", "open", "signed"], "{out}");
+    }
+
+    // Paging and prefixes as the S3 API has them.
+    let (_, xml) = get(None).await;
+    assert!(!xml.contains("ContinuationToken"), "{xml}");
+    let res = client().get(format!("{base}/?max-buckets=0")).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("InvalidArgument"));
+
+    // Counted under its own operation; no credential in the logs.
+    let metrics = client()
+        .get(proxy.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("yatagarasu_requests_total{") && l.contains("operation=\"ListBuckets\"")),
+        "{metrics}"
+    );
+    let logs = proxy.settled_logs().await;
+    assert!(
+        logs.contains("operation=\"ListBuckets\"") || logs.contains("\"operation\":\"ListBuckets\""),
+        "{logs}"
+    );
+    assert!(!logs.contains(CLIENT_SECRET) && !logs.contains(JWT_SECRET), "{logs}");
+}
+
+#[tokio::test]
+async fn list_buckets_with_only_guarded_buckets_refuses_bad_credentials_as_s3_does() {
+    let Some(venv) = tools() else { return };
+    let s3 = small_s3(1).await;
+    let proxy = Proxy::start(&one_server_config(
+        &s3,
+        "",
+        &[("signed-data", "/signed", SIGV4_AUTH)],
+        false,
+    ));
+    let clients = Clients::new(venv);
+    let v = clients
+        .boto3_json(
+            &["list-buckets", "--endpoint", &proxy.base, "--bucket", "-"],
+            Some((CLIENT_KEY, "wrong-secret")),
+        )
+        .await;
+    assert_eq!(
+        (v["error"].as_str(), v["status"].as_u64()),
+        (Some("SignatureDoesNotMatch"), Some(403)),
+        "{v}"
+    );
+    let v = clients
+        .boto3_json(
+            &["list-buckets", "--endpoint", &proxy.base, "--bucket", "-", "--unsigned"],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (v["error"].as_str(), v["status"].as_u64()),
+        (Some("AccessDenied"), Some(403)),
+        "{v}"
+    );
+    let v = clients
+        .boto3_json(
+            &["list-buckets", "--endpoint", &proxy.base, "--bucket", "-"],
+            Some((CLIENT_KEY, CLIENT_SECRET)),
+        )
+        .await;
+    assert_eq!(v["buckets"], serde_json::json!(["signed"]), "{v}");
+    // Other methods on the root are still no bucket's.
+    let res = client().delete(format!("{}/", proxy.base)).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+}

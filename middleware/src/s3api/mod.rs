@@ -1,5 +1,6 @@
 //! The S3 API for SDK clients: path-style bucket calls (`ListObjectsV2`,
-//! `ListObjects`, `HeadBucket`, `GetBucketLocation`) next to object reads.
+//! `ListObjects`, `HeadBucket`, `GetBucketLocation`) next to object reads,
+//! and [`ListBuckets`] for the root.
 //!
 //! Mounted under the prefix router, [`S3Api`] sees `/` for the bucket and
 //! `/key` for objects. Listings are asked of the replicas through the same
@@ -26,11 +27,13 @@
 //! # let _ = router; Ok(()) }
 //! ```
 
+mod buckets;
 mod listing;
 mod operation;
 mod service;
 mod token;
 
+pub use buckets::{Admit, ListBuckets, MAX_BUCKETS};
 pub use listing::{render, ListParams, ListVersion, MAX_KEYS};
 pub use operation::S3Operation;
 pub use service::{ResponseFuture, S3Api};

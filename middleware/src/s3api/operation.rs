@@ -74,6 +74,8 @@ pub enum S3Operation {
     HeadBucket,
     /// `GET /bucket?location`.
     GetBucketLocation,
+    /// `GET /` naming no bucket ([`ListBuckets`](super::ListBuckets)).
+    ListBuckets,
     /// A bucket or object API the proxy does not serve (`?versioning`,
     /// `?acl`, `key?tagging`...): 501.
     Unsupported,
@@ -119,6 +121,7 @@ impl S3Operation {
             Self::ListObjects => "ListObjects",
             Self::HeadBucket => "HeadBucket",
             Self::GetBucketLocation => "GetBucketLocation",
+            Self::ListBuckets => "ListBuckets",
             Self::Unsupported => "Unsupported",
             Self::Refused => "Refused",
         }
