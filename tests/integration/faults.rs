@@ -922,3 +922,42 @@ async fn a_body_sent_chunked_without_a_length_and_cut_resumes_from_the_next_repl
     let body = res.bytes().await.expect("resumed from the backup");
     assert_eq!(sha256(&body), sha256(&pattern(BIG, 3)[1000..]));
 }
+
+#[tokio::test]
+async fn a_probe_on_a_pooled_connection_the_replica_closed_is_sent_again_not_failed() {
+    let p = pair().await;
+    // The probe's kept-alive connection meets the replica's close each time
+    // it is reused (the replica's idle timeout crossing the probe interval).
+    let closing = Replica::start(p.primary.addr(), |seen| {
+        if seen.on_conn > 1 {
+            Act::Close
+        } else {
+            Act::Forward
+        }
+    })
+    .await;
+    let cfg = Cfg {
+        health: true,
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render_at(&p, &closing.endpoint()));
+    let reused = || closing.seen().iter().filter(|s| s.on_conn > 1).count();
+    assert!(
+        eventually(WAIT, || async { reused() >= 3 }).await,
+        "{:?}",
+        closing.seen()
+    );
+    // Each closed connection was followed by the probe on a new one.
+    let answered = eventually(WAIT, || async {
+        closing.seen().iter().filter(|s| s.on_conn == 1).count() > reused()
+    })
+    .await;
+    assert!(answered, "{:?}", closing.seen());
+    assert!(
+        primary_reads(&proxy, "health", "healthy").await,
+        "{:?}",
+        ready(&proxy).await
+    );
+    let logs = proxy.settled_logs().await;
+    assert!(!logs.contains("health check failed"), "{logs}");
+}

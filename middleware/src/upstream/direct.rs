@@ -231,15 +231,18 @@ fn copy_of(req: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
 /// replica had closed that connection (its idle timeout or its shutdown
 /// crossing the request on the wire): the connection ended, or was reset,
 /// before any answer. Such a connection looked alive when it was taken; the
-/// replica never saw the request, or dropped it unanswered.
-fn closed_under(e: &hyper::Error) -> bool {
+/// replica never saw the request, or dropped it unanswered. `e` is hyper's
+/// error, or one that has it among its causes (reqwest's).
+pub(super) fn closed_under(e: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind;
-    if e.is_incomplete_message() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
             return matches!(
                 io.kind(),
                 ErrorKind::ConnectionReset
@@ -248,7 +251,7 @@ fn closed_under(e: &hyper::Error) -> bool {
                     | ErrorKind::UnexpectedEof
             );
         }
-        source = cause.source();
+        cause = e.source();
     }
     false
 }

@@ -336,7 +336,8 @@ impl S3Upstream {
     /// credentials). 401/403/301 are [`FetchError::Rejected`] (a bad key,
     /// expired token or wrong region), and so is a 400 naming the bucket's
     /// region (`x-amz-bucket-region`: signed for another region); any other
-    /// status is [`FetchError::Status`].
+    /// status is [`FetchError::Status`]. A probe that met a pooled
+    /// connection closed under it by the replica is sent once more.
     pub async fn probe(&self, key: Option<&str>, timeout: Duration) -> Result<Duration, FetchError> {
         let creds = self.inner.credentials.current()?;
         let creds = creds.as_deref();
@@ -345,7 +346,16 @@ impl S3Upstream {
             None => self.inner.bucket.head_bucket(creds).sign(PRESIGN_TTL),
         };
         let started = Instant::now();
-        let send = self.inner.clients.current().head(url).send();
+        let client = self.inner.clients.current();
+        let send = async {
+            match client.head(url.clone()).send().await {
+                // The replica closed the pooled connection under the probe
+                // (its idle timeout crossed the probe's interval): not its
+                // failure. Once more, on another connection.
+                Err(e) if direct::closed_under(&e) => client.head(url).send().await,
+                sent => sent,
+            }
+        };
         let res = tokio::time::timeout(timeout, send)
             .await
             .map_err(|_| FetchError::Timeout(timeout))?
