@@ -361,10 +361,14 @@ async fn accept_loop(listener: TcpListener, accepting: Accepting, mut stop: watc
 
 /// One accepted connection: its TLS handshake, when there is TLS (bounded,
 /// so a silent client cannot hold a slot, with the certificate current at
-/// accept time), then [`serve_connection`], then a lingering close
-/// ([`linger`]), all while it holds its connection slot.
+/// accept time; a plain HTTP request gets a plain `400` instead, see
+/// [`crate::tls::accept`]), then [`serve_connection`], then a lingering close
+/// ([`linger`]), all while it holds its connection slot and counts as open.
 async fn connection(tcp: tokio::net::TcpStream, conn: ConnectionContext, acceptor: Option<tokio_rustls::TlsAcceptor>) {
     let peer = conn.peer;
+    // From accept to close: a handshake and a lingering close hold a slot of
+    // `max_client_connections` too, so they count as open.
+    let _open = conn.metrics.connection_open();
     #[cfg(unix)]
     let linger = linger::Linger::of(&tcp);
     let ended = match acceptor {
@@ -372,17 +376,28 @@ async fn connection(tcp: tokio::net::TcpStream, conn: ConnectionContext, accepto
         None => serve_connection(crate::zero_copy::SendfileTcp::new(tcp), conn).await,
         #[cfg(not(target_os = "linux"))]
         None => serve_connection(tcp, conn).await,
-        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => serve_connection(stream, conn).await,
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                Ended::Cut
+        Some(acceptor) => {
+            let metrics = conn.metrics.clone();
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, crate::tls::accept(&acceptor, tcp)).await {
+                Ok(Ok(crate::tls::Accepted::Tls(stream))) => serve_connection(*stream, conn).await,
+                Ok(Ok(crate::tls::Accepted::PlainHttp)) => {
+                    tracing::debug!(peer = %peer, "plain HTTP on the TLS listener: answered 400");
+                    metrics.connection_closed("plain_http");
+                    // Answered: closed lingering, after the client's request.
+                    Ended::Served
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    metrics.connection_closed("tls_handshake_failed");
+                    Ended::Cut
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "TLS handshake timed out");
+                    metrics.connection_closed("tls_handshake_timeout");
+                    Ended::Cut
+                }
             }
-            Err(_) => {
-                tracing::debug!(peer = %peer, "TLS handshake timed out");
-                Ended::Cut
-            }
-        },
+        }
     };
     // The connection dropped its handle on the socket; this one closes it,
     // lingering after an answer, not after a cut (a client cut for being
@@ -459,7 +474,6 @@ pub async fn serve_connection<IO>(io: IO, ctx: ConnectionContext) -> Ended
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _open = ctx.metrics.connection_open();
     let state = Arc::new(ConnState::new());
     let io = TokioIo::new(Watched {
         inner: io,
@@ -507,6 +521,14 @@ where
     std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             if let Err(e) = result {
+                // A request head hyper could not parse (malformed, over 100
+                // header fields, over its buffer): hyper answered it on its
+                // own (400, 414 or 431, without a body) and closed. No
+                // request reached the edge, so it has no access line: it is
+                // counted here.
+                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse) {
+                    ctx.metrics.connection_closed("malformed_request");
+                }
                 tracing::debug!(error = %e, peer = %ctx.peer, "client connection ended with an error");
             }
             return Poll::Ready(Ended::Served);

@@ -6,7 +6,8 @@
 //! TLS streams are handed to `axum::serve`. ALPN offers `h2`
 //! and `http/1.1`; the lowest version is TLS 1.2 or 1.3 (`min_version`);
 //! with `client_ca_file` every client must present a certificate signed by
-//! that CA (mTLS).
+//! that CA (mTLS). A plain HTTP request sent to the proxy's TLS listener is
+//! answered with a plain-text `400` saying so ([`accept`]).
 //!
 //! [`TlsReloader`] holds the current `rustls::ServerConfig`. Each new
 //! connection takes the config current when it arrives, so connections
@@ -34,10 +35,12 @@ use crate::config::TlsConfig;
 
 mod expiry;
 mod listener;
+mod plain;
 mod reload;
 
 pub use expiry::certificate_expiry;
 pub use listener::TlsListener;
+pub use plain::{accept, Accepted, PLAIN_HTTP_ANSWER};
 pub use reload::{reloaders, request_reload, Reload, Reloaders, TlsReloader, Trigger};
 
 /// Why a TLS block cannot be used; `key` is the offending key under the block.

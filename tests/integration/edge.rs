@@ -2,7 +2,8 @@
 //! binary: idle and trickling connections are closed, a client that stops
 //! reading frees its request slot, the connection limit refuses, and the
 //! protocol edges (Host, `OPTIONS *`, `CONNECT`, request ids, HTTP/2 header
-//! sizes) are answered as RFC 9110/9112 say.
+//! sizes) are answered as RFC 9110/9112 say; plain HTTP on the TLS port gets
+//! a 400 that says so, and what is refused before the edge is counted.
 
 use std::time::Duration;
 
@@ -617,4 +618,125 @@ async fn a_response_the_proxy_closes_after_reaches_the_client_whole() {
         32 * 1024 * 1024
     );
     assert_eq!(sha256(&got[split..]), sha256(&pattern(32 * 1024 * 1024, 7)));
+}
+
+/// The proxy of [`setup`] serving HTTPS with a certificate for `CN=proxy`.
+async fn tls_setup() -> (S3, Pki, Proxy) {
+    let s3 = s3().await;
+    s3.put_object("bucket-a", "small.txt", b"hello, yatagarasu\n").unwrap();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", "proxy", false);
+    let tls = format!("  tls: {{ cert_file: {cert:?}, key_file: {key:?} }}");
+    let proxy = Proxy::start(&config(&s3.endpoint(), &tls));
+    (s3, pki, proxy)
+}
+
+#[tokio::test]
+async fn plain_http_sent_to_the_tls_port_gets_a_400_that_says_so() {
+    let (_s3, pki, proxy) = tls_setup().await;
+    // curl with `http://` where `https://` was meant: it read the TLS alert
+    // as "Received HTTP/0.9 when not allowed".
+    let url = format!("http://{}/data/small.txt", proxy.addr());
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", &url])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.ends_with("\n400"),
+        "curl: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("<Code>InvalidRequest</Code>"), "{stdout}");
+    assert!(stdout.contains("https://"), "{stdout}");
+    // A raw request with a body the proxy never reads still gets the whole
+    // answer, then a close (lingering: no reset that would drop the answer).
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    let request = format!(
+        "PUT /data/x HTTP/1.1\r\nHost: proxy\r\nContent-Length: 65536\r\n\r\n{}",
+        "x".repeat(65536)
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let (status, head, body) = tokio::time::timeout(PATIENCE, read_response(&mut s)).await.unwrap();
+    assert_eq!(status, 400, "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("https://"));
+    assert!(closed_by_peer(&mut s).await, "the connection stayed open after the 400");
+    assert_eq!(
+        metric(
+            &proxy,
+            "yatagarasu_client_connections_closed_total{reason=\"plain_http\"}"
+        )
+        .await,
+        2.0
+    );
+    // TLS clients are served as before.
+    let ca = pki.ca();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert", ca.to_str().unwrap()])
+        .arg(proxy.url("/data/small.txt"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, yatagarasu\n");
+}
+
+#[tokio::test]
+async fn a_tls_handshake_counts_as_an_open_connection_until_its_timeout_closes_it() {
+    let (_s3, _pki, proxy) = tls_setup().await;
+    // A client that connects and never sends its ClientHello holds a slot
+    // of `max_client_connections`: it shows among the open connections,
+    // and the handshake timeout that closes it is counted.
+    let mut silent = TcpStream::connect(proxy.addr()).await.unwrap();
+    let open = eventually(PATIENCE, || async {
+        metric(&proxy, "yatagarasu_client_connections_open").await == 1.0
+    })
+    .await;
+    assert!(open, "a connection in its TLS handshake is not counted as open");
+    assert!(
+        closed_by_peer(&mut silent).await,
+        "a silent TLS client stayed connected"
+    );
+    let counted = eventually(PATIENCE, || async {
+        metric(
+            &proxy,
+            "yatagarasu_client_connections_closed_total{reason=\"tls_handshake_timeout\"}",
+        )
+        .await
+            == 1.0
+            && metric(&proxy, "yatagarasu_client_connections_open").await == 0.0
+    })
+    .await;
+    assert!(counted, "the handshake timeout was not counted");
+}
+
+#[tokio::test]
+async fn requests_hyper_refuses_before_the_edge_are_counted() {
+    // Over 100 header fields, or a head hyper cannot parse: hyper answers
+    // on its own (431/400, no body) and closes; no request reaches the edge
+    // (no access line), so the refusal is counted with the connection.
+    let (_s3, proxy) = setup("").await;
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (status, text) = raw(
+        &proxy.addr(),
+        &format!("GET /data/small.txt HTTP/1.1\r\nHost: a\r\n{many}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 431, "{text}");
+    let (status, text) = raw(
+        &proxy.addr(),
+        "GET /data/small.txt HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let counted = eventually(PATIENCE, || async {
+        metric(
+            &proxy,
+            "yatagarasu_client_connections_closed_total{reason=\"malformed_request\"}",
+        )
+        .await
+            == 2.0
+    })
+    .await;
+    assert!(counted, "hyper's own refusals are not counted");
 }

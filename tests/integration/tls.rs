@@ -96,8 +96,8 @@ async fn curl_gets_objects_over_http1_and_http2() {
         assert_eq!(code, 0, "{flag}: {err}");
         assert_eq!(out, format!("hello over tls\n{version}"), "{flag}");
     }
-    // Plain HTTP on the TLS port is not served.
-    let (code, _, _) = curl(&[&url.replace("https://", "http://")]).await;
+    // Plain HTTP on the TLS port is not served (a 400 that says so).
+    let (code, _, _) = curl(&["--fail", &url.replace("https://", "http://")]).await;
     assert_ne!(code, 0);
 }
 
