@@ -886,6 +886,32 @@ async fn a_206_to_a_request_without_range_is_not_passed_on() {
 }
 
 #[tokio::test]
+async fn a_part_read_answered_206_is_passed_on() {
+    let p = pair().await;
+    // S3 answers `GetObject?partNumber=1` of a multipart object 206 with the
+    // part's range, without any Range asked (the test server has no parts:
+    // the replica asks it for the range S3 would answer).
+    let parts = Replica::start(p.primary.addr(), |seen| {
+        if seen.target.contains("partNumber=1") {
+            Act::ForwardWith(vec![("range", Some("bytes=0-524287".into()))])
+        } else {
+            Act::Forward
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&Cfg::default().render_at(&p, &parts.endpoint()));
+    let res = client()
+        .get(proxy.url("/data/big.bin?partNumber=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206, "{}", proxy.logs());
+    assert_eq!(res.headers()["x-yatagarasu-replica"], "primary");
+    assert_eq!(res.headers()["content-range"], "bytes 0-524287/1048587");
+    assert_eq!(sha256(&res.bytes().await.unwrap()), sha256(&pattern(BIG, 3)[..524288]));
+}
+
+#[tokio::test]
 async fn a_body_sent_chunked_without_a_length_and_cut_resumes_from_the_next_replica() {
     let p = pair().await;
     // The whole object, re-sent chunked (no Content-Length, ETag kept), cut

@@ -81,8 +81,8 @@ pin_project! {
             timeout: Duration,
             name: Arc<str>,
             replica: Option<HeaderValue>,
-            // The request's `Range`, which a `206` must answer.
-            range: Option<HeaderValue>,
+            // What the request asked for, which a `206` must answer.
+            asked: Asked,
         },
         ErrorBody { #[pin] read: ErrorAnswer },
     }
@@ -90,13 +90,13 @@ pin_project! {
 
 impl FetchFuture {
     /// `replica` is the replica's name as the `X-Yatagarasu-Replica` value;
-    /// `range` the request's `Range` (a `206` must answer it).
+    /// `asked` what the request asked for (a `206` must answer it).
     pub(super) fn sending(
         send: tokio::time::Timeout<SendFuture>,
         timeout: Duration,
         name: Arc<str>,
         replica: Option<HeaderValue>,
-        range: Option<HeaderValue>,
+        asked: Asked,
     ) -> Self {
         Self {
             state: FetchState::Sending {
@@ -104,7 +104,7 @@ impl FetchFuture {
                 timeout,
                 name,
                 replica,
-                range,
+                asked,
             },
         }
     }
@@ -137,14 +137,14 @@ impl Future for FetchFuture {
                     timeout,
                     name,
                     replica,
-                    range,
+                    asked,
                 } => {
                     let res = match ready!(send.poll(cx)) {
                         Err(_) => return Poll::Ready(Err(FetchError::Timeout(*timeout))),
                         Ok(Err(e)) => return Poll::Ready(Err(e)),
                         Ok(Ok(res)) => res,
                     };
-                    match answered(res, name, replica.as_ref(), range.as_ref()) {
+                    match answered(res, name, replica.as_ref(), asked) {
                         Answered::Done(result) => return Poll::Ready(result),
                         Answered::ReadError(read) => FetchState::ErrorBody { read },
                     }
@@ -164,20 +164,18 @@ enum Answered {
     ReadError(ErrorAnswer),
 }
 
-fn answered(
-    res: Response<Body>,
-    name: &Arc<str>,
-    replica: Option<&HeaderValue>,
-    range: Option<&HeaderValue>,
-) -> Answered {
+fn answered(res: Response<Body>, name: &Arc<str>, replica: Option<&HeaderValue>, asked: &Asked) -> Answered {
     let status = res.status();
     if crate::breaker::is_failure_status(status) {
         return Answered::Done(Err(FetchError::Status(status)));
     }
-    if status == StatusCode::PARTIAL_CONTENT && !answers_range(range, res.headers()) {
+    if status == StatusCode::PARTIAL_CONTENT && !asked.answered_by(res.headers()) {
         tracing::warn!(
             replica = %name,
-            range = range.and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            range = match asked {
+                Asked::Range(v) => v.to_str().unwrap_or("?"),
+                _ => "-",
+            },
             content_range = res.headers().get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("-"),
             "Replica '{}' answered 206 with other bytes than the request asked for: not passed on",
             name
@@ -198,27 +196,54 @@ fn answered(
     )))
 }
 
-/// Whether a `206` carries the range the request asked for: never for a
-/// request without `Range` (the client asked for the whole object), and
-/// for a single range only when the `Content-Range` is that range of the
-/// length it gives. A request whose `Range` S3 would not serve as one
-/// range (several ranges, or one that does not parse) is not judged.
-fn answers_range(range: Option<&HeaderValue>, headers: &http::HeaderMap) -> bool {
-    use crate::http::range::{parse_content_range, parse_range, RangeSpec};
-    let Some(range) = range.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let answered = headers
-        .get(header::CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_content_range);
-    match (
-        parse_range(range, answered.and_then(|(_, _, len)| len).unwrap_or(u64::MAX)),
-        answered,
-    ) {
-        (RangeSpec::Full, _) => true,
-        (RangeSpec::Bytes(first, last), Some((f, l, len))) => first == f && (last == l || len.is_none()),
-        _ => false,
+/// The bytes a request asked for, which a `206` must answer.
+#[derive(Debug, Clone)]
+pub(super) enum Asked {
+    /// The whole object: a `206` is no answer to it.
+    Whole,
+    /// The range of this `Range` header.
+    Range(HeaderValue),
+    /// A part (`partNumber`): S3 answers `206` with the part's range, which
+    /// only the replica knows.
+    Part,
+}
+
+impl Asked {
+    /// What `req` asks for.
+    pub(super) fn of(req: &crate::object::ObjectRequest) -> Self {
+        if req.query().iter().any(|(name, _)| name == "partNumber") {
+            return Self::Part;
+        }
+        match req.headers().get(header::RANGE) {
+            Some(range) => Self::Range(range.clone()),
+            None => Self::Whole,
+        }
+    }
+
+    /// Whether a `206` with these headers carries the bytes asked for: for a
+    /// single range, only when its `Content-Range` is that range of the
+    /// length it gives. A `Range` S3 would not serve as one range (several
+    /// ranges, or one that does not parse) is not judged, nor is a part.
+    fn answered_by(&self, headers: &http::HeaderMap) -> bool {
+        use crate::http::range::{parse_content_range, parse_range, RangeSpec};
+        let range = match self {
+            Self::Whole => return false,
+            Self::Part => return true,
+            Self::Range(range) => match range.to_str() {
+                Ok(range) => range,
+                Err(_) => return true,
+            },
+        };
+        let answered = headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range);
+        let len = answered.and_then(|(_, _, len)| len).unwrap_or(u64::MAX);
+        match (parse_range(range, len), answered) {
+            (RangeSpec::Full, _) => true,
+            (RangeSpec::Bytes(first, last), Some((f, l, len))) => first == f && (last == l || len.is_none()),
+            _ => false,
+        }
     }
 }
 
@@ -299,10 +324,12 @@ mod tests {
 
     #[test]
     fn a_206_must_answer_the_range_asked_for() {
-        let range = |v: &'static str| Some(HeaderValue::from_static(v));
-        let answers = |asked: Option<HeaderValue>, got: &str| answers_range(asked.as_ref(), &content_range(got));
+        let range = |v: &'static str| Asked::Range(HeaderValue::from_static(v));
+        let answers = |asked: Asked, got: &str| asked.answered_by(&content_range(got));
         // No Range: the client asked for the whole object.
-        assert!(!answers(None, "bytes 0-65535/1048587"));
+        assert!(!answers(Asked::Whole, "bytes 0-65535/1048587"));
+        // A part's range is the replica's to say.
+        assert!(answers(Asked::Part, "bytes 5242880-10485759/12582912"));
         assert!(answers(range("bytes=0-99"), "bytes 0-99/1000"));
         assert!(answers(range("bytes=900-"), "bytes 900-999/1000"));
         assert!(answers(range("bytes=-100"), "bytes 900-999/1000"));

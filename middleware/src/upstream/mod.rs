@@ -382,7 +382,7 @@ impl S3Upstream {
     /// region), logged with the replica's name, the S3 error code and the
     /// region it names (never the body: it may echo the key id), and a 206
     /// whose `Content-Range` is not the range asked for (none, for a request
-    /// without `Range`). Other 2xx, 3xx and 4xx answers are responses.
+    /// without `Range` or `partNumber`). Other 2xx, 3xx and 4xx answers are responses.
     pub fn fetch(&self, req: &ObjectRequest) -> FetchFuture {
         let signed = match self.signed(req) {
             Ok(signed) => signed,
@@ -397,7 +397,7 @@ impl S3Upstream {
             headers.insert(header::HOST, host.clone());
         }
         let timeout = self.inner.timeout;
-        let range = headers.get(header::RANGE).cloned();
+        let asked = future::Asked::of(req);
         if let (Some(direct), Some(target)) = (&self.inner.direct, &signed.target) {
             let mut request = http::Request::new(http_body_util::Empty::new());
             *request.method_mut() = method;
@@ -412,7 +412,7 @@ impl S3Upstream {
                 timeout,
                 self.inner.name.clone(),
                 self.inner.replica_header.clone(),
-                range,
+                asked,
             );
         }
         let mut client = self.inner.clients.current();
@@ -425,7 +425,7 @@ impl S3Upstream {
             timeout,
             self.inner.name.clone(),
             self.inner.replica_header.clone(),
-            range,
+            asked,
         )
     }
 }

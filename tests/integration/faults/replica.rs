@@ -17,6 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Seen {
     /// `GET` or `HEAD`.
     pub method: String,
+    /// The path and query.
+    pub target: String,
     /// Lowercase names and their values, in order.
     pub headers: Vec<(String, String)>,
     /// 1 for the first request on its connection, 2 for the next (a
@@ -131,6 +133,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, plan: Plan, record: 
         let (start, mut headers) = parse(&head);
         let seen = Seen {
             method: start.split(' ').next().unwrap_or_default().to_owned(),
+            target: start.split(' ').nth(1).unwrap_or_default().to_owned(),
             headers: headers.clone(),
             on_conn,
         };
