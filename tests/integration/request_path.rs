@@ -141,7 +141,7 @@ async fn errors_are_s3_xml_with_the_right_status() {
     assert!(body.contains("<Code>NoSuchKey</Code>"), "{body}");
     assert!(body.contains(&format!("<RequestId>{id}</RequestId>")), "{body}");
 
-    for path in ["/nope/x", "/", "/dataX/small.txt", "/datasmall.txt"] {
+    for path in ["/nope/x", "/dataX/small.txt", "/datasmall.txt"] {
         let res = c.get(proxy.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 404, "{path}");
         assert!(
@@ -149,6 +149,13 @@ async fn errors_are_s3_xml_with_the_right_status() {
             "{path}"
         );
     }
+    // `GET /` is `ListBuckets` (docs/s3-tools.md); other methods there name no bucket.
+    let res = c.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("<ListAllMyBucketsResult"));
+    let res = c.delete(proxy.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("<Code>NoSuchBucket</Code>"));
 
     for method in ["PUT", "POST", "DELETE", "PATCH", "OPTIONS"] {
         let res = c

@@ -176,6 +176,7 @@ struct Params {
     after: Option<String>,
 }
 
+#[allow(clippy::result_large_err)] // mapped to a response at once
 fn parse(query: Option<&str>) -> Result<Params, S3Error> {
     let invalid = |m: &'static str| S3Error::new(StatusCode::BAD_REQUEST, "InvalidArgument", m);
     let mut p = Params::default();
