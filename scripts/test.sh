@@ -17,6 +17,8 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 command -v rclone >/dev/null 2>&1 || need+=(rclone)  # the S3 API tests drive it (tests/integration/rclone.rs)
+command -v s3cmd >/dev/null 2>&1 || need+=(s3cmd)  # the S3 API tests drive it (tests/integration/s3_api.rs)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # a real browser for the CORS tests (tests/integration/browser.rs)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   as_root apt-get update -qq
