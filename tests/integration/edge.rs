@@ -740,3 +740,33 @@ async fn requests_hyper_refuses_before_the_edge_are_counted() {
     .await;
     assert!(counted, "hyper's own refusals are not counted");
 }
+
+#[tokio::test]
+async fn per_ip_limits_hold_for_an_ipv6_client_changing_its_address() {
+    // One IPv6 host is given a whole /64 and may send each request from
+    // another of its addresses: the limit holds for the /64. (Seen here
+    // behind a trusted load balancer, the client address taken from
+    // X-Forwarded-For: the loopback test client has only ::1.)
+    let (_s3, proxy) = setup(
+        "  rate_limit: { per_ip: { enabled: true, requests_per_second: 1, burst: 1, trusted_proxies: [\"127.0.0.0/8\"] } }",
+    )
+    .await;
+    let c = client();
+    let get = |from: String| {
+        c.get(proxy.url("/data/small.txt"))
+            .header("x-forwarded-for", from)
+            .send()
+    };
+    let mut limited = false;
+    for n in 1..=10 {
+        let status = get(format!("2001:db8:1:2::{n:x}")).await.unwrap().status();
+        if status == 429 {
+            limited = true;
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    assert!(limited, "a new address of the same /64 got a new bucket every time");
+    // Another /64 is another client.
+    assert_eq!(get("2001:db8:1:3::1".into()).await.unwrap().status(), 200);
+}

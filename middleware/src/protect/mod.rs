@@ -4,7 +4,8 @@
 //!   (`414 URI Too Long`) or headers larger than a limit
 //!   (`431 Request Header Fields Too Large`);
 //! - [`RateLimitLayer`]: a token bucket for the whole process and/or one per
-//!   client IP (`429 Too Many Requests`, S3 code `SlowDown`, `Retry-After`);
+//!   client IP, an IPv6 client's being its `/64` (`429 Too Many Requests`, S3
+//!   code `SlowDown`, `Retry-After`);
 //! - [`LoadShedLayer`]: at most N requests in flight, counted until their
 //!   response body ends; the next one is answered at once with
 //!   `503 Service Unavailable` (`SlowDown`, `Retry-After`) instead of queueing

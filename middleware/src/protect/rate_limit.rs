@@ -1,6 +1,6 @@
 //! Rate limiting: one token bucket for the process and/or one per client IP.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,8 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 /// against the global bucket. Behind load balancers listed with
 /// [`with_trusted_proxies`](Self::with_trusted_proxies), the client is the
 /// right-most `X-Forwarded-For` address that is not itself a trusted proxy.
-/// Refusals are `429 SlowDown` with `Retry-After`.
+/// An IPv6 client is keyed by its `/64` ([`bucket_key`]). Refusals are
+/// `429 SlowDown` with `Retry-After`.
 #[derive(Clone, Default)]
 pub struct RateLimitLayer {
     global: Option<Arc<DefaultDirectRateLimiter>>,
@@ -73,6 +74,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     client
+}
+
+/// The per-IP bucket `ip` counts against: an IPv4 address (also written
+/// IPv4-mapped, `::ffff:a.b.c.d`, as a dual-stack listener or a load balancer
+/// may), or the `/64` of an IPv6 one. A single IPv6 host is routinely given a
+/// whole `/64` and can send from any of its 2^64 addresses: keyed by the
+/// address, it would get a fresh bucket per request.
+pub fn bucket_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
 }
 
 impl std::fmt::Debug for RateLimitLayer {
@@ -180,7 +193,7 @@ where
         let ip = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| client_ip(c.0.ip(), req.headers(), &self.layer.trusted));
+            .map(|c| bucket_key(client_ip(c.0.ip(), req.headers(), &self.layer.trusted)));
         match self.layer.check(ip) {
             None => ResponseFuture::inner(self.inner.call(req), None),
             Some(wait) => ResponseFuture::refused(
@@ -218,6 +231,20 @@ mod tests {
         h.insert(X_FORWARDED_FOR, "nonsense, 10.9.9.9".parse().unwrap());
         assert_eq!(client_ip(peer, &h, &trusted), "10.9.9.9".parse::<IpAddr>().unwrap());
     }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let key = |ip: &str| bucket_key(ip.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::a"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(key("2001:db8:1:2::a"), key("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::a"), key("2001:db8:1:3::a"));
+        assert_eq!(key("::ffff:203.0.113.9"), key("203.0.113.9"));
+        assert_ne!(key("203.0.113.9"), key("203.0.113.10"));
+        // Not every ::/64 address is mapped IPv4: ::1 stays IPv6.
+        assert_eq!(key("::1"), key("::2"));
+        assert_ne!(key("::1"), key("0.0.0.1"));
+    }
+
     use std::convert::Infallible;
     use tower::{service_fn, ServiceExt};
 
