@@ -344,7 +344,7 @@ impl Service<Request<Body>> for LiveService {
         match req.uri().path() {
             "/health" | "/ready" => Either::Left(app.router.clone().call(req)),
             // The buckets directly: what `router` would fall back to.
-            _ => Either::Right(app.buckets.clone().call(req)),
+            _ => Either::Right(app.buckets.route(req)),
         }
     }
 }

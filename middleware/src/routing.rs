@@ -378,7 +378,16 @@ impl Service<Request<Body>> for PrefixRouter {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.route(req)
+    }
+}
+
+impl PrefixRouter {
+    /// Routes `req` as [`call`](Service::call) does, through a shared
+    /// reference: a caller holding the router (behind an `Arc`, a reload
+    /// swap...) need not clone it per request (issue 13).
+    pub fn route(&self, mut req: Request<Body>) -> RouteFuture {
         let Some((index, rest)) = self.find(&req) else {
             if let Some(list) = self.list_buckets_of(&req) {
                 let matched = (!self.skip_matched_on_responses).then(|| MatchedBucket {
