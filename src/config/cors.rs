@@ -7,8 +7,10 @@
 use serde::Deserialize;
 
 /// Request headers a browser app may send by default: the token, ranges,
-/// conditionals, and what the AWS SDK for JavaScript adds to a signed request.
-pub const DEFAULT_ALLOWED_HEADERS: [&str; 13] = [
+/// conditionals, and what the AWS SDK for JavaScript adds to a signed request
+/// (`x-amz-checksum-mode`: v3 sends it on every `GetObject` since 3.729, and a
+/// preflight that does not allow it fails the whole read).
+pub const DEFAULT_ALLOWED_HEADERS: [&str; 14] = [
     "authorization",
     "range",
     "if-match",
@@ -20,6 +22,7 @@ pub const DEFAULT_ALLOWED_HEADERS: [&str; 13] = [
     "x-amz-content-sha256",
     "x-amz-security-token",
     "x-amz-user-agent",
+    "x-amz-checksum-mode",
     "amz-sdk-invocation-id",
     "amz-sdk-request",
 ];

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary against real S3 servers.
 
 mod auth;
+mod browser;
 mod cache;
 mod cache_revalidation;
 mod common;
