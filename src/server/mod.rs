@@ -32,7 +32,7 @@ use crate::reload::Live;
 pub use capped::{Capped, Slotted};
 use signals::{reload_on_sighup, shutdown_signal, sighup, terminate};
 use threads::ConnectionThreads;
-use watchdog::{nudge_waker, ConnState, Nudge, TrackedBody, Watched, WATCHDOG_TICK};
+use watchdog::{nudge_waker, ConnState, Nudge, TrackedBody, Verdict, Watched, WATCHDOG_TICK};
 
 mod capped;
 #[cfg(unix)]
@@ -467,7 +467,9 @@ pub struct ConnectionContext {
 /// no request for `keepalive_idle_timeout` (idle), a request head not
 /// complete `header_read_timeout` after its first byte or after the
 /// connection opened (HTTP/1.1), or a
-/// response body not taken by the client for `send_timeout`. Generic over the
+/// response body not taken by the client for `send_timeout` (an HTTP/2
+/// connection whose other streams are still in progress is drained first:
+/// `GOAWAY`, and closed once only stalled streams are left). Generic over the
 /// transport so that a TLS acceptor can hand over its stream. Says whether
 /// it ended or was cut ([`Ended`]).
 pub async fn serve_connection<IO>(io: IO, ctx: ConnectionContext) -> Ended
@@ -544,10 +546,21 @@ where
             cx.waker().wake_by_ref();
         }
         while tick.poll_tick(&mut side).is_ready() {
-            if let Some(reason) = state.expired(&ctx.limits) {
-                tracing::debug!(peer = %ctx.peer, reason, "closing the client connection");
-                ctx.metrics.connection_closed(reason);
-                return Poll::Ready(Ended::Cut);
+            match state.verdict(&ctx.limits) {
+                Verdict::Keep => {}
+                Verdict::Drain => {
+                    if !stopping {
+                        tracing::debug!(peer = %ctx.peer, "a stalled stream beside others: draining the connection");
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                        cx.waker().wake_by_ref();
+                    }
+                }
+                Verdict::Close(reason) => {
+                    tracing::debug!(peer = %ctx.peer, reason, "closing the client connection");
+                    ctx.metrics.connection_closed(reason);
+                    return Poll::Ready(Ended::Cut);
+                }
             }
         }
         Poll::Pending

@@ -147,34 +147,59 @@ impl ConnState {
         }
     }
 
-    /// Why the connection must close now, if it must.
-    pub(super) fn expired(&self, limits: &ConnectionLimits) -> Option<&'static str> {
+    /// What the watchdog does with the connection now.
+    pub(super) fn verdict(&self, limits: &ConnectionLimits) -> Verdict {
         let now = self.now_ms();
         let over = |since: u64, limit: Duration| Duration::from_millis(now.saturating_sub(since)) >= limit;
-        if self.in_flight.load(Ordering::SeqCst) == 0 {
+        let in_flight = self.in_flight.load(Ordering::SeqCst);
+        if in_flight == 0 {
             let head = self.head_started.load(Ordering::SeqCst);
             if head != 0 && !self.http2.load(Ordering::SeqCst) && over(head - 1, limits.header_read_timeout) {
-                return Some("header_timeout");
+                return Verdict::Close("header_timeout");
             }
             if (head == 0 || self.http2.load(Ordering::SeqCst))
                 && over(self.idle_since.load(Ordering::SeqCst), limits.idle_timeout)
             {
-                return Some("idle");
+                return Verdict::Close("idle");
             }
-            return None;
+            return Verdict::Keep;
         }
-        if self.slot.load(Ordering::SeqCst) == SLOT_RESPONDING
-            && over(self.slot_progress.load(Ordering::SeqCst), limits.send_timeout)
-        {
-            return Some("send_timeout");
-        }
+        let mut stalled = usize::from(
+            self.slot.load(Ordering::SeqCst) == SLOT_RESPONDING
+                && over(self.slot_progress.load(Ordering::SeqCst), limits.send_timeout),
+        );
         let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
-        bodies
+        stalled += bodies
             .iter()
             .filter_map(Weak::upgrade)
-            .any(|p| over(p.load(Ordering::SeqCst), limits.send_timeout))
-            .then_some("send_timeout")
+            .filter(|p| over(p.load(Ordering::SeqCst), limits.send_timeout))
+            .count();
+        match stalled {
+            0 => Verdict::Keep,
+            // Nothing else in progress (an HTTP/1.1 connection has one
+            // request at a time).
+            n if n >= in_flight => Verdict::Close("send_timeout"),
+            // HTTP/2 streams beside the stalled one still make progress, or
+            // wait for their replica: they finish first (a browser holds a
+            // paused video's stream at a zero window while it downloads
+            // other files on the same connection).
+            _ => Verdict::Drain,
+        }
     }
+}
+
+/// What [`ConnState::verdict`] says to do with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Nothing to do.
+    Keep,
+    /// A response body has been stalled for `send_timeout` while other
+    /// requests of the connection are still in progress: no new requests
+    /// (HTTP/2 `GOAWAY`); once only stalled bodies are left, it is closed.
+    Drain,
+    /// Close it now, for this reason (a label of
+    /// `yatagarasu_client_connections_closed_total`).
+    Close(&'static str),
 }
 
 /// A request in progress on its connection, until its response body is
@@ -321,7 +346,8 @@ mod tests {
 
     /// The connection's slot serves one request at a time; a request
     /// beside it (an HTTP/2 stream) gets a cell of its own. A stalled body
-    /// expires the connection either way, and only once it is responding.
+    /// counts either way, and only once it is responding: beside a request
+    /// still in progress it drains the connection, alone it closes it.
     #[test]
     fn every_body_is_watched_in_the_slot_or_a_cell_of_its_own() {
         let state = Arc::new(ConnState::new());
@@ -330,15 +356,24 @@ mod tests {
         let second = state.request_started();
         assert!(matches!(first.progress, Progress::Slot));
         assert!(matches!(second.progress, Progress::Own(_)));
-        assert_eq!(state.expired(&zero), None, "no response is ready yet");
+        assert_eq!(state.verdict(&zero), Verdict::Keep, "no response is ready yet");
         first.responding();
-        assert_eq!(state.expired(&zero), Some("send_timeout"), "the slot body");
-        assert_eq!(state.expired(&limits(Duration::from_secs(60))), None);
-        drop(first);
-        assert_eq!(state.expired(&zero), None, "the slot is free again");
+        assert_eq!(
+            state.verdict(&zero),
+            Verdict::Drain,
+            "the slot body, while the second request waits for its replica"
+        );
+        assert_eq!(state.verdict(&limits(Duration::from_secs(60))), Verdict::Keep);
         second.responding();
-        assert_eq!(state.expired(&zero), Some("send_timeout"), "the body in its own cell");
+        assert_eq!(state.verdict(&zero), Verdict::Close("send_timeout"), "both stalled");
+        drop(first);
+        assert_eq!(
+            state.verdict(&zero),
+            Verdict::Close("send_timeout"),
+            "the body in its own cell"
+        );
         drop(second);
+        assert_eq!(state.verdict(&zero), Verdict::Keep, "nothing in flight");
         let third = state.request_started();
         assert!(matches!(third.progress, Progress::Slot), "the slot is taken again");
     }

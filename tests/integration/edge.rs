@@ -770,3 +770,45 @@ async fn per_ip_limits_hold_for_an_ipv6_client_changing_its_address() {
     // Another /64 is another client.
     assert_eq!(get("2001:db8:1:3::1".into()).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_stalled_http2_stream_does_not_cut_the_downloads_beside_it() {
+    // A browser holds a paused video's stream at a zero window while it
+    // keeps downloading other files on the same HTTP/2 connection: those
+    // finish; the stalled stream is cut once it is the only one left.
+    let (_s3, proxy) = setup("  send_timeout_seconds: 1").await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    // One connection, made before the two downloads share it.
+    let res = h2.get(proxy.url("/data/small.txt")).send().await.unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    res.bytes().await.unwrap();
+    let stalled = h2.get(proxy.url("/data/large.bin")).send().await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    let mut moving = h2.get(proxy.url("/data/large.bin")).send().await.unwrap();
+    assert_eq!(moving.status(), 200);
+    // Read at a few MB/s: the download takes several send timeouts, while
+    // the other stream takes nothing.
+    let mut got = Vec::with_capacity(32 * 1024 * 1024);
+    let mut paced = 0;
+    while let Some(chunk) = moving.chunk().await.unwrap_or_else(|e| {
+        panic!(
+            "the download beside a stalled stream was cut after {} bytes: {e}",
+            got.len()
+        )
+    }) {
+        got.extend_from_slice(&chunk);
+        paced += chunk.len();
+        if paced >= 512 * 1024 {
+            paced = 0;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(got.len(), 32 * 1024 * 1024);
+    assert!(got == pattern(32 * 1024 * 1024, 7), "the download is not byte-exact");
+    // Then the stalled stream, alone, is cut.
+    let rest = tokio::time::timeout(PATIENCE, stalled.bytes())
+        .await
+        .expect("never cut");
+    assert!(rest.is_err(), "the stalled stream was served whole");
+    assert!(cut_by_send_timeout(&proxy, 1.0).await);
+}
