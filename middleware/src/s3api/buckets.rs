@@ -70,7 +70,9 @@ struct Listed {
 /// order, honouring `prefix`, `max-buckets` (1 to [`MAX_BUCKETS`]) and
 /// `continuation-token`. When no bucket is visible and a guard refused the
 /// request, the answer is that guard's refusal (a wrong SigV4 secret gets
-/// `403 SignatureDoesNotMatch`, not an empty list).
+/// `403 SignatureDoesNotMatch`, not an empty list). A guard's `400` (the
+/// credentials cannot be read: Signature Version 2, a malformed signature)
+/// is the answer even when other buckets are visible.
 ///
 /// ```
 /// use yatagarasu_middleware::routing::PrefixRouter;
@@ -248,6 +250,16 @@ impl ListBuckets {
                     Err(never) => match never {},
                 };
                 if res.extensions().get::<Admitted>().is_none() {
+                    // Credentials no guard can read (Signature Version 2, a
+                    // malformed SigV4 header or presigned URL: 400) are
+                    // refused whatever else is visible, as S3 refuses them
+                    // before listing anything. Shown the open buckets alone,
+                    // a client signing with SigV2 (s3cmd's `signature_v2 =
+                    // True`) would never switch to SigV4, and would miss the
+                    // buckets its key opens.
+                    if res.status() == StatusCode::BAD_REQUEST {
+                        return res;
+                    }
                     refusal.get_or_insert(res);
                     continue;
                 }
@@ -344,6 +356,14 @@ mod tests {
         fn call(&mut self, req: Request<Body>) -> Self::Future {
             if req.headers().get("x-key").is_some_and(|v| v == self.0) {
                 Box::pin(self.1.clone().oneshot(req))
+            } else if req.headers().get("x-key").is_some_and(|v| v == "v2") {
+                let res = S3Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequest",
+                    "Please use AWS4-HMAC-SHA256.",
+                )
+                .into_response();
+                Box::pin(std::future::ready(Ok(res)))
             } else {
                 let res = S3Error::new(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied").into_response();
                 Box::pin(std::future::ready(Ok(res)))
@@ -410,6 +430,19 @@ mod tests {
         let (status, xml) = call(&ListBuckets::new(), "/", None).await;
         assert_eq!(status, StatusCode::OK);
         assert!(xml.contains("<Buckets></Buckets>"), "{xml}");
+    }
+
+    #[tokio::test]
+    async fn credentials_no_guard_can_read_are_refused_even_beside_open_buckets() {
+        // A guard's 400 (SigV2 here) is the answer, not the open buckets
+        // alone: the client learns to sign another way.
+        let (status, xml) = call(&sample(), "/", Some("v2")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(xml.contains("InvalidRequest"), "{xml}");
+        // A 403 beside open buckets still lists them.
+        let (status, xml) = call(&sample(), "/", Some("wrong")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(names(&xml), ["assets", "public"]);
     }
 
     #[tokio::test]
