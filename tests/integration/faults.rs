@@ -987,3 +987,43 @@ async fn a_probe_on_a_pooled_connection_the_replica_closed_is_sent_again_not_fai
     let logs = proxy.settled_logs().await;
     assert!(!logs.contains("health check failed"), "{logs}");
 }
+
+#[tokio::test]
+async fn a_replica_without_the_bucket_is_failed_over_not_a_404() {
+    let p = pair().await;
+    // The primary's bucket does not exist on its server (a typo, a
+    // disaster-recovery bucket never created): S3 answers every GET 404
+    // NoSuchBucket (the test server answers NoSuchKey: S3's answer is sent
+    // in its place), a HEAD a bodiless 404. The client named no upstream
+    // bucket: the replica is broken.
+    let bucketless = Replica::start(p.primary.addr(), |seen| {
+        Act::Answer(s3_error(&seen.method, "404 Not Found", "", "NoSuchBucket"))
+    })
+    .await;
+    let proxy = Proxy::start(&Cfg::default().render_at(&p, &bucketless.endpoint()));
+    for _ in 0..3 {
+        let (status, replica, body) = get(&proxy, "/data/test.txt").await;
+        assert_eq!(
+            (status, replica.as_str(), body.as_str()),
+            (200, "backup", "Backup data!\n")
+        );
+    }
+    assert!(
+        proxy
+            .wait_for_log(
+                "Replica 'primary' refused the proxy's request (404 NoSuchBucket): check its bucket name",
+                WAIT
+            )
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    // Three failures opened its breaker: a HEAD (whose 404 has no body to
+    // tell a missing bucket from a missing key) goes to the backup too.
+    assert!(primary_reads(&proxy, "circuit_breaker", "open").await);
+    let res = client().head(proxy.url("/data/test.txt")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-yatagarasu-replica"], "backup");
+    // A key missing everywhere is still the client's 404.
+    assert_eq!(get(&proxy, "/data/missing.txt").await.0, 404);
+}

@@ -182,7 +182,9 @@ fn answered(res: Response<Body>, name: &Arc<str>, replica: Option<&HeaderValue>,
         );
         return Answered::Done(Err(FetchError::Status(status)));
     }
-    if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST {
+    // A 400 or 404 may be a refusal, as its code says (`NoSuchBucket`:
+    // the replica has no bucket of the name the proxy asks for).
+    if !FetchError::is_rejection(status, None) && status != StatusCode::BAD_REQUEST && status != StatusCode::NOT_FOUND {
         return Answered::Done(Ok(client_response(res, replica)));
     }
     // Read before `client_response` drops them: a `HEAD`'s error has no
@@ -247,6 +249,9 @@ impl Asked {
     }
 }
 
+/// S3's code for a bucket that does not exist.
+const NO_SUCH_BUCKET: &str = "NoSuchBucket";
+
 /// What an error answer's headers say: some servers name the error code in
 /// `x-amz-error-code`; S3 names the bucket's region in
 /// `x-amz-bucket-region` when the request was signed for another one.
@@ -267,12 +272,15 @@ impl Hints {
     }
 
     /// Whether an answer with `status` and S3 error `code` is the replica
-    /// refusing the proxy itself ([`FetchError::is_rejection`]), or, for a
+    /// refusing the proxy itself ([`FetchError::is_rejection`]); or, for a
     /// `400` that names no code (a `HEAD`'s has no body), one that names the
-    /// bucket's region: S3's answer to a request signed for the wrong region.
+    /// bucket's region: S3's answer to a request signed for the wrong
+    /// region; or a `404 NoSuchBucket`: the replica has no bucket of the name
+    /// the proxy's config gives it (the client names no upstream bucket).
     pub(super) fn refused(&self, status: StatusCode, code: Option<&str>) -> bool {
         FetchError::is_rejection(status, code)
             || (status == StatusCode::BAD_REQUEST && code.is_none() && self.region.is_some())
+            || (status == StatusCode::NOT_FOUND && code == Some(NO_SUCH_BUCKET))
     }
 }
 
@@ -301,11 +309,16 @@ async fn error_answer(
             status = status.as_u16(),
             code = code.as_deref().unwrap_or("-"),
             bucket_region = region.unwrap_or("-"),
-            "Replica '{}' refused the proxy's request ({} {}{}): check its credentials, token and region",
+            "Replica '{}' refused the proxy's request ({} {}{}): check its {}",
             name,
             status.as_u16(),
             code.as_deref().unwrap_or("without an error code"),
-            region.map(|r| format!("; the bucket is in region '{r}'")).unwrap_or_default()
+            region.map(|r| format!("; the bucket is in region '{r}'")).unwrap_or_default(),
+            if code.as_deref() == Some(NO_SUCH_BUCKET) {
+                "bucket name"
+            } else {
+                "credentials, token and region"
+            }
         );
         return Err(FetchError::Rejected { status, code });
     }
@@ -355,6 +368,10 @@ mod tests {
         assert!(hints.refused(StatusCode::BAD_REQUEST, None));
         // A 400 whose code says something else is the client's answer.
         assert!(!hints.refused(StatusCode::BAD_REQUEST, Some("InvalidArgument")));
+        // A missing bucket is the replica's; a missing key is an answer.
+        assert!(hints.refused(StatusCode::NOT_FOUND, Some("NoSuchBucket")));
+        assert!(!hints.refused(StatusCode::NOT_FOUND, Some("NoSuchKey")));
+        assert!(!hints.refused(StatusCode::NOT_FOUND, None));
         headers.insert("x-amz-error-code", HeaderValue::from_static("ExpiredToken"));
         assert_eq!(Hints::of(&headers).code.as_deref(), Some("ExpiredToken"));
         headers.insert("x-amz-bucket-region", HeaderValue::from_static("<script>"));

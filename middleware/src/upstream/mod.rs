@@ -365,11 +365,11 @@ impl S3Upstream {
         let hints = future::Hints::of(res.headers());
         match status {
             s if s.is_success() => Ok(started.elapsed()),
-            StatusCode::NOT_FOUND if key.is_some() => Ok(started.elapsed()),
             s if hints.refused(s, hints.code.as_deref()) => Err(FetchError::Rejected {
                 status: s,
                 code: hints.code,
             }),
+            StatusCode::NOT_FOUND if key.is_some() => Ok(started.elapsed()),
             s => Err(FetchError::Status(s)),
         }
     }
@@ -378,8 +378,8 @@ impl S3Upstream {
     /// streamed as it arrives. 5xx and 429 answers are errors (another
     /// replica may serve), and so are the replica's refusals of the proxy
     /// itself ([`FetchError::Rejected`]: 401, 403, 301/307, a 400 with an
-    /// authorization code, or a `HEAD`'s bodiless 400 naming the bucket's
-    /// region), logged with the replica's name, the S3 error code and the
+    /// authorization code, a `HEAD`'s bodiless 400 naming the bucket's
+    /// region, a `404 NoSuchBucket`), logged with the replica's name, the S3 error code and the
     /// region it names (never the body: it may echo the key id), and a 206
     /// whose `Content-Range` is not the range asked for (none, for a request
     /// without `Range` or `partNumber`). Other 2xx, 3xx and 4xx answers are responses.
