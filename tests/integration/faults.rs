@@ -1027,3 +1027,38 @@ async fn a_replica_without_the_bucket_is_failed_over_not_a_404() {
     // A key missing everywhere is still the client's 404.
     assert_eq!(get(&proxy, "/data/missing.txt").await.0, 404);
 }
+
+#[tokio::test]
+async fn an_error_answer_whose_body_stalls_fails_over_after_the_replicas_timeout() {
+    let p = pair().await;
+    // A 404's headers, the first bytes of its body, then nothing: the
+    // connection stays open.
+    let stalling = Replica::start(p.primary.addr(), |_| {
+        Act::Answer(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nContent-Length: 200\r\n\r\n<?xml".into(),
+        )
+    })
+    .await;
+    let cfg = Cfg {
+        server: ", upstream_read_timeout_seconds: 5",
+        ..Cfg::default()
+    };
+    let proxy = Proxy::start(&cfg.render_at(&p, &stalling.endpoint()));
+    let (status, replica, body) = get(&proxy, "/data/test.txt").await;
+    assert_eq!(
+        (status, replica.as_str(), body.as_str()),
+        (200, "backup", "Backup data!\n"),
+        "{}",
+        proxy.logs()
+    );
+    assert!(
+        proxy
+            .wait_for_log(
+                "Replica 'primary' failed, trying 'backup' bucket=ha error=no response within 2s",
+                WAIT
+            )
+            .await,
+        "{}",
+        proxy.logs()
+    );
+}

@@ -144,7 +144,7 @@ impl Future for FetchFuture {
                         Ok(Err(e)) => return Poll::Ready(Err(e)),
                         Ok(Ok(res)) => res,
                     };
-                    match answered(res, name, replica.as_ref(), asked) {
+                    match answered(res, name, replica.as_ref(), asked, *timeout) {
                         Answered::Done(result) => return Poll::Ready(result),
                         Answered::ReadError(read) => FetchState::ErrorBody { read },
                     }
@@ -164,7 +164,13 @@ enum Answered {
     ReadError(ErrorAnswer),
 }
 
-fn answered(res: Response<Body>, name: &Arc<str>, replica: Option<&HeaderValue>, asked: &Asked) -> Answered {
+fn answered(
+    res: Response<Body>,
+    name: &Arc<str>,
+    replica: Option<&HeaderValue>,
+    asked: &Asked,
+    timeout: Duration,
+) -> Answered {
     let status = res.status();
     if crate::breaker::is_failure_status(status) {
         return Answered::Done(Err(FetchError::Status(status)));
@@ -195,6 +201,7 @@ fn answered(res: Response<Body>, name: &Arc<str>, replica: Option<&HeaderValue>,
         status,
         name.clone(),
         hints,
+        timeout,
     )))
 }
 
@@ -284,19 +291,23 @@ impl Hints {
     }
 }
 
-/// A 4xx that may be the replica refusing the proxy: its body (bounded)
-/// names the S3 error code; a refusal is an error (another replica may
-/// serve), anything else the client's answer.
+/// A 4xx that may be the replica refusing the proxy: its body (bounded in
+/// size, and in time by the replica's `timeout`: one that stalls it fails
+/// as one that stalls its headers) names the S3 error code; a refusal is an
+/// error (another replica may serve), anything else the client's answer.
 async fn error_answer(
     res: Response<Body>,
     status: StatusCode,
     name: Arc<str>,
     hints: Hints,
+    timeout: Duration,
 ) -> Result<Response<Body>, FetchError> {
     let (mut parts, body) = res.into_parts();
-    let bytes = match http_body_util::Limited::new(body, MAX_ERROR_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let read = http_body_util::Limited::new(body, MAX_ERROR_BODY).collect();
+    let bytes = match tokio::time::timeout(timeout, read).await {
+        Err(_) => return Err(FetchError::Timeout(timeout)),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
             parts.headers.remove(header::CONTENT_LENGTH);
             bytes::Bytes::new()
         }
