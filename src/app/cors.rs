@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
 use tower_http::cors::{preflight_request_headers, AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+use yatagarasu_middleware::auth::{JwtConfig, TokenSource};
 use yatagarasu_middleware::routing::MatchedBucket;
 
 use crate::config::{is_wildcard, CorsConfig};
@@ -38,8 +39,22 @@ fn origins(cors: &CorsConfig) -> Option<Vec<HeaderValue>> {
     })
 }
 
-/// The layer of a validated `cors` block.
-pub(super) fn layer(cors: &CorsConfig) -> CorsLayer {
+/// The request headers the bucket's JWT auth reads a token from
+/// (`token_sources: [{type: header, name}]`): a browser app can only send
+/// one if the preflight allows it, so [`layer`] always does.
+pub(super) fn token_headers(jwt: Option<&JwtConfig>) -> Vec<HeaderName> {
+    jwt.map_or(&[][..], |jwt| &jwt.token_sources)
+        .iter()
+        .filter_map(|source| match source {
+            TokenSource::Header { name, .. } => HeaderName::from_bytes(name.trim().as_bytes()).ok(),
+            TokenSource::Bearer | TokenSource::Query { .. } => None,
+        })
+        .collect()
+}
+
+/// The layer of a validated `cors` block, for a bucket that reads tokens
+/// from `token_headers` (allowed in preflights beside `allowed_headers`).
+pub(super) fn layer(cors: &CorsConfig, token_headers: &[HeaderName]) -> CorsLayer {
     let origin = match origins(cors) {
         None => AllowOrigin::any(),
         Some(list) => AllowOrigin::list(list),
@@ -49,7 +64,13 @@ pub(super) fn layer(cors: &CorsConfig) -> CorsLayer {
     let headers = if is_wildcard(&cors.allowed_headers) {
         AllowHeaders::mirror_request()
     } else {
-        AllowHeaders::list(names(&cors.allowed_headers))
+        let mut list = names(&cors.allowed_headers);
+        for name in token_headers {
+            if !list.contains(name) {
+                list.push(name.clone());
+            }
+        }
+        AllowHeaders::list(list)
     };
     let expose = if is_wildcard(&cors.expose_headers) {
         ExposeHeaders::any()
@@ -200,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_preflight_is_answered_before_the_inner_service() {
-        let svc = layer(&config(&["https://app.example.com"])).layer(refusing());
+        let svc = layer(&config(&["https://app.example.com"]), &[]).layer(refusing());
         let req = Request::options("/b/k")
             .header(header::ORIGIN, "https://app.example.com")
             .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
@@ -221,7 +242,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_carries_the_headers_and_a_stranger_gets_no_origin() {
-        let svc = layer(&config(&["https://app.example.com"])).layer(refusing());
+        let svc = layer(&config(&["https://app.example.com"]), &[]).layer(refusing());
         let get = |origin: &'static str| {
             Request::get("/b/k")
                 .header(header::ORIGIN, origin)
@@ -284,7 +305,7 @@ mod tests {
                         .body(Body::empty())
                         .unwrap()
                 };
-                let layered = layer(&block).layer(refusing()).oneshot(req()).await.unwrap();
+                let layered = layer(&block, &[]).layer(refusing()).oneshot(req()).await.unwrap();
                 assert!(layered.headers().contains_key(header::VARY), "{block:?} {origin}");
                 let bucket = MatchedBucket {
                     name: "b".into(),
@@ -324,6 +345,50 @@ mod tests {
         assert!(table.answer(Some(&bucket("a")), &without).is_none());
     }
 
+    /// A bucket that reads its token from a header of its own allows that
+    /// header in preflights, beside the list (default or not).
+    #[tokio::test]
+    async fn a_token_header_is_allowed_in_preflights() {
+        let jwt: JwtConfig = serde_json::from_value(serde_json::json!({
+            "algorithm": "HS256",
+            "secret": "0123456789abcdef0123456789abcdef",
+            "token_sources": [
+                {"type": "query", "name": "token"},
+                {"type": "header", "name": "X-Api-Token", "prefix": "T "},
+                {"type": "bearer"},
+                {"type": "header", "name": "authorization"}
+            ]
+        }))
+        .unwrap();
+        let tokens = token_headers(Some(&jwt));
+        assert_eq!(tokens, ["x-api-token", "authorization"]);
+        assert!(token_headers(None).is_empty());
+        let mut own = config(&["https://app.example.com"]);
+        own.allowed_headers = vec!["range".into()];
+        for block in [config(&["https://app.example.com"]), own] {
+            let req = Request::options("/b/k")
+                .header(header::ORIGIN, "https://app.example.com")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "x-api-token,range")
+                .body(Body::empty())
+                .unwrap();
+            let res = layer(&block, &tokens).layer(refusing()).oneshot(req).await.unwrap();
+            let allowed: Vec<&str> = res.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS]
+                .to_str()
+                .unwrap()
+                .split(',')
+                .collect();
+            assert!(allowed.contains(&"x-api-token"), "{block:?}: {allowed:?}");
+            assert!(allowed.contains(&"range"), "{block:?}: {allowed:?}");
+            // Named twice (a list's and a token source's), allowed once.
+            assert_eq!(
+                allowed.iter().filter(|h| **h == "authorization").count(),
+                1,
+                "{allowed:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_wildcard_header_list_mirrors_the_preflight() {
         let mut c = config(&["*"]);
@@ -334,7 +399,7 @@ mod tests {
             .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization, x-custom")
             .body(Body::empty())
             .unwrap();
-        let res = layer(&c).layer(refusing()).oneshot(req).await.unwrap();
+        let res = layer(&c, &[]).layer(refusing()).oneshot(req).await.unwrap();
         assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert_eq!(
             res.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS],

@@ -386,7 +386,8 @@ pub async fn build_with(config: &Config, metrics: Arc<Metrics>, inherited: Inher
         listing = list_buckets::add(listing, prefix, sigv4_layer.as_ref(), jwt_layer.as_ref());
         // CORS outside auth and the cache: preflights carry no credentials,
         // and every answer (a hit, a 401, a 404, a 502) gets the headers.
-        let cors = bucket.cors.as_ref().map(cors::layer);
+        let token_headers = cors::token_headers(jwt);
+        let cors = bucket.cors.as_ref().map(|block| cors::layer(block, &token_headers));
         if let Some(block) = &bucket.cors {
             // The same headers on the edge's 429/503/414/431 for this bucket.
             edge_cors.push(&bucket.name, block);

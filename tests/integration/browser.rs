@@ -153,20 +153,29 @@ async function sigv4(f) {{
   return {{ ...f.init, headers }};
 }}
 const results = [];
+// One fetch; with `until`, sent again (a blocked answer too) until that
+// status is read, at most 20 times.
 async function one(f) {{
   const r = {{ name: f.name }};
-  try {{
-    let res;
-    const init = f.sigv4 ? await sigv4(f) : structuredClone(f.init);
-    // "ETAG_OF name": the ETag an earlier fetch read.
-    for (const [h, v] of Object.entries(init.headers || {{}}))
-      if (v.startsWith("ETAG_OF ")) init.headers[h] = results.find((r) => r.name === v.slice(8)).etag;
-    for (let i = 0; i < (f.until ? 20 : 1); i++) {{
+  const init = f.sigv4 ? await sigv4(f) : structuredClone(f.init);
+  // "ETAG_OF name": the ETag an earlier fetch read.
+  for (const [h, v] of Object.entries(init.headers || {{}}))
+    if (v.startsWith("ETAG_OF ")) init.headers[h] = results.find((r) => r.name === v.slice(8)).etag;
+  let res = null, error = null;
+  for (let i = 0; i < (f.until ? 20 : 1); i++) {{
+    r.tries = i + 1;
+    try {{
       res = await fetch(f.url, init);
-      r.tries = i + 1;
-      if (!f.until || res.status === f.until) break;
-      await res.arrayBuffer();
+      error = null;
+    }} catch (e) {{
+      error = e;
+      continue;
     }}
+    if (!f.until || res.status === f.until) break;
+    await res.arrayBuffer();
+  }}
+  try {{
+    if (error) throw error;
     r.type = res.type;
     r.status = res.status;
     for (const h of HEADERS) r[h] = res.headers.get(h);
@@ -374,6 +383,16 @@ buckets:
         credentials:
           - {{ access_key_id: "{CLIENT_KEY}", secret_access_key: "{CLIENT_SECRET}" }}
     cors: {{ allowed_origins: ["{origin}"] }}
+  - name: tokened
+    path_prefix: /tokened
+    s3: {s3}
+    auth:
+      enabled: true
+      jwt:
+        algorithm: HS256
+        secret: "{SECRET}"
+        token_sources: [{{ type: header, name: X-Api-Token }}, {{ type: query, name: token }}]
+    cors: {{ allowed_origins: ["{origin}"] }}
   - name: plain
     path_prefix: /plain
     s3: {s3}
@@ -473,9 +492,11 @@ async fn browser_reads_an_allowed_bucket() {
 
 /// Preflighted reads with credentials the app's code sets: a bearer token
 /// and a `Range` on a JWT bucket (the preflight passes before auth, the 206
-/// and its `Content-Range` are readable; without the token, the 401 is),
-/// and `GetObject` as the AWS SDK for JavaScript v3 sends it, signed with
-/// SigV4 in the page (its preflight asks for `x-amz-checksum-mode`).
+/// and its `Content-Range` are readable; without the token, the 401 is); a
+/// token in the bucket's own header (`token_sources: [{type: header}]`: its
+/// preflight asks for that header) or in the query; and `GetObject` as the
+/// AWS SDK for JavaScript v3 sends it, signed with SigV4 in the page (its
+/// preflight asks for `x-amz-checksum-mode`).
 #[tokio::test]
 async fn browser_reads_with_a_token_or_a_signature() {
     if !chromium_present() {
@@ -498,6 +519,16 @@ async fn browser_reads_with_a_token_or_a_signature() {
             with(json!({ "Authorization": bearer, "Range": "bytes=2-5" })),
         ),
         fetch("no token", proxy.url("/private/app.json"), with(json!({}))),
+        fetch(
+            "token header",
+            proxy.url("/tokened/app.json"),
+            with(json!({ "X-Api-Token": token(), "Range": "bytes=0-3" })),
+        ),
+        fetch(
+            "token query",
+            proxy.url(&format!("/tokened/range.json?token={}", token())),
+            with(json!({})),
+        ),
         sdk_get("sdk", proxy.url("/signed/app.json"), json!({})),
         sdk_get("sdk again", proxy.url("/signed/app.json"), json!({})),
         sdk_get(
@@ -523,6 +554,11 @@ async fn browser_reads_with_a_token_or_a_signature() {
     assert_eq!(seen.status("no token"), 401);
     assert!(seen.header("no token", "x-request-id").is_some());
     assert!(seen.length("no token") > 0);
+
+    assert_eq!(seen.status("token header"), 206, "{}", seen.get("token header"));
+    assert_eq!(seen.length("token header"), 4);
+    assert_eq!(seen.status("token query"), 200, "{}", seen.get("token query"));
+    assert_eq!(seen.length("token query"), total as u64);
 
     for (name, cache) in [("sdk", "MISS"), ("sdk again", "HIT-MEMORY")] {
         assert_eq!(seen.status(name), 200, "{}", seen.get(name));
@@ -618,8 +654,9 @@ async fn browser_blocks_what_the_bucket_does_not_allow() {
 }
 
 /// Under `server.rate_limit` (1/s, burst 1) the app reads the 429 and its
-/// `Retry-After` (the edge's own answer carries the bucket's CORS headers);
-/// a bucket without `cors` stays hidden.
+/// `Retry-After`, on a plain read and on a preflighted one (the edge's own
+/// answer carries the bucket's CORS headers; the preflight is not limited);
+/// a bucket without `cors` keeps its 429 hidden.
 #[tokio::test]
 async fn browser_reads_a_rate_limited_answer() {
     if !chromium_present() {
@@ -659,5 +696,12 @@ async fn browser_reads_a_rate_limited_answer() {
         "plain",
         &proxy.url("/plain/other-limited.json"),
         "No 'Access-Control-Allow-Origin' header is present",
+    );
+    // It was the 429 the browser hid: the proxy logged it.
+    let logs = proxy.settled_logs().await;
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("path=/plain/other-limited.json") && l.contains("status=429")),
+        "{logs}"
     );
 }
