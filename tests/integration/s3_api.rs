@@ -1261,6 +1261,13 @@ async fn s3cmd_lists_gets_and_syncs_an_open_bucket() {
     let big = s3cmd.path("big.bin");
     s3cmd.ok(&["get", "s3://data/big.bin", big.to_str().unwrap()]).await;
     assert_eq!(sha256(&std::fs::read(&big).unwrap()), sha256(&pattern(size, 7)));
+    // `--continue` asks for the rest of a partial file (`Range: bytes=N-`).
+    let part = s3cmd.path("part.bin");
+    std::fs::write(&part, &pattern(size, 7)[..1 << 20]).unwrap();
+    s3cmd
+        .ok(&["get", "--continue", "s3://data/big.bin", part.to_str().unwrap()])
+        .await;
+    assert_eq!(sha256(&std::fs::read(&part).unwrap()), sha256(&pattern(size, 7)));
     for (i, k) in S3CMD_ODD_KEYS.iter().enumerate() {
         let out = s3cmd.path(&format!("odd-{i}"));
         s3cmd
