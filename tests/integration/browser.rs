@@ -336,6 +336,16 @@ async fn replica() -> S3 {
         s3.put_object("web-bkt", key, SMALL).unwrap();
     }
     s3.put_object("web-bkt", "big.bin", &pattern(BIG, 3)).unwrap();
+    // Modified years ago: a browser keeps it fresh for a while by heuristic
+    // (a tenth of its age), with no `Cache-Control`, like a static asset.
+    s3.put_object("web-bkt", "old.json", SMALL).unwrap();
+    let years_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 365 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(s3.root().join("web-bkt/old.json"))
+        .unwrap()
+        .set_modified(years_ago)
+        .unwrap();
     s3.put_object("web-bkt", "limited.json", SMALL).unwrap();
     s3.put_object("web-bkt", "other-limited.json", SMALL).unwrap();
     s3
@@ -408,7 +418,8 @@ metrics: {{ enabled: false }}
 /// (`X-Cache` readable; a large hit's whole body, sent with sendfile(2)), a
 /// conditional read with the `ETag` it read (a preflight for
 /// `If-None-Match`; the 304 readable), a `HEAD`, a range of a hit (206 and
-/// `Content-Range`), an unsatisfiable range (416) and a 404.
+/// `Content-Range`), an unsatisfiable range (416), a 404, and an object the
+/// browser keeps in its cache after an `<img>` loaded it without CORS.
 #[tokio::test]
 async fn browser_reads_an_allowed_bucket() {
     if !chromium_present() {
@@ -437,6 +448,13 @@ async fn browser_reads_an_allowed_bucket() {
             no_store(json!({ "Range": "bytes=100-200" })),
         ),
         fetch("missing", proxy.url("/web/missing.json"), no_store(json!({}))),
+        // An `<img>` shows the object first (no `Origin`: the browser keeps a
+        // copy without `Access-Control-Allow-Origin`), then the app reads
+        // it: `Vary: Origin` keeps the browser from answering the read
+        // with that copy, which it would block.
+        fetch("image", proxy.url("/web/old.json"), json!({ "mode": "no-cors" })),
+        fetch("after image", proxy.url("/web/old.json"), json!({})),
+        fetch("after image again", proxy.url("/web/old.json"), json!({})),
     ];
     let seen = browse(origin, &fetches).await;
 
@@ -488,6 +506,17 @@ async fn browser_reads_an_allowed_bucket() {
     );
     assert_eq!(seen.status("missing"), 404);
     assert!(seen.length("missing") > 0);
+    assert_eq!(seen.get("image")["type"], "opaque");
+    for name in ["after image", "after image again"] {
+        assert_eq!(seen.status(name), 200);
+        assert_eq!(seen.length(name), SMALL.len() as u64);
+    }
+    // The second read was the browser's copy of the first (the same id):
+    // a browser cache was in play.
+    assert_eq!(
+        seen.header("after image", "x-request-id"),
+        seen.header("after image again", "x-request-id")
+    );
 }
 
 /// Preflighted reads with credentials the app's code sets: a bearer token
