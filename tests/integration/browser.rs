@@ -683,9 +683,9 @@ async fn browser_blocks_what_the_bucket_does_not_allow() {
 }
 
 /// Under `server.rate_limit` (1/s, burst 1) the app reads the 429 and its
-/// `Retry-After`, on a plain read and on a preflighted one (the edge's own
-/// answer carries the bucket's CORS headers; the preflight is not limited);
-/// a bucket without `cors` keeps its 429 hidden.
+/// `Retry-After`, on a plain read, a preflighted one and a credentialed one
+/// (the edge's own answer carries the bucket's CORS headers; the preflight
+/// is not limited); a bucket without `cors` keeps its 429 hidden.
 #[tokio::test]
 async fn browser_reads_a_rate_limited_answer() {
     if !chromium_present() {
@@ -706,11 +706,15 @@ async fn browser_reads_a_rate_limited_answer() {
             init: json!({ "cache": "no-store", "headers": { "Authorization": bearer, "Range": "bytes=0-3" } }),
             ..limited("limited preflighted", proxy.url("/private/limited.json"))
         },
+        Fetch {
+            init: json!({ "cache": "no-store", "credentials": "include" }),
+            ..limited("limited credentials", proxy.url("/cred/limited.json"))
+        },
         limited("plain", proxy.url("/plain/other-limited.json")),
     ];
     let seen = browse(origin, &fetches).await;
 
-    for name in ["limited", "limited preflighted"] {
+    for name in ["limited", "limited preflighted", "limited credentials"] {
         assert_eq!(seen.status(name), 429, "{}", seen.get(name));
         let retry: u64 = seen
             .header(name, "retry-after")
