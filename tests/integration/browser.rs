@@ -60,7 +60,7 @@ fn token() -> String {
 
 /// One `fetch(url, init)` of the page, named for its result. With `until`,
 /// sent again (up to 20 times) until that status comes back; with `sigv4`,
-/// signed in the page first (see [`sigv4`]).
+/// signed in the page first (its `sigv4`, see [`sdk_get`]).
 struct Fetch {
     name: &'static str,
     url: String,
