@@ -177,7 +177,9 @@ where
 }
 
 pin_project! {
-    /// The response future of [`Edge`].
+    /// The response future of [`Edge`]. Dropped before its answer (the
+    /// client closed its connection or reset its HTTP/2 stream), it still
+    /// writes the access line and counts the request: status `499`.
     pub struct EdgeFuture<S>
     where
         S: Service<Request<Body>, Response = Response, Error = Infallible>,
@@ -187,6 +189,17 @@ pin_project! {
         log: Option<AccessStart>,
         id: Option<HeaderValue>,
         cors: Option<CorsAnswer>,
+    }
+
+    impl<S> PinnedDrop for EdgeFuture<S>
+    where
+        S: Service<Request<Body>, Response = Response, Error = Infallible>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(log) = this.project().log.take() {
+                access_log::abandoned(log);
+            }
+        }
     }
 }
 

@@ -133,6 +133,38 @@ pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
     })
 }
 
+/// The status logged for a request whose client left before its answer
+/// (nginx's "client closed request").
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// The client left before the answer (its connection closed, its HTTP/2
+/// stream was reset, or a drain's grace time ran out): the line and the
+/// request metrics say `499`, `complete=false`, 0 bytes, so a request that
+/// ends this way is not missing from them.
+pub(crate) fn abandoned(start: AccessStart) {
+    let matched = start.matched.as_ref();
+    drop(AccessRecord {
+        replica: None,
+        cache: None,
+        hedge: "-",
+        bucket: matched.map_or_else(|| Arc::from("-"), |m| m.name.clone()),
+        operation: matched.map_or("-", |m| m.operation.as_str()),
+        identity: None,
+        status: CLIENT_CLOSED,
+        expected: None,
+        complete: false,
+        duration_us: 0,
+        trace_id: start.trace_id,
+        span: start.span,
+        method: start.method,
+        path: start.path,
+        id: start.id,
+        started: start.started,
+        bytes: 0,
+        in_flight: start.in_flight,
+    });
+}
+
 /// What the access line and the request metrics say, emitted on drop.
 struct AccessRecord {
     /// The request metrics (and the in-flight count, until dropped).

@@ -456,3 +456,94 @@ async fn replica_requests_go_through_the_proxy_http_proxy_names() {
     assert_eq!(status, 200);
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), before);
 }
+
+/// A client that leaves before its answer (here an HTTP/2 stream reset)
+/// still gets an access line and a count: status 499, `complete=false`, as
+/// nginx logs "client closed request".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_its_answer_is_logged_and_counted_499() {
+    let s3 = s3().await;
+    s3.put_object("bkt", "k.txt", b"v").unwrap();
+    let config = single_bucket_config("/d", &s3.endpoint(), "bkt")
+        .replace("      timeout_seconds: 2\n", "      timeout_seconds: 60\n")
+        // No probe may open the breaker while the replica stalls.
+        .replace(
+            "health_check:\n  interval_seconds: 1\n  timeout_seconds: 1\n",
+            "health_check:\n  enabled: false\n",
+        )
+        .replace(
+            "metrics:\n  enabled: false\n",
+            "metrics:\n  enabled: true\n  address: 127.0.0.1\n  port: 0\n",
+        );
+    let proxy = Proxy::start(&config);
+    s3.set_fault(Fault::Stall);
+    let asked = |n: usize| {
+        let s3 = &s3;
+        async move {
+            s3.received()
+                .iter()
+                .filter(|r| r.uri.path().ends_with("/k.txt"))
+                .count()
+                >= n
+        }
+    };
+
+    // HTTP/2: the client gives up; reqwest resets the stream.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let url = proxy.url("/d/k.txt");
+    let pending = tokio::spawn(async move { h2.get(url).send().await });
+    assert!(
+        eventually(Duration::from_secs(20), || asked(1)).await,
+        "the replica never saw the h2 GET"
+    );
+    pending.abort();
+    let line = |needle: &'static str| {
+        let proxy = &proxy;
+        async move {
+            proxy
+                .logs()
+                .lines()
+                .any(|l| l.contains(needle) && l.contains("status=499"))
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || line("/d/k.txt")).await,
+        "no 499 line for the reset stream:\n{}",
+        proxy.logs()
+    );
+
+    // (HTTP/1.1 cannot tell a client that closed from one that half-closed
+    // after its request, which is served: there the line comes with the
+    // answer, `complete=false` when it could not be sent.)
+    let line = proxy
+        .logs()
+        .lines()
+        .find(|l| l.contains("status=499"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("complete=false") && line.contains("bucket=main"),
+        "{line}"
+    );
+    let metrics = client()
+        .get(proxy.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("yatagarasu_requests_total{")
+            && l.contains("bucket=\"main\"")
+            && l.contains("status_class=\"4xx\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("yatagarasu_requests_in_flight") && l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
