@@ -1368,6 +1368,16 @@ async fn s3cmd_signs_with_proxy_keys_in_sigv4_and_falls_back_from_sigv2() {
     let out = v4.path("test.txt");
     v4.ok(&["get", "s3://signed/test.txt", out.to_str().unwrap()]).await;
     assert_eq!(std::fs::read(&out).unwrap(), b"hello\n");
+    // Odd keys, signed: s3cmd's canonical path is the proxy's.
+    // (No `[`: s3cmd reads it as a wildcard.)
+    let punctuated = "odd/t~i(l)d*e!'=&;:@,$.txt";
+    for (i, k) in S3CMD_ODD_KEYS.iter().chain([&punctuated]).enumerate() {
+        s3.put_object("data-bucket", k, k.as_bytes()).unwrap();
+        let out = v4.path(&format!("odd-{i}"));
+        v4.ok(&["get", &format!("s3://signed/{k}"), out.to_str().unwrap()])
+            .await;
+        assert_eq!(std::fs::read(&out).unwrap(), k.as_bytes(), "{k}");
+    }
     let info = v4.ok(&["info", "s3://signed/test.txt"]).await;
     assert!(info.contains("MD5 sum:   b1946ac92492d2347c6235b4d2611184"), "{info}");
 
