@@ -846,7 +846,13 @@ async fn a_pooled_connection_the_replica_closed_is_retried_on_a_new_one_not_fail
     .await;
     let proxy = Proxy::start(&Cfg::default().render_at(&p, &closing.endpoint()));
     let client = client();
-    for _ in 0..4 {
+    for i in 0..4 {
+        if i > 0 {
+            // As a replica's keep-alive timeout does: its close meets a
+            // connection that sat idle (a request on one idle for less
+            // than `RESEND_AFTER_IDLE`, 1 s, is not kept to send again).
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
         let res = client.get(proxy.url("/data/test.txt")).send().await.unwrap();
         assert_eq!(res.headers()["x-yatagarasu-replica"], "primary", "{}", proxy.logs());
         assert_eq!(res.text().await.unwrap(), "Primary data!\n");
