@@ -82,30 +82,17 @@ pub(crate) fn finish(start: AccessStart, res: Response) -> Response {
             replica.get_or_insert_with(|| value.clone());
         }
     }
-    let matched = start
-        .matched
-        .as_ref()
-        .or_else(|| res.extensions().get::<MatchedBucket>());
-    let record = AccessRecord {
-        replica,
-        cache,
-        hedge: res.extensions().get::<HedgeOutcome>().map_or("-", |h| h.as_str()),
-        bucket: matched.map_or_else(|| Arc::from("-"), |m| m.name.clone()),
-        operation: matched.map_or("-", |m| m.operation.as_str()),
-        identity: res.extensions().get::<Identity>().and_then(|i| i.subject.clone()),
-        status: res.status().as_u16(),
-        expected: body_length(&res),
-        complete: start.method == Method::HEAD,
-        duration_us: 0,
-        trace_id: start.trace_id,
-        span: start.span,
-        method: start.method,
-        path: start.path,
-        id: start.id,
-        started: start.started,
-        bytes: 0,
-        in_flight: start.in_flight,
-    };
+    let mut start = start;
+    if start.matched.is_none() {
+        start.matched = res.extensions().get::<MatchedBucket>().cloned();
+    }
+    let mut record = AccessRecord::new(start, res.status().as_u16());
+    record.replica = replica;
+    record.cache = cache;
+    record.hedge = res.extensions().get::<HedgeOutcome>().map_or("-", |h| h.as_str());
+    record.identity = res.extensions().get::<Identity>().and_then(|i| i.subject.clone());
+    record.expected = body_length(&res);
+    record.complete = record.method == Method::HEAD;
     if !record.span.is_none() {
         let auth = match (
             res.extensions().get::<AuthOutcome>(),
@@ -142,27 +129,38 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// request metrics say `499`, `complete=false`, 0 bytes, so a request that
 /// ends this way is not missing from them.
 pub(crate) fn abandoned(start: AccessStart) {
-    let matched = start.matched.as_ref();
-    drop(AccessRecord {
-        replica: None,
-        cache: None,
-        hedge: "-",
-        bucket: matched.map_or_else(|| Arc::from("-"), |m| m.name.clone()),
-        operation: matched.map_or("-", |m| m.operation.as_str()),
-        identity: None,
-        status: CLIENT_CLOSED,
-        expected: None,
-        complete: false,
-        duration_us: 0,
-        trace_id: start.trace_id,
-        span: start.span,
-        method: start.method,
-        path: start.path,
-        id: start.id,
-        started: start.started,
-        bytes: 0,
-        in_flight: start.in_flight,
-    });
+    drop(AccessRecord::new(start, CLIENT_CLOSED));
+}
+
+impl AccessRecord {
+    /// The record of `start` answered `status`: no response headers read
+    /// yet, nothing sent, not complete.
+    fn new(start: AccessStart, status: u16) -> Self {
+        let (bucket, operation) = match start.matched {
+            Some(m) => (m.name, m.operation.as_str()),
+            None => (Arc::from("-"), "-"),
+        };
+        Self {
+            replica: None,
+            cache: None,
+            hedge: "-",
+            bucket,
+            operation,
+            identity: None,
+            status,
+            expected: None,
+            complete: false,
+            duration_us: 0,
+            trace_id: start.trace_id,
+            span: start.span,
+            method: start.method,
+            path: start.path,
+            id: start.id,
+            started: start.started,
+            bytes: 0,
+            in_flight: start.in_flight,
+        }
+    }
 }
 
 /// What the access line and the request metrics say, emitted on drop.
