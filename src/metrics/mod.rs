@@ -26,7 +26,7 @@
 //! | `yatagarasu_credentials_expiry_seconds` | gauge (keys that never expire: 100 years; 0 or negative: none usable) | `bucket`, `replica` |
 //! | `yatagarasu_client_connections_open` | gauge | |
 //! | `yatagarasu_client_connections_refused_total` | counter | |
-//! | `yatagarasu_client_connections_closed_total` | counter | `reason` (`idle`, `header_timeout`, `send_timeout`) |
+//! | `yatagarasu_client_connections_closed_total` | counter | `reason` (`idle`, `header_timeout`, `send_timeout`, `tls_handshake_timeout`, `tls_handshake_failed`, `plain_http`, `malformed_request`) |
 //!
 //! The series recorded on every request or replica attempt are Prometheus
 //! collectors with their label sets resolved once (`requests`, `replicas`),
@@ -66,6 +66,20 @@ const REPLICA_DURATION_BUCKETS: [f64; 14] = [
 
 /// Replica gauges: `(bucket, replica)` -> `(health, breaker state)`.
 type ReplicaGauges = BTreeMap<(String, String), (i64, i64)>;
+
+/// The `reason`s of `yatagarasu_client_connections_closed_total`: timeouts
+/// (`idle`, `header_timeout`, `send_timeout`, `tls_handshake_timeout`), a
+/// failed TLS handshake, plain HTTP sent to the TLS port, and a request
+/// hyper refused before the edge (`malformed_request`: its bare 400/414/431).
+pub const CLOSE_REASONS: [&str; 7] = [
+    "idle",
+    "header_timeout",
+    "send_timeout",
+    "tls_handshake_timeout",
+    "tls_handshake_failed",
+    "plain_http",
+    "malformed_request",
+];
 
 /// Every metric of the process.
 pub struct Metrics {
@@ -197,7 +211,7 @@ impl Metrics {
                 .build(),
             connections_closed: meter
                 .u64_counter("yatagarasu_client_connections_closed_total")
-                .with_description("Client connections closed by a timeout, by reason.")
+                .with_description("Client connections the proxy closed, by reason (a timeout, a failed TLS handshake, plain HTTP on the TLS port, a request hyper refused).")
                 .build(),
             registry,
             _provider: provider,
@@ -209,7 +223,7 @@ impl Metrics {
         // The connection series exist from the start, at zero.
         this.connections_open.add(0, &[]);
         this.connections_refused.add(0, &[]);
-        for reason in ["idle", "header_timeout", "send_timeout"] {
+        for reason in CLOSE_REASONS {
             this.connections_closed.add(0, &[KeyValue::new("reason", reason)]);
         }
         this
@@ -310,7 +324,7 @@ impl Metrics {
         self.connections_refused.add(1, &[]);
     }
 
-    /// A client connection closed by a timeout: `idle`, `header_timeout` or `send_timeout`.
+    /// A client connection the proxy closed, for one of [`CLOSE_REASONS`].
     pub fn connection_closed(&self, reason: &'static str) {
         self.connections_closed.add(1, &[KeyValue::new("reason", reason)]);
     }
