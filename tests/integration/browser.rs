@@ -27,35 +27,8 @@ const CLIENT_SECRET: &str = "browser-client/secret+7";
 const SMALL: &[u8] = b"{\"hello\":\"browser\"}";
 const BIG: usize = 200_000;
 
-/// Whether `chromium` runs here: missing, a failure in CI, a loud skip
-/// elsewhere.
-fn chromium_present() -> bool {
-    let found = std::process::Command::new("chromium")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("chromium is not installed: scripts/test.sh installs it");
-    }
-    eprintln!("\n!!!!! SKIPPED: chromium is not installed (scripts/test.sh installs it) !!!!!\n");
-    false
-}
-
 fn token() -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({ "sub": "web", "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(SECRET, serde_json::json!({ "sub": "web" }))
 }
 
 /// One `fetch(url, init)` of the page, named for its result. With `until`,
@@ -422,7 +395,7 @@ metrics: {{ enabled: false }}
 /// browser keeps in its cache after an `<img>` loaded it without CORS.
 #[tokio::test]
 async fn browser_reads_an_allowed_bucket() {
-    if !chromium_present() {
+    if !tool_present("chromium") {
         return;
     }
     let s3 = replica().await;
@@ -528,7 +501,7 @@ async fn browser_reads_an_allowed_bucket() {
 /// preflight asks for `x-amz-checksum-mode`).
 #[tokio::test]
 async fn browser_reads_with_a_token_or_a_signature() {
-    if !chromium_present() {
+    if !tool_present("chromium") {
         return;
     }
     let s3 = replica().await;
@@ -608,7 +581,7 @@ async fn browser_reads_with_a_token_or_a_signature() {
 /// the same credentialed read from a bucket with it is readable.
 #[tokio::test]
 async fn browser_blocks_what_the_bucket_does_not_allow() {
-    if !chromium_present() {
+    if !tool_present("chromium") {
         return;
     }
     let s3 = replica().await;
@@ -688,7 +661,7 @@ async fn browser_blocks_what_the_bucket_does_not_allow() {
 /// is not limited); a bucket without `cors` keeps its 429 hidden.
 #[tokio::test]
 async fn browser_reads_a_rate_limited_answer() {
-    if !chromium_present() {
+    if !tool_present("chromium") {
         return;
     }
     let s3 = replica().await;

@@ -239,3 +239,37 @@ pub fn memfds(pid: u32) -> usize {
         .filter(|target| target.to_string_lossy().contains("memfd:yatagarasu-cache"))
         .count()
 }
+
+/// Whether `program --version` runs here (a tool `scripts/test.sh`
+/// installs). Missing: a failure in CI (`CI=true`), a loud skip elsewhere.
+pub fn tool_present(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{program} is not installed: scripts/test.sh installs it");
+    }
+    eprintln!("\n!!!!! SKIPPED: {program} is not installed (scripts/test.sh installs it) !!!!!\n");
+    false
+}
+
+/// An HS256 token signed with `secret` holding `claims` (a JSON object),
+/// valid for ten minutes.
+pub fn hs256_token(secret: &str, mut claims: serde_json::Value) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    claims["exp"] = exp.into();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}

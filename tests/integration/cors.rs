@@ -15,17 +15,7 @@ const SECRET: &str = "cors-test-secret-0123456789abcdef";
 const APP: &str = "https://app.example.com";
 
 fn token() -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({ "sub": "web", "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(SECRET, serde_json::json!({ "sub": "web" }))
 }
 
 /// `/private`: JWT and CORS for [`APP`]; `/down`: CORS over a replica that

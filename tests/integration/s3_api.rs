@@ -929,17 +929,7 @@ const BOTH_AUTH: &str = r#"    auth:
           - { claim: "role", equals: "reader" }"#;
 
 fn jwt(role: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({ "sub": "lister", "role": role, "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(JWT_SECRET, serde_json::json!({ "sub": "lister", "role": role }))
 }
 
 #[tokio::test]
@@ -1081,23 +1071,6 @@ async fn list_buckets_with_only_guarded_buckets_refuses_bad_credentials_as_s3_do
     assert_eq!(res.status(), 404);
 }
 
-/// s3cmd (Debian's 2.3.0; `scripts/test.sh` installs it). Missing: a
-/// failure in CI, a loud skip elsewhere.
-fn s3cmd_present() -> bool {
-    let found = std::process::Command::new("s3cmd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("s3cmd is not installed: scripts/test.sh installs it");
-    }
-    eprintln!("\n!!!!! SKIPPED: s3cmd is not installed (scripts/test.sh installs it) !!!!!\n");
-    false
-}
-
 /// What one s3cmd run did.
 struct S3cmdRun {
     ok: bool,
@@ -1228,7 +1201,7 @@ fn s3cmd_keys() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3cmd_lists_gets_and_syncs_an_open_bucket() {
-    if !s3cmd_present() {
+    if !tool_present("s3cmd") {
         return;
     }
     let size = 6 * 1024 * 1024 + 5;
@@ -1345,7 +1318,7 @@ async fn s3cmd_lists_gets_and_syncs_an_open_bucket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3cmd_signs_with_proxy_keys_in_sigv4_and_falls_back_from_sigv2() {
-    if !s3cmd_present() {
+    if !tool_present("s3cmd") {
         return;
     }
     let s3 = small_s3(3).await;
@@ -1419,7 +1392,7 @@ async fn s3cmd_signs_with_proxy_keys_in_sigv4_and_falls_back_from_sigv2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3cmd_keeps_working_when_the_primary_dies_mid_get_and_between_commands() {
-    if !s3cmd_present() {
+    if !tool_present("s3cmd") {
         return;
     }
     let size = 8 * 1024 * 1024 + 5;
