@@ -380,30 +380,20 @@ async fn cors_headers_on_the_edges_503_414_and_431() {
     let server = "  max_concurrent_requests: 1\n  max_uri_length: 300\n  max_header_bytes: 2048";
     let proxy = Proxy::start(&edge_config(&s3.endpoint(), server));
     let c = client();
+    // A browser's GET from the app's origin.
+    let from_app = |path: &str| c.get(proxy.url(path)).header("origin", APP);
 
-    let res = c
-        .get(proxy.url(&format!("/web/{}", "k".repeat(400))))
-        .header("origin", APP)
-        .send()
-        .await
-        .unwrap();
+    let res = from_app(&format!("/web/{}", "k".repeat(400))).send().await.unwrap();
     assert_eq!(res.status(), 414);
     readable_refusal(&res, "414");
-    let res = c
-        .get(proxy.url("/web/app.json"))
-        .header("origin", APP)
+    let res = from_app("/web/app.json")
         .header("x-padding", "p".repeat(4000))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 431);
     readable_refusal(&res, "431");
-    let res = c
-        .get(proxy.url(&format!("/plain/{}", "k".repeat(400))))
-        .header("origin", APP)
-        .send()
-        .await
-        .unwrap();
+    let res = from_app(&format!("/plain/{}", "k".repeat(400))).send().await.unwrap();
     assert_eq!(res.status(), 414);
     no_cors_headers(&res, "plain 414");
 
@@ -411,21 +401,11 @@ async fn cors_headers_on_the_edges_503_414_and_431() {
     let mut download = c.get(proxy.url("/web/big.bin")).send().await.unwrap();
     assert_eq!(download.status(), 200);
     let mut body = download.chunk().await.unwrap().unwrap().to_vec();
-    let res = c
-        .get(proxy.url("/web/app.json"))
-        .header("origin", APP)
-        .send()
-        .await
-        .unwrap();
+    let res = from_app("/web/app.json").send().await.unwrap();
     assert_eq!(res.status(), 503);
     readable_refusal(&res, "503");
     assert_eq!(res.headers()["retry-after"], "1");
-    let res = c
-        .get(proxy.url("/plain/app.json"))
-        .header("origin", APP)
-        .send()
-        .await
-        .unwrap();
+    let res = from_app("/plain/app.json").send().await.unwrap();
     assert_eq!(res.status(), 503);
     no_cors_headers(&res, "plain 503");
     // A preflight is answered from config, not shed.

@@ -525,14 +525,7 @@ async fn a_client_that_leaves_before_its_answer_is_logged_and_counted_499() {
         line.contains("complete=false") && line.contains("bucket=main"),
         "{line}"
     );
-    let metrics = client()
-        .get(proxy.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(proxy.metrics_url("/metrics")).await;
     assert!(
         metrics.lines().any(|l| l.starts_with("yatagarasu_requests_total{")
             && l.contains("bucket=\"main\"")

@@ -1004,14 +1004,7 @@ async fn list_buckets_shows_each_caller_the_buckets_its_credentials_open() {
     assert!(res.text().await.unwrap().contains("InvalidArgument"));
 
     // Counted under its own operation; no credential in the logs.
-    let metrics = client()
-        .get(proxy.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(proxy.metrics_url("/metrics")).await;
     assert!(
         metrics
             .lines()
